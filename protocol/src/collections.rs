@@ -9,7 +9,7 @@ use std::cmp::Ordering;
 use num_bigint::BigInt;
 use num_traits::Signed;
 
-use crate::order::{checked_key_eq, compare_full, compare_rank};
+use crate::order::{compare_full, compare_rank, compare_rank_short_circuit};
 use crate::quote::{json_string, quote};
 use crate::rejection::Rejection;
 use crate::value::Value;
@@ -68,7 +68,7 @@ impl<'a> BagEntries<'a> {
         self.iter()
             .skip(start)
             .take_while(|(probe, _)| compare_rank(probe, key) == Ordering::Equal)
-            .find(|(probe, _)| checked_key_eq(probe, key))
+            .find(|(probe, _)| compare_full(probe, key) == Ordering::Equal)
             .map_or_else(|| BigInt::from(0), |(_, count)| count.clone())
     }
 }
@@ -106,6 +106,39 @@ pub fn check_collection(value: &Value) -> Result<Option<CopyCollection<'_>>, Rej
     }))
 }
 
+fn check_tagged_as<'a>(value: &'a Value, tag: &str, what: &str) -> Result<CopyCollection<'a>, Rejection> {
+    match value.as_tagged() {
+        Some(tagged) if &*tagged.tag == tag => {}
+        _ => return Err(Rejection::new(format!("Not a {what}: {}", quote(value)))),
+    }
+    check_collection(value)?.ok_or_else(|| Rejection::new(format!("Not a {what}: {}", quote(value))))
+}
+
+/// Checks that a value is a well-formed copySet (Endo's `assertCopySet`).
+pub fn assert_copy_set(value: &Value) -> Result<&[Value], Rejection> {
+    match check_tagged_as(value, COPY_SET, "copySet")? {
+        CopyCollection::Set(elements) => Ok(elements),
+        _ => Err(Rejection::new(format!("Not a copySet: {}", quote(value)))),
+    }
+}
+
+/// Checks that a value is a well-formed copyBag (Endo's `assertCopyBag`).
+pub fn assert_copy_bag(value: &Value) -> Result<BagEntries<'_>, Rejection> {
+    match check_tagged_as(value, COPY_BAG, "copyBag")? {
+        CopyCollection::Bag(entries) => Ok(entries),
+        _ => Err(Rejection::new(format!("Not a copyBag: {}", quote(value)))),
+    }
+}
+
+/// Checks that a value is a well-formed copyMap (Endo's `assertCopyMap`),
+/// returning its keys and values.
+pub fn assert_copy_map(value: &Value) -> Result<(&[Value], &[Value]), Rejection> {
+    match check_tagged_as(value, COPY_MAP, "copyMap")? {
+        CopyCollection::Map { keys, values } => Ok((keys, values)),
+        _ => Err(Rejection::new(format!("Not a copyMap: {}", quote(value)))),
+    }
+}
+
 /// Set elements or map keys: a copyArray in reverse rank order, no
 /// duplicates.
 fn check_elements(payload: &Value) -> Result<&[Value], Rejection> {
@@ -125,10 +158,11 @@ fn check_elements(payload: &Value) -> Result<&[Value], Rejection> {
     Ok(elements)
 }
 
+/// Sorted as Endo checks it: no neighbours definitely in ascending order.
 fn is_reverse_rank_sorted(values: &[Value]) -> bool {
     values
         .windows(2)
-        .all(|pair| compare_rank(&pair[0], &pair[1]) != Ordering::Less)
+        .all(|pair| compare_rank_short_circuit(&pair[0], &pair[1]) != Some(Ordering::Less))
 }
 
 /// Rejects two equal keys among `items`, as Endo does: sort a copy by
@@ -137,7 +171,10 @@ fn is_reverse_rank_sorted(values: &[Value]) -> bool {
 fn check_no_duplicates<'a>(items: &'a [Value], key_of: impl Fn(&'a Value) -> &'a Value) -> Result<(), Rejection> {
     let mut keys: Vec<&Value> = items.iter().map(key_of).collect();
     keys.sort_by(|a, b| compare_full(b, a));
-    match keys.windows(2).find(|pair| compare_full(pair[0], pair[1]) == Ordering::Equal) {
+    match keys
+        .windows(2)
+        .find(|pair| compare_full(pair[0], pair[1]) == Ordering::Equal)
+    {
         Some(pair) => Err(Rejection::new(format!("value has duplicate keys: {}", quote(pair[0])))),
         None => Ok(()),
     }
@@ -211,9 +248,19 @@ fn check_map_payload<'a>(map: &Value, payload: &'a Value) -> Result<(&'a [Value]
 }
 
 /// Whether a value is a key: no promises, errors, or tagged values other
-/// than copy collections of keys, anywhere inside.
+/// than copy collections of keys, anywhere inside. Unlike [`check_key`] it
+/// builds no message, so it is cheap to call on patterns that are not keys.
 pub fn is_key(value: &Value) -> bool {
-    check_key(value).is_ok()
+    match value {
+        Value::Array(items) => items.iter().all(is_key),
+        Value::Record(record) => record.values().all(is_key),
+        Value::Tagged(tagged) => match &*tagged.tag {
+            COPY_SET | COPY_BAG | COPY_MAP => check_key(value).is_ok(),
+            _ => false,
+        },
+        Value::Promise(_) | Value::Error(_) => false,
+        _ => true,
+    }
 }
 
 /// Checks that a value is a key, with Endo's message for what is not.
@@ -264,47 +311,66 @@ pub fn make_copy_set(elements: impl IntoIterator<Item = Value>) -> Result<Value,
     Ok(Value::tagged(COPY_SET, Value::Array(elements.into())))
 }
 
-/// Makes a copyBag from `(key, count)` pairs; repeated keys add up.
+/// Makes a copyBag from `(key, count)` pairs. As in Endo, a repeated key
+/// is an error; use [`make_copy_bag_from_elements`] to count occurrences.
 pub fn make_copy_bag(entries: impl IntoIterator<Item = (Value, BigInt)>) -> Result<Value, Rejection> {
-    let mut pairs: Vec<(Value, BigInt)> = Vec::new();
+    let mut pairs: Vec<Value> = Vec::new();
     for (key, count) in entries {
         check_key(&key)?;
-        if !count.is_positive() {
-            return Err(Rejection::new(format!(
-                "Each entry of a copyBag must have a positive count: {}",
-                quote(&crate::list![key, Value::from(count)])
-            )));
-        }
-        pairs.push((key, count));
+        pairs.push(crate::list![key, Value::from(count)]);
     }
-    pairs.sort_by(|(a, _), (b, _)| compare_rank(b, a));
-    let mut merged: Vec<(Value, BigInt)> = Vec::with_capacity(pairs.len());
-    for (key, count) in pairs {
-        match merged.iter_mut().rev().take_while(|(k, _)| compare_rank(k, &key) == Ordering::Equal).find(|(k, _)| checked_key_eq(k, &key)) {
-            Some((_, total)) => *total += count,
-            None => merged.push((key, count)),
+    sort_reverse_rank(&mut pairs);
+    let payload = Value::Array(pairs.into());
+    check_bag_entries(&payload)?;
+    Ok(Value::tagged(COPY_BAG, payload))
+}
+
+/// Makes a copyBag from entries given as passables (`[key, count]` arrays),
+/// checking each entry's shape with Endo's message.
+pub fn make_copy_bag_from_entry_values(entries: impl IntoIterator<Item = Value>) -> Result<Value, Rejection> {
+    let mut pairs = Vec::new();
+    for entry in entries {
+        match entry.as_array() {
+            Some([key, Value::BigInt(count)]) => pairs.push((key.clone(), count.as_ref().clone())),
+            _ => {
+                return Err(Rejection::new(format!(
+                    "Each entry of a copyBag must be pair of a key and a bigint representing a count: {}",
+                    quote(&entry)
+                )));
+            }
         }
     }
-    let payload = merged
-        .into_iter()
-        .map(|(key, count)| crate::list![key, Value::from(count)])
-        .collect::<Vec<_>>();
-    Ok(Value::tagged(COPY_BAG, Value::Array(payload.into())))
+    make_copy_bag(pairs)
 }
 
 /// Makes a copyBag counting each occurrence of each element.
 pub fn make_copy_bag_from_elements(elements: impl IntoIterator<Item = Value>) -> Result<Value, Rejection> {
-    make_copy_bag(elements.into_iter().map(|element| (element, BigInt::from(1))))
+    let mut elements: Vec<Value> = elements.into_iter().collect();
+    elements.iter().try_for_each(check_key)?;
+    sort_reverse_rank(&mut elements);
+    let mut counted: Vec<(Value, BigInt)> = Vec::with_capacity(elements.len());
+    for element in elements {
+        let existing = counted
+            .iter_mut()
+            .rev()
+            .take_while(|(seen, _)| compare_rank(seen, &element) == Ordering::Equal)
+            .find(|(seen, _)| compare_full(seen, &element) == Ordering::Equal);
+        match existing {
+            Some((_, count)) => *count += 1,
+            None => counted.push((element, BigInt::from(1))),
+        }
+    }
+    make_copy_bag(counted)
 }
 
 /// Makes a copyMap from `(key, value)` pairs; a repeated key is an error.
+/// Values may be any passable (the map is then not itself a key).
 pub fn make_copy_map(entries: impl IntoIterator<Item = (Value, Value)>) -> Result<Value, Rejection> {
     let mut pairs: Vec<(Value, Value)> = entries.into_iter().collect();
-    for (key, value) in &pairs {
+    for (key, _) in &pairs {
         check_key(key)?;
-        check_key(value)?;
     }
-    pairs.sort_by(|(a, _), (b, _)| compare_rank(b, a));
+    pairs.sort_by(|(a, _), (b, _)| compare_full(b, a));
     let keys: Vec<Value> = pairs.iter().map(|(key, _)| key.clone()).collect();
     check_no_duplicates(&keys, |key| key)?;
     let values: Vec<Value> = pairs.into_iter().map(|(_, value)| value).collect();
@@ -314,8 +380,11 @@ pub fn make_copy_map(entries: impl IntoIterator<Item = (Value, Value)>) -> Resul
     ))
 }
 
+/// Sorts in reverse full order: reverse rank order, with rank ties among
+/// references broken by identity, so the result does not depend on the
+/// input order.
 fn sort_reverse_rank(values: &mut [Value]) {
-    values.sort_by(|a, b| compare_rank(b, a));
+    values.sort_by(|a, b| compare_full(b, a));
 }
 
 /// Removes later duplicates from values already in reverse rank order.
@@ -326,7 +395,7 @@ fn dedup_keys<T>(items: &mut Vec<T>, key_of: impl Fn(&T) -> &Value) {
             .iter()
             .rev()
             .take_while(|seen| compare_rank(key_of(seen), key_of(&item)) == Ordering::Equal)
-            .any(|seen| checked_key_eq(key_of(seen), key_of(&item)));
+            .any(|seen| compare_full(key_of(seen), key_of(&item)) == Ordering::Equal);
         if !duplicate {
             kept.push(item);
         }

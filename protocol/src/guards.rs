@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use crate::patterns::{M, must_match};
 use crate::quote::{json_string, quote};
+use crate::record;
 use crate::rejection::Rejection;
 use crate::value::Value;
-use crate::record;
 
 /// Stands in for an argument a raw guard lets through unchecked, so that
 /// matching never looks at it.
@@ -117,7 +117,13 @@ pub struct MethodGuardMakerWithRest {
     rest: Value,
 }
 
-fn method_guard(call_kind: CallKind, args: Vec<Value>, optional: Option<Vec<Value>>, rest: Option<Value>, returns: Value) -> Value {
+fn method_guard(
+    call_kind: CallKind,
+    args: Vec<Value>,
+    optional: Option<Vec<Value>>,
+    rest: Option<Value>,
+    returns: Value,
+) -> Value {
     Value::tagged(
         "guard:methodGuard",
         record! {
@@ -235,12 +241,22 @@ impl MethodGuard {
             .and_then(|tagged| tagged.payload.as_record())
             .ok_or_else(|| Rejection::new("methodGuard: payload must be a record"))?;
         let field = |name: &str| payload.get(name).cloned().unwrap_or(Value::Undefined);
-        let call_kind = if field("callKind").as_str() == Some("async") { CallKind::Async } else { CallKind::Sync };
+        let call_kind = if field("callKind").as_str() == Some("async") {
+            CallKind::Async
+        } else {
+            CallKind::Sync
+        };
         let required: Vec<Value> = field("argGuards").as_array().map(<[Value]>::to_vec).unwrap_or_default();
-        let optional: Vec<Value> = field("optionalArgGuards").as_array().map(<[Value]>::to_vec).unwrap_or_default();
+        let optional: Vec<Value> = field("optionalArgGuards")
+            .as_array()
+            .map(<[Value]>::to_vec)
+            .unwrap_or_default();
         let rest = field("restArgGuard");
         if await_payload(&rest).is_some() {
-            return Err(Rejection::new(format!("Rest args may not be awaited: {}", quote(&rest))));
+            return Err(Rejection::new(format!(
+                "Rest args may not be awaited: {}",
+                quote(&rest)
+            )));
         }
 
         // Awaited arguments are checked against their inner pattern.
@@ -261,13 +277,21 @@ impl MethodGuard {
             }
         }
         let rest_is_raw = is_raw_guard(&rest);
-        let matchable_rest = if rest_is_raw { M::array_of(Value::from(REDACTED_RAW_ARG), None) } else { rest.clone() };
+        let matchable_rest = if rest_is_raw {
+            M::array_of(Value::from(REDACTED_RAW_ARG), None)
+        } else {
+            rest.clone()
+        };
         let (required_part, optional_part) = all.split_at(required.len().min(all.len()));
         // Endo always passes the optional list, so a missing rest means any.
         let params_pattern = M::split_array(
             required_part.to_vec(),
             Some(optional_part.to_vec()),
-            if matchable_rest.is_undefined() { None } else { Some(matchable_rest) },
+            if matchable_rest.is_undefined() {
+                None
+            } else {
+                Some(matchable_rest)
+            },
         );
         Ok(MethodGuard {
             guard: guard.clone(),
@@ -371,7 +395,11 @@ impl InterfaceGuard {
             .as_tagged()
             .and_then(|tagged| tagged.payload.as_record())
             .ok_or_else(|| Rejection::new("interfaceGuard: payload must be a record"))?;
-        let name = payload.get("interfaceName").and_then(Value::as_str).unwrap_or_default().to_string();
+        let name = payload
+            .get("interfaceName")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let sloppy = matches!(payload.get("sloppy"), Some(Value::Boolean(true)));
         let default_guards = match payload.get("defaultGuards").and_then(Value::as_str) {
             Some("passable") => DefaultGuards::Passable,
@@ -426,7 +454,9 @@ impl InterfaceGuard {
             )));
         }
         if self.default_guards == DefaultGuards::None {
-            let unguarded: Vec<Value> = method_names
+            let mut sorted_names = method_names.to_vec();
+            sorted_names.sort_by(|a, b| crate::strings::compare_utf16(a, b));
+            let unguarded: Vec<Value> = sorted_names
                 .iter()
                 .filter(|name| !self.methods.contains_key(**name))
                 .map(|name| Value::from(*name))
@@ -449,6 +479,83 @@ impl InterfaceGuard {
         }
         Ok(guards)
     }
+}
+
+/// The guards for an exo's methods, checked as Endo checks an exo class
+/// definition. Without an interface, every method takes and returns any
+/// passable.
+pub fn exo_method_guards(
+    tag: &str,
+    interface: Option<&Value>,
+    method_names: &[&str],
+) -> Result<BTreeMap<String, MethodGuard>, Rejection> {
+    match interface {
+        Some(interface) => InterfaceGuard::from_value(interface)?.guards_for(tag, method_names),
+        None => {
+            let guard = passable_method_guard()?;
+            Ok(method_names
+                .iter()
+                .map(|name| ((*name).to_string(), guard.clone()))
+                .collect())
+        }
+    }
+}
+
+/// The guards for every facet of an exo kit, checked as Endo checks a kit
+/// definition. Facet `f` of kit `tag` is named `"{tag} {f}"` in messages.
+pub fn kit_method_guards(
+    tag: &str,
+    interface_kit: Option<&Value>,
+    facets: &[(&str, Vec<&str>)],
+) -> Result<BTreeMap<String, BTreeMap<String, MethodGuard>>, Rejection> {
+    let mut facet_names: Vec<&str> = facets.iter().map(|(name, _)| *name).collect();
+    facet_names.sort_by(|a, b| crate::strings::compare_utf16(a, b));
+    if facet_names.len() <= 1 {
+        return Err(Rejection::new("A multi-facet object must have multiple facets"));
+    }
+    let interfaces = match interface_kit {
+        Some(kit) => Some(
+            kit.as_record()
+                .ok_or_else(|| Rejection::new(format!("An interface guard kit must be a record: {}", quote(kit))))?,
+        ),
+        None => None,
+    };
+    if let Some(interfaces) = interfaces {
+        let names = |list: Vec<&str>| Value::array(list.into_iter().map(Value::from));
+        let unguarded: Vec<&str> = facet_names
+            .iter()
+            .copied()
+            .filter(|f| !interfaces.contains(f))
+            .collect();
+        if !unguarded.is_empty() {
+            return Err(Rejection::new(format!(
+                "Interfaces {} not implemented by {}",
+                quote(&names(unguarded)),
+                json_string(tag)
+            )));
+        }
+        let extra: Vec<&str> = interfaces
+            .names()
+            .map(|n| &**n)
+            .filter(|n| !facet_names.contains(n))
+            .collect();
+        if !extra.is_empty() {
+            return Err(Rejection::new(format!(
+                "Facets {} of {} not guarded by interfaces",
+                quote(&names(extra)),
+                json_string(tag)
+            )));
+        }
+    }
+    let mut kit = BTreeMap::new();
+    for (facet, methods) in facets {
+        let interface = interfaces.and_then(|interfaces| interfaces.get(facet));
+        kit.insert(
+            (*facet).to_string(),
+            exo_method_guards(&format!("{tag} {facet}"), interface, methods)?,
+        );
+    }
+    Ok(kit)
 }
 
 /// The guard an unguarded method gets: any passable in and out, or raw.
@@ -496,7 +603,9 @@ mod tests {
 
         let point = MethodGuard::from_value(&M::call([]).returns(M::gte(Value::from(0)))).expect("valid");
         assert_eq!(
-            point.check_result(&method_label("getX", "ExoPoint"), &Value::from(-3)).map_err(|r| r.message),
+            point
+                .check_result(&method_label("getX", "ExoPoint"), &Value::from(-3))
+                .map_err(|r| r.message),
             Err("In \"getX\" method of (ExoPoint): result: -3 - Must be >= 0".to_string())
         );
 
@@ -505,11 +614,18 @@ mod tests {
             no_extra
                 .check_args(&method_label("foo", "NoExtraArgs"), &[Value::from("an extra arg")])
                 .map_err(|r| r.message),
-            Err("\"In \\\"foo\\\" method of (NoExtraArgs)\" accepts at most 0 arguments, not 1: [\"an extra arg\"]".to_string())
+            Err(
+                "\"In \\\"foo\\\" method of (NoExtraArgs)\" accepts at most 0 arguments, not 1: [\"an extra arg\"]"
+                    .to_string()
+            )
         );
 
-        let greeter = InterfaceGuard::from_value(&M::interface("greeter", Vec::<(&str, Value)>::new(), DefaultGuards::None))
-            .expect("valid");
+        let greeter = InterfaceGuard::from_value(&M::interface(
+            "greeter",
+            Vec::<(&str, Value)>::new(),
+            DefaultGuards::None,
+        ))
+        .expect("valid");
         assert_eq!(
             greeter.guards_for("greeter", &["sayHello"]).err().map(|r| r.message),
             Some("methods [\"sayHello\"] not guarded by \"greeter\"".to_string())

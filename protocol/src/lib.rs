@@ -4,6 +4,18 @@
 //! ([`order`]), copy collections ([`collections`]), patterns and guards
 //! ([`patterns`], [`guards`]), and their text renderings ([`quote`]).
 //! Nothing here does I/O, spawns, or reads a clock.
+//!
+//! ```
+//! use capstan_protocol::patterns::{M, must_match};
+//! use capstan_protocol::{Value, list, record};
+//!
+//! let user = record! { "name" => "Ada", "tags" => list!["math", "poetry"] };
+//! let shape = record! { "name" => M::string(), "tags" => M::array_of(M::string(), None) };
+//! assert!(must_match(&user, &shape, None).is_ok());
+//!
+//! let error = must_match(&Value::from(3), &M::string(), None).unwrap_err();
+//! assert_eq!(error.message, "number 3 - Must be a string");
+//! ```
 
 pub mod collections;
 pub mod guards;

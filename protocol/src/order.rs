@@ -90,6 +90,47 @@ fn compare_records_rank(a: &Record, b: &Record) -> Ordering {
     Ordering::Equal
 }
 
+/// Rank order as Endo's `compareRank` computes it: it stops, unordered, at
+/// the first pair of distinct remotables it meets. Endo checks canonical
+/// (sorted) order with it, so two entries that differ only after distinct
+/// remotables may appear in either order.
+pub fn compare_rank_short_circuit(a: &Value, b: &Value) -> Option<Ordering> {
+    let (style_a, style_b) = (a.pass_style(), b.pass_style());
+    if style_a != style_b {
+        return Some(style_rank(style_a).cmp(&style_rank(style_b)));
+    }
+    match (a, b) {
+        (Value::Remotable(x), Value::Remotable(y)) => x.same(y).then_some(Ordering::Equal),
+        (Value::Array(x), Value::Array(y)) => {
+            for (p, q) in x.iter().zip(y.iter()) {
+                let order = compare_rank_short_circuit(p, q)?;
+                if order != Ordering::Equal {
+                    return Some(order);
+                }
+            }
+            Some(x.len().cmp(&y.len()))
+        }
+        (Value::Record(x), Value::Record(y)) => {
+            let by_names = compare_records_rank_names(x, y);
+            if by_names != Ordering::Equal {
+                return Some(by_names);
+            }
+            for (p, q) in x.values().rev().zip(y.values().rev()) {
+                let order = compare_rank_short_circuit(p, q)?;
+                if order != Ordering::Equal {
+                    return Some(order);
+                }
+            }
+            Some(Ordering::Equal)
+        }
+        (Value::Tagged(x), Value::Tagged(y)) => match compare_utf16(&x.tag, &y.tag) {
+            Ordering::Equal => compare_rank_short_circuit(&x.payload, &y.payload),
+            order => Some(order),
+        },
+        _ => Some(compare_rank(a, b)),
+    }
+}
+
 /// Full order: rank order with remotables and promises further ordered by
 /// identity, so only equal keys compare equal. Used to find duplicates.
 pub fn compare_full(a: &Value, b: &Value) -> Ordering {
@@ -234,11 +275,6 @@ fn compare_checked_keys(a: &Value, b: &Value) -> Result<KeyOrder, Rejection> {
     })
 }
 
-/// Equality of two values already known to be keys.
-pub(crate) fn checked_key_eq(a: &Value, b: &Value) -> bool {
-    matches!(compare_checked_keys(a, b), Ok(KeyOrder::Equal))
-}
-
 /// Records compare only when they have the same names, then pointwise:
 /// all ≤ gives ≤, all ≥ gives ≥, a mix is incomparable.
 fn compare_records_as_keys(a: &Record, b: &Record) -> Result<KeyOrder, Rejection> {
@@ -265,13 +301,14 @@ pub fn sorted_contains(sorted_descending: &[Value], element: &Value) -> bool {
 }
 
 /// The index of `element` in keys sorted in reverse rank order. Elements
-/// that tie in rank (remotables) are checked one by one.
+/// that tie in rank (remotables) are told apart by full order, as Endo's
+/// collection merges do.
 pub fn find_in_sorted(sorted_descending: &[Value], element: &Value) -> Option<usize> {
     let start = sorted_descending.partition_point(|probe| compare_rank(probe, element) == Ordering::Greater);
     sorted_descending[start..]
         .iter()
         .take_while(|probe| compare_rank(probe, element) == Ordering::Equal)
-        .position(|probe| checked_key_eq(probe, element))
+        .position(|probe| compare_full(probe, element) == Ordering::Equal)
         .map(|offset| start + offset)
 }
 

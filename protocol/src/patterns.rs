@@ -13,8 +13,8 @@ use num_bigint::BigInt;
 use num_traits::{Signed, ToPrimitive, Zero};
 
 use crate::collections::{CopyCollection, check_collection, check_key, check_scalar_key, collection_of, is_key};
-use crate::order::{KeyOrder, compare_keys, key_eq};
-use crate::quote::{json_string, quote, quote_pattern};
+use crate::order::{KeyOrder, compare_full, compare_keys};
+use crate::quote::{bare, json_string, quote, quote_pattern};
 use crate::rejection::Rejection;
 use crate::strings::utf16_len;
 use crate::value::{PassStyle, Record, Value};
@@ -188,7 +188,11 @@ impl M {
     /// of the rest.
     pub fn split_record(required: Value, optional: Option<Value>, rest: Option<Value>) -> Value {
         let payload = match (optional, rest) {
-            (optional, Some(rest)) => list![required, optional.unwrap_or_else(|| Value::record(Vec::<(&str, Value)>::new())), rest],
+            (optional, Some(rest)) => list![
+                required,
+                optional.unwrap_or_else(|| Value::record(Vec::<(&str, Value)>::new())),
+                rest
+            ],
             (Some(optional), None) => list![required, optional],
             (None, None) => list![required],
         };
@@ -339,9 +343,38 @@ impl Reject {
     }
 }
 
+/// A path label, formatted only when a failure needs it.
+#[derive(Clone, Copy)]
+enum Label<'a> {
+    Text(&'a str),
+    /// `[3]`
+    Index(usize),
+    /// `set elements[3]`
+    Element(&'a str, usize),
+    /// `arg 3`
+    Arg(usize),
+    /// `arg 3?`
+    OptionalArg(usize),
+    /// `name?`
+    OptionalName(&'a str),
+}
+
+impl std::fmt::Display for Label<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Label::Text(text) => f.write_str(text),
+            Label::Index(index) => write!(f, "[{index}]"),
+            Label::Element(prefix, index) => write!(f, "{prefix}[{index}]"),
+            Label::Arg(index) => write!(f, "arg {index}"),
+            Label::OptionalArg(index) => write!(f, "arg {index}?"),
+            Label::OptionalName(name) => write!(f, "{name}?"),
+        }
+    }
+}
+
 /// Runs `check`, prefixing any failure with a path label.
-fn nested(label: &str, check: impl FnOnce() -> Outcome) -> Outcome {
-    check().map_err(|failure| failure.labeled(label))
+fn nested(label: Label<'_>, check: impl FnOnce() -> Outcome) -> Outcome {
+    check().map_err(|failure| failure.labeled(&label.to_string()))
 }
 
 fn s(text: &str) -> String {
@@ -384,7 +417,9 @@ pub fn is_pattern(value: &Value) -> bool {
 pub fn assert_pattern(value: &Value) -> Result<(), Rejection> {
     let matcher = Matcher::new();
     matcher.check_depth(value, "pattern")?;
-    matcher.confirm_pattern(value, Reject::Explain).map_err(Failure::into_rejection)
+    matcher
+        .confirm_pattern(value, Reject::Explain)
+        .map_err(Failure::into_rejection)
 }
 
 /// Whether `specimen` matches `pattern`. A malformed pattern is an error,
@@ -401,7 +436,8 @@ pub fn matches(specimen: &Value, pattern: &Value) -> Result<bool, Rejection> {
 }
 
 /// Checks that `specimen` matches `pattern`; on failure the message is
-/// Endo's, prefixed by `label` when one is given.
+/// Endo's, prefixed by `label` when one is given (Endo writes a numeric
+/// label as `[n]`; pass it formatted so).
 pub fn must_match(specimen: &Value, pattern: &Value, label: Option<&str>) -> Result<(), Rejection> {
     let matcher = Matcher::new();
     matcher.check_depth(pattern, "pattern")?;
@@ -495,19 +531,45 @@ const MATCH_TAGS: [&str; 28] = [
 ];
 
 fn is_match_tag(tag: &str) -> bool {
-    MATCH_TAGS.contains(&tag)
+    tag.starts_with("match:") && MATCH_TAGS.contains(&tag)
 }
 
-/// The matching engine. It holds the nesting limit; all state of one check
-/// lives on the stack.
+/// The matching engine for one check. Like Endo's memo of checked tagged
+/// values, it remembers which tagged values (matchers, collections) it has
+/// already found well formed, so a matcher applied to every element of a
+/// large array is checked once. It keeps each remembered value alive, so
+/// an address can never be reused for another value during the check.
 struct Matcher {
     max_nesting: usize,
+    well_formed: std::cell::RefCell<std::collections::HashMap<usize, Value, AddressHashing>>,
 }
+
+/// Addresses are already well spread; hashing them again is wasted work
+/// on the per-element path.
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl std::hash::Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+    fn write_usize(&mut self, address: usize) {
+        self.0 = (address as u64 >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type AddressHashing = std::hash::BuildHasherDefault<AddressHasher>;
 
 impl Matcher {
     fn new() -> Matcher {
         Matcher {
             max_nesting: DEFAULT_MAX_NESTING,
+            well_formed: std::cell::RefCell::new(std::collections::HashMap::default()),
         }
     }
 
@@ -527,8 +589,15 @@ impl Matcher {
         let Value::Tagged(tagged) = value else {
             return Ok(Some(Kind::Style(value.pass_style())));
         };
+        let address = Arc::as_ptr(tagged) as *const () as usize;
+        if self.well_formed.borrow().contains_key(&address) {
+            return Ok(Some(Kind::Tag(&tagged.tag)));
+        }
         match self.confirm_tagged(value, &tagged.tag, &tagged.payload, reject) {
-            Ok(()) => Ok(Some(Kind::Tag(&tagged.tag))),
+            Ok(()) => {
+                self.well_formed.borrow_mut().insert(address, value.clone());
+                Ok(Some(Kind::Tag(&tagged.tag)))
+            }
             Err(Failure::Mismatch(None)) => Ok(None),
             Err(failure) => Err(failure),
         }
@@ -539,7 +608,7 @@ impl Matcher {
             return self.confirm_well_formed(tag, payload, reject);
         }
         if let Some(shape) = guard_payload_shape(tag) {
-            return nested(tag, || self.confirm_matches(payload, shape, reject));
+            return nested(Label::Text(tag), || self.confirm_matches(payload, shape, reject));
         }
         match tag {
             "copySet" | "copyBag" | "copyMap" => match check_collection(tagged) {
@@ -570,9 +639,10 @@ impl Matcher {
         }
         reject.fail(|| {
             format!(
-                "{} {} - Must be a {kind}",
-                real_kind.map_or("unknown", |real| real.name()),
-                quote(specimen)
+                "{} {} - Must be a {}",
+                bare(real_kind.map_or("unknown", |real| real.name())),
+                quote(specimen),
+                bare(kind)
             )
         })
     }
@@ -603,14 +673,16 @@ impl Matcher {
             None => return reject.fail(String::new),
         };
         match (kind, pattern) {
-            (Kind::Style(PassStyle::CopyRecord), Value::Record(record)) => {
-                record.values().try_for_each(|child| self.confirm_pattern(child, reject))
-            }
+            (Kind::Style(PassStyle::CopyRecord), Value::Record(record)) => record
+                .values()
+                .try_for_each(|child| self.confirm_pattern(child, reject)),
             (Kind::Style(PassStyle::CopyArray), Value::Array(items)) => {
                 items.iter().try_for_each(|child| self.confirm_pattern(child, reject))
             }
             (Kind::Tag("copyMap"), _) => match collection_of(pattern) {
-                Some(CopyCollection::Map { values, .. }) => self.confirm_pattern(&Value::array(values.iter().cloned()), reject),
+                Some(CopyCollection::Map { values, .. }) => {
+                    self.confirm_pattern(&Value::array(values.iter().cloned()), reject)
+                }
                 _ => reject.fail(String::new),
             },
             (Kind::Style(style @ (PassStyle::Error | PassStyle::Promise)), _) => {
@@ -618,7 +690,11 @@ impl Matcher {
             }
             (Kind::Tag(tag), _) if is_match_tag(tag) => Ok(()),
             (kind, _) => reject.fail(|| {
-                format!("A passable of kind {} is not a pattern: {}", s(kind.name()), quote(pattern))
+                format!(
+                    "A passable of kind {} is not a pattern: {}",
+                    s(kind.name()),
+                    quote(pattern)
+                )
             }),
         }
     }
@@ -639,13 +715,16 @@ impl Matcher {
         }
     }
 
-    fn confirm_nested(&self, specimen: &Value, pattern: &Value, label: &str, reject: Reject) -> Outcome {
+    fn confirm_nested(&self, specimen: &Value, pattern: &Value, label: Label<'_>, reject: Reject) -> Outcome {
         nested(label, || self.confirm_matches(specimen, pattern, reject))
     }
 
     fn confirm_matches(&self, specimen: &Value, pattern: &Value, reject: Reject) -> Outcome {
         // A malformed pattern is reported even when only asked yes or no.
-        let pattern_kind = match self.confirm_kind_of(pattern, Reject::Explain).map_err(Failure::thrown)? {
+        let pattern_kind = match self
+            .confirm_kind_of(pattern, Reject::Explain)
+            .map_err(Failure::thrown)?
+        {
             Some(kind) => kind,
             None => return reject.fail(|| format!("pattern expected: {}", quote(pattern))),
         };
@@ -691,7 +770,7 @@ impl Matcher {
             });
         }
         for (index, (item, item_pattern)) in items.iter().zip(patterns).enumerate() {
-            self.confirm_nested(item, item_pattern, &format!("[{index}]"), reject)?;
+            self.confirm_nested(item, item_pattern, Label::Index(index), reject)?;
         }
         Ok(())
     }
@@ -745,7 +824,7 @@ impl Matcher {
         }
         for (name, property_pattern) in patterns.iter().rev() {
             let property = record.get(name).unwrap_or(&Value::Undefined);
-            self.confirm_nested(property, property_pattern, name, reject)?;
+            self.confirm_nested(property, property_pattern, Label::Text(name), reject)?;
         }
         Ok(())
     }
@@ -754,8 +833,13 @@ impl Matcher {
         if is_key(pattern) {
             return self.confirm_as_key_pattern(specimen, pattern, reject);
         }
-        let (Some(CopyCollection::Map { keys: pattern_keys, values: pattern_values }), Some(CopyCollection::Map { keys, values })) =
-            (collection_of(pattern), collection_of(specimen))
+        let (
+            Some(CopyCollection::Map {
+                keys: pattern_keys,
+                values: pattern_values,
+            }),
+            Some(CopyCollection::Map { keys, values }),
+        ) = (collection_of(pattern), collection_of(specimen))
         else {
             return reject.fail(|| {
                 format!(
@@ -770,10 +854,17 @@ impl Matcher {
         // The key sets are equal, so every pattern key has a specimen value.
         let mut specimen_in_order = Vec::with_capacity(pattern_keys.len());
         for key in pattern_keys {
-            let index = keys.iter().position(|candidate| key_eq(candidate, key)).unwrap_or(0);
+            let index = keys
+                .iter()
+                .position(|candidate| compare_full(candidate, key) == std::cmp::Ordering::Equal)
+                .unwrap_or(0);
             specimen_in_order.push(values.get(index).cloned().unwrap_or(Value::Undefined));
         }
-        self.confirm_matches(&Value::array(specimen_in_order), &Value::array(pattern_values.iter().cloned()), reject)
+        self.confirm_matches(
+            &Value::array(specimen_in_order),
+            &Value::array(pattern_values.iter().cloned()),
+            reject,
+        )
     }
 
     // ------------------------------------------------------- matcher payloads
@@ -792,7 +883,9 @@ impl Matcher {
                 let Some(patterns) = payload.as_array() else {
                     return reject.fail_thrown(|| format!("Needs array of sub-patterns: {}", qp(payload)));
                 };
-                patterns.iter().try_for_each(|pattern| self.confirm_pattern(pattern, reject))
+                patterns
+                    .iter()
+                    .try_for_each(|pattern| self.confirm_pattern(pattern, reject))
             }
             "match:not" => self.confirm_pattern(payload, reject),
             "match:kind" => {
@@ -804,14 +897,14 @@ impl Matcher {
                     })
                 }
             }
-            "match:tagged" => self.confirm_nested(payload, &patterns2(), "match:tagged payload", reject),
+            "match:tagged" => self.confirm_nested(payload, &patterns2(), Label::Text("match:tagged payload"), reject),
             "match:bigint" | "match:nat" | "match:string" | "match:symbol" | "match:byteArray" => {
                 self.confirm_well_formed_with_limit(payload, &list![], &format!("{tag} payload"), reject)
             }
             "match:remotable" | "match:promise" => self.confirm_nested(
                 payload,
                 &record! { "label" => M::string() },
-                &format!("{tag} payload"),
+                Label::Text(&format!("{tag} payload")),
                 reject,
             ),
             "match:lt" | "match:lte" | "match:gte" | "match:gt" => match check_key(payload) {
@@ -836,7 +929,13 @@ impl Matcher {
         }
     }
 
-    fn confirm_well_formed_with_limit(&self, payload: &Value, main_shape: &Value, prefix: &str, reject: Reject) -> Outcome {
+    fn confirm_well_formed_with_limit(
+        &self,
+        payload: &Value,
+        main_shape: &Value,
+        prefix: &str,
+        reject: Reject,
+    ) -> Outcome {
         let Some(items) = payload.as_array() else {
             return reject.fail_thrown(|| format!("{} payload must be an array: {}", s(prefix), quote(payload)));
         };
@@ -845,7 +944,7 @@ impl Matcher {
             return reject.fail_thrown(|| format!("{} payload unexpected size: {}", s(prefix), quote(payload)));
         }
         let main = Value::array(items.iter().take(main_length).cloned());
-        self.confirm_nested(&main, main_shape, prefix, reject)?;
+        self.confirm_nested(&main, main_shape, Label::Text(prefix), reject)?;
         let limits = match items.get(main_length) {
             None | Some(Value::Undefined) => return Ok(()),
             Some(limits) => limits,
@@ -855,15 +954,19 @@ impl Matcher {
         };
         for (name, value) in record.iter() {
             if !matches!(value, Value::Number(_)) {
-                return reject.fail_thrown(|| {
-                    format!("Value of limit {} but be a number: {}", s(name), quote(value))
-                });
+                return reject.fail_thrown(|| format!("Value of limit {} but be a number: {}", s(name), quote(value)));
             }
         }
         Ok(())
     }
 
-    fn confirm_split_well_formed(&self, payload: &Value, part_style: PassStyle, part_name: &str, reject: Reject) -> Outcome {
+    fn confirm_split_well_formed(
+        &self,
+        payload: &Value,
+        part_style: PassStyle,
+        part_name: &str,
+        reject: Reject,
+    ) -> Outcome {
         let complaint = || {
             format!(
                 "Must be an array of a requiredPatt {part_name}, an optional optionalPatt {part_name}, and an optional restPatt: {}",
@@ -873,9 +976,8 @@ impl Matcher {
         let Some(parts) = payload.as_array().filter(|parts| (1..=3).contains(&parts.len())) else {
             return reject.fail_thrown(complaint);
         };
-        let part_ok = |part: &Value| -> Result<bool, Failure> {
-            Ok(self.is_pattern(part)? && part.pass_style() == part_style)
-        };
+        let part_ok =
+            |part: &Value| -> Result<bool, Failure> { Ok(self.is_pattern(part)? && part.pass_style() == part_style) };
         let well_formed = part_ok(&parts[0])?
             && match parts.get(1) {
                 None | Some(Value::Undefined) => true,
@@ -885,7 +987,11 @@ impl Matcher {
                 None | Some(Value::Undefined) => true,
                 Some(rest) => self.is_pattern(rest)?,
             };
-        if well_formed { Ok(()) } else { reject.fail_thrown(complaint) }
+        if well_formed {
+            Ok(())
+        } else {
+            reject.fail_thrown(complaint)
+        }
     }
 
     // -------------------------------------------------------------- helpers
@@ -930,10 +1036,15 @@ impl Matcher {
                 self.confirm_nested(
                     &Value::String(tagged.tag.clone()),
                     tag_pattern.unwrap_or(&Value::Undefined),
-                    "tag",
+                    Label::Text("tag"),
                     reject,
                 )?;
-                self.confirm_nested(&tagged.payload, payload_pattern.unwrap_or(&Value::Undefined), "payload", reject)
+                self.confirm_nested(
+                    &tagged.payload,
+                    payload_pattern.unwrap_or(&Value::Undefined),
+                    Label::Text("payload"),
+                    reject,
+                )
             }
             "match:bigint" => {
                 self.confirm_kind(specimen, "bigint", reject)?;
@@ -976,11 +1087,21 @@ impl Matcher {
                 if bytes.len() as f64 <= limit {
                     Ok(())
                 } else {
-                    reject.fail(|| format!("byteArray {} must not be bigger than {}", quote(specimen), number(limit)))
+                    reject.fail(|| {
+                        format!(
+                            "byteArray {} must not be bigger than {}",
+                            quote(specimen),
+                            number(limit)
+                        )
+                    })
                 }
             }
             "match:remotable" | "match:promise" => {
-                let wanted = if tag == "match:remotable" { "remotable" } else { "promise" };
+                let wanted = if tag == "match:remotable" {
+                    "remotable"
+                } else {
+                    "promise"
+                };
                 if self.is_kind(specimen, wanted)? {
                     return Ok(());
                 }
@@ -993,9 +1114,13 @@ impl Matcher {
                 reject.fail(|| {
                     let kind_details = match specimen.as_tagged() {
                         Some(tagged) => s(&tagged.tag),
-                        None => specimen.pass_style().name().to_string(),
+                        None => bare(specimen.pass_style().name()),
                     };
-                    format!("{} - Must be a {wanted} {label}, not {kind_details}", quote(specimen))
+                    format!(
+                        "{} - Must be a {wanted} {}, not {kind_details}",
+                        quote(specimen),
+                        bare(&label)
+                    )
                 })
             }
             "match:lt" | "match:lte" | "match:gte" | "match:gt" => {
@@ -1018,9 +1143,8 @@ impl Matcher {
                 let elements = specimen.as_array().unwrap_or_default();
                 let limit = limits_at(1).array_length;
                 if elements.len() as f64 > limit {
-                    return reject.fail(|| {
-                        format!("Array length {} must be <= limit {}", elements.len(), number(limit))
-                    });
+                    return reject
+                        .fail(|| format!("Array length {} must be <= limit {}", elements.len(), number(limit)));
                 }
                 self.confirm_every_element(elements, items.first(), "", reject)
             }
@@ -1052,7 +1176,11 @@ impl Matcher {
                 let limit = limits_at(2).num_map_entries;
                 if keys.len() as f64 > limit {
                     return reject.fail(|| {
-                        format!("CopyMap must have no more than {} entries: {}", number(limit), quote(specimen))
+                        format!(
+                            "CopyMap must have no more than {} entries: {}",
+                            number(limit),
+                            quote(specimen)
+                        )
                     });
                 }
                 self.confirm_every_element(keys, items.first(), "map keys", reject)?;
@@ -1096,17 +1224,34 @@ impl Matcher {
         if decimal_digits_as_endo_counts(n) <= limit {
             Ok(())
         } else {
-            reject.fail(|| format!("bigint {} must not have more than {} digits", quote(specimen), number(limit)))
+            reject.fail(|| {
+                format!(
+                    "bigint {} must not have more than {} digits",
+                    quote(specimen),
+                    number(limit)
+                )
+            })
         }
     }
 
-    fn confirm_every_element(&self, elements: &[Value], pattern: Option<&Value>, label_prefix: &str, reject: Reject) -> Outcome {
+    fn confirm_every_element(
+        &self,
+        elements: &[Value],
+        pattern: Option<&Value>,
+        label_prefix: &str,
+        reject: Reject,
+    ) -> Outcome {
         let pattern = pattern.unwrap_or(&Value::Undefined);
         if self.is_kind(pattern, "match:any")? {
             return Ok(());
         }
         for (index, element) in elements.iter().enumerate() {
-            self.confirm_nested(element, pattern, &format!("{label_prefix}[{index}]"), reject)?;
+            let label = if label_prefix.is_empty() {
+                Label::Index(index)
+            } else {
+                Label::Element(label_prefix, index)
+            };
+            self.confirm_nested(element, pattern, label, reject)?;
         }
         Ok(())
     }
@@ -1131,7 +1276,7 @@ impl Matcher {
         ];
         for (name, value) in crate::quote::js_property_order(record) {
             if utf16_len(name) as f64 > limits.property_name_length {
-                return nested(name, || {
+                return nested(Label::Text(name), || {
                     reject.fail_thrown(|| {
                         format!(
                             "Property name must not be longer than {}",
@@ -1141,7 +1286,7 @@ impl Matcher {
                 });
             }
             let entry = list![name, value.clone()];
-            self.confirm_nested(&entry, &entry_pattern, name, reject)?;
+            self.confirm_nested(&entry, &entry_pattern, Label::Text(name), reject)?;
         }
         Ok(())
     }
@@ -1167,9 +1312,9 @@ impl Matcher {
             items.get(1).unwrap_or(&Value::Undefined),
         );
         for (index, (key, count)) in entries.iter().flat_map(|entries| entries.iter()).enumerate() {
-            self.confirm_nested(key, key_pattern, &format!("bag keys[{index}]"), reject)?;
+            self.confirm_nested(key, key_pattern, Label::Element("bag keys", index), reject)?;
             let count = Value::bigint(count.clone());
-            nested(&format!("bag counts[{index}]"), || {
+            nested(Label::Element("bag counts", index), || {
                 self.confirm_decimal_digits(&count, limits.decimal_digits, reject)?;
                 self.confirm_matches(&count, count_pattern, reject)
             })?;
@@ -1246,26 +1391,20 @@ impl Matcher {
             Some(rest) => rest,
         };
         if elements.len() < required.len() {
-            return reject.fail(|| {
-                format!(
-                    "Expected at least {} arguments: {}",
-                    required.len(),
-                    quote(specimen)
-                )
-            });
+            return reject.fail(|| format!("Expected at least {} arguments: {}", required.len(), quote(specimen)));
         }
         let mut argument = 0;
         for (element, pattern) in elements.iter().zip(required) {
-            self.confirm_nested(element, pattern, &format!("arg {argument}"), reject)?;
+            self.confirm_nested(element, pattern, Label::Arg(argument), reject)?;
             argument += 1;
         }
         let optional_given = &elements[required.len()..elements.len().min(required.len() + optional.len())];
         for (element, pattern) in optional_given.iter().zip(optional) {
-            self.confirm_nested(element, &M::opt(pattern.clone()), &format!("arg {argument}?"), reject)?;
+            self.confirm_nested(element, &M::opt(pattern.clone()), Label::OptionalArg(argument), reject)?;
             argument += 1;
         }
         let rest_elements = Value::array(elements.iter().skip(required.len() + optional.len()).cloned());
-        self.confirm_nested(&rest_elements, rest, "...rest", reject)
+        self.confirm_nested(&rest_elements, rest, Label::Text("...rest"), reject)
     }
 
     fn match_split_record(&self, specimen: &Value, items: &[Value], reject: Reject) -> Outcome {
@@ -1294,12 +1433,16 @@ impl Matcher {
                 rest_part.push((name.into(), value.clone()));
             }
         }
-        self.confirm_matches(&Value::record(required_part), items.first().unwrap_or(&Value::Undefined), reject)?;
+        self.confirm_matches(
+            &Value::record(required_part),
+            items.first().unwrap_or(&Value::Undefined),
+            reject,
+        )?;
         for (name, value) in optional_part {
             let pattern = M::opt(optional.get(name).cloned().unwrap_or(Value::Undefined));
-            self.confirm_nested(value, &pattern, &format!("{name}?"), reject)?;
+            self.confirm_nested(value, &pattern, Label::OptionalName(name), reject)?;
         }
-        self.confirm_nested(&Value::record(rest_part), rest, "...rest", reject)
+        self.confirm_nested(&Value::record(rest_part), rest, Label::Text("...rest"), reject)
     }
 }
 
@@ -1318,19 +1461,24 @@ fn number(n: f64) -> String {
 /// Whether a value nests deeper than `max` containers, checked without
 /// recursion so that hostile depth cannot overflow the stack.
 pub fn nesting_exceeds(value: &Value, max: usize) -> bool {
+    fn is_container(value: &Value) -> bool {
+        matches!(value, Value::Array(_) | Value::Record(_) | Value::Tagged(_))
+    }
     let mut stack: Vec<(&Value, usize)> = vec![(value, 0)];
     while let Some((value, depth)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match value {
-            Value::Array(items) => Box::new(items.iter()),
-            Value::Record(record) => Box::new(record.values()),
-            Value::Tagged(tagged) => Box::new(std::iter::once(&tagged.payload)),
+        let children: &mut dyn Iterator<Item = &Value> = match value {
+            Value::Array(items) => &mut items.iter(),
+            Value::Record(record) => &mut record.values(),
+            Value::Tagged(tagged) => &mut std::iter::once(&tagged.payload),
             _ => continue,
         };
         for child in children {
             if depth + 1 > max {
                 return true;
             }
-            stack.push((child, depth + 1));
+            if is_container(child) {
+                stack.push((child, depth + 1));
+            }
         }
     }
     false

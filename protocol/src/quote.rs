@@ -49,7 +49,7 @@ fn write_quoted(out: &mut String, value: &Value, seen: &mut HashSet<usize>) {
         Value::String(text) if text.starts_with('[') => write_json_string(out, &format!("[{text}]")),
         Value::String(text) => write_json_string(out, text),
         Value::Symbol(name) => write_json_string(out, &format!("[{}]", symbol_description(name))),
-        Value::ByteArray(_) => write_json_string(out, "[ArrayBuffer]"),
+        Value::ByteArray(_) => write_json_string(out, "[ImmutableArrayBuffer]"),
         Value::Array(items) => {
             out.push('[');
             for (index, item) in items.iter().enumerate() {
@@ -97,6 +97,33 @@ fn array_index(name: &str) -> Option<u64> {
         return None;
     }
     name.parse::<u64>().ok().filter(|index| *index < u64::from(u32::MAX))
+}
+
+/// Text substituted bare (Endo's `b()`): as it is when it is made of word
+/// characters, `:` and `-` with single spaces between, quoted otherwise.
+pub fn bare(text: &str) -> String {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '-';
+    let mut previous_space = true;
+    let mut can_be_bare = !text.is_empty();
+    for c in text.chars() {
+        if c == ' ' {
+            if previous_space {
+                can_be_bare = false;
+                break;
+            }
+            previous_space = true;
+        } else if word(c) {
+            previous_space = false;
+        } else {
+            can_be_bare = false;
+            break;
+        }
+    }
+    if can_be_bare && !previous_space {
+        text.to_string()
+    } else {
+        quote(&Value::from(text))
+    }
 }
 
 /// What `String(symbol)` prints for a symbol with this passable name.
@@ -285,7 +312,7 @@ impl JustinWriter {
             Value::String(text) => self.next(&json_string(text)),
             Value::Symbol(name) => self.next(&format!("passableSymbolForName({})", json_string(name))),
             // Endo cannot render byte arrays as Justin yet; say what it is.
-            Value::ByteArray(_) => self.next("\"[ArrayBuffer]\""),
+            Value::ByteArray(_) => self.next("\"[ImmutableArrayBuffer]\""),
             Value::Array(items) if items.is_empty() => self.next("[]"),
             Value::Array(items) => {
                 self.open('[');
@@ -299,7 +326,14 @@ impl JustinWriter {
             Value::Record(record) if record.is_empty() => self.next("{}"),
             Value::Record(record) => {
                 self.open('{');
-                for (name, item) in js_property_order(record) {
+                // Endo's capData escapes a record with an "@qclass" property
+                // (the "Hilbert hotel"), which puts that property first.
+                let mut properties = js_property_order(record);
+                if let Some(position) = properties.iter().position(|(name, _)| *name == "@qclass") {
+                    let qclass = properties.remove(position);
+                    properties.insert(0, qclass);
+                }
+                for (name, item) in properties {
                     self.line();
                     if name == "__proto__" {
                         self.next("[\"__proto__\"]:");

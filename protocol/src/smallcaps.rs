@@ -5,7 +5,9 @@
 //! `#undefined`, `#NaN`, `#Infinity`, `#-Infinity` are constants; `+N`/`-N`
 //! are bigints; `%name` symbols; `$i.iface` remotables and `&i` promises
 //! refer to slots; `{"#tag", "payload"}` is a tagged value and
-//! `{"#error", "name", ...}` an error.
+//! `{"#error", "name", ...}` an error. Endo has no form for byte arrays
+//! yet; Capstan writes them as `*` followed by lowercase hex, which Endo's
+//! decoder refuses rather than misreads.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -46,6 +48,8 @@ pub enum SmallcapsError {
     ReservedSpecial(char, String),
     #[error("invalid bigint {0:?}")]
     BadBigInt(String),
+    #[error("invalid byte array {0:?}")]
+    BadBytes(String),
     #[error("invalid slot reference {0:?}")]
     BadSlot(String),
     #[error("invalid symbol: {0}")]
@@ -135,14 +139,22 @@ fn decode_string(
                 Some((index, interface)) if first == '$' => (index, Some(interface)),
                 _ => (rest, None),
             };
-            let index: usize = index_text.parse().map_err(|_| SmallcapsError::BadSlot(text.to_string()))?;
-            let kind = if first == '$' { SlotKind::Remotable } else { SlotKind::Promise };
-            let reference = resolve_slot(Slot { kind, index, interface }).map_err(|why| SmallcapsError::Slot(index, why))?;
+            let index: usize = index_text
+                .parse()
+                .map_err(|_| SmallcapsError::BadSlot(text.to_string()))?;
+            let kind = if first == '$' {
+                SlotKind::Remotable
+            } else {
+                SlotKind::Promise
+            };
+            let reference =
+                resolve_slot(Slot { kind, index, interface }).map_err(|why| SmallcapsError::Slot(index, why))?;
             match kind {
                 SlotKind::Remotable => Value::Remotable(reference),
                 SlotKind::Promise => Value::Promise(reference),
             }
         }
+        '*' => Value::bytes(decode_hex(rest).ok_or_else(|| SmallcapsError::BadBytes(text.to_string()))?),
         c if is_special(c) => return Err(SmallcapsError::ReservedSpecial(c, text.to_string())),
         _ => Value::from(text),
     })
@@ -228,6 +240,16 @@ fn decode_error(
     Ok(error)
 }
 
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|at| hex.get(at..at + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
+        .collect()
+}
+
 fn is_special(c: char) -> bool {
     ('!'..='-').contains(&c)
 }
@@ -248,7 +270,11 @@ fn escape(text: &str) -> String {
     }
 }
 
-fn encode_tree(value: &Value, slot_for: &mut dyn FnMut(&Reference, SlotKind) -> usize, written: &mut Vec<usize>) -> Json {
+fn encode_tree(
+    value: &Value,
+    slot_for: &mut dyn FnMut(&Reference, SlotKind) -> usize,
+    written: &mut Vec<usize>,
+) -> Json {
     match value {
         Value::Undefined => Json::from("#undefined"),
         Value::Null => Json::Null,
@@ -268,13 +294,12 @@ fn encode_tree(value: &Value, slot_for: &mut dyn FnMut(&Reference, SlotKind) -> 
         Value::String(text) => Json::from(escape(text)),
         Value::Symbol(name) => Json::from(format!("%{name}")),
         Value::ByteArray(bytes) => {
-            // Endo has no smallcaps form for byte arrays yet; carry them as
-            // a tagged array of numbers so the bytes are not lost.
-            let numbers: Vec<Json> = bytes.iter().map(|b| Json::from(*b)).collect();
-            let mut map = Map::new();
-            map.insert("#tag".into(), Json::from("byteArray"));
-            map.insert("payload".into(), Json::Array(numbers));
-            Json::Object(map)
+            let mut hex = String::with_capacity(1 + bytes.len() * 2);
+            hex.push('*');
+            for byte in bytes.iter() {
+                hex.push_str(&format!("{byte:02x}"));
+            }
+            Json::from(hex)
         }
         Value::Array(items) => Json::Array(items.iter().map(|item| encode_tree(item, slot_for, written)).collect()),
         Value::Record(record) => {
@@ -300,26 +325,23 @@ fn encode_tree(value: &Value, slot_for: &mut dyn FnMut(&Reference, SlotKind) -> 
             }
         }
         Value::Promise(reference) => Json::from(format!("&{}", slot_for(reference, SlotKind::Promise))),
-        Value::Error(error) => Json::Object(encode_error(error, slot_for, written)),
+        Value::Error(error) => Json::Object(encode_error(error)),
     }
 }
 
-fn encode_error(
-    error: &ErrorValue,
-    slot_for: &mut dyn FnMut(&Reference, SlotKind) -> usize,
-    written: &mut Vec<usize>,
-) -> Map<String, Json> {
+/// Errors carry no references, only text and nested errors.
+fn encode_error(error: &ErrorValue) -> Map<String, Json> {
     let mut map = Map::new();
     map.insert("#error".into(), Json::from(escape(&error.message)));
     map.insert("name".into(), Json::from(escape(&error.name)));
     if let Some(cause) = &error.cause {
-        map.insert("cause".into(), Json::Object(encode_error(cause, slot_for, written)));
+        map.insert("cause".into(), Json::Object(encode_error(cause)));
     }
     if !error.errors.is_empty() {
         let errors = error
             .errors
             .iter()
-            .map(|inner| Json::Object(encode_error(inner, slot_for, written)))
+            .map(|inner| Json::Object(encode_error(inner)))
             .collect();
         map.insert("errors".into(), Json::Array(errors));
     }
@@ -348,11 +370,12 @@ mod tests {
             Value::registered_symbol("foo"),
             record! { "#x" => 1, "a" => Value::Null },
             Value::tagged("copySet", list![]),
+            Value::bytes(vec![0u8, 1, 255]),
         ];
         let body = encode(&value, |_, _| 0);
         assert_eq!(
             body,
-            r##"#["!!bang","!-dash",".dot","#undefined","#NaN","-5","+7","%foo",{"!#x":1,"a":null},{"#tag":"copySet","payload":[]}]"##
+            r##"#["!!bang","!-dash",".dot","#undefined","#NaN","-5","+7","%foo",{"!#x":1,"a":null},{"#tag":"copySet","payload":[]},"*0001ff"]"##
         );
         let decoded = decode(&body, DEFAULT_MAX_DEPTH, no_slots).expect("decodes");
         assert!(decoded.same_as(&value));
@@ -360,8 +383,18 @@ mod tests {
 
     #[test]
     fn rejects_reserved_and_deep_bodies() {
-        assert!(matches!(decode("#\"*x\"", 64, no_slots), Err(SmallcapsError::ReservedSpecial('*', _))));
-        assert!(matches!(decode("[1]", 64, no_slots), Err(SmallcapsError::MissingPrefix)));
+        assert!(matches!(
+            decode("#\"(x\"", 64, no_slots),
+            Err(SmallcapsError::ReservedSpecial('(', _))
+        ));
+        assert!(matches!(
+            decode("#\"*0\"", 64, no_slots),
+            Err(SmallcapsError::BadBytes(_))
+        ));
+        assert!(matches!(
+            decode("[1]", 64, no_slots),
+            Err(SmallcapsError::MissingPrefix)
+        ));
         let deep = format!("#{}{}", "[".repeat(70), "]".repeat(70));
         assert!(matches!(decode(&deep, 64, no_slots), Err(SmallcapsError::TooDeep(64))));
     }

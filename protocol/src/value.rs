@@ -257,7 +257,9 @@ impl Value {
             }
             (Value::Record(a), Value::Record(b)) => {
                 a.len() == b.len()
-                    && a.iter().zip(b.iter()).all(|((ka, va), (kb, vb))| ka == kb && va.same_as(vb))
+                    && a.iter()
+                        .zip(b.iter())
+                        .all(|((ka, va), (kb, vb))| ka == kb && va.same_as(vb))
             }
             (Value::Tagged(a), Value::Tagged(b)) => a.tag == b.tag && a.payload.same_as(&b.payload),
             (Value::Remotable(a), Value::Remotable(b)) | (Value::Promise(a), Value::Promise(b)) => a.same(b),
