@@ -17,8 +17,10 @@
 //! assert_eq!(error.message, "number 3 - Must be a string");
 //! ```
 
+pub mod captp;
 pub mod collections;
 pub mod guards;
+pub mod marshal;
 pub mod order;
 pub mod patterns;
 pub mod quote;

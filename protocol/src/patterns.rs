@@ -654,10 +654,10 @@ impl Matcher {
     }
 
     fn confirm_as_key_pattern(&self, specimen: &Value, key: &Value, reject: Reject) -> Outcome {
-        if is_key(specimen) {
-            if let KeyOrder::Equal = compare_keys(specimen, key)? {
-                return Ok(());
-            }
+        if is_key(specimen)
+            && let KeyOrder::Equal = compare_keys(specimen, key)?
+        {
+            return Ok(());
         }
         reject.fail(|| format!("{} - Must be: {}", quote(specimen), quote(key)))
     }

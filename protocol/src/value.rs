@@ -446,6 +446,12 @@ impl Reference {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
+    /// How many handles to this reference exist. A table that holds one
+    /// can tell when it is the last holder (to release an import).
+    pub fn holders(&self) -> usize {
+        Arc::strong_count(&self.inner)
+    }
+
     /// A number unique to this reference while it is alive.
     pub fn identity(&self) -> usize {
         Arc::as_ptr(&self.inner) as *const () as usize

@@ -94,13 +94,13 @@ fn run_case(case: &Json) -> Result<(), String> {
                 None => Ok(()),
             };
             let actual = must_match(&specimen, &pattern, label.as_deref()).map_err(|r| r.message);
-            if let Err(message) = &expected {
-                if message.contains(ENDO_CANNOT_RENDER_BYTES) {
-                    return match &actual {
-                        Err(ours) if ours.starts_with(&quote(&specimen)) => Ok(()),
-                        _ => Err(format!("expected an explained mismatch, got {actual:?}")),
-                    };
-                }
+            if let Err(message) = &expected
+                && message.contains(ENDO_CANNOT_RENDER_BYTES)
+            {
+                return match &actual {
+                    Err(ours) if ours.starts_with(&quote(&specimen)) => Ok(()),
+                    _ => Err(format!("expected an explained mismatch, got {actual:?}")),
+                };
             }
             expect_equal("mustMatch", &outcome_text(&expected), &outcome_text(&actual))
         }
