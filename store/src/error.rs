@@ -1,0 +1,108 @@
+//! The store's one error type.
+//!
+//! Messages say what went wrong and with which value, but never print a
+//! whole formula id or blob hash: those are capabilities, and an error may be
+//! shown to someone who must not learn them.
+
+use std::path::PathBuf;
+
+use crate::ids::PetName;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path} is not a Capstan store: {reason}")]
+    NotACapstanStore { path: PathBuf, reason: String },
+
+    #[error(
+        "{path} has store schema version {found}, newer than the version {supported} this program \
+         understands; use a newer Capstan"
+    )]
+    SchemaTooNew { path: PathBuf, found: u32, supported: u32 },
+
+    #[error("the Capstan store {path} is damaged: {detail}")]
+    Corrupted { path: PathBuf, detail: String },
+
+    #[error(
+        "the state directory {state_dir} is in use by another process (its store is locked); \
+         stop that node first or use another --state directory"
+    )]
+    Locked { state_dir: PathBuf },
+
+    #[error("a record in the {table} table is damaged: {detail}")]
+    CorruptRecord { table: &'static str, detail: String },
+
+    #[error("invalid {kind} {value:?}: {reason}")]
+    InvalidInput {
+        kind: &'static str,
+        value: String,
+        reason: String,
+    },
+
+    #[error("there is no pet name \"{name}\" in that pet store")]
+    NameNotFound { name: PetName },
+
+    #[error("baggage of vat {vat:?} already has key {key:?}")]
+    BaggageKeyExists { vat: String, key: String },
+
+    #[error("baggage of vat {vat:?} has no key {key:?}")]
+    BaggageKeyMissing { vat: String, key: String },
+
+    #[error("blob {hash_prefix}… failed verification: {detail}")]
+    BlobVerification { hash_prefix: String, detail: String },
+
+    #[error("cannot encode {what}: {detail}")]
+    Encode { what: &'static str, detail: String },
+
+    #[error("a follower fell {missed} changes behind and missed them; follow again for a fresh snapshot")]
+    FollowerLagged { missed: u64 },
+
+    #[error("the store is still in use by other handles, snapshots or blob readers")]
+    StillInUse,
+
+    #[error("the store's writer has stopped (the store was closed)")]
+    WriterStopped,
+
+    #[error("the store's writer failed and accepts no more writes: {detail}")]
+    WriterFailed { detail: String },
+
+    #[error("a transaction panicked and was rolled back: {message}")]
+    TransactionPanicked { message: String },
+
+    #[error("cannot read random bytes from the operating system: {detail}")]
+    Randomness { detail: String },
+
+    #[error("database error: {0}")]
+    Database(#[from] redb::Error),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+macro_rules! from_redb_error {
+    ($($error:ty),*) => {
+        $(
+            impl From<$error> for StoreError {
+                fn from(error: $error) -> Self {
+                    Self::Database(error.into())
+                }
+            }
+        )*
+    };
+}
+
+from_redb_error!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::DatabaseError,
+    redb::SetDurabilityError
+);
