@@ -1,0 +1,22 @@
+//! The eventual-send runtime for Rust objects: vats, exos, `E`, promises,
+//! and CapTP connections carrying them to other vats.
+//!
+//! - [`vat`]: the single-threaded event loop that owns objects and
+//!   promises and runs deliveries turn by turn, in send order;
+//! - [`exo`]: objects with guards, classes and kits;
+//! - [`eventual`]: `E(target).call(..)`, `E.get`, send-only, `when`;
+//! - [`connection`]: a CapTP session on a byte stream, driven by a vat.
+//!
+//! Local and remote targets are used the same way: a remote target is a
+//! presence bound to a session, and sending to it goes through the session
+//! (pipelined when it is a promise).
+
+pub mod connection;
+pub mod eventual;
+pub mod exo;
+pub mod vat;
+
+pub use connection::{ConnectionHandle, connect};
+pub use eventual::{E, EProxy, PromiseKit, Settle, When, when};
+pub use exo::{Context, Exo, ExoClass, ExoClassKit, MethodResult, Methods};
+pub use vat::{Behavior, Invocation, Message, Settlement, Vat, type_error};

@@ -1,0 +1,762 @@
+//! The vat: one single-threaded event loop that owns its objects and
+//! promises outright, runs deliveries one turn at a time in the order they
+//! were sent, and carries the CapTP sessions its objects talk through.
+//!
+//! Objects and promises are named by [`Reference`]s whose targets
+//! ([`LocalObject`], [`LocalPromise`]) hold only the vat's id and a number;
+//! the state itself stays in the vat's tables, so references stay `Send`
+//! while object state needs no locks. When the last handle to a reference
+//! is dropped (on any thread) its number goes to the vat's release queue
+//! and the vat frees the entry.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use capstan_protocol::captp::{AnswerId, RemoteTarget, Session, SessionId};
+use capstan_protocol::{ErrorValue, Reference, Value};
+use tokio::sync::Notify;
+
+use super::connection::Connection;
+
+/// How a promise or call settled: a value, or a rejection reason.
+pub type Settlement = Result<Value, Value>;
+
+/// A future run on the vat's thread.
+pub type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+
+/// Names a vat in this process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VatId(u64);
+
+static NEXT_VAT: AtomicU64 = AtomicU64::new(1);
+
+/// What a local object does when called. Exos implement it; so can any
+/// Rust type that wants full control.
+pub trait Behavior {
+    /// The interface name shown for the object (`Alleged: Counter`).
+    fn interface(&self) -> &str;
+
+    /// Runs `method`. `this` is the reference the call was made on.
+    fn invoke(&self, this: &Value, method: &str, args: Vec<Value>) -> Invocation;
+
+    /// Reads a property (`E.get`). Objects have none by default.
+    fn get(&self, _this: &Value, field: &str) -> Settlement {
+        Err(type_error(format!("{} has no property {field:?}", self.interface())))
+    }
+}
+
+/// The outcome of invoking a method: settled now, or later.
+pub enum Invocation {
+    Ready(Settlement),
+    Later(LocalFuture<Settlement>),
+}
+
+/// A rejection reason carrying a `TypeError`.
+pub fn type_error(message: impl Into<String>) -> Value {
+    Value::error(ErrorValue::type_error(message.into()))
+}
+
+type ReleaseQueue = Arc<Mutex<Vec<Release>>>;
+
+enum Release {
+    Object(u64),
+    Promise(u64),
+}
+
+/// The target of a reference to one of a vat's objects.
+pub struct LocalObject {
+    vat: VatId,
+    id: u64,
+    releases: ReleaseQueue,
+}
+
+impl LocalObject {
+    pub fn of(reference: &Reference) -> Option<&LocalObject> {
+        reference.target::<LocalObject>()
+    }
+
+    pub fn vat(&self) -> VatId {
+        self.vat
+    }
+}
+
+impl Drop for LocalObject {
+    fn drop(&mut self) {
+        if let Ok(mut releases) = self.releases.lock() {
+            releases.push(Release::Object(self.id));
+        }
+    }
+}
+
+/// The target of a reference to one of a vat's promises.
+pub struct LocalPromise {
+    vat: VatId,
+    id: u64,
+    releases: ReleaseQueue,
+}
+
+impl LocalPromise {
+    pub fn of(reference: &Reference) -> Option<&LocalPromise> {
+        reference.target::<LocalPromise>()
+    }
+}
+
+impl Drop for LocalPromise {
+    fn drop(&mut self) {
+        if let Ok(mut releases) = self.releases.lock() {
+            releases.push(Release::Promise(self.id));
+        }
+    }
+}
+
+/// A message to deliver to a target.
+#[derive(Clone, Debug)]
+pub enum Message {
+    Call { method: String, args: Vec<Value> },
+    Get { field: String },
+}
+
+impl Message {
+    fn describe(&self) -> String {
+        match self {
+            Message::Call { method, .. } => format!("call {method:?}"),
+            Message::Get { field } => format!("get {field:?}"),
+        }
+    }
+}
+
+/// Rust code told how something settled.
+pub type Callback = Box<dyn FnOnce(&Vat, Settlement)>;
+
+/// Who learns how a delivery settled.
+pub enum Resolver {
+    /// Nobody (a send-only message).
+    Nothing,
+    /// A local promise.
+    Promise(u64),
+    /// A call a peer made through a session.
+    Answer(SessionId, AnswerId),
+    /// Rust code.
+    Callback(Callback),
+}
+
+struct PendingSend {
+    message: Message,
+    resolver: Resolver,
+}
+
+type Waiter = Box<dyn FnOnce(&Vat, &Settlement)>;
+
+enum PromiseState {
+    Pending {
+        sends: Vec<PendingSend>,
+        waiters: Vec<Waiter>,
+    },
+    /// Settled to something that is not a promise, or rejected.
+    Settled(Settlement),
+    /// Resolved to another promise: sends and waiters follow it.
+    Forwarded(Value),
+}
+
+type Turn = Box<dyn FnOnce(&Vat)>;
+
+struct VatCore {
+    id: VatId,
+    turns: RefCell<VecDeque<Turn>>,
+    objects: RefCell<HashMap<u64, Rc<dyn Behavior>>>,
+    promises: RefCell<HashMap<u64, PromiseState>>,
+    next_number: Cell<u64>,
+    releases: ReleaseQueue,
+    wake: Rc<Notify>,
+    connections: RefCell<HashMap<SessionId, Rc<Connection>>>,
+    next_session: Cell<u64>,
+    /// Waiters on promises that sessions made, by reference identity.
+    remote_waiters: RefCell<HashMap<usize, (Reference, Vec<Waiter>)>>,
+}
+
+/// A handle to a vat. Cheap to clone; usable only on the vat's thread.
+#[derive(Clone)]
+pub struct Vat(Rc<VatCore>);
+
+thread_local! {
+    static CURRENT: RefCell<Option<Vat>> = const { RefCell::new(None) };
+}
+
+impl Default for Vat {
+    fn default() -> Vat {
+        Vat::new()
+    }
+}
+
+impl Vat {
+    pub fn new() -> Vat {
+        Vat(Rc::new(VatCore {
+            id: VatId(NEXT_VAT.fetch_add(1, Ordering::Relaxed)),
+            turns: RefCell::new(VecDeque::new()),
+            objects: RefCell::new(HashMap::new()),
+            promises: RefCell::new(HashMap::new()),
+            next_number: Cell::new(1),
+            releases: Arc::new(Mutex::new(Vec::new())),
+            wake: Rc::new(Notify::new()),
+            connections: RefCell::new(HashMap::new()),
+            next_session: Cell::new(1),
+            remote_waiters: RefCell::new(HashMap::new()),
+        }))
+    }
+
+    pub fn id(&self) -> VatId {
+        self.0.id
+    }
+
+    /// The vat running on this thread, set by [`Vat::run_until`] and
+    /// [`Vat::enter`].
+    pub fn current() -> Option<Vat> {
+        CURRENT.with(|current| current.borrow().clone())
+    }
+
+    /// Runs `body` with this vat as the current one.
+    pub fn enter<R>(&self, body: impl FnOnce() -> R) -> R {
+        let previous = CURRENT.with(|current| current.replace(Some(self.clone())));
+        let result = body();
+        CURRENT.with(|current| *current.borrow_mut() = previous);
+        result
+    }
+
+    /// Runs `future` to completion on a single-threaded runtime, with this
+    /// vat's turns running alongside it. The usual entry point for
+    /// programs and tests.
+    pub fn run_until<F: Future>(&self, future: F) -> F::Output {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(error) => panic!("cannot start the vat's runtime: {error}"),
+        };
+        let local = tokio::task::LocalSet::new();
+        self.enter(|| {
+            local.block_on(&runtime, async {
+                let driver = self.spawn(self.clone().drive());
+                let output = future.await;
+                driver.abort();
+                output
+            })
+        })
+    }
+
+    /// Processes turns forever; spawn it on a `LocalSet` next to the
+    /// program's own tasks (what [`Vat::run_until`] does).
+    pub async fn drive(self) {
+        loop {
+            self.enter(|| self.run_turns());
+            self.0.wake.notified().await;
+        }
+    }
+
+    /// Spawns `future` on the current `LocalSet`, polled with this vat as
+    /// the current one (so several vats can share a thread).
+    pub fn spawn<F: Future + 'static>(&self, future: F) -> tokio::task::JoinHandle<F::Output> {
+        tokio::task::spawn_local(InVat {
+            vat: self.clone(),
+            future: Box::pin(future),
+        })
+    }
+
+    /// Runs every queued turn, frees released entries, and hands each
+    /// connection's output to its writer.
+    pub fn run_turns(&self) {
+        loop {
+            let turn = self.0.turns.borrow_mut().pop_front();
+            match turn {
+                Some(turn) => turn(self),
+                None => break,
+            }
+        }
+        self.collect_releases();
+        self.flush_connections();
+    }
+
+    /// Queues `turn` to run after everything already queued.
+    pub fn queue_turn(&self, turn: impl FnOnce(&Vat) + 'static) {
+        self.0.turns.borrow_mut().push_back(Box::new(turn));
+        self.0.wake.notify_one();
+    }
+
+    /// Asks the driver to run (after a session wrote output outside a turn).
+    pub fn wake(&self) {
+        self.0.wake.notify_one();
+    }
+
+    fn next_number(&self) -> u64 {
+        let number = self.0.next_number.get();
+        self.0.next_number.set(number + 1);
+        number
+    }
+
+    fn collect_releases(&self) {
+        let released: Vec<Release> = match self.0.releases.lock() {
+            Ok(mut releases) => std::mem::take(&mut *releases),
+            Err(_) => return,
+        };
+        for release in released {
+            match release {
+                Release::Object(id) => {
+                    self.0.objects.borrow_mut().remove(&id);
+                }
+                Release::Promise(id) => {
+                    self.0.promises.borrow_mut().remove(&id);
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------- objects
+
+    /// Makes a local object with the given behaviour.
+    pub fn make_object(&self, behavior: Rc<dyn Behavior>) -> Value {
+        let id = self.next_number();
+        let interface = behavior.interface().to_string();
+        self.0.objects.borrow_mut().insert(id, behavior);
+        Value::Remotable(Reference::new(
+            interface,
+            LocalObject {
+                vat: self.0.id,
+                id,
+                releases: self.0.releases.clone(),
+            },
+        ))
+    }
+
+    fn behavior_of(&self, reference: &Reference) -> Option<Rc<dyn Behavior>> {
+        let local = LocalObject::of(reference).filter(|local| local.vat == self.0.id)?;
+        self.0.objects.borrow().get(&local.id).cloned()
+    }
+
+    // ------------------------------------------------------------ promises
+
+    /// Makes a pending local promise, and the resolver that settles it.
+    pub fn make_promise(&self) -> (Value, Resolver) {
+        let id = self.next_number();
+        self.0.promises.borrow_mut().insert(
+            id,
+            PromiseState::Pending {
+                sends: Vec::new(),
+                waiters: Vec::new(),
+            },
+        );
+        let reference = Reference::new(
+            "Promise",
+            LocalPromise {
+                vat: self.0.id,
+                id,
+                releases: self.0.releases.clone(),
+            },
+        );
+        (Value::Promise(reference), Resolver::Promise(id))
+    }
+
+    fn local_promise_id(&self, value: &Value) -> Option<u64> {
+        match value {
+            Value::Promise(reference) => LocalPromise::of(reference)
+                .filter(|local| local.vat == self.0.id)
+                .map(|local| local.id),
+            _ => None,
+        }
+    }
+
+    /// Settles whoever waits on `resolver`.
+    pub fn settle(&self, resolver: Resolver, outcome: Settlement) {
+        match resolver {
+            Resolver::Nothing => {}
+            Resolver::Promise(id) => self.settle_promise(id, outcome),
+            Resolver::Answer(session, answer) => {
+                if let Some(connection) = self.connection(session) {
+                    let result = connection.session.borrow_mut().answer(answer, outcome);
+                    if let Err(error) = result {
+                        tracing::warn!(%error, "answer settled twice");
+                    }
+                    self.process_session_events(&connection);
+                }
+            }
+            Resolver::Callback(callback) => callback(self, outcome),
+        }
+    }
+
+    fn settle_promise(&self, id: u64, outcome: Settlement) {
+        // Resolving to a promise forwards to it, unless it is this one.
+        let outcome = match outcome {
+            Ok(Value::Promise(next)) if self.local_promise_id(&Value::Promise(next.clone())) == Some(id) => {
+                Err(type_error("Cannot resolve a promise with itself"))
+            }
+            other => other,
+        };
+        let previous = {
+            let mut promises = self.0.promises.borrow_mut();
+            let Some(state) = promises.get_mut(&id) else {
+                return;
+            };
+            if !matches!(state, PromiseState::Pending { .. }) {
+                return;
+            }
+            let next = match &outcome {
+                Ok(value @ Value::Promise(_)) => PromiseState::Forwarded(value.clone()),
+                other => PromiseState::Settled(other.clone()),
+            };
+            std::mem::replace(state, next)
+        };
+        let PromiseState::Pending { sends, waiters } = previous else {
+            return;
+        };
+        match &outcome {
+            Ok(Value::Promise(_)) | Ok(_) => {
+                let target = outcome.clone().unwrap_or(Value::Undefined);
+                for send in sends {
+                    let target = target.clone();
+                    self.queue_turn(move |vat| vat.deliver(target, send.message, send.resolver));
+                }
+            }
+            Err(reason) => {
+                for send in sends {
+                    self.settle(send.resolver, Err(reason.clone()));
+                }
+            }
+        }
+        match &outcome {
+            Ok(forward @ Value::Promise(_)) => {
+                for waiter in waiters {
+                    self.when_settled(forward, waiter);
+                }
+            }
+            settled => {
+                for waiter in waiters {
+                    waiter(self, settled);
+                }
+            }
+        }
+    }
+
+    /// Calls `waiter` once `value` settles (at once for a non-promise or a
+    /// settled promise).
+    pub fn when_settled(&self, value: &Value, waiter: Waiter) {
+        let Value::Promise(reference) = value else {
+            waiter(self, &Ok(value.clone()));
+            return;
+        };
+        if let Some(id) = self.local_promise_id(value) {
+            let forward = {
+                let mut promises = self.0.promises.borrow_mut();
+                match promises.get_mut(&id) {
+                    Some(PromiseState::Pending { waiters, .. }) => {
+                        waiters.push(waiter);
+                        return;
+                    }
+                    Some(PromiseState::Settled(outcome)) => Err(outcome.clone()),
+                    Some(PromiseState::Forwarded(next)) => Ok(next.clone()),
+                    None => Err(Err(type_error("the promise was released"))),
+                }
+            };
+            match forward {
+                Ok(next) => self.when_settled(&next, waiter),
+                Err(outcome) => waiter(self, &outcome),
+            }
+            return;
+        }
+        if let Some(remote) = RemoteTarget::of(reference) {
+            if let Some(outcome) = remote.resolution() {
+                let outcome = outcome.clone();
+                return match &outcome {
+                    Ok(next @ Value::Promise(_)) => self.when_settled(next, waiter),
+                    _ => waiter(self, &outcome),
+                };
+            }
+            if self.connection(remote.session()).is_none() {
+                waiter(
+                    self,
+                    &Err(type_error("the connection that made this promise is closed")),
+                );
+                return;
+            }
+            let mut waiting = self.0.remote_waiters.borrow_mut();
+            let entry = waiting
+                .entry(reference.identity())
+                .or_insert_with(|| (reference.clone(), Vec::new()));
+            entry.1.push(waiter);
+            return;
+        }
+        waiter(
+            self,
+            &Err(type_error("a promise from another vat cannot be awaited here")),
+        );
+    }
+
+    /// A future for how `value` settles.
+    pub fn when(&self, value: &Value) -> impl Future<Output = Settlement> + use<> {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        self.when_settled(
+            value,
+            Box::new(move |_, outcome| {
+                let _ = sender.send(outcome.clone());
+            }),
+        );
+        async move {
+            receiver
+                .await
+                .unwrap_or_else(|_| Err(type_error("the vat stopped before the promise settled")))
+        }
+    }
+
+    /// Called with a settled remote promise's outcome.
+    pub(crate) fn remote_settled(&self, promise: &Reference, outcome: &Settlement) {
+        let waiting = self.0.remote_waiters.borrow_mut().remove(&promise.identity());
+        if let Some((_, waiters)) = waiting {
+            for waiter in waiters {
+                match outcome {
+                    Ok(next @ Value::Promise(_)) => self.when_settled(next, waiter),
+                    _ => waiter(self, outcome),
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ delivery
+
+    /// Sends `message` to `target` and returns the result promise at once.
+    /// The target never runs in the caller's turn.
+    pub fn send(&self, target: &Value, message: Message) -> Value {
+        // A remote target goes straight to its session, which keeps
+        // E-order and pipelines.
+        if let Some(result) = self.send_remote(target, &message, true) {
+            return result.unwrap_or(Value::Undefined);
+        }
+        let (promise, resolver) = self.make_promise();
+        let target = target.clone();
+        self.queue_turn(move |vat| vat.deliver(target, message, resolver));
+        promise
+    }
+
+    /// Sends `message` to `target` with no result.
+    pub fn send_only(&self, target: &Value, message: Message) {
+        if self.send_remote(target, &message, false).is_some() {
+            return;
+        }
+        let target = target.clone();
+        self.queue_turn(move |vat| vat.deliver(target, message, Resolver::Nothing));
+    }
+
+    /// Sends to a session's reference: `None` if `target` is not remote;
+    /// otherwise the result (a rejected promise if the session refused).
+    fn send_remote(&self, target: &Value, message: &Message, wants_result: bool) -> Option<Option<Value>> {
+        let reference = match target {
+            Value::Remotable(reference) | Value::Promise(reference) => reference,
+            _ => return None,
+        };
+        let remote = RemoteTarget::of(reference)?;
+        let Some(connection) = self.connection(remote.session()) else {
+            let reason = type_error(format!(
+                "Cannot {}: the connection to its peer is closed",
+                message.describe()
+            ));
+            return Some(wants_result.then(|| self.rejected(reason)));
+        };
+        let result = {
+            let mut session = connection.session.borrow_mut();
+            match message {
+                Message::Call { method, args } if wants_result => session.send(target, method, args).map(Some),
+                Message::Call { method, args } => session.send_only(target, method, args).map(|()| None),
+                Message::Get { field } => session.get(target, field).map(Some),
+            }
+        };
+        self.wake();
+        Some(match result {
+            Ok(result) => result,
+            Err(error) => wants_result.then(|| self.rejected(type_error(error.to_string()))),
+        })
+    }
+
+    /// A promise already rejected with `reason`.
+    pub fn rejected(&self, reason: Value) -> Value {
+        let (promise, resolver) = self.make_promise();
+        self.settle(resolver, Err(reason));
+        promise
+    }
+
+    /// A promise already fulfilled with `value`.
+    pub fn resolved(&self, value: Value) -> Value {
+        let (promise, resolver) = self.make_promise();
+        self.settle(resolver, Ok(value));
+        promise
+    }
+
+    /// Delivers `message` to `target` now (we are in a turn).
+    pub(crate) fn deliver(&self, target: Value, message: Message, resolver: Resolver) {
+        match &target {
+            Value::Remotable(reference) => {
+                if let Some(behavior) = self.behavior_of(reference) {
+                    let invocation = match message {
+                        Message::Call { method, args } => behavior.invoke(&target, &method, args),
+                        Message::Get { field } => Invocation::Ready(behavior.get(&target, &field)),
+                    };
+                    self.finish(invocation, resolver);
+                } else if RemoteTarget::of(reference).is_some() {
+                    self.deliver_remote(&target, message, resolver);
+                } else {
+                    let reason = type_error(format!(
+                        "Cannot {} on {}: it is not an object of this vat",
+                        message.describe(),
+                        reference.interface()
+                    ));
+                    self.settle(resolver, Err(reason));
+                }
+            }
+            Value::Promise(reference) => {
+                if let Some(id) = self.local_promise_id(&target) {
+                    let next = {
+                        let mut promises = self.0.promises.borrow_mut();
+                        match promises.get_mut(&id) {
+                            Some(PromiseState::Pending { sends, .. }) => {
+                                sends.push(PendingSend { message, resolver });
+                                return;
+                            }
+                            Some(PromiseState::Settled(outcome)) => outcome.clone(),
+                            Some(PromiseState::Forwarded(next)) => Ok(next.clone()),
+                            None => Err(type_error("the promise was released")),
+                        }
+                    };
+                    match next {
+                        Ok(next) => self.deliver(next, message, resolver),
+                        Err(reason) => self.settle(resolver, Err(reason)),
+                    }
+                } else if RemoteTarget::of(reference).is_some() {
+                    self.deliver_remote(&target, message, resolver);
+                } else {
+                    self.settle(
+                        resolver,
+                        Err(type_error("a promise from another vat cannot be sent to here")),
+                    );
+                }
+            }
+            Value::Record(record) => match message {
+                // `E.get` works on plain data too.
+                Message::Get { field } => {
+                    let value = record.get(&field).cloned().unwrap_or(Value::Undefined);
+                    self.settle(resolver, Ok(value));
+                }
+                Message::Call { method, .. } => self.settle(
+                    resolver,
+                    Err(type_error(format!("Cannot call {method:?} on a copyRecord"))),
+                ),
+            },
+            other => {
+                let reason = type_error(format!(
+                    "Cannot {} on {} {}",
+                    message.describe(),
+                    other.pass_style().name(),
+                    capstan_protocol::quote::quote(other)
+                ));
+                self.settle(resolver, Err(reason));
+            }
+        }
+    }
+
+    fn deliver_remote(&self, target: &Value, message: Message, resolver: Resolver) {
+        let wants_result = !matches!(resolver, Resolver::Nothing);
+        match self.send_remote(target, &message, wants_result) {
+            Some(Some(result)) => self.settle(resolver, Ok(result)),
+            Some(None) => {}
+            None => self.settle(resolver, Err(type_error("not a remote reference"))),
+        }
+    }
+
+    fn finish(&self, invocation: Invocation, resolver: Resolver) {
+        match invocation {
+            Invocation::Ready(outcome) => self.settle(resolver, outcome),
+            Invocation::Later(future) => {
+                let vat = self.clone();
+                self.spawn(async move {
+                    let outcome = future.await;
+                    vat.queue_turn(move |vat| vat.settle(resolver, outcome));
+                });
+            }
+        }
+    }
+
+    // --------------------------------------------------------- connections
+
+    pub(crate) fn allocate_session_id(&self) -> SessionId {
+        let number = self.0.next_session.get();
+        self.0.next_session.set(number + 1);
+        SessionId(number)
+    }
+
+    pub(crate) fn add_connection(&self, connection: Rc<Connection>) {
+        self.0.connections.borrow_mut().insert(connection.id(), connection);
+    }
+
+    pub(crate) fn connection(&self, id: SessionId) -> Option<Rc<Connection>> {
+        self.0.connections.borrow().get(&id).cloned()
+    }
+
+    pub(crate) fn remove_connection(&self, id: SessionId) -> Option<Rc<Connection>> {
+        let removed = self.0.connections.borrow_mut().remove(&id);
+        // Promises of a closed session can no longer settle.
+        let orphans: Vec<(Reference, Vec<Waiter>)> = {
+            let mut waiting = self.0.remote_waiters.borrow_mut();
+            let keys: Vec<usize> = waiting
+                .iter()
+                .filter(|(_, (reference, _))| RemoteTarget::of(reference).is_some_and(|remote| remote.session() == id))
+                .map(|(key, _)| *key)
+                .collect();
+            keys.into_iter().filter_map(|key| waiting.remove(&key)).collect()
+        };
+        for (reference, waiters) in orphans {
+            let outcome = RemoteTarget::of(&reference)
+                .and_then(|remote| remote.resolution().cloned())
+                .unwrap_or_else(|| Err(type_error("the connection closed before the promise settled")));
+            for waiter in waiters {
+                waiter(self, &outcome);
+            }
+        }
+        removed
+    }
+
+    /// Runs the events a session produced, then flushes its output.
+    pub(crate) fn process_session_events(&self, connection: &Rc<Connection>) {
+        connection.process_events(self);
+        self.wake();
+    }
+
+    fn flush_connections(&self) {
+        let connections: Vec<Rc<Connection>> = self.0.connections.borrow().values().cloned().collect();
+        for connection in connections {
+            connection.flush(self);
+        }
+    }
+
+    /// Makes a CapTP session bound to this vat (its transport is attached
+    /// by [`super::connection`]).
+    pub(crate) fn new_session(&self, bootstrap: Option<Value>, limits: capstan_protocol::captp::Limits) -> Session {
+        let bootstrap = match bootstrap {
+            Some(Value::Remotable(reference)) | Some(Value::Promise(reference)) => Some(reference),
+            _ => None,
+        };
+        Session::new(self.allocate_session_id(), bootstrap, limits)
+    }
+}
+
+/// A future polled with a given vat as the current one.
+struct InVat<F: Future> {
+    vat: Vat,
+    future: Pin<Box<F>>,
+}
+
+impl<F: Future> Future for InVat<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, context: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        let this = &mut *self;
+        let vat = this.vat.clone();
+        vat.enter(|| this.future.as_mut().poll(context))
+    }
+}
