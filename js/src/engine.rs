@@ -1,0 +1,153 @@
+//! The state one guest runtime shares between its Rust entry points and the
+//! native functions guest code calls: the reference tables (exports and
+//! imports), the exo classes, the guest library, and the host.
+//!
+//! Identity rules: each JavaScript object the engine exports (a remotable
+//! or a promise handed to the host) has one [`Reference`] until the host
+//! releases it, and each host reference has one JavaScript object (a
+//! presence or a promise) until released. Conversions done only to run a
+//! check (patterns, guards, `passStyleOf`) use short-lived references that
+//! never leave that check, so they do not fill the tables.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use capstan_protocol::Reference;
+use capstan_protocol::guards::MethodGuard;
+use rquickjs::{Ctx, Function, Object, Persistent, Value as JsValue};
+
+use crate::host::Host;
+use crate::limits::ConversionLimits;
+
+/// The target inside every [`Reference`] this engine exports.
+#[derive(Debug)]
+pub(crate) struct GuestExport {
+    pub engine: u64,
+    pub id: u64,
+}
+
+/// What the reference tables remember about an export.
+pub(crate) struct Export {
+    pub object: Persistent<JsValue<'static>>,
+    pub reference: Reference,
+}
+
+/// What the reference tables remember about an import.
+pub(crate) struct Import {
+    pub id: u64,
+    pub object: Persistent<JsValue<'static>>,
+    pub is_promise: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct Tables {
+    next_id: u64,
+    pub exports: HashMap<u64, Export>,
+    pub export_by_address: HashMap<usize, u64>,
+    pub imports: HashMap<Reference, Import>,
+    pub import_by_id: HashMap<u64, Reference>,
+}
+
+impl Tables {
+    pub fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+}
+
+/// One exo class, or one facet of an exo class kit.
+pub(crate) struct ExoClass {
+    pub guards: BTreeMap<String, ExoMethod>,
+}
+
+pub(crate) struct ExoMethod {
+    pub guard: MethodGuard,
+    /// `In "name" method of (tag)`.
+    pub label: String,
+    /// Argument positions guarded by `M.raw()` (not converted or checked).
+    pub raw_args: Vec<usize>,
+    /// Whether arguments past the declared ones are raw.
+    pub raw_rest: bool,
+    pub declared: usize,
+}
+
+pub(crate) struct Engine {
+    pub id: u64,
+    pub host: Rc<dyn Host>,
+    pub conversion: ConversionLimits,
+    pub tables: RefCell<Tables>,
+    pub classes: RefCell<Vec<Rc<ExoClass>>>,
+    library: RefCell<Option<Persistent<Object<'static>>>>,
+    /// Set while guest code may run: a native called with none is a bug.
+    pub entered: Cell<bool>,
+}
+
+static NEXT_ENGINE: AtomicU64 = AtomicU64::new(1);
+
+impl Engine {
+    pub fn new(host: Rc<dyn Host>, conversion: ConversionLimits) -> Engine {
+        Engine {
+            id: NEXT_ENGINE.fetch_add(1, Ordering::Relaxed),
+            host,
+            conversion,
+            tables: RefCell::default(),
+            classes: RefCell::default(),
+            library: RefCell::new(None),
+            entered: Cell::new(false),
+        }
+    }
+
+    pub fn set_library(&self, library: Persistent<Object<'static>>) {
+        *self.library.borrow_mut() = Some(library);
+    }
+
+    /// The guest library's API object, in this context.
+    pub fn library<'js>(&self, ctx: &Ctx<'js>) -> rquickjs::Result<Library<'js>> {
+        let persistent = self.library.borrow().clone().ok_or_else(|| {
+            rquickjs::Error::new_from_js_message("library", "object", "the guest library is not installed")
+        })?;
+        Ok(Library {
+            api: persistent.restore(ctx)?,
+        })
+    }
+
+    /// Whether `reference` is one this engine exported.
+    pub fn export_id(&self, reference: &Reference) -> Option<u64> {
+        reference
+            .target::<GuestExport>()
+            .filter(|export| export.engine == self.id)
+            .map(|export| export.id)
+    }
+
+    pub fn class(&self, id: usize) -> Option<Rc<ExoClass>> {
+        self.classes.borrow().get(id).cloned()
+    }
+
+    /// Drops every JavaScript value held from Rust; needed before the
+    /// QuickJS runtime is freed.
+    pub fn clear(&self) {
+        let tables = std::mem::take(&mut *self.tables.borrow_mut());
+        drop(tables);
+        self.library.borrow_mut().take();
+    }
+}
+
+/// The guest library's API object (see `library.js`).
+pub(crate) struct Library<'js> {
+    pub api: Object<'js>,
+}
+
+impl<'js> Library<'js> {
+    pub fn function(&self, name: &str) -> rquickjs::Result<Function<'js>> {
+        self.api.get(name)
+    }
+}
+
+/// The address of a JavaScript object, its identity while it is alive.
+pub(crate) fn address_of(value: &JsValue<'_>) -> usize {
+    // SAFETY: reads the pointer bits of an object value we hold a
+    // reference to; nothing is dereferenced.
+    unsafe { rquickjs::qjs::JS_VALUE_GET_PTR(value.as_raw()) as usize }
+}

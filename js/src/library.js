@@ -1,0 +1,919 @@
+// The guest library: evaluated once per worker in a private realm that no
+// guest can reach, then frozen. Every compartment shares these frozen
+// functions (as SES compartments share one realm's hardened library).
+// Rules about values (pass styles, patterns, guards, collections) live in
+// Rust (`natives`); this file only does what must be JavaScript: walking
+// and freezing objects, classifying them for the Rust converter, the
+// eventual-send machinery and the exo wrappers.
+'use strict';
+(natives) => {
+  const {
+    create,
+    defineProperty,
+    freeze,
+    getOwnPropertyDescriptors,
+    getPrototypeOf,
+    isFrozen,
+    preventExtensions,
+    seal,
+    setPrototypeOf,
+  } = Object;
+  const { apply, ownKeys } = Reflect;
+  const objectToString = Object.prototype.toString;
+  const isView = ArrayBuffer.isView;
+  const isArray = Array.isArray;
+  const stringify = JSON.stringify;
+  const PromiseCtor = Promise;
+  const resolvePromise = value => PromiseCtor.resolve(value);
+  const promiseThen = (promise, onFulfilled, onRejected) =>
+    apply(PromiseCtor.prototype.then, promise, [onFulfilled, onRejected]);
+  const ProxyCtor = Proxy;
+  const PASS_STYLE = Symbol.for('passStyle');
+  const toStringTag = Symbol.toStringTag;
+
+  const hardened = new WeakSet();
+  const plainProtos = new WeakSet();
+  const arrayProtos = new WeakSet();
+  // Remotables made here: Far objects, exos, and presences of host
+  // references. Value: { iface, importId?, exo? }.
+  const remotables = new WeakMap();
+  // Promises standing for host promises: promise -> import id.
+  const hostPromises = new WeakMap();
+  const pendingResolvers = new Map();
+
+  const isObject = value =>
+    (typeof value === 'object' && value !== null) || typeof value === 'function';
+
+  // ---- harden ---------------------------------------------------------
+
+  const harden = root => {
+    if (!isObject(root) || hardened.has(root)) {
+      return root;
+    }
+    const queue = [root];
+    const visited = new Set();
+    while (queue.length > 0) {
+      const value = queue.pop();
+      if (!isObject(value) || hardened.has(value) || visited.has(value)) {
+        continue;
+      }
+      visited.add(value);
+      if (isView(value) && objectToString.call(value) !== '[object DataView]') {
+        // Typed array elements cannot be frozen; Endo leaves them mutable.
+        preventExtensions(value);
+      } else {
+        freeze(value);
+      }
+      queue.push(getPrototypeOf(value));
+      const descriptors = getOwnPropertyDescriptors(value);
+      for (const key of ownKeys(descriptors)) {
+        const descriptor = descriptors[key];
+        if ('value' in descriptor) {
+          queue.push(descriptor.value);
+        } else {
+          queue.push(descriptor.get, descriptor.set);
+        }
+      }
+    }
+    for (const value of visited) {
+      hardened.add(value);
+    }
+    return root;
+  };
+
+  // ---- quoting for messages (Endo's debug-mode `q`) --------------------
+
+  const isErrorLike = value => objectToString.call(value) === '[object Error]';
+
+  const tagOf = value => {
+    try {
+      const tag = value[toStringTag];
+      return typeof tag === 'string' ? tag : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+
+  const q = payload => {
+    const seen = new Set();
+    const replacer = function (_key, value) {
+      switch (typeof value) {
+        case 'undefined':
+          return '[undefined]';
+        case 'bigint':
+          return `[${value}n]`;
+        case 'symbol':
+          return `[${String(value)}]`;
+        case 'number':
+          return Number.isFinite(value) ? value : `[${value}]`;
+        case 'string':
+          return value.startsWith('[') ? `[${value}]` : value;
+        case 'function':
+          return `[Function ${value.name || '<anon>'}]`;
+        case 'object': {
+          if (value === null) {
+            return null;
+          }
+          if (seen.has(value)) {
+            return '[Seen]';
+          }
+          seen.add(value);
+          if (isErrorLike(value)) {
+            return `[${value.name}: ${value.message}]`;
+          }
+          if (isArray(value)) {
+            return value;
+          }
+          const tag = tagOf(value);
+          return tag === undefined ? value : `[${tag}]`;
+        }
+        default:
+          return value;
+      }
+    };
+    try {
+      return stringify(payload, replacer);
+    } catch {
+      return '"[?]"';
+    }
+  };
+
+  // ---- classification for the Rust converter --------------------------
+
+  const nonFrozen = value => Error(`Cannot pass non-frozen objects like ${q(value)}. Use harden()`);
+
+  // Kinds the Rust side has already told apart with native checks.
+  const HINT_OBJECT = 0;
+  const HINT_ARRAY = 1;
+  const HINT_ERROR = 2;
+  const HINT_PROMISE = 3;
+  const HINT_BYTES = 4;
+  const HINT_FUNCTION = 5;
+
+  const dataDescriptor = (object, key, descriptor) => {
+    if (!('value' in descriptor)) {
+      throw Error(`${q(String(key))} must not be an accessor property: ${q(object)}`);
+    }
+    return descriptor.value;
+  };
+
+  // Returns [style, ...parts]; throws Endo's message for what is not
+  // passable. Array elements and record values are read by Rust.
+  const classify = (value, hint) => {
+    if (!isFrozen(value)) {
+      if (isView(value)) {
+        throw Error(`Cannot pass mutable typed arrays like ${q(value)}.`);
+      }
+      throw nonFrozen(value);
+    }
+    switch (hint) {
+      case HINT_PROMISE:
+        return ['promise', hostPromises.get(value)];
+      case HINT_BYTES:
+        return ['byteArray'];
+      case HINT_ARRAY: {
+        if (!arrayProtos.has(getPrototypeOf(value))) {
+          throw Error(`Malformed array: ${q(value)}`);
+        }
+        const descriptors = getOwnPropertyDescriptors(value);
+        const length = value.length;
+        for (let index = 0; index < length; index += 1) {
+          const descriptor = descriptors[index];
+          if (descriptor === undefined) {
+            throw Error(`${index} property expected: ${q(value)}`);
+          }
+          dataDescriptor(value, index, descriptor);
+        }
+        if (ownKeys(descriptors).length !== length + 1) {
+          throw Error(`Arrays must not have non-indexes: ${q(value)}`);
+        }
+        return ['copyArray', length];
+      }
+      case HINT_ERROR: {
+        const descriptors = getOwnPropertyDescriptors(value);
+        for (const key of ownKeys(descriptors)) {
+          if (key !== 'message' && key !== 'stack' && key !== 'cause' && key !== 'errors') {
+            throw Error(`Passable Error has extra unpassed properties ${q({ [String(key)]: true })}`);
+          }
+        }
+        const name = value.name;
+        const message = descriptors.message ? dataDescriptor(value, 'message', descriptors.message) : '';
+        const hasCause = descriptors.cause !== undefined;
+        const cause = hasCause ? dataDescriptor(value, 'cause', descriptors.cause) : undefined;
+        const errors = descriptors.errors ? dataDescriptor(value, 'errors', descriptors.errors) : undefined;
+        return ['error', String(name), String(message), hasCause, cause, errors];
+      }
+      default:
+        break;
+    }
+    const brand = remotables.get(value);
+    if (brand !== undefined) {
+      return ['remotable', brand.iface, brand.importId];
+    }
+    if (hint === HINT_FUNCTION) {
+      throw Error(`Remotables must be explicitly declared: ${q(value)}`);
+    }
+    const proto = getPrototypeOf(value);
+    if (!plainProtos.has(proto)) {
+      if (proto === null) {
+        throw Error(`Remotables must be explicitly declared: ${q(value)}`);
+      }
+      throw Error(`"[Symbol(passStyle)]" property expected: ${q(value)}`);
+    }
+    const descriptors = getOwnPropertyDescriptors(value);
+    const keys = ownKeys(descriptors);
+    if (PASS_STYLE in descriptors) {
+      const style = dataDescriptor(value, PASS_STYLE, descriptors[PASS_STYLE]);
+      if (style !== 'tagged') {
+        throw Error(`Unrecognized PassStyle: ${q(style)}`);
+      }
+      const tag = descriptors[toStringTag] && dataDescriptor(value, toStringTag, descriptors[toStringTag]);
+      if (typeof tag !== 'string' || !descriptors.payload || keys.length !== 3) {
+        throw Error(`Malformed tagged: ${q(value)}`);
+      }
+      return ['tagged', tag, dataDescriptor(value, 'payload', descriptors.payload)];
+    }
+    for (const key of keys) {
+      if (typeof key !== 'string') {
+        throw Error(`cannot serialize Remotables with non-methods like ${q(String(key))} in ${q(value)}`);
+      }
+      const descriptor = descriptors[key];
+      const member = dataDescriptor(value, key, descriptor);
+      if (!descriptor.enumerable) {
+        throw Error(`${q(key)} must be an enumerable property: ${q(value)}`);
+      }
+      if (typeof member === 'function') {
+        throw Error(`Remotables must be explicitly declared: ${q(value)}`);
+      }
+    }
+    return ['copyRecord', keys];
+  };
+
+  // ---- building values for the Rust converter -------------------------
+
+  const makeTaggedRaw = (tag, payload) =>
+    freeze(
+      create(Object.prototype, {
+        [PASS_STYLE]: { value: 'tagged' },
+        [toStringTag]: { value: tag },
+        payload: { value: payload, enumerable: true },
+      }),
+    );
+
+  const errorConstructors = freeze({
+    Error,
+    EvalError,
+    RangeError,
+    ReferenceError,
+    SyntaxError,
+    TypeError,
+    URIError,
+    AggregateError,
+  });
+
+  const makeError = (name, message, cause, hasCause, errors) => {
+    const Ctor = Object.prototype.hasOwnProperty.call(errorConstructors, name) ? errorConstructors[name] : Error;
+    const options = hasCause ? { cause } : undefined;
+    const error = Ctor === AggregateError ? new Ctor(errors ?? [], message, options) : new Ctor(message, options);
+    if (errors !== undefined) {
+      defineProperty(error, 'errors', { value: errors, writable: true, configurable: true });
+    }
+    if (Ctor === Error && name !== 'Error') {
+      defineProperty(error, 'name', { value: name, writable: true, configurable: true });
+    }
+    return harden(error);
+  };
+
+  const wellKnownSymbolNames = [
+    'asyncIterator', 'hasInstance', 'isConcatSpreadable', 'iterator', 'match', 'matchAll', 'replace', 'search',
+    'species', 'split', 'toPrimitive', 'toStringTag', 'unscopables',
+  ];
+  const symbolName = symbol => {
+    const registered = Symbol.keyFor(symbol);
+    if (registered !== undefined) {
+      return registered.startsWith('@@') ? `@@${registered}` : registered;
+    }
+    for (const name of wellKnownSymbolNames) {
+      if (Symbol[name] === symbol) {
+        return `@@${name}`;
+      }
+    }
+    throw Error(`Only registered symbols or well-known symbols are passable: ${q(symbol)}`);
+  };
+  const symbolFor = (registeredName, wellKnown) => (wellKnown ? Symbol[registeredName] : Symbol.for(registeredName));
+  const bigintFrom = text => BigInt(text);
+
+  // ---- presences and promises of the host -----------------------------
+
+  const makePresence = (importId, iface) => {
+    const proto = freeze(create(Object.prototype, { [toStringTag]: { value: iface } }));
+    const presence = freeze(create(proto));
+    hardened.add(proto);
+    hardened.add(presence);
+    remotables.set(presence, freeze({ iface, importId }));
+    return presence;
+  };
+
+  const makeHostPromise = importId => {
+    let resolvers;
+    const promise = new PromiseCtor((resolve, reject) => {
+      resolvers = [resolve, reject];
+    });
+    freeze(promise);
+    hostPromises.set(promise, importId);
+    pendingResolvers.set(importId, resolvers);
+    return promise;
+  };
+
+  const settleHostPromise = (importId, fulfilled, value) => {
+    const resolvers = pendingResolvers.get(importId);
+    if (resolvers === undefined) {
+      return false;
+    }
+    pendingResolvers.delete(importId);
+    resolvers[fulfilled ? 0 : 1](value);
+    return true;
+  };
+
+  const forgetHostPromise = importId => {
+    pendingResolvers.delete(importId);
+  };
+
+  const watchPromise = (promise, exportId) => {
+    promiseThen(
+      promise,
+      value => natives.exportSettled(exportId, true, value),
+      reason => natives.exportSettled(exportId, false, reason),
+    );
+  };
+
+  const isHostTarget = value =>
+    isObject(value) && (hostPromises.has(value) || remotables.get(value)?.importId !== undefined);
+
+  // ---- eventual send ---------------------------------------------------
+
+  const methodNamesOf = target => {
+    const names = new Set();
+    let object = target;
+    while (isObject(object) && !plainProtos.has(object)) {
+      for (const key of ownKeys(object)) {
+        if (typeof key === 'string' && typeof object[key] === 'function') {
+          names.add(key);
+        }
+      }
+      object = getPrototypeOf(object);
+    }
+    return [...names].sort();
+  };
+
+  const localSend = (target, method, args) => {
+    if (method === undefined) {
+      if (typeof target !== 'function') {
+        throw TypeError(`Cannot invoke target as a function; typeof target is ${q(typeof target)}`);
+      }
+      return apply(target, undefined, args);
+    }
+    if (target === undefined || target === null) {
+      throw TypeError(`Cannot deliver ${q(method)} to target; typeof target is ${q(typeof target)}`);
+    }
+    const fn = target[method];
+    if (fn === undefined) {
+      throw TypeError(`target has no method ${q(method)}, has ${q(methodNamesOf(target))}`);
+    }
+    if (typeof fn !== 'function') {
+      throw Error(`invoked method ${q(method)} is not a function; it is a ${q(typeof fn)}`);
+    }
+    return apply(fn, target, args);
+  };
+
+  const localGet = (target, property) => {
+    if (target === undefined || target === null) {
+      throw TypeError(`Cannot get ${q(property)} of target; typeof target is ${q(typeof target)}`);
+    }
+    return target[property];
+  };
+
+  // Sends to host references go out at once (pipelining); sends to local
+  // objects run in a later turn, in the order they were made.
+  const eventualSend = (target, method, args, wantsResult) => {
+    if (isHostTarget(target)) {
+      return natives.hostSend(target, method, args, wantsResult);
+    }
+    const result = promiseThen(resolvePromise(target), resolved =>
+      isHostTarget(resolved)
+        ? natives.hostSend(resolved, method, args, true)
+        : localSend(resolved, method, args),
+    );
+    if (!wantsResult) {
+      promiseThen(result, undefined, () => {});
+      return undefined;
+    }
+    return result;
+  };
+
+  const eventualGet = (target, property) => {
+    if (isHostTarget(target)) {
+      return natives.hostGet(target, property);
+    }
+    return promiseThen(resolvePromise(target), resolved =>
+      isHostTarget(resolved) ? natives.hostGet(resolved, property) : localGet(resolved, property),
+    );
+  };
+
+  const inertTarget = freeze(() => {});
+  const propertyName = property => (typeof property === 'string' && property !== 'then' ? property : undefined);
+
+  const E = target =>
+    new ProxyCtor(inertTarget, {
+      get: (_, property) => {
+        const method = propertyName(property);
+        return method === undefined ? undefined : (...args) => eventualSend(target, method, args, true);
+      },
+      apply: (_, _this, args) => eventualSend(target, undefined, args, true),
+    });
+  E.get = target =>
+    new ProxyCtor(inertTarget, {
+      get: (_, property) => {
+        const name = propertyName(property);
+        return name === undefined ? undefined : eventualGet(target, name);
+      },
+    });
+  E.sendOnly = target =>
+    new ProxyCtor(inertTarget, {
+      get: (_, property) => {
+        const method = propertyName(property);
+        return method === undefined ? undefined : (...args) => eventualSend(target, method, args, false);
+      },
+      apply: (_, _this, args) => {
+        eventualSend(target, undefined, args, false);
+      },
+    });
+  E.when = (value, onFulfilled, onRejected) => promiseThen(resolvePromise(value), onFulfilled, onRejected);
+  E.resolve = value => resolvePromise(value);
+
+  // ---- Far and exos ----------------------------------------------------
+
+  const methodNamesValue = names => harden([...names].sort());
+
+  const Far = (farName, remotable = {}) => {
+    if (typeof farName !== 'string') {
+      throw TypeError(`Far name must be a string: ${q(farName)}`);
+    }
+    if (!isObject(remotable)) {
+      throw TypeError(`Cannot make a remotable of ${q(remotable)}`);
+    }
+    if (isFrozen(remotable) || remotables.has(remotable)) {
+      throw TypeError(`Remotable ${q(remotable)} is already frozen`);
+    }
+    const names = [];
+    for (const key of ownKeys(remotable)) {
+      const member = remotable[key];
+      if (typeof remotable !== 'function' && typeof member !== 'function') {
+        throw Error(`cannot serialize Remotables with non-methods like ${q(String(key))} in ${q(remotable)}`);
+      }
+      if (typeof key === 'string') {
+        names.push(key);
+      }
+    }
+    const iface = `Alleged: ${farName}`;
+    const proto = create(getPrototypeOf(remotable), {
+      [toStringTag]: { value: iface },
+      __getMethodNames__: {
+        value: {
+          __getMethodNames__() {
+            return methodNamesValue([...names, '__getMethodNames__']);
+          },
+        }.__getMethodNames__,
+      },
+    });
+    setPrototypeOf(remotable, proto);
+    harden(remotable);
+    remotables.set(remotable, freeze({ iface }));
+    return remotable;
+  };
+
+  const ownMethodNames = methods => {
+    if (!isObject(methods)) {
+      throw TypeError(`Methods must be an object: ${q(methods)}`);
+    }
+    const names = [];
+    for (const key of ownKeys(methods)) {
+      if (typeof key !== 'string') {
+        throw TypeError(`Symbol-named methods are not supported: ${q(String(key))}`);
+      }
+      if (typeof methods[key] !== 'function') {
+        throw TypeError(`Method ${q(key)} must be a function, not ${q(typeof methods[key])}`);
+      }
+      names.push(key);
+    }
+    return names;
+  };
+
+  // The prototype of one exo class (or one facet of a kit): a guarded
+  // wrapper per method, checked by Rust before and after the behavior runs.
+  const makeExoPrototype = (tag, classInfo, methods, names, interfaceGuard, contextMap) => {
+    const [classId, asyncMethods] = classInfo;
+    const getContext = (self, name) => {
+      const context = contextMap.get(self);
+      if (context === undefined) {
+        throw TypeError(`${q(`In ${q(name)} method of (${tag})`)} may only be applied to a valid instance: ${q(self)}`);
+      }
+      return context;
+    };
+    const proto = create(Object.prototype, { [toStringTag]: { value: `Alleged: ${tag}` } });
+    for (const name of names) {
+      const behavior = methods[name];
+      const awaitIndexes = asyncMethods[name];
+      let method;
+      if (awaitIndexes === undefined) {
+        method = {
+          [name](...args) {
+            const context = getContext(this, name);
+            natives.checkArgs(classId, name, args);
+            const result = apply(behavior, context, args);
+            natives.checkResult(classId, name, result);
+            return result;
+          },
+        }[name];
+      } else {
+        method = {
+          [name](...args) {
+            const self = this;
+            const awaited = [];
+            for (const index of awaitIndexes) {
+              if (index < args.length) {
+                awaited.push(args[index]);
+              }
+            }
+            const resultP = promiseThen(PromiseCtor.all(awaited), values => {
+              values.forEach((value, position) => {
+                args[awaitIndexes[position]] = value;
+              });
+              const context = getContext(self, name);
+              natives.checkArgs(classId, name, args);
+              return apply(behavior, context, args);
+            });
+            return promiseThen(resultP, fulfillment => {
+              natives.checkResult(classId, name, fulfillment);
+              return fulfillment;
+            });
+          },
+        }[name];
+      }
+      defineProperty(method, 'length', { value: behavior.length });
+      defineProperty(proto, name, { value: method, writable: true, enumerable: false, configurable: true });
+    }
+    const allNames = [...names];
+    if (!names.includes('__getInterfaceGuard__')) {
+      defineProperty(proto, '__getInterfaceGuard__', {
+        value: { __getInterfaceGuard__: () => interfaceGuard }.__getInterfaceGuard__,
+      });
+      allNames.push('__getInterfaceGuard__');
+    }
+    if (!names.includes('__getMethodNames__')) {
+      allNames.push('__getMethodNames__');
+      defineProperty(proto, '__getMethodNames__', {
+        value: { __getMethodNames__: () => methodNamesValue(allNames) }.__getMethodNames__,
+      });
+    }
+    return harden(proto);
+  };
+
+  // For deliveries from Rust: the class, behaviors and context of an exo.
+  const exoDispatch = new WeakMap();
+
+  const makeSelf = (proto, tag, classId, methods, context) => {
+    const self = freeze(create(proto));
+    hardened.add(self);
+    remotables.set(self, freeze({ iface: `Alleged: ${tag}` }));
+    exoDispatch.set(self, [classId, methods, context]);
+    return self;
+  };
+
+  const defineExoClass = (tag, interfaceGuard, init, methods, options = undefined) => {
+    if (typeof tag !== 'string') {
+      throw TypeError(`Exo tag must be a string: ${q(tag)}`);
+    }
+    harden(methods);
+    const names = ownMethodNames(methods);
+    const classInfo = natives.defineExo(tag, interfaceGuard, names);
+    const contextMap = new WeakMap();
+    const proto = makeExoPrototype(tag, classInfo, methods, names, interfaceGuard, contextMap);
+    const finish = options?.finish;
+    return harden((...args) => {
+      const state = seal(init(...args));
+      const context = { state, self: undefined };
+      const self = makeSelf(proto, tag, classInfo[0], methods, context);
+      context.self = self;
+      freeze(context);
+      contextMap.set(self, context);
+      if (finish) {
+        finish(context);
+      }
+      return self;
+    });
+  };
+
+  const initEmpty = () => ({});
+  const makeExo = (tag, interfaceGuard, methods, options = undefined) =>
+    defineExoClass(tag, interfaceGuard, initEmpty, methods, options)();
+
+  const defineExoClassKit = (tag, interfaceGuardKit, init, methodsKit, options = undefined) => {
+    if (typeof tag !== 'string') {
+      throw TypeError(`Exo tag must be a string: ${q(tag)}`);
+    }
+    harden(methodsKit);
+    const facetNames = ownKeys(methodsKit).filter(key => typeof key === 'string');
+    const facetSpecs = facetNames.map(facet => [facet, ownMethodNames(methodsKit[facet])]);
+    const classInfos = natives.defineExoKit(tag, interfaceGuardKit, facetSpecs);
+    const contextMaps = {};
+    const protos = {};
+    for (const [facet, names] of facetSpecs) {
+      contextMaps[facet] = new WeakMap();
+      const facetGuard = interfaceGuardKit === undefined ? undefined : interfaceGuardKit[facet];
+      protos[facet] = makeExoPrototype(
+        `${tag} ${facet}`,
+        classInfos[facet],
+        methodsKit[facet],
+        names,
+        facetGuard,
+        contextMaps[facet],
+      );
+    }
+    const finish = options?.finish;
+    return harden((...args) => {
+      const state = seal(init(...args));
+      const context = { state, facets: undefined };
+      const facets = {};
+      for (const [facet] of facetSpecs) {
+        facets[facet] = makeSelf(protos[facet], `${tag} ${facet}`, classInfos[facet][0], methodsKit[facet], context);
+        contextMaps[facet].set(facets[facet], context);
+      }
+      context.facets = freeze(facets);
+      freeze(context);
+      if (finish) {
+        finish(context);
+      }
+      return context.facets;
+    });
+  };
+
+  const exoInfo = target => exoDispatch.get(target);
+
+  // A delivery from the host to a local object: run it now (this is the
+  // delivery's own turn).
+  const deliverLocal = (target, method, args, isPromise) =>
+    isPromise ? eventualSend(target, method, args, true) : localSend(target, method, args);
+  const deliverGet = (target, property, isPromise) =>
+    isPromise ? eventualGet(target, property) : localGet(target, property);
+
+  // ---- M, matching, collections -----------------------------------------
+
+  const pattern = (name, ...args) => natives.pattern(name, args);
+
+  const makeMethodGuardMaker = (callKind, argGuards, optionalArgGuards, restArgGuard) =>
+    freeze({
+      optional: (...optionals) => {
+        if (optionalArgGuards !== undefined) {
+          throw Error('Can only have one set of optional guards');
+        }
+        if (restArgGuard !== undefined) {
+          throw Error('optional arg guards must come before rest arg');
+        }
+        return makeMethodGuardMaker(callKind, argGuards, optionals, undefined);
+      },
+      rest: rest => {
+        if (restArgGuard !== undefined) {
+          throw Error('Can only have one rest arg');
+        }
+        return makeMethodGuardMaker(callKind, argGuards, optionalArgGuards, rest);
+      },
+      returns: (returnGuard = pattern('undefined')) =>
+        natives.pattern('methodGuard', [callKind, argGuards, optionalArgGuards, restArgGuard, returnGuard]),
+    });
+
+  const M = {
+    any: () => pattern('any'),
+    and: (...patterns) => pattern('and', ...patterns),
+    or: (...patterns) => pattern('or', ...patterns),
+    not: subPattern => pattern('not', subPattern),
+    scalar: () => pattern('scalar'),
+    key: () => pattern('key'),
+    pattern: () => pattern('pattern'),
+    kind: kind => pattern('kind', kind),
+    tagged: (...args) => pattern('tagged', ...args),
+    boolean: () => pattern('boolean'),
+    number: () => pattern('number'),
+    bigint: (...args) => pattern('bigint', ...args),
+    nat: (...args) => pattern('nat', ...args),
+    string: (...args) => pattern('string', ...args),
+    symbol: (...args) => pattern('symbol', ...args),
+    record: (...args) => pattern('record', ...args),
+    array: (...args) => pattern('array', ...args),
+    set: (...args) => pattern('set', ...args),
+    bag: (...args) => pattern('bag', ...args),
+    map: (...args) => pattern('map', ...args),
+    byteArray: (...args) => pattern('byteArray', ...args),
+    remotable: (...args) => pattern('remotable', ...args),
+    error: () => pattern('error'),
+    promise: (...args) => pattern('promise', ...args),
+    undefined: () => pattern('undefined'),
+    null: () => pattern('null'),
+    lt: key => pattern('lt', key),
+    lte: key => pattern('lte', key),
+    eq: key => pattern('eq', key),
+    neq: key => pattern('neq', key),
+    gte: key => pattern('gte', key),
+    gt: key => pattern('gt', key),
+    arrayOf: (...args) => pattern('arrayOf', ...args),
+    recordOf: (...args) => pattern('recordOf', ...args),
+    setOf: (...args) => pattern('setOf', ...args),
+    bagOf: (...args) => pattern('bagOf', ...args),
+    mapOf: (...args) => pattern('mapOf', ...args),
+    containerHas: (...args) => pattern('containerHas', ...args),
+    splitArray: (...args) => pattern('splitArray', ...args),
+    splitRecord: (...args) => pattern('splitRecord', ...args),
+    opt: subPattern => pattern('opt', subPattern),
+    eref: subPattern => pattern('eref', subPattern),
+    interface: (interfaceName, methodGuards, options = undefined) =>
+      pattern('interface', interfaceName, methodGuards, options),
+    call: (...argGuards) => makeMethodGuardMaker('sync', argGuards, undefined, undefined),
+    callWhen: (...argGuards) => makeMethodGuardMaker('async', argGuards, undefined, undefined),
+    await: argGuard => pattern('await', argGuard),
+    raw: () => pattern('raw'),
+  };
+
+  const makeTagged = (tag, payload) => natives.makeTagged(tag, payload);
+  const toArray = (iterable, what) => {
+    if (!isObject(iterable)) {
+      throw TypeError(`${what} must be iterable: ${q(iterable)}`);
+    }
+    return harden([...iterable]);
+  };
+  const makeCopySet = (elements = []) => natives.makeCopySet(toArray(elements, 'Set elements'));
+  const makeCopyBag = (entries = []) => natives.makeCopyBag(toArray(entries, 'Bag entries'));
+  const makeCopyMap = (entries = []) => natives.makeCopyMap(toArray(entries, 'Map entries'));
+  const matches = (specimen, patt) => natives.matches(specimen, harden(patt));
+  // Patterns are written as literals; Endo's are hardened by `M`.
+  const mustMatch = (specimen, patt, label = undefined) => {
+    natives.mustMatch(specimen, harden(patt), label);
+  };
+  const passStyleOf = value => natives.passStyleOf(value);
+
+  // ---- assert and console ----------------------------------------------
+
+  const detailsText = details => (typeof details === 'string' ? details : String(details));
+  const details = (template, ...substitutions) => {
+    let text = template[0];
+    substitutions.forEach((substitution, index) => {
+      text += q(substitution) + template[index + 1];
+    });
+    return text;
+  };
+  const assert = (flag, optDetails = 'Check failed', ErrorCtor = Error) => {
+    if (!flag) {
+      throw ErrorCtor(detailsText(optDetails));
+    }
+  };
+  assert.fail = (optDetails = 'Assert failed', ErrorCtor = Error) => {
+    throw ErrorCtor(detailsText(optDetails));
+  };
+  assert.equal = (actual, expected, optDetails = undefined, ErrorCtor = Error) => {
+    if (!Object.is(actual, expected)) {
+      throw ErrorCtor(optDetails === undefined ? `Expected ${q(actual)} is same as ${q(expected)}` : detailsText(optDetails));
+    }
+  };
+  assert.typeof = (specimen, typeName, optDetails = undefined) => {
+    if (typeof specimen !== typeName) {
+      throw TypeError(optDetails === undefined ? `${q(specimen)} must be ${/^[aeiou]/.test(typeName) ? 'an' : 'a'} ${typeName}` : detailsText(optDetails));
+    }
+  };
+  assert.string = (specimen, optDetails = undefined) => assert.typeof(specimen, 'string', optDetails);
+  assert.error = (optDetails = 'Assert failed', ErrorCtor = Error) => ErrorCtor(detailsText(optDetails));
+  assert.note = () => {};
+  assert.details = details;
+  assert.quote = q;
+  assert.Fail = (template, ...substitutions) => {
+    throw Error(details(template, ...substitutions));
+  };
+
+  const formatLogArgument = value => {
+    if (typeof value === 'string') {
+      return value;
+    }
+    if (isObject(value) && isErrorLike(value)) {
+      return `${value.name}: ${value.message}`;
+    }
+    if (isObject(value)) {
+      return q(value);
+    }
+    return typeof value === 'bigint' ? `${value}n` : String(value);
+  };
+  const logger = level => (...args) => {
+    natives.log(level, args.map(formatLogArgument).join(' '));
+  };
+  const console = {
+    debug: logger('debug'),
+    log: logger('log'),
+    info: logger('info'),
+    warn: logger('warn'),
+    error: logger('error'),
+  };
+
+  // ---- compartments -------------------------------------------------------
+
+  // ECMAScript globals a compartment keeps; QuickJS extras (timers,
+  // shared memory, GC observation, host shims) are removed.
+  const keptGlobals = new Set([
+    'Object', 'Function', 'Error', 'EvalError', 'RangeError', 'ReferenceError', 'SyntaxError', 'TypeError',
+    'URIError', 'AggregateError', 'SuppressedError', 'Iterator', 'Array', 'parseInt', 'parseFloat', 'isNaN',
+    'isFinite', 'decodeURI', 'decodeURIComponent', 'encodeURI', 'encodeURIComponent', 'escape', 'unescape',
+    'Infinity', 'NaN', 'undefined', 'eval', 'Number', 'Boolean', 'String', 'Math', 'Reflect', 'Symbol',
+    'DisposableStack', 'AsyncDisposableStack', 'globalThis', 'BigInt', 'Date', 'RegExp', 'JSON', 'Proxy', 'Map',
+    'Set', 'WeakMap', 'WeakSet', 'ArrayBuffer', 'Uint8ClampedArray', 'Int8Array', 'Uint8Array', 'Int16Array',
+    'Uint16Array', 'Int32Array', 'Uint32Array', 'BigInt64Array', 'BigUint64Array', 'Float16Array',
+    'Float32Array', 'Float64Array', 'DataView', 'Promise',
+  ]);
+
+  const inertConstructor = freeze(
+    {
+      constructor() {
+        throw TypeError('Function constructors are not available through .constructor in a compartment');
+      },
+    }.constructor,
+  );
+
+  const guestGlobals = {
+    E, Far, makeExo, defineExoClass, defineExoClassKit, M, matches, mustMatch, harden, passStyleOf, makeTagged,
+    makeCopySet, makeCopyBag, makeCopyMap, assert, console,
+  };
+
+  // Tames and freezes a fresh realm, keeps only the standard globals, and
+  // installs the guest globals. `hidden` lists intrinsics not reachable
+  // from the global object; `strictEval`/`StrictFunction` replace `eval`
+  // and `Function` so that no sloppy code (whose `this` is the global)
+  // can be made.
+  const lockdownRealm = (global, hidden, strictEval, StrictFunction) => {
+    const [FunctionPrototype, AsyncFunctionPrototype, GeneratorFunctionPrototype, AsyncGeneratorFunctionPrototype] =
+      hidden;
+    for (const prototype of [
+      FunctionPrototype,
+      AsyncFunctionPrototype,
+      GeneratorFunctionPrototype,
+      AsyncGeneratorFunctionPrototype,
+    ]) {
+      defineProperty(prototype, 'constructor', { value: inertConstructor, writable: false, configurable: false });
+    }
+    defineProperty(StrictFunction, 'prototype', { value: FunctionPrototype });
+    const roots = [...hidden];
+    for (const name of ownKeys(global)) {
+      const descriptor = Reflect.getOwnPropertyDescriptor(global, name);
+      if (name === 'globalThis') {
+        continue;
+      }
+      roots.push(descriptor.value, descriptor.get, descriptor.set);
+      if (!keptGlobals.has(name)) {
+        delete global[name];
+      }
+    }
+    defineProperty(global, 'eval', { value: strictEval, writable: true, configurable: true });
+    defineProperty(global, 'Function', { value: StrictFunction, writable: true, configurable: true });
+    roots.push(strictEval, StrictFunction, guestGlobals, api);
+    plainProtos.add(global.Object.prototype);
+    arrayProtos.add(global.Array.prototype);
+    harden(roots);
+    for (const name of ownKeys(guestGlobals)) {
+      defineProperty(global, name, { value: guestGlobals[name], writable: true, configurable: true });
+    }
+  };
+
+  const registerRealm = global => {
+    plainProtos.add(global.Object.prototype);
+    arrayProtos.add(global.Array.prototype);
+  };
+
+  const api = {
+    harden,
+    classify,
+    q,
+    makeTaggedRaw,
+    makeError,
+    symbolFor,
+    symbolName,
+    bigintFrom,
+    makePresence,
+    makeHostPromise,
+    settleHostPromise,
+    forgetHostPromise,
+    watchPromise,
+    exoInfo,
+    deliverLocal,
+    deliverGet,
+    lockdownRealm,
+    registerRealm,
+    freeze,
+    guestGlobals,
+  };
+  // Hardened by the first `lockdownRealm`, after the realm is tamed.
+  return api;
+};

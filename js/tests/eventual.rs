@@ -1,0 +1,258 @@
+//! `E`: sends to local objects run in later turns and in order; sends to
+//! host references go to the host at once (pipelining) and settle when the
+//! host settles them; objects keep their identity across the boundary.
+
+mod support;
+
+use capstan_js::Outcome;
+use capstan_protocol::{Reference, Value};
+use support::{eval, fulfilled, guest, rejected};
+
+#[test]
+fn a_counter_from_one_evaluation_works_in_another_through_the_host() {
+    let (_host, mut guest) = guest();
+    let counter = eval(
+        &mut guest,
+        "const Up = M.interface('UpCounter', { incr: M.call().optional(M.number()).returns(M.number()) }); \
+         let count = 0; makeExo('UpCounter', Up, { incr(n = 1) { count += n; return count; } })",
+    );
+    let Value::Remotable(reference) = &counter else {
+        panic!("{counter:?}")
+    };
+    assert_eq!(reference.interface(), "Alleged: UpCounter");
+    let outcome = guest.evaluate("E(counter).incr(5)", &[("counter", counter.clone())]);
+    assert_eq!(fulfilled(outcome).as_number(), Some(5.0));
+    let outcome = guest.evaluate("E(counter).incr('foo')", &[("counter", counter.clone())]);
+    assert_eq!(
+        rejected(outcome),
+        "In \"incr\" method of (UpCounter): arg 0?: string \"foo\" - Must be a number"
+    );
+    // The same reference comes back out for the same object.
+    let outcome = guest.evaluate("counter", &[("counter", counter.clone())]);
+    assert!(fulfilled(outcome).same_as(&counter));
+}
+
+#[test]
+fn sends_never_run_in_the_senders_turn_and_keep_their_order() {
+    let (_host, mut guest) = guest();
+    let source = "
+        const log = [];
+        let flag = false;
+        const target = Far('Target', { note(x) { log.push([x, flag]); return x; } });
+        const p1 = E(target).note(1);
+        const p2 = E(target).note(2);
+        const p3 = E(Promise.resolve(target)).note(3);
+        let later;
+        const pending = new Promise(resolve => { later = resolve; });
+        const p4 = E(pending).note(4);
+        const p5 = E(target).note(5);
+        flag = true;
+        later(target);
+        Promise.all([p1, p2, p3, p4, p5]).then(() => harden(log));
+    ";
+    let log = fulfilled(guest.evaluate(source, &[]));
+    let rendered = capstan_protocol::quote::quote(&log);
+    assert_eq!(rendered, "[[1,true],[2,true],[5,true],[3,true],[4,true]]");
+}
+
+#[test]
+fn local_delivery_errors_are_endos() {
+    let (_host, mut guest) = guest();
+    assert_eq!(
+        rejected(guest.evaluate("E(Far('Counter', { incr() {} })).nope()", &[])),
+        "target has no method \"nope\", has [\"__getMethodNames__\",\"incr\"]"
+    );
+    assert_eq!(
+        rejected(guest.evaluate("E(undefined).a()", &[])),
+        "Cannot deliver \"a\" to target; typeof target is \"undefined\""
+    );
+    assert_eq!(
+        fulfilled(guest.evaluate("E.get(harden({a: 1})).a", &[])).as_number(),
+        Some(1.0)
+    );
+    assert_eq!(
+        fulfilled(guest.evaluate("E.when(2, x => x * 3)", &[])).as_number(),
+        Some(6.0)
+    );
+}
+
+#[test]
+fn sends_to_host_references_go_out_at_once_and_pipeline() {
+    let (host, mut guest) = guest();
+    let remote = Value::Remotable(Reference::new("Alleged: Remote", ()));
+    let outcome = guest
+        .evaluate(
+            "const p = E(remote).first(1, harden({x: 2n})); E(p).second(); E.sendOnly(remote).third(); \
+             E.get(remote).size; E(p).second()",
+            &[("remote", remote.clone())],
+        )
+        .unwrap();
+    let Outcome::Pending(pending) = outcome else {
+        panic!("{outcome:?}")
+    };
+    let sends = host.sends.borrow();
+    assert_eq!(sends.len(), 4);
+    assert!(sends[0].target.same_as(&remote));
+    assert_eq!(sends[0].method.as_deref(), Some("first"));
+    assert_eq!(
+        capstan_protocol::quote::quote(&Value::array(sends[0].args.clone())),
+        "[1,{\"x\":\"[2n]\"}]"
+    );
+    // The second send targets the promise for the first: pipelined.
+    let first_result = sends[0].result.clone().unwrap();
+    assert!(sends[1].target.same_as(&Value::Promise(first_result.clone())));
+    assert_eq!(sends[2].method.as_deref(), Some("third"));
+    assert!(sends[2].result.is_none());
+    assert_eq!(host.gets.borrow()[0].1, "size");
+    let last = sends[3].result.clone().unwrap();
+    drop(sends);
+
+    // The completion is the host's own promise for the last send: the
+    // outcome forwards to it rather than wrapping it.
+    assert!(pending.same(&last));
+    guest.settle(&first_result, Ok(Value::from(10))).unwrap();
+
+    // A guest promise that waits on a host promise is exported, and the
+    // engine tells the host when it settles.
+    let outcome = guest
+        .evaluate("E(remote).size().then(n => n + 1)", &[("remote", remote.clone())])
+        .unwrap();
+    let Outcome::Pending(pending) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(guest.owns(&pending));
+    let question = host.sends.borrow()[4].result.clone().unwrap();
+    guest.settle(&question, Ok(Value::from(41))).unwrap();
+    let settlement = host.settlement_of(&pending).expect("settled");
+    assert_eq!(settlement.unwrap().as_number(), Some(42.0));
+    // A rejection from the host arrives as the error it is.
+    let outcome = guest
+        .evaluate("E(remote).fail().catch(e => e.message)", &[("remote", remote.clone())])
+        .unwrap();
+    let Outcome::Pending(pending) = outcome else {
+        panic!("{outcome:?}")
+    };
+    let question = host.sends.borrow()[5].result.clone().unwrap();
+    let reason = Value::error(capstan_protocol::ErrorValue::type_error("nope"));
+    guest.settle(&question, Err(reason)).unwrap();
+    assert_eq!(host.settlement_of(&pending).unwrap().unwrap().as_str(), Some("nope"));
+}
+
+#[test]
+fn host_promises_and_presences_keep_their_identity() {
+    let (_host, mut guest) = guest();
+    let remote = Value::Remotable(Reference::new("Alleged: Remote", ()));
+    let promise = Value::Promise(Reference::new("Promise", ()));
+    let outcome = guest.evaluate(
+        "[a === b, p === q, passStyleOf(a), passStyleOf(p), String(a), a, p]",
+        &[
+            ("a", remote.clone()),
+            ("b", remote.clone()),
+            ("p", promise.clone()),
+            ("q", promise.clone()),
+        ],
+    );
+    let value = fulfilled(outcome);
+    let items = value.as_array().unwrap();
+    assert_eq!(
+        capstan_protocol::quote::quote(&Value::array(items[..5].to_vec())),
+        "[true,true,\"remotable\",\"promise\",\"[[object Alleged: Remote]]\"]"
+    );
+    assert!(items[5].same_as(&remote));
+    assert!(items[6].same_as(&promise));
+}
+
+#[test]
+fn deliver_runs_exo_methods_with_guards_and_async_results() {
+    let (host, mut guest) = guest();
+    let kit = eval(
+        &mut guest,
+        "const makeCounter = defineExoClass('Counter', \
+           M.interface('Counter', { incr: M.call(M.number()).returns(M.number()), \
+                                    later: M.callWhen(M.await(M.number())).returns(M.number()) }), \
+           start => ({ count: start }), \
+           { incr(n) { this.state.count += n; return this.state.count; }, \
+             later(n) { return this.state.count + n; } }); \
+         harden([makeCounter(10), makeCounter(100)])",
+    );
+    let items = kit.as_array().unwrap();
+    let (Value::Remotable(first), Value::Remotable(second)) = (&items[0], &items[1]) else {
+        panic!()
+    };
+    assert_eq!(
+        fulfilled(guest.deliver(first, Some("incr"), &[Value::from(1)])).as_number(),
+        Some(11.0)
+    );
+    assert_eq!(
+        fulfilled(guest.deliver(second, Some("incr"), &[Value::from(1)])).as_number(),
+        Some(101.0)
+    );
+    assert_eq!(
+        rejected(guest.deliver(first, Some("incr"), &[])),
+        "In \"incr\" method of (Counter): Expected at least 1 arguments: []"
+    );
+    // callWhen awaits its argument: a host promise keeps it pending.
+    let argument = Reference::new("Promise", ());
+    let outcome = guest
+        .deliver(first, Some("later"), &[Value::Promise(argument.clone())])
+        .unwrap();
+    let Outcome::Pending(result) = outcome else {
+        panic!("{outcome:?}")
+    };
+    guest.settle(&argument, Ok(Value::from(5))).unwrap();
+    assert_eq!(host.settlement_of(&result).unwrap().unwrap().as_number(), Some(16.0));
+    let names = fulfilled(guest.deliver(first, Some("__getMethodNames__"), &[]));
+    assert_eq!(
+        capstan_protocol::quote::quote(&names),
+        "[\"__getInterfaceGuard__\",\"__getMethodNames__\",\"incr\",\"later\"]"
+    );
+    let guard = fulfilled(guest.deliver(first, Some("__getInterfaceGuard__"), &[]));
+    assert_eq!(
+        guard.as_tagged().map(|tagged| tagged.tag.to_string()).as_deref(),
+        Some("guard:interfaceGuard")
+    );
+}
+
+#[test]
+fn kits_share_state_across_facets() {
+    let (_host, mut guest) = guest();
+    let value = eval(
+        &mut guest,
+        "const makeKit = defineExoClassKit('Counter', \
+           { up: M.interface('Up', { incr: M.call().returns(M.number()) }), \
+             reader: M.interface('Reader', { get: M.call().returns(M.number()) }) }, \
+           () => ({ count: 0 }), \
+           { up: { incr() { this.state.count += 1; return this.facets.reader.get(); } }, \
+             reader: { get() { return this.state.count; } } }); \
+         const { up, reader } = makeKit(); up.incr(); up.incr(); \
+         harden([reader.get(), passStyleOf(up), String(up)])",
+    );
+    assert_eq!(
+        capstan_protocol::quote::quote(&value),
+        "[2,\"remotable\",\"[[object Alleged: Counter up]]\"]"
+    );
+}
+
+#[test]
+fn modules_export_make_and_named_entry_points() {
+    let (_host, mut guest) = guest();
+    let source = "export const make = powers => Far('Thing', { name() { return powers.name; } }); \
+                  export const buildRootObject = (vatPowers, parameters) => parameters.greeting;";
+    let thing = fulfilled(guest.make_module(source, capstan_protocol::record! { "name" => "ada" }));
+    let Value::Remotable(thing) = thing else { panic!() };
+    assert_eq!(
+        fulfilled(guest.deliver(&thing, Some("name"), &[])).as_str(),
+        Some("ada")
+    );
+    let outcome = guest.call_module_export(
+        source,
+        "buildRootObject",
+        &[Value::Null, capstan_protocol::record! { "greeting" => "hi" }],
+    );
+    assert_eq!(fulfilled(outcome).as_str(), Some("hi"));
+    let outcome = guest.make_module(
+        "export const make = async () => { await null; return 7; };",
+        Value::Null,
+    );
+    assert_eq!(fulfilled(outcome).as_number(), Some(7.0));
+}
