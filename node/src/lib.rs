@@ -1,6 +1,12 @@
 //! `capstan-node`: the Capstan daemon as a library.
 //!
-//! So far it holds the eventual-send [`runtime`] for Rust objects: vats,
-//! exos with guards, `E`, promises and CapTP connections.
+//! - [`runtime`]: the eventual-send runtime for Rust objects: vats, exos
+//!   with guards, `E`, promises and CapTP connections;
+//! - [`daemon`]: the node: formulas and their incarnation, the host agent,
+//!   names, blobs, workers and the control socket;
+//! - [`worker_process`]: a worker process's own side: a JavaScript engine
+//!   serving the node over CapTP on its standard streams.
 
+pub mod daemon;
 pub mod runtime;
+pub mod worker_process;

@@ -389,6 +389,11 @@ impl ErrorValue {
         ErrorValue::new("TypeError", message)
     }
 
+    /// A `RangeError`, for limits exceeded.
+    pub fn range_error(message: impl Into<Arc<str>>) -> ErrorValue {
+        ErrorValue::new("RangeError", message)
+    }
+
     pub fn with_cause(mut self, cause: ErrorValue) -> ErrorValue {
         self.cause = Some(Arc::new(cause));
         self

@@ -50,6 +50,18 @@ pub trait Behavior {
     }
 }
 
+/// Objects and promises that live outside the vat's tables but on its
+/// thread, such as a JavaScript engine's: the vat hands it deliveries to
+/// and waits on its promises.
+pub trait Foreign {
+    /// Whether `reference` is one of this handler's objects or promises.
+    fn owns(&self, reference: &Reference) -> bool;
+    /// Delivers `message` to one of its objects (or promises).
+    fn deliver(&self, vat: &Vat, target: Value, message: Message, resolver: Resolver);
+    /// Calls `waiter` once one of its promises settles.
+    fn when_settled(&self, vat: &Vat, promise: &Reference, waiter: Waiter);
+}
+
 /// The outcome of invoking a method: settled now, or later.
 pub enum Invocation {
     Ready(Settlement),
@@ -150,7 +162,8 @@ struct PendingSend {
     resolver: Resolver,
 }
 
-type Waiter = Box<dyn FnOnce(&Vat, &Settlement)>;
+/// Rust code waiting for something to settle.
+pub type Waiter = Box<dyn FnOnce(&Vat, &Settlement)>;
 
 enum PromiseState {
     Pending {
@@ -177,6 +190,7 @@ struct VatCore {
     next_session: Cell<u64>,
     /// Waiters on promises that sessions made, by reference identity.
     remote_waiters: RefCell<HashMap<usize, (Reference, Vec<Waiter>)>>,
+    foreign: RefCell<Option<Rc<dyn Foreign>>>,
 }
 
 /// A handle to a vat. Cheap to clone; usable only on the vat's thread.
@@ -206,11 +220,22 @@ impl Vat {
             connections: RefCell::new(HashMap::new()),
             next_session: Cell::new(1),
             remote_waiters: RefCell::new(HashMap::new()),
+            foreign: RefCell::new(None),
         }))
     }
 
     pub fn id(&self) -> VatId {
         self.0.id
+    }
+
+    /// Lets `foreign` handle its own references in this vat.
+    pub fn set_foreign(&self, foreign: Rc<dyn Foreign>) {
+        *self.0.foreign.borrow_mut() = Some(foreign);
+    }
+
+    fn foreign_for(&self, reference: &Reference) -> Option<Rc<dyn Foreign>> {
+        let foreign = self.0.foreign.borrow().clone()?;
+        foreign.owns(reference).then_some(foreign)
     }
 
     /// The vat running on this thread, set by [`Vat::run_until`] and
@@ -485,6 +510,10 @@ impl Vat {
             entry.1.push(waiter);
             return;
         }
+        if let Some(foreign) = self.foreign_for(reference) {
+            foreign.when_settled(self, reference, waiter);
+            return;
+        }
         waiter(
             self,
             &Err(type_error("a promise from another vat cannot be awaited here")),
@@ -601,6 +630,8 @@ impl Vat {
                     self.finish(invocation, resolver);
                 } else if RemoteTarget::of(reference).is_some() {
                     self.deliver_remote(&target, message, resolver);
+                } else if let Some(foreign) = self.foreign_for(reference) {
+                    foreign.deliver(self, target.clone(), message, resolver);
                 } else {
                     let reason = type_error(format!(
                         "Cannot {} on {}: it is not an object of this vat",
@@ -630,6 +661,8 @@ impl Vat {
                     }
                 } else if RemoteTarget::of(reference).is_some() {
                     self.deliver_remote(&target, message, resolver);
+                } else if let Some(foreign) = self.foreign_for(reference) {
+                    foreign.deliver(self, target.clone(), message, resolver);
                 } else {
                     self.settle(
                         resolver,

@@ -1,0 +1,308 @@
+//! The node's life: start (in the background or attached), stop, restart,
+//! status, ping, log, where, purge.
+
+use std::fs::OpenOptions;
+use std::io::{BufRead, IsTerminal, Read, Seek, SeekFrom, Write};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use capstan_node::daemon::{DaemonError, NodeOptions};
+use capstan_protocol::{Value, list};
+
+use crate::client::{call, with_client};
+use crate::commands::{Start, WhereWhat};
+use crate::inspect::inspect;
+use crate::state::StateDir;
+
+/// How long `start` waits for a background node to answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `stop` waits for the node's process to exit.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The node's status if one answers on the socket.
+fn running_status(state: &StateDir) -> Option<Value> {
+    if !state.paths.socket().exists() {
+        return None;
+    }
+    with_client(state, None, |client| async move {
+        let endo = call(&client.host, "lookup", list!["ENDO"]).await?;
+        call(&endo, "status", list![]).await
+    })
+    .ok()
+}
+
+fn field(status: &Value, name: &str) -> String {
+    match status.as_record().and_then(|record| record.get(name)) {
+        Some(Value::String(text)) => text.to_string(),
+        Some(other) => inspect(other),
+        None => String::new(),
+    }
+}
+
+pub fn start(state: &StateDir, args: &Start) -> anyhow::Result<()> {
+    if let Some(status) = running_status(state) {
+        bail!(
+            "a node is already running with state directory {} (pid {})",
+            state.paths.root.display(),
+            field(&status, "pid")
+        );
+    }
+    if args.foreground {
+        return run_foreground(state);
+    }
+    state
+        .paths
+        .create()
+        .with_context(|| format!("cannot create the state directory {}", state.paths.root.display()))?;
+    let log_path = state.paths.log();
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open the log {}", log_path.display()))?;
+    let log_start = log.metadata().map(|metadata| metadata.len()).unwrap_or(0);
+    let program = std::env::current_exe().context("cannot find the capstan program")?;
+    let mut command = Command::new(program);
+    command
+        .arg("start")
+        .arg("--foreground")
+        .arg("--state")
+        .arg(&state.paths.root)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().context("cannot share the log file")?)
+        .stderr(log);
+    for address in &args.listen {
+        command.arg("--listen").arg(address);
+    }
+    // SAFETY: setsid is async-signal-safe; the child leaves the terminal's
+    // session so closing the terminal does not stop the node.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().context("cannot start the node process")?;
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().context("cannot watch the node process")? {
+            bail!(
+                "the node exited during start ({status}):\n{}",
+                log_since(&log_path, log_start)
+            );
+        }
+        if let Some(status) = running_status(state) {
+            println!(
+                "Started a Capstan node (pid {}) with state directory {}",
+                field(&status, "pid"),
+                state.paths.root.display()
+            );
+            return Ok(());
+        }
+        if started.elapsed() > READY_TIMEOUT {
+            bail!(
+                "the node did not answer within {} s; see {}",
+                READY_TIMEOUT.as_secs(),
+                log_path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(40));
+    }
+}
+
+fn log_since(path: &Path, offset: u64) -> String {
+    let mut text = String::new();
+    if let Ok(mut file) = std::fs::File::open(path) {
+        let _ = file.seek(SeekFrom::Start(offset));
+        let _ = file.read_to_string(&mut text);
+    }
+    text.trim_end().to_string()
+}
+
+fn run_foreground(state: &StateDir) -> anyhow::Result<()> {
+    state
+        .paths
+        .create()
+        .with_context(|| format!("cannot create the state directory {}", state.paths.root.display()))?;
+    init_logging(&state.paths.log())?;
+    let options = NodeOptions {
+        paths: state.paths.clone(),
+        worker_memory_bytes: env_number("CAPSTAN_WORKER_MEMORY_BYTES", 256 * 1024 * 1024),
+        worker_time_budget_ms: env_number("CAPSTAN_WORKER_TIME_BUDGET_MS", 10_000),
+        worker_program: std::env::current_exe().context("cannot find the capstan program")?,
+    };
+    capstan_node::daemon::control::run(options).map_err(|error| match error {
+        DaemonError::Store(capstan_node_store_error) => anyhow!("{capstan_node_store_error}"),
+        other => anyhow!("{other}"),
+    })
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The node logs to its log file, and to the terminal when attached to one.
+fn init_logging(log_path: &Path) -> anyhow::Result<()> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .with_context(|| format!("cannot open the log {}", log_path.display()))?;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAPSTAN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let to_file = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file));
+    let to_terminal = std::io::stderr()
+        .is_terminal()
+        .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(to_file)
+        .with(to_terminal)
+        .try_init()
+        .map_err(|error| anyhow!("cannot start logging: {error}"))
+}
+
+pub fn stop(state: &StateDir) -> anyhow::Result<()> {
+    let Some(status) = running_status(state) else {
+        println!("No node is running with state directory {}", state.paths.root.display());
+        return Ok(());
+    };
+    let pid: i32 = field(&status, "pid").parse().unwrap_or(0);
+    with_client(state, None, |client| async move {
+        let endo = call(&client.host, "lookup", list!["ENDO"]).await?;
+        call(&endo, "stop", list![]).await
+    })?;
+    let started = Instant::now();
+    while pid > 0 && process_exists(pid) {
+        if started.elapsed() > STOP_TIMEOUT {
+            bail!("the node (pid {pid}) did not stop within {} s", STOP_TIMEOUT.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    println!("Stopped the node (pid {pid})");
+    Ok(())
+}
+
+fn process_exists(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+pub fn restart(state: &StateDir, args: &Start) -> anyhow::Result<()> {
+    stop(state)?;
+    start(state, args)
+}
+
+pub fn status(state: &StateDir, json: bool) -> anyhow::Result<()> {
+    let Some(status) = running_status(state) else {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({ "running": false, "state": state.paths.root.display().to_string() })
+            );
+        } else {
+            println!("not running (state directory {})", state.paths.root.display());
+        }
+        std::process::exit(3);
+    };
+    if json {
+        let mut object = super::to_json(&status);
+        if let Some(map) = object.as_object_mut() {
+            map.insert("running".into(), serde_json::Value::Bool(true));
+        }
+        println!("{object}");
+        return Ok(());
+    }
+    println!("running");
+    for (label, name) in [
+        ("node id", "nodeId"),
+        ("pid", "pid"),
+        ("state", "state"),
+        ("socket", "socket"),
+        ("uptime (s)", "uptimeSeconds"),
+        ("workers", "workers"),
+        ("names", "names"),
+    ] {
+        println!("{label:<11} {}", field(&status, name));
+    }
+    Ok(())
+}
+
+pub fn ping(state: &StateDir) -> anyhow::Result<()> {
+    let answer = with_client(state, None, |client| async move {
+        let endo = call(&client.host, "lookup", list!["ENDO"]).await?;
+        call(&endo, "ping", list![]).await
+    })?;
+    println!("{}", crate::inspect::inspect_top(&answer));
+    Ok(())
+}
+
+pub fn log(state: &StateDir, follow: bool) -> anyhow::Result<()> {
+    let path = state.paths.log();
+    let mut file = std::fs::File::open(&path).with_context(|| format!("no log at {}", path.display()))?;
+    let mut stdout = std::io::stdout().lock();
+    std::io::copy(&mut file, &mut stdout)?;
+    if !follow {
+        return Ok(());
+    }
+    let mut reader = std::io::BufReader::new(file);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            stdout.flush()?;
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        stdout.write_all(line.as_bytes())?;
+    }
+}
+
+pub fn where_is(state: &StateDir, what: WhereWhat) -> anyhow::Result<()> {
+    let path = match what {
+        WhereWhat::State => state.paths.root.clone(),
+        WhereWhat::Sock => state.paths.socket(),
+        WhereWhat::Log => state.paths.log(),
+    };
+    println!("{}", path.display());
+    Ok(())
+}
+
+pub fn purge(state: &StateDir, force: bool) -> anyhow::Result<()> {
+    let root = &state.paths.root;
+    if !root.exists() {
+        println!("Nothing to purge at {}", root.display());
+        return Ok(());
+    }
+    if !force {
+        if !std::io::stdin().is_terminal() {
+            bail!(
+                "refusing to delete {} without -f when not on a terminal",
+                root.display()
+            );
+        }
+        eprint!("Delete the node and all its state in {}? [y/N] ", root.display());
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            println!("Nothing deleted");
+            return Ok(());
+        }
+    }
+    if running_status(state).is_some() {
+        stop(state)?;
+    }
+    std::fs::remove_dir_all(root).with_context(|| format!("cannot delete {}", root.display()))?;
+    println!("Deleted {}", root.display());
+    Ok(())
+}

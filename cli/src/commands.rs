@@ -1,0 +1,175 @@
+//! Every `capstan` command and its arguments, in one place. Each command
+//! is carried out by a module under `cmd/`; all but the node's life are a
+//! call on the host agent over the control socket.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "capstan",
+    version,
+    about = "An object-capability peer node",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// The node's state directory (default: the XDG state directory).
+    #[arg(long, global = true, env = "CAPSTAN_STATE", value_name = "DIR")]
+    pub state: Option<PathBuf>,
+
+    /// Act as a sub-agent: a dot-path of names from the host.
+    #[arg(long = "as", global = true, value_name = "AGENT.PATH")]
+    pub as_agent: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start the node (in the background unless --foreground).
+    Start(Start),
+    /// Stop the node: workers are ended and the store is closed.
+    Stop,
+    /// Stop the node if it runs, then start it.
+    Restart(Start),
+    /// Show whether the node runs, and its details.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check that the node answers.
+    Ping,
+    /// Print the node's log.
+    Log {
+        /// Keep printing as the log grows.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Print where the node keeps a file.
+    Where {
+        #[arg(value_enum)]
+        what: WhereWhat,
+    },
+    /// Delete the node's state (stopping it first).
+    Purge {
+        /// Do not ask for confirmation.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Evaluate JavaScript in a worker; endowments are `code:name`.
+    Eval {
+        source: String,
+        /// Endowments: `codeName:petName.path`, or `name` for both.
+        endowments: Vec<String>,
+        /// The worker to evaluate in (default: MAIN).
+        #[arg(short, long)]
+        worker: Option<String>,
+        /// Name the result.
+        #[arg(short, long)]
+        name: Option<String>,
+    },
+    /// Make or get a named worker.
+    Spawn { name: String },
+    /// Run a module's `make(powers)` in a worker.
+    Make {
+        /// A module file exporting `make(powers)`.
+        file: Option<PathBuf>,
+        /// A stored blob holding the module, instead of a file.
+        #[arg(long, value_name = "BLOBNAME", conflicts_with = "file")]
+        bundle: Option<String>,
+        #[arg(short, long)]
+        worker: Option<String>,
+        /// The agent whose powers the module gets (default: NONE).
+        #[arg(short, long)]
+        powers: Option<String>,
+        #[arg(short, long)]
+        name: Option<String>,
+    },
+    /// List names (of the agent, or of a directory path).
+    List {
+        path: Option<String>,
+        #[arg(long)]
+        json: bool,
+        /// Keep printing names as they are added (`-name` when removed).
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Print the value of a name.
+    Show { name: String },
+    /// Print each value a named stream gives.
+    Follow { name: String },
+    /// Write a blob's bytes to standard output.
+    Cat { name: String },
+    /// Remove names.
+    #[command(alias = "rm")]
+    Remove {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Rename, possibly into another directory.
+    #[command(alias = "mv")]
+    Move { from: String, to: String },
+    /// Give a value a second name.
+    #[command(alias = "cp")]
+    Copy { from: String, to: String },
+    /// Make a directory.
+    Mkdir { path: String },
+    /// Print a name's locator.
+    Locate { name: String },
+    /// Store a blob or a value under a name.
+    Store(StoreArgs),
+    /// Forget a value and everything made from it; it is remade on next use.
+    Cancel { name: String },
+    /// The worker process the node starts (not for people).
+    #[command(name = "__worker", hide = true)]
+    Worker {
+        #[arg(long)]
+        memory_bytes: u64,
+        #[arg(long)]
+        time_budget_ms: u64,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Start {
+    /// Stay attached to the terminal.
+    #[arg(long)]
+    pub foreground: bool,
+    /// A libp2p address to listen on (repeatable).
+    #[arg(long, value_name = "MULTIADDR")]
+    pub listen: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+pub struct StoreSource {
+    /// A file to store as a blob.
+    #[arg(long)]
+    pub path: Option<PathBuf>,
+    /// Store standard input as a blob.
+    #[arg(long)]
+    pub stdin: bool,
+    /// Store a string value.
+    #[arg(long)]
+    pub text: Option<String>,
+    /// Store a JSON value.
+    #[arg(long)]
+    pub json: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StoreArgs {
+    #[arg(short, long)]
+    pub name: String,
+    #[command(flatten)]
+    pub source: StoreSource,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum WhereWhat {
+    State,
+    Sock,
+    Log,
+}

@@ -1,0 +1,170 @@
+//! The node's life and its control socket. [`run`] opens the daemon, makes
+//! the pinned values, listens on a Unix socket (mode 0600, in the 0700
+//! runtime directory) where every client gets a CapTP session whose
+//! bootstrap is the host agent, and stops cleanly on request or signal:
+//! workers ended, socket and pid file removed, store closed.
+
+use std::os::unix::fs::PermissionsExt;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use capstan_protocol::captp::Limits;
+use capstan_protocol::guards::DefaultGuards;
+use capstan_protocol::patterns::M;
+use capstan_protocol::{Value, record};
+use tokio::net::UnixListener;
+
+use super::names::host_hub;
+use super::{Daemon, DaemonError, NodeOptions};
+use crate::runtime::{Exo, Vat, connect, when};
+
+/// Runs a node until it is asked to stop. Blocks the calling thread.
+pub fn run(options: NodeOptions) -> Result<(), DaemonError> {
+    let vat = Vat::new();
+    vat.run_until(serve(options, vat.clone()))
+}
+
+async fn serve(options: NodeOptions, vat: Vat) -> Result<(), DaemonError> {
+    let started = Instant::now();
+    let daemon = Daemon::open(options, vat.clone()).await?;
+    let paths = daemon.options.paths.clone();
+    let socket_path = paths.socket();
+    // We hold the store's lock, so a socket file left here is stale.
+    let _ = std::fs::remove_file(&socket_path);
+    let socket_error = |source| DaemonError::Socket {
+        path: socket_path.display().to_string(),
+        source,
+    };
+    let listener = UnixListener::bind(&socket_path).map_err(socket_error)?;
+    std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600)).map_err(socket_error)?;
+    std::fs::write(paths.pid_file(), format!("{}\n", std::process::id())).map_err(|source| {
+        DaemonError::StateDirectory {
+            path: paths.pid_file().display().to_string(),
+            source,
+        }
+    })?;
+    STARTED_AT.with(|cell| cell.set(Some(started)));
+    tracing::info!(node = %daemon.node_id, socket = %socket_path.display(), "node ready");
+    make_pins(&daemon);
+
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|error| DaemonError::Other(format!("cannot watch for SIGTERM: {error}")))?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|error| DaemonError::Other(format!("cannot watch for SIGINT: {error}")))?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    // The bootstrap must be the host itself, not a promise.
+                    let (daemon, vat) = (Rc::clone(&daemon), vat.clone());
+                    vat.clone().spawn(async move {
+                        let host = match daemon.provide_settled(daemon.roots.host).await {
+                            Ok(host) => host,
+                            Err(error) => {
+                                tracing::error!(error = %error.message, "the host agent cannot be made");
+                                return;
+                            }
+                        };
+                        let (reader, writer) = stream.into_split();
+                        let connection = connect(&vat, reader, writer, Some(host), Limits::default());
+                        tracing::debug!(session = connection.id().0, "control client connected");
+                    });
+                }
+                Err(error) => tracing::warn!(%error, "accepting a control connection failed"),
+            },
+            _ = daemon.stopped() => break,
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    tracing::info!("node stopping");
+    // Let the answer to `stop` reach the client before the sessions end.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    daemon.workers.stop_all();
+    drop(listener);
+    let _ = std::fs::remove_file(&socket_path);
+    let _ = std::fs::remove_file(paths.pid_file());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    match Rc::try_unwrap(daemon) {
+        Ok(daemon) => daemon.store.close()?,
+        Err(_) => tracing::debug!("the store closes when the last object holding it is dropped"),
+    }
+    tracing::info!("node stopped");
+    Ok(())
+}
+
+thread_local! {
+    static STARTED_AT: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// Makes every pinned value at start.
+fn make_pins(daemon: &Rc<Daemon>) {
+    let hub = super::names::Hub {
+        pet_store: daemon.roots.pins,
+        specials: Vec::new(),
+    };
+    match hub.list(daemon) {
+        Ok(names) => {
+            for (name, id) in names {
+                let value = daemon.provide(id);
+                daemon.vat.spawn(async move {
+                    if let Err(reason) = when(&value).await {
+                        tracing::warn!(pin = %name, reason = %capstan_protocol::quote::quote(&reason), "a pinned value failed");
+                    }
+                });
+            }
+        }
+        Err(error) => tracing::warn!(error = %error.message, "cannot list the pins"),
+    }
+}
+
+/// The node's root object (`ENDO`): its life and status.
+pub fn make_endo_object(daemon: &Rc<Daemon>) -> Value {
+    let (d1, d2, d3) = (Rc::clone(daemon), Rc::clone(daemon), Rc::clone(daemon));
+    let made = Exo::new("Endo")
+        .interface(M::interface(
+            "Endo",
+            [
+                ("ping", M::call([]).returns(M::string())),
+                ("status", M::call([]).returns(M::record())),
+                ("stop", M::call([]).returns_undefined()),
+                ("host", M::call([]).returns(M::any())),
+            ],
+            DefaultGuards::None,
+        ))
+        .method("ping", |_, _| Ok(Value::from("pong")))
+        .method("status", move |_, _| Ok(status(&d1)))
+        .method("stop", move |_, _| {
+            d2.request_stop();
+            Ok(Value::Undefined)
+        })
+        .method("host", move |_, _| Ok(d3.provide(d3.roots.host)))
+        .make();
+    match made {
+        Ok(value) => value,
+        Err(error) => Value::error(error),
+    }
+}
+
+fn status(daemon: &Daemon) -> Value {
+    let uptime = STARTED_AT
+        .with(|cell| cell.get())
+        .map_or(0.0, |started| started.elapsed().as_secs_f64());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64());
+    let names = host_hub(daemon, daemon.roots.host_pet_store)
+        .list(daemon)
+        .map_or(0, |names| names.len());
+    record! {
+        "nodeId" => daemon.node_id.to_string(),
+        "pid" => std::process::id(),
+        "state" => daemon.options.paths.root.display().to_string(),
+        "socket" => daemon.options.paths.socket().display().to_string(),
+        "uptimeSeconds" => (uptime * 1000.0).round() / 1000.0,
+        "now" => now,
+        "workers" => daemon.workers.count() as u32,
+        "workerPids" => Value::array(daemon.workers.pids().into_iter().map(Value::from)),
+        "names" => names as u32,
+    }
+}

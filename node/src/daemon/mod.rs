@@ -1,0 +1,399 @@
+//! The node daemon: it opens the store, makes values from formulas when
+//! they are first needed (their dependencies first), remembers which live
+//! value came from which formula, cancels values and everything made from
+//! them, and serves the host agent on the control socket.
+//!
+//! - [`formula`]: the formula types;
+//! - [`paths`]: the state directory's files;
+//! - [`names`]: pet names, special names and paths;
+//! - [`host`]: the host agent (directory operations, evaluation, blobs);
+//! - [`directory`]: name hubs over pet stores;
+//! - [`blob`]: blob references and streaming;
+//! - [`worker`]: worker processes;
+//! - [`control`]: the control socket and the node's life.
+
+pub mod blob;
+pub mod control;
+pub mod directory;
+pub mod formula;
+pub mod host;
+pub mod names;
+pub mod paths;
+pub mod worker;
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::rc::{Rc, Weak};
+
+use capstan_protocol::{ErrorValue, Value};
+use capstan_store::{FormulaId, NodeId, Store, StoreError};
+
+use crate::runtime::{PromiseKit, Vat, when};
+use formula::{Formula, Id};
+use paths::StatePaths;
+
+/// What can go wrong running the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot use the state directory {path}: {source}")]
+    StateDirectory { path: String, source: std::io::Error },
+    #[error("the stored formulas are damaged: {0}")]
+    Corrupt(String),
+    #[error("the control socket {path}: {source}")]
+    Socket { path: String, source: std::io::Error },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Settings a node runs with.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    pub paths: StatePaths,
+    /// Memory cap of each worker, bytes.
+    pub worker_memory_bytes: u64,
+    /// Time budget of each delivery into a worker, milliseconds.
+    pub worker_time_budget_ms: u64,
+    /// The program to run workers with (this binary, normally).
+    pub worker_program: std::path::PathBuf,
+}
+
+/// The formulas every node has, made on first start.
+#[derive(Clone, Copy, Debug)]
+pub struct RootIds {
+    pub endo: FormulaId,
+    pub host: FormulaId,
+    pub host_handle: FormulaId,
+    pub host_pet_store: FormulaId,
+    pub main_worker: FormulaId,
+    pub least_authority: FormulaId,
+    pub pins: FormulaId,
+}
+
+/// The daemon's state, shared by the objects it makes. Lives on the vat's
+/// thread.
+pub struct Daemon {
+    pub store: Store,
+    pub node_id: NodeId,
+    pub options: NodeOptions,
+    pub roots: RootIds,
+    pub vat: Vat,
+    /// The value (or a promise for it) of every formula made so far.
+    live: RefCell<HashMap<FormulaId, Value>>,
+    /// Which formula a live reference came from, by reference identity.
+    identities: RefCell<HashMap<usize, FormulaId>>,
+    /// Formulas made from each formula, for cancellation.
+    dependents: RefCell<HashMap<FormulaId, HashSet<FormulaId>>>,
+    pub workers: worker::Workers,
+    stop: tokio::sync::watch::Sender<bool>,
+    this: Weak<Daemon>,
+}
+
+/// Derives a well-known formula id from the node's secret, so the root
+/// formulas are found again on every start without being looked up.
+fn well_known_id(secret: &[u8; 32], node: NodeId, name: &str) -> FormulaId {
+    let number = blake3::keyed_hash(secret, format!("capstan well-known formula {name}").as_bytes());
+    FormulaId::new(*number.as_bytes(), node)
+}
+
+impl Daemon {
+    /// Opens the node's store and makes the root formulas on first start.
+    pub async fn open(options: NodeOptions, vat: Vat) -> Result<Rc<Daemon>, DaemonError> {
+        options.paths.create().map_err(|source| DaemonError::StateDirectory {
+            path: options.paths.root.display().to_string(),
+            source,
+        })?;
+        let store = Store::open(&options.paths.root)?;
+        let node_id = store.node_id();
+        let secret = store.node_secret()?;
+        let id = |name: &str| well_known_id(secret.seed(), node_id, name);
+        let roots = RootIds {
+            endo: id("endo"),
+            host: id("host"),
+            host_handle: id("host-handle"),
+            host_pet_store: id("host-pet-store"),
+            main_worker: id("main-worker"),
+            least_authority: id("least-authority"),
+            pins: id("pins"),
+        };
+        let root_formulas = [
+            (
+                roots.endo,
+                Formula::Endo {
+                    host: roots.host.into(),
+                    least_authority: roots.least_authority.into(),
+                },
+            ),
+            (
+                roots.host,
+                Formula::Host {
+                    handle: roots.host_handle.into(),
+                    pet_store: roots.host_pet_store.into(),
+                    main_worker: roots.main_worker.into(),
+                    endo: roots.endo.into(),
+                    least_authority: roots.least_authority.into(),
+                },
+            ),
+            (
+                roots.host_handle,
+                Formula::Handle {
+                    agent: roots.host.into(),
+                },
+            ),
+            (roots.host_pet_store, Formula::PetStore),
+            (roots.main_worker, Formula::Worker),
+            (roots.least_authority, Formula::LeastAuthority),
+            (
+                roots.pins,
+                Formula::Directory {
+                    pet_store: roots.pins.into(),
+                },
+            ),
+        ];
+        let mut records = Vec::new();
+        for (id, formula) in &root_formulas {
+            records.push((*id, formula.to_record()?));
+        }
+        store
+            .transact(move |tx| {
+                for (id, record) in &records {
+                    if tx.get_formula(*id)?.is_none() {
+                        tx.put_formula(*id, record)?;
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        let (stop, _) = tokio::sync::watch::channel(false);
+        let workers = worker::Workers::new(&options);
+        Ok(Rc::new_cyclic(|this| Daemon {
+            store,
+            node_id,
+            options,
+            roots,
+            vat,
+            live: RefCell::new(HashMap::new()),
+            identities: RefCell::new(HashMap::new()),
+            dependents: RefCell::new(HashMap::new()),
+            workers,
+            stop,
+            this: this.clone(),
+        }))
+    }
+
+    fn rc(&self) -> Rc<Daemon> {
+        match self.this.upgrade() {
+            Some(daemon) => daemon,
+            None => panic!("the daemon is used after it was dropped"),
+        }
+    }
+
+    /// Asks the node to stop.
+    pub fn request_stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Waits until a stop is requested.
+    pub async fn stopped(&self) {
+        let mut stop = self.stop.subscribe();
+        while !*stop.borrow() {
+            if stop.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Reads a formula.
+    pub fn formula(&self, id: FormulaId) -> Result<Formula, DaemonError> {
+        let record = self
+            .store
+            .read()?
+            .get_formula(id)?
+            .ok_or_else(|| DaemonError::Other(format!("no formula {}", short_id(id))))?;
+        Formula::from_record(&record)
+    }
+
+    /// Stores a new formula under a fresh id.
+    pub async fn make_formula(&self, formula: &Formula) -> Result<FormulaId, DaemonError> {
+        let id = FormulaId::random(self.node_id)?;
+        self.store.put_formula(id, formula.to_record()?).await?;
+        Ok(id)
+    }
+
+    /// The value of formula `id`: made on first use (dependencies first),
+    /// then the same value every time until cancelled. Returns a promise
+    /// while it is being made.
+    pub fn provide(&self, id: FormulaId) -> Value {
+        if let Some(value) = self.live.borrow().get(&id) {
+            return value.clone();
+        }
+        let mut kit = PromiseKit::new();
+        let promise = kit.promise.clone();
+        self.live.borrow_mut().insert(id, promise.clone());
+        let daemon = self.rc();
+        self.vat.spawn(async move {
+            match daemon.incarnate(id).await {
+                Ok(value) => {
+                    daemon.remember(id, &value);
+                    kit.resolve(value);
+                }
+                Err(error) => {
+                    daemon.live.borrow_mut().remove(&id);
+                    kit.reject(Value::error(error));
+                }
+            }
+        });
+        promise
+    }
+
+    /// The settled value of formula `id`.
+    pub async fn provide_settled(&self, id: FormulaId) -> Result<Value, ErrorValue> {
+        when(&self.provide(id)).await.map_err(reason_to_error)
+    }
+
+    fn remember(&self, id: FormulaId, value: &Value) {
+        // Keep the promise only if the value is still the current one.
+        let mut live = self.live.borrow_mut();
+        if live.contains_key(&id) {
+            live.insert(id, value.clone());
+        }
+        if let Value::Remotable(reference) | Value::Promise(reference) = value {
+            self.identities.borrow_mut().insert(reference.identity(), id);
+        }
+    }
+
+    /// The formula a live value came from, if it has one.
+    pub fn identify(&self, value: &Value) -> Option<FormulaId> {
+        match value {
+            Value::Remotable(reference) | Value::Promise(reference) => {
+                self.identities.borrow().get(&reference.identity()).copied()
+            }
+            _ => None,
+        }
+    }
+
+    /// Forgets the value of `id` and of everything made from it; they are
+    /// made again on next use. Workers among them are stopped.
+    pub fn cancel(&self, id: FormulaId) -> usize {
+        let mut to_cancel = vec![id];
+        let mut cancelled = HashSet::new();
+        while let Some(next) = to_cancel.pop() {
+            if !cancelled.insert(next) {
+                continue;
+            }
+            if let Some(dependents) = self.dependents.borrow_mut().remove(&next) {
+                to_cancel.extend(dependents);
+            }
+        }
+        for id in &cancelled {
+            let removed = self.live.borrow_mut().remove(id);
+            if let Some(Value::Remotable(reference) | Value::Promise(reference)) = &removed {
+                self.identities.borrow_mut().remove(&reference.identity());
+            }
+            self.workers.stop(*id, "the worker was cancelled");
+        }
+        cancelled.len()
+    }
+
+    fn note_dependency(&self, dependency: FormulaId, dependent: FormulaId) {
+        self.dependents
+            .borrow_mut()
+            .entry(dependency)
+            .or_default()
+            .insert(dependent);
+    }
+
+    /// Makes the value of formula `id`.
+    async fn incarnate(self: &Rc<Daemon>, id: FormulaId) -> Result<Value, ErrorValue> {
+        let formula = self.formula(id).map_err(|error| ErrorValue::plain(error.to_string()))?;
+        for dependency in formula.made_from() {
+            let dependency = dependency.get().map_err(|error| ErrorValue::plain(error.to_string()))?;
+            self.note_dependency(dependency, id);
+        }
+        let get = |id: &Id| id.get().map_err(|error| ErrorValue::plain(error.to_string()));
+        match formula {
+            Formula::Endo { .. } => Ok(control::make_endo_object(self)),
+            Formula::Host { pet_store, .. } => host::make_host(self, id, get(&pet_store)?),
+            Formula::Guest { .. } => Err(ErrorValue::plain("guest agents are not available yet")),
+            Formula::Handle { agent } => host::make_handle(self, get(&agent)?),
+            Formula::Worker => self.workers.start(self, id).await,
+            Formula::Eval {
+                worker,
+                source,
+                names,
+                values,
+            } => {
+                let worker = self.provide_settled(get(&worker)?).await?;
+                let mut endowments = Vec::with_capacity(values.len());
+                for value in &values {
+                    endowments.push(self.provide_settled(get(value)?).await?);
+                }
+                let names = Value::array(names.iter().map(|name| Value::from(name.as_str())));
+                let result = crate::runtime::E(&worker).call(
+                    "evaluate",
+                    capstan_protocol::list![source, names, Value::array(endowments)],
+                );
+                when(&result).await.map_err(reason_to_error)
+            }
+            Formula::Lookup { hub, path } => {
+                let hub = self.provide_settled(get(&hub)?).await?;
+                let path = Value::array(path.iter().map(|name| Value::from(name.as_str())));
+                when(&crate::runtime::E(&hub).call("lookup", path))
+                    .await
+                    .map_err(reason_to_error)
+            }
+            Formula::MakeUnconfined {
+                worker,
+                powers,
+                specifier,
+            } => {
+                let worker = self.provide_settled(get(&worker)?).await?;
+                let powers = self.provide_settled(get(&powers)?).await?;
+                let result =
+                    crate::runtime::E(&worker).call("makeUnconfined", capstan_protocol::list![specifier, powers]);
+                when(&result).await.map_err(reason_to_error)
+            }
+            Formula::MakeBundle { worker, powers, bundle } => {
+                let worker = self.provide_settled(get(&worker)?).await?;
+                let powers = self.provide_settled(get(&powers)?).await?;
+                let bundle = self.provide_settled(get(&bundle)?).await?;
+                let source = when(&crate::runtime::E(&bundle).call("text", capstan_protocol::list![]))
+                    .await
+                    .map_err(reason_to_error)?;
+                let result = crate::runtime::E(&worker).call("makeBundle", capstan_protocol::list![source, powers]);
+                when(&result).await.map_err(reason_to_error)
+            }
+            Formula::ReadableBlob { hash } => blob::make_readable_blob(self, &hash),
+            Formula::Marshal { body, slots } => {
+                let mut values = Vec::with_capacity(slots.len());
+                for slot in &slots {
+                    values.push(self.provide_settled(get(slot)?).await?);
+                }
+                capstan_protocol::smallcaps::decode(&body, 64, |slot| match values.get(slot.index) {
+                    Some(Value::Remotable(reference)) | Some(Value::Promise(reference)) => Ok(reference.clone()),
+                    _ => Err("a stored value's slot is not a reference".to_string()),
+                })
+                .map_err(|error| ErrorValue::plain(format!("a stored value is damaged: {error}")))
+            }
+            Formula::PetStore => directory::make_directory(self, id),
+            Formula::Directory { pet_store } => directory::make_directory(self, get(&pet_store)?),
+            Formula::LeastAuthority => Ok(host::make_least_authority(self)),
+        }
+    }
+}
+
+/// A rejection reason as an error value.
+pub fn reason_to_error(reason: Value) -> ErrorValue {
+    match reason {
+        Value::Error(error) => (*error).clone(),
+        other => ErrorValue::plain(capstan_protocol::quote::quote(&other)),
+    }
+}
+
+/// An id shortened for messages: ids are secrets and must not be printed
+/// whole.
+pub fn short_id(id: FormulaId) -> String {
+    let text = id.to_string();
+    format!("{}…", &text[..text.len().min(8)])
+}

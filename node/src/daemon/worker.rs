@@ -1,0 +1,147 @@
+//! Worker processes, from the node's side. A worker is a separate process
+//! (the `capstan` binary's hidden worker entry point) running one
+//! JavaScript engine; it speaks CapTP to the node over its stdin and
+//! stdout, and its stderr goes to a log file in the state directory. A
+//! worker that exits or is killed is forgotten, so the next use of its
+//! formula starts a new one; the node never goes down with it.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::rc::Rc;
+
+use capstan_protocol::captp::Limits;
+use capstan_protocol::{ErrorValue, Value};
+use capstan_store::FormulaId;
+use tokio::process::{Child, Command};
+
+use super::{Daemon, NodeOptions};
+use crate::runtime::{ConnectionHandle, connect, when};
+
+/// The hidden subcommand a worker process runs.
+pub const WORKER_SUBCOMMAND: &str = "__worker";
+
+struct Running {
+    child: Rc<RefCell<Option<Child>>>,
+    connection: ConnectionHandle,
+    pid: Option<u32>,
+}
+
+/// The node's running workers, by formula id.
+pub struct Workers {
+    program: std::path::PathBuf,
+    memory_bytes: u64,
+    time_budget_ms: u64,
+    logs: std::path::PathBuf,
+    running: RefCell<HashMap<FormulaId, Running>>,
+}
+
+impl Workers {
+    pub fn new(options: &NodeOptions) -> Workers {
+        Workers {
+            program: options.worker_program.clone(),
+            memory_bytes: options.worker_memory_bytes,
+            time_budget_ms: options.worker_time_budget_ms,
+            logs: options.paths.worker_logs(),
+            running: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// How many worker processes are running.
+    pub fn count(&self) -> usize {
+        self.running.borrow().len()
+    }
+
+    /// The process ids of the running workers.
+    pub fn pids(&self) -> Vec<u32> {
+        self.running
+            .borrow()
+            .values()
+            .filter_map(|running| running.pid)
+            .collect()
+    }
+
+    /// Spawns the worker for formula `id` and returns its bootstrap object.
+    pub async fn start(&self, daemon: &Rc<Daemon>, id: FormulaId) -> Result<Value, ErrorValue> {
+        let log_path = self.logs.join(format!("{}.log", log_name(id)));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|error| ErrorValue::plain(format!("cannot open the worker log: {error}")))?;
+        let mut child = Command::new(&self.program)
+            .arg(WORKER_SUBCOMMAND)
+            .arg("--memory-bytes")
+            .arg(self.memory_bytes.to_string())
+            .arg("--time-budget-ms")
+            .arg(self.time_budget_ms.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|error| ErrorValue::plain(format!("cannot start a worker process: {error}")))?;
+        let pid = child.id();
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(ErrorValue::plain("the worker process has no pipes"));
+        };
+        let connection = connect(&daemon.vat, stdout, stdin, None, Limits::default());
+        let bootstrap = connection.bootstrap();
+        let child = Rc::new(RefCell::new(Some(child)));
+        self.running.borrow_mut().insert(
+            id,
+            Running {
+                child: Rc::clone(&child),
+                connection: connection.clone(),
+                pid,
+            },
+        );
+        tracing::info!(worker = %log_name(id), pid, "worker started");
+        // When the session ends (the process died or was stopped), forget
+        // the worker so its formula is made again on next use.
+        let watcher = Rc::clone(daemon);
+        daemon.vat.spawn(async move {
+            let reason = connection.closed().await;
+            let taken = child.borrow_mut().take();
+            if let Some(mut process) = taken {
+                let _ = process.start_kill();
+                let status = process.wait().await;
+                tracing::info!(worker = %log_name(id), ?status, %reason, "worker ended");
+            }
+            watcher.workers.running.borrow_mut().remove(&id);
+            watcher.cancel(id);
+        });
+        // The worker answers its bootstrap once it is ready.
+        when(&bootstrap).await.map_err(|reason| {
+            ErrorValue::plain(format!(
+                "the worker did not start: {}",
+                super::reason_to_error(reason).message
+            ))
+        })
+    }
+
+    /// Stops worker `id` if it runs.
+    pub fn stop(&self, id: FormulaId, reason: &str) {
+        let running = self.running.borrow_mut().remove(&id);
+        if let Some(running) = running {
+            running.connection.close(reason);
+            if let Some(child) = running.child.borrow_mut().as_mut() {
+                let _ = child.start_kill();
+            }
+        }
+    }
+
+    /// Stops every worker (the node is stopping).
+    pub fn stop_all(&self) {
+        let ids: Vec<FormulaId> = self.running.borrow().keys().copied().collect();
+        for id in ids {
+            self.stop(id, "the node is stopping");
+        }
+    }
+}
+
+/// A log file name for a worker that does not reveal its id.
+fn log_name(id: FormulaId) -> String {
+    let digest = blake3::hash(id.to_string().as_bytes());
+    digest.to_hex()[..16].to_string()
+}

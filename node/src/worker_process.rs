@@ -1,0 +1,277 @@
+//! The worker process, from its own side: one vat, one JavaScript engine,
+//! and one CapTP session to the node over standard input and output. Its
+//! bootstrap object evaluates code and runs modules; the engine's objects
+//! and promises are first-class targets of the vat (see
+//! [`Foreign`](crate::runtime::Foreign)), so they travel to the node and
+//! back like any reference. Guest output goes to standard error, which the
+//! node keeps in the worker's log.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use capstan_js::{GuestLimits, GuestRuntime, Host, LogLevel, Outcome};
+use capstan_protocol::captp::Limits;
+use capstan_protocol::guards::DefaultGuards;
+use capstan_protocol::patterns::M;
+use capstan_protocol::{ErrorValue, Reference, Value};
+
+use crate::runtime::{Exo, Foreign, Message, MethodResult, Resolver, Settlement, Vat, Waiter, connect, type_error};
+
+/// Runs a worker until the node closes its session. Blocks.
+pub fn run(memory_bytes: u64, time_budget_ms: u64) -> Result<(), String> {
+    let vat = Vat::new();
+    let limits = GuestLimits {
+        memory_bytes: usize::try_from(memory_bytes).unwrap_or(usize::MAX),
+        time_budget: Duration::from_millis(time_budget_ms),
+        ..GuestLimits::default()
+    };
+    vat.run_until(serve(vat.clone(), limits))
+}
+
+async fn serve(vat: Vat, limits: GuestLimits) -> Result<(), String> {
+    let host = Rc::new(HostSide {
+        vat: vat.clone(),
+        bridge: RefCell::new(Weak::new()),
+    });
+    let guest = GuestRuntime::new(host.clone(), limits).map_err(|error| error.to_string())?;
+    let bridge = Rc::new(Bridge {
+        guest: RefCell::new(guest),
+        waiters: RefCell::new(HashMap::new()),
+        settled: RefCell::new(HashMap::new()),
+    });
+    *host.bridge.borrow_mut() = Rc::downgrade(&bridge);
+    vat.set_foreign(bridge.clone());
+    let worker = vat
+        .enter(|| make_worker_object(&bridge))
+        .map_err(|error| error.message.to_string())?;
+    let connection = connect(
+        &vat,
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+        Some(worker),
+        Limits::default(),
+    );
+    let reason = connection.closed().await;
+    eprintln!("worker: the session with the node ended: {reason}");
+    Ok(())
+}
+
+/// The engine's view of the vat: guest sends become vat sends, and
+/// settlements come back through the bridge.
+struct HostSide {
+    vat: Vat,
+    bridge: RefCell<Weak<Bridge>>,
+}
+
+impl HostSide {
+    /// Tells the engine when a promise it holds settles (later, in a turn,
+    /// never while guest code runs).
+    fn report_to_guest(&self, promise: Value) {
+        let bridge = self.bridge.borrow().clone();
+        let Value::Promise(reference) = promise.clone() else {
+            return;
+        };
+        self.vat.when_settled(
+            &promise,
+            Box::new(move |vat: &Vat, outcome: &Settlement| {
+                let outcome = outcome.clone();
+                vat.queue_turn(move |_| {
+                    if let Some(bridge) = bridge.upgrade() {
+                        let result = bridge.guest.borrow_mut().settle(&reference, outcome);
+                        if let Err(error) = result {
+                            eprintln!("worker: settling a guest promise failed: {error}");
+                        }
+                    }
+                });
+            }),
+        );
+    }
+}
+
+impl Host for HostSide {
+    fn send(
+        &self,
+        target: &Value,
+        method: Option<&str>,
+        args: &[Value],
+        wants_result: bool,
+    ) -> Result<Option<Reference>, Value> {
+        let Some(method) = method else {
+            return Err(type_error("Calling a remote reference as a function is not supported"));
+        };
+        let message = Message::Call {
+            method: method.to_string(),
+            args: args.to_vec(),
+        };
+        if !wants_result {
+            self.vat.send_only(target, message);
+            return Ok(None);
+        }
+        let result = self.vat.send(target, message);
+        let Value::Promise(reference) = &result else {
+            return Err(type_error("the send made no promise"));
+        };
+        let reference = reference.clone();
+        self.report_to_guest(result);
+        Ok(Some(reference))
+    }
+
+    fn get(&self, target: &Value, property: &str) -> Result<Reference, Value> {
+        let result = self.vat.send(
+            target,
+            Message::Get {
+                field: property.to_string(),
+            },
+        );
+        let Value::Promise(reference) = &result else {
+            return Err(type_error("the get made no promise"));
+        };
+        let reference = reference.clone();
+        self.report_to_guest(result);
+        Ok(reference)
+    }
+
+    fn promise_settled(&self, promise: &Reference, settlement: &Settlement) {
+        if let Some(bridge) = self.bridge.borrow().upgrade() {
+            bridge
+                .settled
+                .borrow_mut()
+                .insert(promise.identity(), settlement.clone());
+            let waiters = bridge.waiters.borrow_mut().remove(&promise.identity());
+            for waiter in waiters.into_iter().flatten() {
+                let settlement = settlement.clone();
+                // Waiters may enter the engine again: not while it runs.
+                self.vat.queue_turn(move |vat| waiter(vat, &settlement));
+            }
+        }
+    }
+
+    fn log(&self, level: LogLevel, text: &str) {
+        eprintln!("{level:?}: {text}");
+    }
+}
+
+/// The engine as the vat sees it.
+struct Bridge {
+    guest: RefCell<GuestRuntime>,
+    waiters: RefCell<HashMap<usize, Vec<Waiter>>>,
+    /// How the engine's exported promises settled, for late waiters.
+    settled: RefCell<HashMap<usize, Settlement>>,
+}
+
+impl Bridge {
+    /// Turns an engine outcome into a settlement, waiting for a pending one.
+    fn finish(&self, vat: &Vat, outcome: Result<Outcome, capstan_js::GuestError>, resolver: Resolver) {
+        match outcome {
+            Ok(Outcome::Settled(settlement)) => vat.settle(resolver, settlement),
+            Ok(Outcome::Pending(promise)) => self.when_settled(
+                vat,
+                &promise,
+                Box::new(move |vat: &Vat, settlement: &Settlement| vat.settle(resolver, settlement.clone())),
+            ),
+            Err(error) => vat.settle(resolver, Err(Value::error(ErrorValue::plain(error.to_string())))),
+        }
+    }
+}
+
+impl Foreign for Bridge {
+    fn owns(&self, reference: &Reference) -> bool {
+        self.guest.try_borrow().is_ok_and(|guest| guest.owns(reference))
+    }
+
+    fn deliver(&self, vat: &Vat, target: Value, message: Message, resolver: Resolver) {
+        let (Value::Remotable(reference) | Value::Promise(reference)) = &target else {
+            vat.settle(resolver, Err(type_error("not a guest object")));
+            return;
+        };
+        let outcome = {
+            let mut guest = self.guest.borrow_mut();
+            match &message {
+                Message::Call { method, args } => guest.deliver(reference, Some(method), args),
+                Message::Get { field } => guest.get(reference, field),
+            }
+        };
+        self.finish(vat, outcome, resolver);
+    }
+
+    fn when_settled(&self, vat: &Vat, promise: &Reference, waiter: Waiter) {
+        let known = self.settled.borrow().get(&promise.identity()).cloned();
+        match known {
+            Some(settlement) => waiter(vat, &settlement),
+            None => self
+                .waiters
+                .borrow_mut()
+                .entry(promise.identity())
+                .or_default()
+                .push(waiter),
+        }
+    }
+}
+
+/// The engine's answer as a method result: a value, or a guest promise
+/// the node can wait on.
+fn outcome_value(outcome: Result<Outcome, capstan_js::GuestError>) -> MethodResult {
+    match outcome {
+        Ok(Outcome::Settled(Ok(value))) => Ok(value),
+        Ok(Outcome::Settled(Err(Value::Error(error)))) => Err((*error).clone()),
+        Ok(Outcome::Settled(Err(other))) => Err(ErrorValue::plain(capstan_protocol::quote::quote(&other))),
+        Ok(Outcome::Pending(promise)) => Ok(Value::Promise(promise)),
+        Err(error) => Err(ErrorValue::plain(error.to_string())),
+    }
+}
+
+fn make_worker_object(bridge: &Rc<Bridge>) -> MethodResult {
+    let (evaluating, making, bundling) = (Rc::clone(bridge), Rc::clone(bridge), Rc::clone(bridge));
+    Exo::new("EndoWorker")
+        .interface(M::interface(
+            "EndoWorker",
+            [
+                (
+                    "evaluate",
+                    M::call([M::string(), M::array_of(M::string(), None), M::array()]).returns(M::any()),
+                ),
+                ("makeUnconfined", M::call([M::string(), M::any()]).returns(M::any())),
+                ("makeBundle", M::call([M::string(), M::any()]).returns(M::any())),
+                ("ping", M::call([]).returns(M::string())),
+                ("terminate", M::call([]).returns_undefined()),
+            ],
+            DefaultGuards::None,
+        ))
+        .method("evaluate", move |_, args| {
+            let source = args[0].as_str().unwrap_or_default().to_string();
+            let names: Vec<String> = args[1]
+                .as_array()
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|name| name.as_str().map(str::to_string))
+                .collect();
+            let values = args[2].as_array().unwrap_or_default().to_vec();
+            let endowments: Vec<(&str, Value)> = names.iter().map(String::as_str).zip(values).collect();
+            let outcome = evaluating.guest.borrow_mut().evaluate(&source, &endowments);
+            outcome_value(outcome)
+        })
+        .method("makeUnconfined", move |_, args| {
+            let specifier = args[0].as_str().unwrap_or_default();
+            let source = std::fs::read_to_string(specifier)
+                .map_err(|error| ErrorValue::plain(format!("cannot read the module {specifier}: {error}")))?;
+            let outcome = making.guest.borrow_mut().make_module(&source, args[1].clone());
+            outcome_value(outcome)
+        })
+        .method("makeBundle", move |_, args| {
+            let source = args[0].as_str().unwrap_or_default();
+            let outcome = bundling.guest.borrow_mut().make_module(source, args[1].clone());
+            outcome_value(outcome)
+        })
+        .method("ping", |_, _| Ok(Value::from("pong")))
+        .method("terminate", |_, _| {
+            // Answer first; the node sees the session end.
+            std::thread::spawn(|| {
+                std::thread::sleep(Duration::from_millis(50));
+                std::process::exit(0);
+            });
+            Ok(Value::Undefined)
+        })
+        .make()
+}

@@ -1,0 +1,187 @@
+//! A harness for end-to-end tests: each [`Node`] is a real `capstan`
+//! process on a temporary state directory, driven through the `capstan`
+//! command as a person would. Nodes are stopped (or killed) and their
+//! directories removed when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `capstan` binary: `CAPSTAN_BIN`, or the one cargo built beside the
+/// test executable (`cargo test --workspace` builds it first).
+pub fn capstan_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("CAPSTAN_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let mut dir = exe.parent().expect("deps directory").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let candidate = dir.join("capstan");
+    assert!(
+        candidate.exists(),
+        "no capstan binary at {}; run the suite with `cargo test --workspace` or set CAPSTAN_BIN",
+        candidate.display()
+    );
+    candidate
+}
+
+/// What a command printed and how it ended.
+#[derive(Debug)]
+pub struct Run {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(output: Output) -> Run {
+        Run {
+            status: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Standard output without the final newline; panics if the command failed.
+    pub fn ok(&self) -> &str {
+        assert_eq!(self.status, 0, "command failed: {self:?}");
+        self.stdout.trim_end_matches('\n')
+    }
+
+    /// Standard error without the final newline; panics if the command succeeded.
+    pub fn err(&self) -> &str {
+        assert_ne!(self.status, 0, "command succeeded: {self:?}");
+        self.stderr.trim_end_matches('\n')
+    }
+}
+
+/// A node on a temporary state directory.
+pub struct Node {
+    state: tempfile::TempDir,
+    env: Vec<(String, String)>,
+}
+
+impl Node {
+    /// A node that is not started yet; `env` is passed to every command
+    /// (worker limits, for instance).
+    pub fn new(env: &[(&str, &str)]) -> Node {
+        let state = tempfile::Builder::new()
+            .prefix("capstan-e2e-")
+            .tempdir()
+            .expect("temporary directory");
+        Node {
+            state,
+            env: env.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect(),
+        }
+    }
+
+    /// A started node.
+    pub fn started(env: &[(&str, &str)]) -> Node {
+        let node = Node::new(env);
+        node.run(&["start"]).ok();
+        node
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        self.state.path()
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(capstan_binary());
+        command.arg("--state").arg(self.state.path()).args(args);
+        command.env_remove("CAPSTAN_STATE");
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        command.stdin(Stdio::null());
+        command
+    }
+
+    /// Runs `capstan --state DIR args...`.
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.command(args).output().expect("run capstan"))
+    }
+
+    /// Runs with `input` on standard input.
+    pub fn run_with_input(&self, args: &[&str], input: &[u8]) -> Run {
+        use std::io::Write;
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn capstan");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input)
+            .expect("write input");
+        Run::from(child.wait_with_output().expect("wait for capstan"))
+    }
+
+    /// `capstan eval SOURCE endowments...`, expecting success.
+    pub fn eval(&self, source: &str, endowments: &[&str]) -> String {
+        let mut args = vec!["eval", source];
+        args.extend_from_slice(endowments);
+        self.run(&args).ok().to_string()
+    }
+
+    /// The node's status record (`status --json`).
+    pub fn status(&self) -> serde_json::Value {
+        let run = self.run(&["status", "--json"]);
+        serde_json::from_str(run.stdout.trim()).expect("status JSON")
+    }
+
+    pub fn pid(&self) -> Option<i32> {
+        let status = self.status();
+        status["pid"].as_i64().map(|pid| pid as i32)
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.state.path().join("run").join("capstan.sock")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let pid = self.pid();
+        let _ = self.run(&["stop"]);
+        if let Some(pid) = pid {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while process_alive(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if process_alive(pid) {
+                kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+pub fn process_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+pub fn kill(pid: i32, signal: i32) {
+    // SAFETY: sending a signal to a process the test started.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
+/// Waits until `condition` holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    condition()
+}
