@@ -122,6 +122,44 @@ pub enum Command {
     Store(StoreArgs),
     /// Forget a value and everything made from it; it is remade on next use.
     Cancel { name: String },
+    /// Make (or get) a host agent under a name.
+    Mkhost { name: String },
+    /// Make (or get) a guest agent under a name.
+    Mkguest {
+        name: String,
+        /// Give the guest one of your names: `yours:theirs` (repeatable).
+        #[arg(long = "introduce", value_name = "YOURS:THEIRS")]
+        introduce: Vec<String>,
+    },
+    /// Print your messages, one per line (`-f` to keep following).
+    Inbox {
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Send a message; `@edge:petname` (or `@name`) carries a reference.
+    Send { agent: String, text: String },
+    /// Name a reference from a package.
+    Adopt {
+        number: u64,
+        edge: String,
+        #[arg(short, long)]
+        name: Option<String>,
+    },
+    /// Remove a message.
+    Dismiss { number: u64 },
+    /// Ask another agent for a value (default: your HOST).
+    Request {
+        description: String,
+        #[arg(short, long, value_name = "AGENT")]
+        to: Option<String>,
+        /// Keep the answer under this name; asking again returns it.
+        #[arg(short, long)]
+        name: Option<String>,
+    },
+    /// Answer a request with one of your names.
+    Resolve { number: u64, name: String },
+    /// Refuse a request.
+    Reject { number: u64, message: Option<String> },
     /// The worker process the node starts (not for people).
     #[command(name = "__worker", hide = true)]
     Worker {

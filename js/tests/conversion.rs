@@ -99,6 +99,7 @@ fn depth_and_size_are_bounded() {
             max_values: 10_000,
             max_bytes: 1024 * 1024,
         },
+        time_budget: support::UNTIMED_BUDGET,
         ..GuestLimits::default()
     };
     let (_host, mut guest) = guest_with(limits);

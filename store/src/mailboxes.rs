@@ -79,6 +79,17 @@ impl Tx<'_> {
         Ok(removed)
     }
 
+    /// Rewrites an existing message in place (a request that was
+    /// answered); `false` if there was none with that number. Followers
+    /// are not told: the message is the same one, settled.
+    pub fn replace_message(&mut self, agent: FormulaId, number: u64, body: &[u8]) -> Result<bool> {
+        if get(&self.tables.messages, agent, number)?.is_none() {
+            return Ok(false);
+        }
+        self.tables.messages.insert((agent.to_key(), number), body)?;
+        Ok(true)
+    }
+
     pub fn get_message(&self, agent: FormulaId, number: u64) -> Result<Option<Vec<u8>>> {
         get(&self.tables.messages, agent, number)
     }

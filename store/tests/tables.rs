@@ -338,6 +338,19 @@ fn mailbox_numbers_are_never_reused() {
     assert!(!store.dismiss_message(agent, 2).wait().unwrap());
     assert!(!store.dismiss_message(agent, 99).wait().unwrap());
     assert_eq!(store.append_message(agent, b"four".to_vec()).wait().unwrap(), 3);
+    // A settled request is rewritten in place; a missing one is not made.
+    assert!(
+        store
+            .transact(move |tx| tx.replace_message(agent, 0, b"one, answered"))
+            .wait()
+            .unwrap()
+    );
+    assert!(
+        !store
+            .transact(move |tx| tx.replace_message(agent, 2, b"gone"))
+            .wait()
+            .unwrap()
+    );
     // Another mailbox counts on its own.
     assert_eq!(store.append_message(fid(51), b"x".to_vec()).wait().unwrap(), 0);
     store.close().unwrap();
@@ -347,7 +360,7 @@ fn mailbox_numbers_are_never_reused() {
     assert_eq!(
         snapshot.list_messages(agent).unwrap(),
         vec![
-            (0, b"one".to_vec()),
+            (0, b"one, answered".to_vec()),
             (1, "twö".as_bytes().to_vec()),
             (3, b"four".to_vec())
         ]

@@ -2,6 +2,7 @@
 
 pub mod eval;
 pub mod life;
+pub mod mail;
 pub mod names;
 pub mod store;
 pub mod worker;
@@ -54,6 +55,17 @@ pub fn run(command: &Command, state: &StateDir, as_agent: Option<&str>) -> anyho
         Command::Locate { name } => names::locate(state, as_agent, name),
         Command::Store(args) => store::store(state, as_agent, args),
         Command::Cancel { name } => names::cancel(state, as_agent, name),
+        Command::Mkhost { name } => mail::make_agent(state, as_agent, "provideHost", name, &[]),
+        Command::Mkguest { name, introduce } => mail::make_agent(state, as_agent, "provideGuest", name, introduce),
+        Command::Inbox { follow } => mail::inbox(state, as_agent, *follow),
+        Command::Send { agent, text } => mail::send(state, as_agent, agent, text),
+        Command::Adopt { number, edge, name } => mail::adopt(state, as_agent, *number, edge, name.as_deref()),
+        Command::Dismiss { number } => mail::dismiss(state, as_agent, *number),
+        Command::Request { description, to, name } => {
+            mail::request(state, as_agent, description, to.as_deref(), name.as_deref())
+        }
+        Command::Resolve { number, name } => mail::resolve(state, as_agent, *number, name),
+        Command::Reject { number, message } => mail::reject(state, as_agent, *number, message.as_deref()),
         Command::Worker { .. } => Ok(()),
     }
 }

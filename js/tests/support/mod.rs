@@ -70,8 +70,15 @@ impl MockHost {
     }
 }
 
+/// Tests that are not about time get a generous budget: debug builds on a
+/// loaded machine are slow, and only `limits.rs` tests the budget itself.
+pub const UNTIMED_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub fn guest() -> (Rc<MockHost>, GuestRuntime) {
-    guest_with(GuestLimits::default())
+    guest_with(GuestLimits {
+        time_budget: UNTIMED_BUDGET,
+        ..GuestLimits::default()
+    })
 }
 
 pub fn guest_with(limits: GuestLimits) -> (Rc<MockHost>, GuestRuntime) {

@@ -14,7 +14,7 @@ use capstan_protocol::patterns::M;
 use capstan_protocol::{Value, record};
 use tokio::net::UnixListener;
 
-use super::names::host_hub;
+use super::names::hub_of_agent;
 use super::{Daemon, DaemonError, NodeOptions};
 use crate::runtime::{Exo, Vat, connect, when};
 
@@ -153,8 +153,8 @@ fn status(daemon: &Daemon) -> Value {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |since| since.as_secs_f64());
-    let names = host_hub(daemon, daemon.roots.host_pet_store)
-        .list(daemon)
+    let names = hub_of_agent(daemon, daemon.roots.host)
+        .and_then(|hub| hub.list(daemon))
         .map_or(0, |names| names.len());
     record! {
         "nodeId" => daemon.node_id.to_string(),

@@ -16,8 +16,21 @@ use super::formula::Formula;
 use super::names::{Hub, parse_path, parse_pet_name, store_error};
 use crate::runtime::{Exo, MethodResult};
 
-/// The method guards of a name hub.
-pub fn directory_method_guards() -> Vec<(&'static str, Value)> {
+/// Methods that take or reveal formula identifiers: never on a guest's
+/// directories.
+const IDENTIFIER_METHODS: [&str; 4] = ["listIdentifiers", "identify", "locate", "write"];
+
+/// The method guards of a name hub (without the identifier methods when
+/// confined).
+pub fn directory_method_guards(confined: bool) -> Vec<(&'static str, Value)> {
+    let mut guards = all_directory_method_guards();
+    if confined {
+        guards.retain(|(name, _)| !IDENTIFIER_METHODS.contains(name));
+    }
+    guards
+}
+
+fn all_directory_method_guards() -> Vec<(&'static str, Value)> {
     let path = || M::or([M::string(), M::array_of(M::string(), None)]);
     vec![
         (
@@ -65,8 +78,9 @@ pub fn directory_method_guards() -> Vec<(&'static str, Value)> {
     ]
 }
 
-/// Adds the directory methods over `hub` to an exo.
-pub fn with_directory_methods(exo: Exo, daemon: &Rc<Daemon>, hub: Hub) -> Exo {
+/// Adds the directory methods over `hub` to an exo; a confined hub has
+/// no method that takes or reveals an identifier.
+pub fn with_directory_methods(exo: Exo, daemon: &Rc<Daemon>, hub: Hub, confined: bool) -> Exo {
     let hub = Rc::new(hub);
     let method = |exo: Exo, name: &str, body: fn(&Rc<Daemon>, &Hub, Vec<Value>) -> MethodResult| {
         let (daemon, hub) = (Rc::clone(daemon), Rc::clone(&hub));
@@ -79,12 +93,6 @@ pub fn with_directory_methods(exo: Exo, daemon: &Rc<Daemon>, hub: Hub) -> Exo {
     let exo = method(exo, "list", |daemon, hub, args| {
         let names = listed(daemon, hub, &strings(&args)?)?;
         Ok(Value::array(names.into_iter().map(|(name, _)| Value::from(name))))
-    });
-    let exo = method(exo, "listIdentifiers", |daemon, hub, args| {
-        let names = listed(daemon, hub, &strings(&args)?)?;
-        Ok(Value::array(
-            names.into_iter().map(|(_, id)| Value::from(id.to_string())),
-        ))
     });
     let exo = method(exo, "lookup", |daemon, hub, args| {
         let path = parse_path(&args[0])?;
@@ -108,35 +116,11 @@ pub fn with_directory_methods(exo: Exo, daemon: &Rc<Daemon>, hub: Hub) -> Exo {
         );
         Ok(Value::array(names))
     });
-    let exo = method(exo, "identify", |daemon, hub, args| {
-        let path = strings(&args)?;
-        Ok(hub
-            .resolve(daemon, &path)
-            .ok()
-            .map_or(Value::Undefined, |id| Value::from(id.to_string())))
-    });
-    let exo = method(exo, "locate", |daemon, hub, args| {
-        let path = strings(&args)?;
-        match hub.resolve(daemon, &path) {
-            Ok(id) => Ok(Value::from(locator(daemon, id)?)),
-            Err(_) => Ok(Value::Undefined),
-        }
-    });
-    let exo = async_method(exo, daemon, &hub, "write", |daemon, hub, args| async move {
-        let path = parse_path(&args[0])?;
-        let id: FormulaId = args[1]
-            .as_str()
-            .and_then(|text| text.parse().ok())
-            .ok_or_else(|| ErrorValue::type_error("write needs a formula identifier"))?;
-        let (parent, name) = hub.resolve_parent(&daemon, &path)?;
-        let name = parse_pet_name(&name)?;
-        daemon
-            .store
-            .write_name(parent.pet_store, name, id)
-            .await
-            .map_err(store_error)?;
-        Ok(Value::Undefined)
-    });
+    let exo = if confined {
+        exo
+    } else {
+        with_identifier_methods(exo, daemon, &hub)
+    };
     let exo = async_method(exo, daemon, &hub, "remove", |daemon, hub, args| async move {
         let path = strings(&args)?;
         let (parent, name) = hub.resolve_parent(&daemon, &path)?;
@@ -176,7 +160,24 @@ pub fn with_directory_methods(exo: Exo, daemon: &Rc<Daemon>, hub: Hub) -> Exo {
             .map_err(store_error)?;
         Ok(Value::Undefined)
     });
-    let exo = async_method(exo, daemon, &hub, "makeDirectory", |daemon, hub, args| async move {
+    let (made_by, made_in) = (Rc::clone(daemon), Rc::clone(&hub));
+    let exo = exo.async_method("makeDirectory", move |_, args| {
+        let (daemon, hub) = (Rc::clone(&made_by), Rc::clone(&made_in));
+        make_directory_at(daemon, hub, args, confined)
+    });
+    let (follow_daemon, follow_hub) = (Rc::clone(daemon), Rc::clone(&hub));
+    exo.method("followNameChanges", move |_, _| {
+        let follower = follow_daemon
+            .store
+            .follow_names(follow_hub.pet_store)
+            .map_err(store_error)?;
+        make_name_change_stream(&follow_hub, follower)
+    })
+}
+
+/// `makeDirectory(path)`: a new directory, named, in one commit.
+async fn make_directory_at(daemon: Rc<Daemon>, hub: Rc<Hub>, args: Vec<Value>, confined: bool) -> MethodResult {
+    {
         let path = parse_path(&args[0])?;
         let (parent, name) = hub.resolve_parent(&daemon, &path)?;
         let name = parse_pet_name(&name)?;
@@ -186,8 +187,14 @@ pub fn with_directory_methods(exo: Exo, daemon: &Rc<Daemon>, hub: Hub) -> Exo {
             (pet_store, Formula::PetStore.to_record()),
             (
                 directory,
-                Formula::Directory {
-                    pet_store: pet_store.into(),
+                if confined {
+                    Formula::ConfinedDirectory {
+                        pet_store: pet_store.into(),
+                    }
+                } else {
+                    Formula::Directory {
+                        pet_store: pet_store.into(),
+                    }
                 }
                 .to_record(),
             ),
@@ -209,14 +216,49 @@ pub fn with_directory_methods(exo: Exo, daemon: &Rc<Daemon>, hub: Hub) -> Exo {
             .await
             .map_err(store_error)?;
         daemon.provide_settled(directory).await
+    }
+}
+
+/// The methods that take or reveal identifiers (hosts only).
+fn with_identifier_methods(exo: Exo, daemon: &Rc<Daemon>, hub: &Rc<Hub>) -> Exo {
+    let method = |exo: Exo, name: &str, body: fn(&Rc<Daemon>, &Hub, Vec<Value>) -> MethodResult| {
+        let (daemon, hub) = (Rc::clone(daemon), Rc::clone(hub));
+        exo.method(name, move |_, args| body(&daemon, &hub, args))
+    };
+    let exo = method(exo, "listIdentifiers", |daemon, hub, args| {
+        let names = listed(daemon, hub, &strings(&args)?)?;
+        Ok(Value::array(
+            names.into_iter().map(|(_, id)| Value::from(id.to_string())),
+        ))
     });
-    let (follow_daemon, follow_hub) = (Rc::clone(daemon), Rc::clone(&hub));
-    exo.method("followNameChanges", move |_, _| {
-        let follower = follow_daemon
+    let exo = method(exo, "identify", |daemon, hub, args| {
+        let path = strings(&args)?;
+        Ok(hub
+            .resolve(daemon, &path)
+            .ok()
+            .map_or(Value::Undefined, |id| Value::from(id.to_string())))
+    });
+    let exo = method(exo, "locate", |daemon, hub, args| {
+        let path = strings(&args)?;
+        match hub.resolve(daemon, &path) {
+            Ok(id) => Ok(Value::from(locator(daemon, id)?)),
+            Err(_) => Ok(Value::Undefined),
+        }
+    });
+    async_method(exo, daemon, hub, "write", |daemon, hub, args| async move {
+        let path = parse_path(&args[0])?;
+        let id: FormulaId = args[1]
+            .as_str()
+            .and_then(|text| text.parse().ok())
+            .ok_or_else(|| ErrorValue::type_error("write needs a formula identifier"))?;
+        let (parent, name) = hub.resolve_parent(&daemon, &path)?;
+        let name = parse_pet_name(&name)?;
+        daemon
             .store
-            .follow_names(follow_hub.pet_store)
+            .write_name(parent.pet_store, name, id)
+            .await
             .map_err(store_error)?;
-        make_name_change_stream(&follow_hub, follower)
+        Ok(Value::Undefined)
     })
 }
 
@@ -275,17 +317,17 @@ pub fn locator(daemon: &Daemon, id: FormulaId) -> Result<String, ErrorValue> {
 }
 
 /// Makes a directory object over a pet store.
-pub fn make_directory(daemon: &Rc<Daemon>, pet_store: FormulaId) -> Result<Value, ErrorValue> {
+pub fn make_directory(daemon: &Rc<Daemon>, pet_store: FormulaId, confined: bool) -> Result<Value, ErrorValue> {
     let hub = Hub {
         pet_store,
         specials: Vec::new(),
     };
     let exo = Exo::new("EndoDirectory").interface(M::interface(
         "EndoDirectory",
-        directory_method_guards(),
+        directory_method_guards(confined),
         DefaultGuards::None,
     ));
-    with_directory_methods(exo, daemon, hub).make()
+    with_directory_methods(exo, daemon, hub, confined).make()
 }
 
 /// A stream of name changes: the names there now (as additions), then

@@ -13,6 +13,10 @@ use super::DaemonError;
 pub struct Id(String);
 
 impl Id {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     pub fn get(&self) -> Result<FormulaId, DaemonError> {
         self.0
             .parse()
@@ -68,6 +72,9 @@ pub enum Formula {
     PetStore,
     /// A name hub you can nest: a pet store with directory methods.
     Directory { pet_store: Id },
+    /// A directory made by a guest: the same, without the methods that
+    /// reveal or take identifiers.
+    ConfinedDirectory { pet_store: Id },
     /// The powerless agent (special name `NONE`).
     LeastAuthority,
 }
@@ -88,7 +95,7 @@ impl Formula {
             Formula::ReadableBlob { .. } => "readable-blob",
             Formula::Marshal { .. } => "marshal",
             Formula::PetStore => "pet-store",
-            Formula::Directory { .. } => "directory",
+            Formula::Directory { .. } | Formula::ConfinedDirectory { .. } => "directory",
             Formula::LeastAuthority => "least-authority",
         }
     }
@@ -103,7 +110,8 @@ impl Formula {
             | Formula::Host { .. }
             | Formula::Guest { .. }
             | Formula::Handle { .. }
-            | Formula::Directory { .. } => Vec::new(),
+            | Formula::Directory { .. }
+            | Formula::ConfinedDirectory { .. } => Vec::new(),
             other => other.dependencies(),
         }
     }
@@ -130,7 +138,7 @@ impl Formula {
             Formula::MakeUnconfined { worker, powers, .. } => vec![worker, powers],
             Formula::MakeBundle { worker, powers, bundle } => vec![worker, powers, bundle],
             Formula::Marshal { slots, .. } => slots.iter().collect(),
-            Formula::Directory { pet_store } => vec![pet_store],
+            Formula::Directory { pet_store } | Formula::ConfinedDirectory { pet_store } => vec![pet_store],
             Formula::Worker | Formula::ReadableBlob { .. } | Formula::PetStore | Formula::LeastAuthority => Vec::new(),
         }
     }

@@ -13,12 +13,14 @@ use capstan_store::FormulaId;
 use super::Daemon;
 use super::directory::{directory_method_guards, with_directory_methods};
 use super::formula::Formula;
-use super::names::{Hub, host_hub, parse_path, parse_pet_name, store_error};
+use super::mail::{Mailbox, mail_method_guards, with_mail_methods};
+use super::names::{Hub, hub_of_agent, parse_path, parse_pet_name, store_error};
 use crate::runtime::Exo;
 
 fn host_guards() -> Vec<(&'static str, Value)> {
     let path = || M::or([M::string(), M::array_of(M::string(), None)]);
-    let mut guards = directory_method_guards();
+    let mut guards = directory_method_guards(false);
+    guards.extend(mail_method_guards());
     guards.extend([
         (
             "evaluate",
@@ -55,16 +57,53 @@ fn host_guards() -> Vec<(&'static str, Value)> {
             M::call_when([M::await_(M::any()), path()]).returns_undefined(),
         ),
         ("cancel", M::call([path()]).optional([M::any()]).returns(M::number())),
+        (
+            "provideGuest",
+            M::call_when([path()])
+                .optional([M::opt(M::record())])
+                .returns(M::remotable()),
+        ),
+        (
+            "provideHost",
+            M::call_when([path()])
+                .optional([M::opt(M::record())])
+                .returns(M::remotable()),
+        ),
     ]);
     guards
 }
 
-/// Makes the host agent.
-pub fn make_host(daemon: &Rc<Daemon>, _id: FormulaId, pet_store: FormulaId) -> Result<Value, ErrorValue> {
-    let hub = host_hub(daemon, pet_store);
+/// Makes the host agent of formula `id`.
+pub fn make_host(daemon: &Rc<Daemon>, id: FormulaId) -> Result<Value, ErrorValue> {
+    let hub = hub_of_agent(daemon, id)?;
+    let Formula::Host { handle, .. } = daemon.formula(id).map_err(|e| ErrorValue::plain(e.to_string()))? else {
+        return Err(ErrorValue::plain("not a host"));
+    };
+    let handle = handle.get().map_err(|e| ErrorValue::plain(e.to_string()))?;
     let exo = Exo::new("EndoHost").interface(M::interface("EndoHost", host_guards(), DefaultGuards::None));
-    let exo = with_directory_methods(exo, daemon, hub.clone());
+    let exo = with_directory_methods(exo, daemon, hub.clone(), false);
+    let exo = with_mail_methods(
+        exo,
+        daemon,
+        Mailbox {
+            agent: id,
+            handle,
+            hub: hub.clone(),
+            confined: false,
+        },
+    );
     let hub = Rc::new(hub);
+
+    let (d, h) = (Rc::clone(daemon), Rc::clone(&hub));
+    let exo = exo.async_method("provideGuest", move |_, args| {
+        let (daemon, hub) = (Rc::clone(&d), Rc::clone(&h));
+        async move { provide_agent(&daemon, &hub, handle, &args, AgentKind::Guest).await }
+    });
+    let (d, h) = (Rc::clone(daemon), Rc::clone(&hub));
+    let exo = exo.async_method("provideHost", move |_, args| {
+        let (daemon, hub) = (Rc::clone(&d), Rc::clone(&h));
+        async move { provide_agent(&daemon, &hub, handle, &args, AgentKind::Host).await }
+    });
 
     let (d, h) = (Rc::clone(daemon), Rc::clone(&hub));
     let exo = exo.async_method("evaluate", move |_, args| {
@@ -195,9 +234,110 @@ pub fn make_host(daemon: &Rc<Daemon>, _id: FormulaId, pet_store: FormulaId) -> R
     exo.make()
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AgentKind {
+    Guest,
+    Host,
+}
+
+/// `provideGuest(name, {introducedNames})` / `provideHost(name, ...)`: the
+/// agent under `name`, made (with its handle and pet store, and for a host
+/// a main worker) if there is none; introduced names are copied from this
+/// host into the new agent. One commit.
+async fn provide_agent(
+    daemon: &Rc<Daemon>,
+    hub: &Hub,
+    host_handle: FormulaId,
+    args: &[Value],
+    kind: AgentKind,
+) -> Result<Value, ErrorValue> {
+    let path = parse_path(&args[0])?;
+    if let Ok(existing) = hub.resolve(daemon, &path) {
+        let formula = daemon.formula(existing).map_err(|e| ErrorValue::plain(e.to_string()))?;
+        let matches_kind = matches!(
+            (&formula, kind),
+            (Formula::Guest { .. }, AgentKind::Guest) | (Formula::Host { .. }, AgentKind::Host)
+        );
+        if !matches_kind {
+            return Err(ErrorValue::type_error(format!(
+                "{} is already the name of a {}",
+                path.join("."),
+                formula.type_name()
+            )));
+        }
+        return daemon.provide_settled(existing).await;
+    }
+    let (parent, name) = hub.resolve_parent(daemon, &path)?;
+    let name = parse_pet_name(&name)?;
+    let mut introduced = Vec::new();
+    let introductions = args
+        .get(1)
+        .and_then(Value::as_record)
+        .and_then(|options| options.get("introducedNames"))
+        .and_then(Value::as_record);
+    if let Some(introductions) = introductions {
+        for (from, to) in introductions.iter() {
+            let id = hub.resolve(daemon, &parse_path(&Value::from(&**from))?)?;
+            let to = to
+                .as_str()
+                .ok_or_else(|| ErrorValue::type_error("introduced names must map names to names"))?;
+            introduced.push((parse_pet_name(to)?, id));
+        }
+    }
+    let fresh = || FormulaId::random(daemon.node_id).map_err(store_error);
+    let (agent, agent_handle, pet_store) = (fresh()?, fresh()?, fresh()?);
+    let mut formulas = vec![
+        (agent_handle, Formula::Handle { agent: agent.into() }),
+        (pet_store, Formula::PetStore),
+    ];
+    match kind {
+        AgentKind::Guest => formulas.push((
+            agent,
+            Formula::Guest {
+                handle: agent_handle.into(),
+                host_handle: host_handle.into(),
+                pet_store: pet_store.into(),
+            },
+        )),
+        AgentKind::Host => {
+            let worker = fresh()?;
+            formulas.push((worker, Formula::Worker));
+            formulas.push((
+                agent,
+                Formula::Host {
+                    handle: agent_handle.into(),
+                    pet_store: pet_store.into(),
+                    main_worker: worker.into(),
+                    endo: daemon.roots.endo.into(),
+                    least_authority: daemon.roots.least_authority.into(),
+                },
+            ));
+        }
+    }
+    let mut records = Vec::new();
+    for (id, formula) in &formulas {
+        records.push((*id, formula.to_record().map_err(|e| ErrorValue::plain(e.to_string()))?));
+    }
+    let parent_store = parent.pet_store;
+    daemon
+        .store
+        .transact(move |tx| {
+            for (id, record) in &records {
+                tx.put_formula(*id, record)?;
+            }
+            for (name, id) in &introduced {
+                tx.write_name(pet_store, name, *id)?;
+            }
+            tx.write_name(parent_store, &name, agent)
+        })
+        .await
+        .map_err(store_error)?;
+    daemon.provide_settled(agent).await
+}
+
 /// A stored form of a value that has no formula: its references must each
 /// have one.
-fn marshal_formula(daemon: &Daemon, value: &Value) -> Result<Formula, ErrorValue> {
+pub fn marshal_formula(daemon: &Daemon, value: &Value) -> Result<Formula, ErrorValue> {
     let mut slots: Vec<(capstan_protocol::Reference, FormulaId)> = Vec::new();
     let mut unknown = false;
     let body = capstan_protocol::smallcaps::encode(value, |reference, _| {

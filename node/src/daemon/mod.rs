@@ -7,6 +7,8 @@
 //! - [`paths`]: the state directory's files;
 //! - [`names`]: pet names, special names and paths;
 //! - [`host`]: the host agent (directory operations, evaluation, blobs);
+//! - [`guest`]: confined guest agents;
+//! - [`mail`]: messages between agents;
 //! - [`directory`]: name hubs over pet stores;
 //! - [`blob`]: blob references and streaming;
 //! - [`worker`]: worker processes;
@@ -16,7 +18,9 @@ pub mod blob;
 pub mod control;
 pub mod directory;
 pub mod formula;
+pub mod guest;
 pub mod host;
+pub mod mail;
 pub mod names;
 pub mod paths;
 pub mod worker;
@@ -86,6 +90,8 @@ pub struct Daemon {
     /// Formulas made from each formula, for cancellation.
     dependents: RefCell<HashMap<FormulaId, HashSet<FormulaId>>>,
     pub workers: worker::Workers,
+    /// Callers waiting for answers to their requests.
+    pub requests: mail::RequestWaiters,
     stop: tokio::sync::watch::Sender<bool>,
     this: Weak<Daemon>,
 }
@@ -177,6 +183,7 @@ impl Daemon {
             identities: RefCell::new(HashMap::new()),
             dependents: RefCell::new(HashMap::new()),
             workers,
+            requests: mail::RequestWaiters::default(),
             stop,
             this: this.clone(),
         }))
@@ -314,8 +321,8 @@ impl Daemon {
         let get = |id: &Id| id.get().map_err(|error| ErrorValue::plain(error.to_string()));
         match formula {
             Formula::Endo { .. } => Ok(control::make_endo_object(self)),
-            Formula::Host { pet_store, .. } => host::make_host(self, id, get(&pet_store)?),
-            Formula::Guest { .. } => Err(ErrorValue::plain("guest agents are not available yet")),
+            Formula::Host { .. } => host::make_host(self, id),
+            Formula::Guest { .. } => guest::make_guest(self, id),
             Formula::Handle { agent } => host::make_handle(self, get(&agent)?),
             Formula::Worker => self.workers.start(self, id).await,
             Formula::Eval {
@@ -376,8 +383,9 @@ impl Daemon {
                 })
                 .map_err(|error| ErrorValue::plain(format!("a stored value is damaged: {error}")))
             }
-            Formula::PetStore => directory::make_directory(self, id),
-            Formula::Directory { pet_store } => directory::make_directory(self, get(&pet_store)?),
+            Formula::PetStore => directory::make_directory(self, id, false),
+            Formula::Directory { pet_store } => directory::make_directory(self, get(&pet_store)?, false),
+            Formula::ConfinedDirectory { pet_store } => directory::make_directory(self, get(&pet_store)?, true),
             Formula::LeastAuthority => Ok(host::make_least_authority(self)),
         }
     }

@@ -29,9 +29,34 @@ pub fn parse_name(text: &str) -> Result<Name, ErrorValue> {
     PetName::new(text).map(Name::Pet).map_err(|_| {
         ErrorValue::type_error(format!(
             "Invalid pet name {}: a pet name is 1 to 128 lower-case letters, digits and dashes, starting with a letter or digit",
-            capstan_protocol::quote::json_string(text)
+            capstan_protocol::quote::json_string(&redact_identifiers(text))
         ))
     })
+}
+
+/// Text with every run of 64 or more hex digits (a key or an id number)
+/// replaced by `…`, so that errors never carry an identifier back.
+pub fn redact_identifiers(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() >= 64 {
+            out.push('…');
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_hexdigit() {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
 }
 
 pub fn parse_pet_name(text: &str) -> Result<PetName, ErrorValue> {
@@ -72,22 +97,23 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// The hub a formula is, if it is one.
+    /// The hub a formula is, if it is one: a pet store, a directory, or
+    /// an agent (with its special names).
     pub fn of_formula(daemon: &Daemon, id: FormulaId) -> Result<Option<Hub>, ErrorValue> {
         let formula = daemon
             .formula(id)
             .map_err(|error| ErrorValue::plain(error.to_string()))?;
         let get = |id: &super::formula::Id| id.get().map_err(|error| ErrorValue::plain(error.to_string()));
-        Ok(match formula {
+        Ok(match &formula {
             Formula::PetStore => Some(Hub {
                 pet_store: id,
                 specials: Vec::new(),
             }),
-            Formula::Directory { pet_store } => Some(Hub {
-                pet_store: get(&pet_store)?,
+            Formula::Directory { pet_store } | Formula::ConfinedDirectory { pet_store } => Some(Hub {
+                pet_store: get(pet_store)?,
                 specials: Vec::new(),
             }),
-            Formula::Host { pet_store, .. } if id == daemon.roots.host => Some(host_hub(daemon, get(&pet_store)?)),
+            Formula::Host { .. } | Formula::Guest { .. } => Some(agent_hub(daemon, id, &formula)?),
             _ => None,
         })
     }
@@ -158,20 +184,53 @@ impl Hub {
     }
 }
 
-/// The host's hub: its pet store and its special names.
-pub fn host_hub(daemon: &Daemon, pet_store: FormulaId) -> Hub {
-    let roots = &daemon.roots;
-    Hub {
-        pet_store,
-        specials: vec![
-            ("AGENT", roots.host),
-            ("ENDO", roots.endo),
-            ("MAIN", roots.main_worker),
-            ("NONE", roots.least_authority),
-            ("PINS", roots.pins),
-            ("SELF", roots.host_handle),
-        ],
+/// An agent's hub: its pet store and its special names. A host has
+/// `AGENT`, `SELF`, `MAIN`, `ENDO`, `NONE` (and the node's own host
+/// `PINS`); a guest has `AGENT`, `SELF` and `HOST` (its host's handle,
+/// never the host).
+pub fn agent_hub(daemon: &Daemon, id: FormulaId, formula: &Formula) -> Result<Hub, ErrorValue> {
+    let get = |id: &super::formula::Id| id.get().map_err(|error| ErrorValue::plain(error.to_string()));
+    match formula {
+        Formula::Host {
+            handle,
+            pet_store,
+            main_worker,
+            endo,
+            least_authority,
+        } => {
+            let mut specials = vec![
+                ("AGENT", id),
+                ("ENDO", get(endo)?),
+                ("MAIN", get(main_worker)?),
+                ("NONE", get(least_authority)?),
+            ];
+            if id == daemon.roots.host {
+                specials.push(("PINS", daemon.roots.pins));
+            }
+            specials.push(("SELF", get(handle)?));
+            Ok(Hub {
+                pet_store: get(pet_store)?,
+                specials,
+            })
+        }
+        Formula::Guest {
+            handle,
+            host_handle,
+            pet_store,
+        } => Ok(Hub {
+            pet_store: get(pet_store)?,
+            specials: vec![("AGENT", id), ("HOST", get(host_handle)?), ("SELF", get(handle)?)],
+        }),
+        _ => Err(ErrorValue::type_error("not an agent")),
     }
+}
+
+/// The hub of agent `id`.
+pub fn hub_of_agent(daemon: &Daemon, id: FormulaId) -> Result<Hub, ErrorValue> {
+    let formula = daemon
+        .formula(id)
+        .map_err(|error| ErrorValue::plain(error.to_string()))?;
+    agent_hub(daemon, id, &formula)
 }
 
 pub fn unknown_name(path: &str) -> ErrorValue {
