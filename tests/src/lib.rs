@@ -2,14 +2,29 @@
 //! process on a temporary state directory, driven through the `capstan`
 //! command as a person would. Nodes are stopped (or killed) and their
 //! directories removed when dropped.
+//!
+//! The suites themselves are integration tests of the `capstan` package
+//! (`cli/tests/`), so that cargo builds the binary before running them
+//! and hands them its path; they pass it to [`use_binary`].
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The `capstan` binary: `CAPSTAN_BIN`, or the one cargo built beside the
-/// test executable (`cargo test --workspace` builds it first).
+static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Tells the harness which `capstan` binary to run (a suite passes
+/// `env!("CARGO_BIN_EXE_capstan")`).
+pub fn use_binary(path: &str) {
+    let _ = BINARY.set(PathBuf::from(path));
+}
+
+/// The `capstan` binary: the one given to [`use_binary`], else
+/// `CAPSTAN_BIN`, else the one beside the running executable.
 pub fn capstan_binary() -> PathBuf {
+    if let Some(path) = BINARY.get() {
+        return path.clone();
+    }
     if let Some(path) = std::env::var_os("CAPSTAN_BIN") {
         return PathBuf::from(path);
     }
@@ -21,7 +36,7 @@ pub fn capstan_binary() -> PathBuf {
     let candidate = dir.join("capstan");
     assert!(
         candidate.exists(),
-        "no capstan binary at {}; run the suite with `cargo test --workspace` or set CAPSTAN_BIN",
+        "no capstan binary at {}; build it (`cargo build -p capstan`) or set CAPSTAN_BIN",
         candidate.display()
     );
     candidate

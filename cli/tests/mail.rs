@@ -4,7 +4,13 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use capstan_tests::{Node, wait_until};
+use capstan_tests::{Node, use_binary, wait_until};
+
+/// Nodes run the `capstan` binary cargo built for this suite.
+fn started(env: &[(&str, &str)]) -> Node {
+    use_binary(env!("CARGO_BIN_EXE_capstan"));
+    Node::started(env)
+}
 
 const COUNTER: &str = "let n = 0; makeExo('Counter', M.interface('Counter', { incr: M.call().returns(M.number()) }), { incr() { n += 1; return n; } })";
 
@@ -16,7 +22,7 @@ fn write_program(node: &Node, name: &str, source: &str) -> String {
 
 #[test]
 fn a_guest_program_requests_a_counter_and_the_host_resolves_it() {
-    let node = Node::started(&[]);
+    let node = started(&[]);
     node.run(&["eval", COUNTER, "-n", "counter"]).ok();
     node.run(&["mkguest", "alice"]).ok();
     let program = write_program(
@@ -62,7 +68,7 @@ fn a_guest_program_requests_a_counter_and_the_host_resolves_it() {
 
 #[test]
 fn a_package_of_two_references_is_adopted_under_new_names() {
-    let node = Node::started(&[]);
+    let node = started(&[]);
     node.run(&["eval", COUNTER, "-n", "counter"]).ok();
     node.run(&["store", "-n", "doc", "--text", "the doc"]).ok();
     node.run(&["mkguest", "bob"]).ok();
@@ -101,7 +107,7 @@ fn a_package_of_two_references_is_adopted_under_new_names() {
 
 #[test]
 fn dismissed_messages_go_and_numbering_continues_after_restart() {
-    let node = Node::started(&[]);
+    let node = started(&[]);
     node.run(&["mkguest", "carol"]).ok();
     for text in ["one", "two", "three"] {
         node.run(&["send", "carol", text]).ok();
@@ -121,7 +127,7 @@ fn dismissed_messages_go_and_numbering_continues_after_restart() {
 
 #[test]
 fn a_request_pending_across_a_restart_can_be_resolved() {
-    let node = Node::started(&[]);
+    let node = started(&[]);
     node.run(&["eval", COUNTER, "-n", "counter"]).ok();
     node.run(&["mkguest", "dave"]).ok();
     let mut asking = node
@@ -150,7 +156,7 @@ fn a_request_pending_across_a_restart_can_be_resolved() {
 
 #[test]
 fn bad_input_gives_clear_errors_and_changes_nothing() {
-    let node = Node::started(&[]);
+    let node = started(&[]);
     node.run(&["mkguest", "erin"]).ok();
     node.run(&["store", "-n", "doc", "--text", "x"]).ok();
     node.run(&["send", "erin", "take @doc"]).ok();
@@ -186,7 +192,7 @@ fn bad_input_gives_clear_errors_and_changes_nothing() {
 
 #[test]
 fn equals_and_store_value_for_guests() {
-    let node = Node::started(&[]);
+    let node = started(&[]);
     node.run(&["eval", COUNTER, "-n", "counter"]).ok();
     node.run(&["mkguest", "fay", "--introduce", "counter:counter"]).ok();
     let program = write_program(
@@ -218,7 +224,7 @@ fn equals_and_store_value_for_guests() {
 /// until it is audited.
 #[test]
 fn confinement_audit_of_the_guest_interface() {
-    let node = Node::started(&[]);
+    let node = started(&[]);
     node.run(&["eval", COUNTER, "-n", "counter"]).ok();
     let locator = node.run(&["locate", "counter"]).ok().to_string();
     let id = locator

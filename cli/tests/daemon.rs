@@ -6,13 +6,19 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use capstan_tests::{Node, kill, process_alive, wait_until};
+use capstan_tests::{Node, kill, process_alive, use_binary, wait_until};
+
+/// Nodes run the `capstan` binary cargo built for this suite.
+fn started(env: &[(&str, &str)]) -> Node {
+    use_binary(env!("CARGO_BIN_EXE_capstan"));
+    Node::started(env)
+}
 
 const COUNTER: &str = "let n = 0; makeExo('Counter', M.interface('Counter', { incr: M.call().optional(M.number()).returns(M.number()) }), { incr(k = 1) { n += k; return n; } })";
 
 #[test]
 fn eval_prints_results_as_endo_does() {
-    let node = Node::started(&[]);
+    let node = started(&[]);
     assert_eq!(node.eval("10 * 10", &[]), "100");
     assert_eq!(node.eval("'hello'", &[]), "hello");
     assert_eq!(node.eval("harden([1, 2])", &[]), "[1, 2]");
@@ -23,7 +29,7 @@ fn eval_prints_results_as_endo_does() {
 
 #[test]
 fn an_exo_made_in_one_evaluation_is_called_from_another_and_survives_restart() {
-    let node = Node::started(&[]);
+    let node = started(&[]);
     node.run(&["eval", COUNTER, "-n", "counter"]).ok();
     assert_eq!(node.eval("E(c).incr()", &["c:counter"]), "1");
     assert_eq!(node.eval("E(c).incr(5)", &["c:counter"]), "6");
@@ -49,7 +55,7 @@ fn an_exo_made_in_one_evaluation_is_called_from_another_and_survives_restart() {
 
 #[test]
 fn starting_twice_says_so_and_stop_is_clean() {
-    let node = Node::started(&[]);
+    let node = started(&[]);
     let pid = node.pid().expect("running");
     let again = node.run(&["start"]);
     assert!(
@@ -78,7 +84,7 @@ fn starting_twice_says_so_and_stop_is_clean() {
 
 #[test]
 fn a_killed_worker_is_respawned_and_limits_fail_only_that_evaluation() {
-    let node = Node::started(&[
+    let node = started(&[
         ("CAPSTAN_WORKER_TIME_BUDGET_MS", "500"),
         ("CAPSTAN_WORKER_MEMORY_BYTES", "33554432"),
     ]);
@@ -106,7 +112,7 @@ fn a_killed_worker_is_respawned_and_limits_fail_only_that_evaluation() {
 
 #[test]
 fn directories_move_and_copy_names_between_them() {
-    let node = Node::started(&[]);
+    let node = started(&[]);
     node.run(&["store", "-n", "greeting", "--text", "hello"]).ok();
     node.run(&["mkdir", "inbox"]).ok();
     node.run(&["mkdir", "inbox.archive"]).ok();
@@ -149,7 +155,7 @@ fn big_bytes(len: usize) -> Vec<u8> {
 
 #[test]
 fn a_200_mb_blob_round_trips_through_store_and_cat() {
-    let node = Node::started(&[]);
+    let node = started(&[]);
     let bytes = big_bytes(200 * 1000 * 1000);
     let file = node.state_dir().join("big.bin");
     std::fs::write(&file, &bytes).expect("write the file");
@@ -178,7 +184,7 @@ fn a_200_mb_blob_round_trips_through_store_and_cat() {
 
 #[test]
 fn a_malformed_frame_ends_only_that_clients_session() {
-    let node = Node::started(&[]);
+    let node = started(&[]);
     let mut bad = UnixStream::connect(node.socket()).expect("connect");
     bad.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
     // A length prefix claiming far more than the frame cap.
