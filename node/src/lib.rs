@@ -2,11 +2,13 @@
 //!
 //! - [`runtime`]: the eventual-send runtime for Rust objects: vats, exos
 //!   with guards, `E`, promises and CapTP connections;
+//! - [`net`]: libp2p: authenticated streams carrying CapTP between nodes;
 //! - [`daemon`]: the node: formulas and their incarnation, the host agent,
 //!   names, blobs, workers and the control socket;
 //! - [`worker_process`]: a worker process's own side: a JavaScript engine
 //!   serving the node over CapTP on its standard streams.
 
 pub mod daemon;
+pub mod net;
 pub mod runtime;
 pub mod worker_process;

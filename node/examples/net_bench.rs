@@ -1,0 +1,371 @@
+//! Eventual sends through CapTP on a libp2p stream, beside the bare stream
+//! they ride on. Two nodes in one process, each with its vat thread and its
+//! network thread, joined by one TCP connection (Noise + yamux) on
+//! loopback; one stream carries raw frames, another a CapTP session.
+//!
+//! `cargo run --release -p capstan-node --example net_bench`
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
+
+use capstan_node::net::{Multiaddr, NetConfig, Network, StreamReader, StreamWriter};
+use capstan_node::runtime::{E, Exo, Vat, connect, when};
+use capstan_protocol::captp::Limits;
+use capstan_protocol::{Value, list};
+use capstan_store::NodeId;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+
+const ROUND_TRIPS: usize = 2_000;
+const WARM_UP: usize = 200;
+const BURST: usize = 100_000;
+const CHAIN: usize = 10;
+const CHAINS: usize = 300;
+
+/// Raw frames: a length byte, then the payload; the payload's first byte
+/// says what the echo side does with it.
+const FRAME_PAYLOAD: usize = 31;
+const ECHO: u8 = b'P';
+const SWALLOW: u8 = b'B';
+
+/// The first byte a client writes on a stream says what it is for.
+const RAW_STREAM: u8 = b'R';
+const CAPTP_STREAM: u8 = b'C';
+
+type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn main() -> BenchResult<()> {
+    let (ready_sender, ready) = std_mpsc::channel();
+    let server = std::thread::Builder::new()
+        .name("bob-vat".to_string())
+        .spawn(move || run_bob(ready_sender))?;
+    let (bob, bob_addresses) = ready.recv()??;
+    let alice = Vat::new();
+    let outcome = alice.run_until(run_alice(bob, bob_addresses));
+    // Bob's thread ends when its network sees alice go; no need to wait.
+    drop(server);
+    outcome
+}
+
+// ------------------------------------------------------------------- bob
+
+fn run_bob(ready: std_mpsc::Sender<Result<(NodeId, Vec<Multiaddr>), String>>) {
+    let vat = Vat::new();
+    vat.run_until(async {
+        let listen: Multiaddr = match "/ip4/127.0.0.1/tcp/0".parse() {
+            Ok(listen) => listen,
+            Err(error) => {
+                let _ = ready.send(Err(format!("bad listen address: {error}")));
+                return;
+            }
+        };
+        let (network, mut inbound) = match Network::start(&[2; 32], NetConfig::listening_on([listen])).await {
+            Ok(started) => started,
+            Err(error) => {
+                let _ = ready.send(Err(error.to_string()));
+                return;
+            }
+        };
+        let _ = ready.send(Ok((network.node_id(), network.listen_addresses())));
+        let bootstrap = bench_object();
+        while let Some(stream) = inbound.next().await {
+            let (server, bootstrap) = (vat.clone(), bootstrap.clone());
+            vat.spawn(async move {
+                let mut reader = stream.reader;
+                let mut kind = [0u8; 1];
+                if reader.read_exact(&mut kind).await.is_err() {
+                    return;
+                }
+                match kind[0] {
+                    RAW_STREAM => echo(reader, stream.writer).await,
+                    CAPTP_STREAM => {
+                        let session = connect(&server, reader, stream.writer, Some(bootstrap), Limits::default());
+                        session.closed().await;
+                    }
+                    _ => {}
+                }
+            });
+        }
+        drop(network);
+    });
+}
+
+/// Echoes frames marked [`ECHO`]; swallows the rest.
+async fn echo(reader: StreamReader, mut writer: StreamWriter) {
+    let mut reader = BufReader::with_capacity(64 * 1024, reader);
+    let mut frame = [0u8; 1 + FRAME_PAYLOAD];
+    loop {
+        if reader.read_exact(&mut frame[..1]).await.is_err() {
+            return;
+        }
+        let length = usize::from(frame[0]).min(FRAME_PAYLOAD);
+        if reader.read_exact(&mut frame[1..1 + length]).await.is_err() {
+            return;
+        }
+        let echoed = frame.get(1) == Some(&ECHO);
+        if echoed && (writer.write_all(&frame[..1 + length]).await.is_err() || writer.flush().await.is_err()) {
+            return;
+        }
+    }
+}
+
+fn bench_object() -> Value {
+    let ticks = Rc::new(Cell::new(0u64));
+    let counted = ticks.clone();
+    let first_link = chain_links(CHAIN);
+    let made = Exo::new("Bench")
+        .method("ping", |_, _| Ok(Value::Undefined))
+        .method("tick", move |_, _| {
+            ticks.set(ticks.get() + 1);
+            Ok(Value::Undefined)
+        })
+        .method("ticks", move |_, _| Ok(Value::Number(counted.get() as f64)))
+        .method("link", move |_, _| Ok(first_link.clone()))
+        .make();
+    made.unwrap_or(Value::Undefined)
+}
+
+/// Links 0..=`last`, each one's `next()` giving the one after, made once:
+/// making an exo costs more than a call, and the chain should measure calls.
+fn chain_links(last: usize) -> Value {
+    let mut next: Option<Value> = None;
+    for depth in (0..=last).rev() {
+        let following = next.take();
+        let link = Exo::new("Link")
+            .method("next", move |_, _| Ok(following.clone().unwrap_or(Value::Undefined)))
+            .method("depth", move |_, _| Ok(Value::Number(depth as f64)))
+            .make()
+            .unwrap_or(Value::Undefined);
+        next = Some(link);
+    }
+    next.unwrap_or(Value::Undefined)
+}
+
+// ----------------------------------------------------------------- alice
+
+async fn run_alice(bob: NodeId, bob_addresses: Vec<Multiaddr>) -> BenchResult<()> {
+    let (network, _inbound) = Network::start(&[1; 32], NetConfig::default()).await?;
+    let (raw_reader, mut raw_writer) = network.open_stream(&bob, &bob_addresses).await?;
+    raw_writer.write_all(&[RAW_STREAM]).await?;
+    let (captp_reader, mut captp_writer) = network.open_stream(&bob, &[]).await?;
+    captp_writer.write_all(&[CAPTP_STREAM]).await?;
+    let vat = Vat::current().ok_or("no vat")?;
+    let session = connect(&vat, captp_reader, captp_writer, None, Limits::default());
+    let bench = session.bootstrap();
+    let mut raw = RawClient {
+        reader: BufReader::with_capacity(64 * 1024, raw_reader),
+        writer: raw_writer,
+    };
+
+    println!("net_bench: two nodes in one process, one TCP connection on loopback (Noise + yamux);");
+    println!("each node has a vat thread and a network thread; streams are read and written from the vats.");
+    println!("connected peers of alice: {}", network.connected_peers().len());
+    println!();
+
+    // Round trips.
+    for _ in 0..WARM_UP {
+        raw.ping().await?;
+        when(&E(&bench).call("ping", list![]))
+            .await
+            .map_err(|_| "ping failed")?;
+    }
+    let mut raw_times = Vec::with_capacity(ROUND_TRIPS);
+    for _ in 0..ROUND_TRIPS {
+        let began = Instant::now();
+        raw.ping().await?;
+        raw_times.push(began.elapsed());
+    }
+    let mut captp_times = Vec::with_capacity(ROUND_TRIPS);
+    for _ in 0..ROUND_TRIPS {
+        let began = Instant::now();
+        when(&E(&bench).call("ping", list![]))
+            .await
+            .map_err(|_| "ping failed")?;
+        captp_times.push(began.elapsed());
+    }
+    let raw_round_trip = Summary::of(&mut raw_times);
+    let captp_round_trip = Summary::of(&mut captp_times);
+    println!("round trip, mean / median over {ROUND_TRIPS}:");
+    println!(
+        "  bare ping-pong of a {}-byte frame (the limit)   {:>8.1} µs / {:>8.1} µs",
+        1 + FRAME_PAYLOAD,
+        micros(raw_round_trip.mean),
+        micros(raw_round_trip.median)
+    );
+    println!(
+        "  E(bench).ping() through CapTP                  {:>8.1} µs / {:>8.1} µs   {:.2}× the limit",
+        micros(captp_round_trip.mean),
+        micros(captp_round_trip.median),
+        ratio(captp_round_trip.mean, raw_round_trip.mean)
+    );
+    println!();
+
+    // Bursts.
+    let began = Instant::now();
+    raw.burst(BURST).await?;
+    let raw_burst = began.elapsed();
+    let before = ticks(&bench).await?;
+    let began = Instant::now();
+    for _ in 0..BURST {
+        E(&bench).send_only("tick", list![]);
+    }
+    let after = ticks(&bench).await?;
+    let captp_burst = began.elapsed();
+    if after - before != BURST as f64 {
+        return Err(format!("bob counted {} ticks, not {BURST}", after - before).into());
+    }
+    println!("burst of {BURST}, until the peer has taken the last:");
+    println!(
+        "  bare {}-byte frames (the limit)                 {:>8.1} ms   {:>6.2} M/s",
+        1 + FRAME_PAYLOAD,
+        millis(raw_burst),
+        per_second(BURST, raw_burst) / 1e6
+    );
+    println!(
+        "  E.sendOnly(bench).tick(), unawaited            {:>8.1} ms   {:>6.2} M/s   {:.2}× the limit",
+        millis(captp_burst),
+        per_second(BURST, captp_burst) / 1e6,
+        ratio(captp_burst, raw_burst)
+    );
+    println!();
+
+    // Chains.
+    let mut pipelined = Vec::with_capacity(CHAINS);
+    let mut awaited = Vec::with_capacity(CHAINS);
+    for _ in 0..CHAINS {
+        let began = Instant::now();
+        let mut current = E(&bench).call("link", list![]);
+        for _ in 0..CHAIN {
+            current = E(&current).call("next", list![]);
+        }
+        let depth = when(&E(&current).call("depth", list![]))
+            .await
+            .map_err(|_| "chain failed")?;
+        pipelined.push(began.elapsed());
+        if depth.as_number() != Some(CHAIN as f64) {
+            return Err(format!("the chain reached depth {depth:?}").into());
+        }
+        let began = Instant::now();
+        let mut current = when(&E(&bench).call("link", list![]))
+            .await
+            .map_err(|_| "link failed")?;
+        for _ in 0..CHAIN {
+            current = when(&E(&current).call("next", list![]))
+                .await
+                .map_err(|_| "next failed")?;
+        }
+        when(&E(&current).call("depth", list![]))
+            .await
+            .map_err(|_| "depth failed")?;
+        awaited.push(began.elapsed());
+    }
+    let pipelined = Summary::of(&mut pipelined);
+    let awaited = Summary::of(&mut awaited);
+    println!("a chain of {CHAIN} dependent calls (plus link() and depth()), mean / median over {CHAINS}:");
+    println!(
+        "  one E() round trip (the limit)                 {:>8.1} µs / {:>8.1} µs",
+        micros(captp_round_trip.mean),
+        micros(captp_round_trip.median)
+    );
+    println!(
+        "  pipelined, one await at the end                {:>8.1} µs / {:>8.1} µs   {:.2}× the limit",
+        micros(pipelined.mean),
+        micros(pipelined.median),
+        ratio(pipelined.mean, captp_round_trip.mean)
+    );
+    println!(
+        "  each call awaited before the next (contrast)   {:>8.1} µs / {:>8.1} µs   {:.2}× the limit",
+        micros(awaited.mean),
+        micros(awaited.median),
+        ratio(awaited.mean, captp_round_trip.mean)
+    );
+
+    session.close("benchmark over");
+    network.shutdown().await;
+    Ok(())
+}
+
+async fn ticks(bench: &Value) -> BenchResult<f64> {
+    let count = when(&E(bench).call("ticks", list![]))
+        .await
+        .map_err(|_| "ticks failed")?;
+    count.as_number().ok_or_else(|| "ticks is not a number".into())
+}
+
+struct RawClient {
+    reader: BufReader<StreamReader>,
+    writer: StreamWriter,
+}
+
+impl RawClient {
+    fn frame(kind: u8) -> [u8; 1 + FRAME_PAYLOAD] {
+        let mut frame = [0u8; 1 + FRAME_PAYLOAD];
+        frame[0] = FRAME_PAYLOAD as u8;
+        frame[1] = kind;
+        frame
+    }
+
+    async fn ping(&mut self) -> BenchResult<()> {
+        let frame = Self::frame(ECHO);
+        self.writer.write_all(&frame).await?;
+        self.writer.flush().await?;
+        let mut echoed = [0u8; 1 + FRAME_PAYLOAD];
+        self.reader.read_exact(&mut echoed).await?;
+        if echoed != frame {
+            return Err("the echo differs".into());
+        }
+        Ok(())
+    }
+
+    /// `count` frames the peer swallows, then one it echoes: written as a
+    /// batch, the way a CapTP session writes a turn's output.
+    async fn burst(&mut self, count: usize) -> BenchResult<()> {
+        let swallowed = Self::frame(SWALLOW);
+        let mut batch = Vec::with_capacity((count + 1) * swallowed.len());
+        for _ in 0..count {
+            batch.extend_from_slice(&swallowed);
+        }
+        let last = Self::frame(ECHO);
+        batch.extend_from_slice(&last);
+        self.writer.write_all(&batch).await?;
+        self.writer.flush().await?;
+        let mut echoed = [0u8; 1 + FRAME_PAYLOAD];
+        self.reader.read_exact(&mut echoed).await?;
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Summary {
+    mean: Duration,
+    median: Duration,
+}
+
+impl Summary {
+    fn of(times: &mut [Duration]) -> Summary {
+        times.sort();
+        let total: Duration = times.iter().sum();
+        let count = u32::try_from(times.len().max(1)).unwrap_or(u32::MAX);
+        Summary {
+            mean: total / count,
+            median: times.get(times.len() / 2).copied().unwrap_or_default(),
+        }
+    }
+}
+
+fn micros(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e6
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
+
+fn per_second(count: usize, duration: Duration) -> f64 {
+    count as f64 / duration.as_secs_f64().max(f64::MIN_POSITIVE)
+}
+
+fn ratio(value: Duration, limit: Duration) -> f64 {
+    value.as_secs_f64() / limit.as_secs_f64().max(f64::MIN_POSITIVE)
+}

@@ -1,0 +1,53 @@
+//! What the caller decides about the node's networking: where it listens,
+//! how long a dial may take, how many inbound streams a peer may hold.
+
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    /// Where to listen, e.g. `/ip4/127.0.0.1/tcp/0` or
+    /// `/ip4/0.0.0.0/udp/0/quic-v1`. Port 0 picks a free port; the bound
+    /// addresses are in [`super::Network::listen_addresses`].
+    pub listen_addresses: Vec<Multiaddr>,
+    /// How many streams one peer may have open to us at once (counted until
+    /// both halves are dropped); streams beyond it are reset, with a log line.
+    pub max_inbound_streams_per_peer: usize,
+    /// Bounds [`super::Network::open_stream`] as a whole (dial, handshake,
+    /// stream negotiation), and each connection's handshake.
+    pub dial_timeout: Duration,
+    /// How long a connection with no open stream stays up.
+    pub idle_connection_timeout: Duration,
+    /// How often each connection is pinged.
+    pub ping_interval: Duration,
+    /// A ping unanswered this long closes the connection.
+    pub ping_timeout: Duration,
+    /// A QUIC connection that hears nothing for this long is closed (QUIC
+    /// sends keep-alives at half of it).
+    pub quic_max_idle_timeout: Duration,
+}
+
+impl Default for NetConfig {
+    fn default() -> NetConfig {
+        NetConfig {
+            listen_addresses: Vec::new(),
+            max_inbound_streams_per_peer: 64,
+            dial_timeout: Duration::from_secs(10),
+            idle_connection_timeout: Duration::from_secs(60),
+            ping_interval: Duration::from_secs(15),
+            ping_timeout: Duration::from_secs(20),
+            quic_max_idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl NetConfig {
+    /// The defaults, listening on `addresses`.
+    pub fn listening_on(addresses: impl IntoIterator<Item = Multiaddr>) -> NetConfig {
+        NetConfig {
+            listen_addresses: addresses.into_iter().collect(),
+            ..NetConfig::default()
+        }
+    }
+}

@@ -1,0 +1,533 @@
+//! The network thread: builds the swarm, binds the listeners, then runs one
+//! loop that takes commands from [`super::Network`] handles and events from
+//! the swarm. It owns the swarm outright; handles talk to it only through
+//! the command channel and read what it publishes in a watch channel.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use capstan_store::NodeId;
+use futures::StreamExt;
+use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::core::transport::{Boxed, ListenerId};
+use libp2p::core::{Transport, upgrade};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Stream, Swarm, identify, identity::Keypair, noise, ping, quic, tcp, yamux};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::behaviour::{NodeBehaviour, NodeBehaviourEvent, PeerGate};
+use super::config::NetConfig;
+use super::error::NetError;
+use super::identity::{describe_peer, node_id_of};
+use super::muxer::EndingMuxer;
+use super::stream::{InboundStream, accept_loop};
+use super::{CAPTP_PROTOCOL, IDENTIFY_PROTOCOL};
+
+/// How much longer than the dial timeout a handshake may take: the
+/// caller's timer fires first (so the error says the dial timed out), and
+/// the transport's own bound still frees an abandoned attempt.
+const HANDSHAKE_MARGIN: Duration = Duration::from_secs(1);
+
+/// How long shutting down waits for connections to close cleanly (so peers
+/// learn at once, rather than by a timeout).
+const GRACEFUL_CLOSE: Duration = Duration::from_secs(1);
+
+/// What a [`super::Network`] handle asks of the network thread.
+pub(crate) enum Command {
+    /// Dial if needed, then open a stream, all within the dial timeout.
+    OpenStream {
+        node: NodeId,
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+        reply: oneshot::Sender<Result<Stream, NetError>>,
+    },
+    AddAddresses {
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+    },
+    Disconnect {
+        peer: PeerId,
+    },
+    /// Stop: close connections, then end the thread; `done` is told once
+    /// everything the thread ran has been dropped.
+    Shutdown {
+        done: Option<oneshot::Sender<()>>,
+    },
+}
+
+/// What the network thread publishes for handles to read.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct NetState {
+    pub(crate) listen_addresses: Vec<Multiaddr>,
+    pub(crate) connected: Vec<NodeId>,
+}
+
+/// What a started network thread hands back.
+pub(crate) struct Started {
+    pub(crate) commands: mpsc::UnboundedSender<Command>,
+    pub(crate) state: watch::Receiver<NetState>,
+}
+
+/// Starts the network thread and waits until every listener is bound.
+pub(crate) async fn start(
+    keypair: Keypair,
+    config: NetConfig,
+    inbound: mpsc::UnboundedSender<InboundStream>,
+) -> Result<Started, NetError> {
+    let (ready_sender, ready) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("capstan-net".to_string())
+        .spawn(move || run_thread(keypair, config, inbound, ready_sender))
+        .map_err(|error| NetError::Start {
+            reason: format!("cannot spawn the network thread: {error}"),
+        })?;
+    ready.await.map_err(|_| NetError::Start {
+        reason: "the network thread stopped while starting".to_string(),
+    })?
+}
+
+fn run_thread(
+    keypair: Keypair,
+    config: NetConfig,
+    inbound: mpsc::UnboundedSender<InboundStream>,
+    ready: oneshot::Sender<Result<Started, NetError>>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            let _ = ready.send(Err(NetError::Start {
+                reason: format!("cannot build the network runtime: {error}"),
+            }));
+            return;
+        }
+    };
+    let done = runtime.block_on(async move {
+        let driver = match Driver::new(keypair, config, inbound).await {
+            Ok((driver, started)) => {
+                if ready.send(Ok(started)).is_err() {
+                    return None;
+                }
+                driver
+            }
+            Err(error) => {
+                let _ = ready.send(Err(error));
+                return None;
+            }
+        };
+        driver.run().await
+    });
+    // Dropping the runtime drops every connection task and the accept loop,
+    // so streams still held elsewhere end.
+    drop(runtime);
+    if let Some(done) = done {
+        let _ = done.send(());
+    }
+    tracing::debug!("network thread stopped");
+}
+
+/// Someone waiting for a dial to a peer to end.
+struct DialWaiter {
+    node: NodeId,
+    reply: oneshot::Sender<Result<(), NetError>>,
+}
+
+struct Driver {
+    swarm: Swarm<NodeBehaviour>,
+    config: NetConfig,
+    control: libp2p_stream::Control,
+    commands: mpsc::UnboundedReceiver<Command>,
+    state: watch::Sender<NetState>,
+    /// Callers waiting for a dial to each peer to succeed or fail.
+    dials: HashMap<PeerId, Vec<DialWaiter>>,
+}
+
+impl Driver {
+    async fn new(
+        keypair: Keypair,
+        config: NetConfig,
+        inbound: mpsc::UnboundedSender<InboundStream>,
+    ) -> Result<(Driver, Started), NetError> {
+        let mut swarm = build_swarm(&keypair, &config)?;
+        let mut control = swarm.behaviour().streams.new_control();
+        let incoming = control.accept(CAPTP_PROTOCOL).map_err(|error| NetError::Start {
+            reason: format!("cannot accept {CAPTP_PROTOCOL} streams: {error}"),
+        })?;
+        tokio::spawn(accept_loop(incoming, config.max_inbound_streams_per_peer, inbound));
+
+        let mut pending: HashMap<ListenerId, Multiaddr> = HashMap::new();
+        for address in &config.listen_addresses {
+            let listener = swarm.listen_on(address.clone()).map_err(|error| NetError::Listen {
+                address: address.clone(),
+                reason: error.to_string(),
+            })?;
+            pending.insert(listener, address.clone());
+        }
+        let (state, state_receiver) = watch::channel(NetState::default());
+        let (command_sender, commands) = mpsc::unbounded_channel();
+        let mut driver = Driver {
+            swarm,
+            config,
+            control,
+            commands,
+            state,
+            dials: HashMap::new(),
+        };
+        // Port 0 is only resolved once the listener reports its address.
+        while !pending.is_empty() {
+            let event = driver.swarm.select_next_some().await;
+            match &event {
+                SwarmEvent::NewListenAddr { listener_id, .. } => {
+                    pending.remove(listener_id);
+                }
+                SwarmEvent::ListenerClosed {
+                    listener_id, reason, ..
+                } => {
+                    if let Some(address) = pending.remove(listener_id) {
+                        let reason = match reason {
+                            Ok(()) => "the listener closed".to_string(),
+                            Err(error) => error.to_string(),
+                        };
+                        return Err(NetError::Listen { address, reason });
+                    }
+                }
+                SwarmEvent::ListenerError { listener_id, error } => {
+                    if let Some(address) = pending.remove(listener_id) {
+                        let reason = error.to_string();
+                        return Err(NetError::Listen { address, reason });
+                    }
+                }
+                _ => {}
+            }
+            driver.handle_event(event);
+        }
+        tracing::info!(
+            node = %node_id_of(driver.swarm.local_peer_id()).map(|node| node.to_string()).unwrap_or_default(),
+            addresses = ?driver.state.borrow().listen_addresses,
+            "network listening"
+        );
+        let started = Started {
+            commands: command_sender,
+            state: state_receiver,
+        };
+        Ok((driver, started))
+    }
+
+    /// Runs until a shutdown command or every handle is gone.
+    async fn run(mut self) -> Option<oneshot::Sender<()>> {
+        let done = loop {
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(Command::Shutdown { done }) => break done,
+                    Some(command) => self.handle_command(command),
+                    None => break None,
+                },
+                event = self.swarm.select_next_some() => self.handle_event(event),
+            }
+        };
+        self.close_connections().await;
+        done
+    }
+
+    fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::OpenStream {
+                node,
+                peer,
+                addresses,
+                reply,
+            } => {
+                let connected = self.connect(node, peer, addresses);
+                let mut control = self.control.clone();
+                let timeout = self.config.dial_timeout;
+                tokio::spawn(async move {
+                    let open = async {
+                        connected.await.map_err(|_| NetError::Stopped)??;
+                        control
+                            .open_stream(peer, CAPTP_PROTOCOL)
+                            .await
+                            .map_err(|error| NetError::OpenStream {
+                                node,
+                                reason: error.to_string(),
+                            })
+                    };
+                    let outcome = match tokio::time::timeout(timeout, open).await {
+                        Ok(outcome) => outcome,
+                        Err(_) => Err(NetError::DialTimeout { node, after: timeout }),
+                    };
+                    if let Err(error) = &outcome {
+                        tracing::info!(%node, %error, "opening a stream failed");
+                    }
+                    let _ = reply.send(outcome);
+                });
+            }
+            Command::AddAddresses { peer, addresses } => {
+                for address in addresses {
+                    self.swarm.add_peer_address(peer, address);
+                }
+            }
+            Command::Disconnect { peer } => {
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            Command::Shutdown { .. } => {}
+        }
+    }
+
+    /// Makes sure there is a connection to `peer`: at once if there is one,
+    /// otherwise once a dial (ours or one already in flight) ends.
+    fn connect(
+        &mut self,
+        node: NodeId,
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+    ) -> oneshot::Receiver<Result<(), NetError>> {
+        let (reply, connected) = oneshot::channel();
+        for address in addresses {
+            self.swarm.add_peer_address(peer, address);
+        }
+        if self.swarm.is_connected(&peer) {
+            let _ = reply.send(Ok(()));
+            return connected;
+        }
+        let waiters = self.dials.entry(peer).or_default();
+        waiters.retain(|waiter| !waiter.reply.is_closed());
+        waiters.push(DialWaiter { node, reply });
+        // Addresses come from the address book, where they were just added.
+        let dial = DialOpts::peer_id(peer)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        match self.swarm.dial(dial) {
+            Ok(()) => tracing::debug!(%node, "dialing"),
+            // A dial is in flight; its outcome answers this caller too.
+            Err(DialError::DialPeerConditionFalse(_)) => {}
+            Err(error) => self.dial_ended(peer, Err(error)),
+        }
+        connected
+    }
+
+    fn dial_ended(&mut self, peer: PeerId, outcome: Result<(), DialError>) {
+        let Some(waiters) = self.dials.remove(&peer) else {
+            return;
+        };
+        for waiter in waiters {
+            let result = match &outcome {
+                Ok(()) => Ok(()),
+                Err(error) => Err(dial_error(waiter.node, error)),
+            };
+            let _ = waiter.reply.send(result);
+        }
+    }
+
+    fn handle_event(&mut self, event: SwarmEvent<NodeBehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::debug!(%address, "listening");
+                self.state.send_modify(|state| state.listen_addresses.push(address));
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.state
+                    .send_modify(|state| state.listen_addresses.retain(|listening| *listening != address));
+            }
+            SwarmEvent::ListenerClosed { addresses, reason, .. } => {
+                if let Err(error) = reason {
+                    tracing::warn!(?addresses, %error, "a listener closed");
+                }
+                self.state.send_modify(|state| {
+                    state
+                        .listen_addresses
+                        .retain(|listening| !addresses.contains(listening))
+                });
+            }
+            SwarmEvent::ListenerError { error, .. } => tracing::warn!(%error, "listener error"),
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                tracing::info!(
+                    peer = %describe_peer(&peer_id),
+                    address = %endpoint.get_remote_address(),
+                    dialer = endpoint.is_dialer(),
+                    connections = num_established.get(),
+                    "connection established"
+                );
+                self.dial_ended(peer_id, Ok(()));
+                self.publish_connected();
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                cause,
+                ..
+            } => {
+                tracing::info!(
+                    peer = %describe_peer(&peer_id),
+                    connections = num_established,
+                    cause = cause.map(|cause| cause.to_string()).unwrap_or_else(|| "closed".to_string()),
+                    "connection closed"
+                );
+                self.publish_connected();
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error,
+                ..
+            } => {
+                tracing::info!(peer = %describe_peer(&peer), %error, "dial failed");
+                self.dial_ended(peer, Err(error));
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr, error, ..
+            } => {
+                tracing::debug!(address = %send_back_addr, %error, "incoming connection failed");
+            }
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Ping(ping::Event {
+                peer,
+                connection,
+                result: Err(failure),
+            })) => self.ping_failed(peer, connection, failure),
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Identify(identify::Event::Received {
+                peer_id, info, ..
+            })) => {
+                tracing::debug!(
+                    peer = %describe_peer(&peer_id),
+                    agent = %info.agent_version,
+                    addresses = ?info.listen_addrs,
+                    "identified"
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// libp2p's ping only reports; a peer that stops answering is cut here
+    /// so its streams end rather than hang.
+    fn ping_failed(&mut self, peer: PeerId, connection: ConnectionId, failure: ping::Failure) {
+        if matches!(failure, ping::Failure::Unsupported) {
+            return;
+        }
+        tracing::warn!(peer = %describe_peer(&peer), %failure, "ping failed; closing the connection");
+        self.swarm.close_connection(connection);
+    }
+
+    fn publish_connected(&mut self) {
+        let connected: HashSet<NodeId> = self
+            .swarm
+            .connected_peers()
+            .filter_map(|peer| node_id_of(peer).ok())
+            .collect();
+        let mut connected: Vec<NodeId> = connected.into_iter().collect();
+        connected.sort();
+        self.state.send_modify(|state| state.connected = connected);
+    }
+
+    /// Closes every connection and waits (briefly) for them to go, so
+    /// peers see a clean close instead of waiting for a timeout.
+    async fn close_connections(&mut self) {
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in peers {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        for waiters in std::mem::take(&mut self.dials).into_values() {
+            for waiter in waiters {
+                let _ = waiter.reply.send(Err(NetError::Stopped));
+            }
+        }
+        let drained = tokio::time::timeout(GRACEFUL_CLOSE, async {
+            while self.swarm.connected_peers().next().is_some() {
+                let event = self.swarm.select_next_some().await;
+                self.handle_event(event);
+            }
+        });
+        if drained.await.is_err() {
+            tracing::debug!("some connections did not close in time; dropping them");
+        }
+    }
+}
+
+fn build_swarm(keypair: &Keypair, config: &NetConfig) -> Result<Swarm<NodeBehaviour>, NetError> {
+    let transport = build_transport(keypair, config)?;
+    let behaviour = NodeBehaviour {
+        gate: PeerGate::new(),
+        identify: identify::Behaviour::new(
+            identify::Config::new(IDENTIFY_PROTOCOL.to_string(), keypair.public())
+                .with_agent_version(format!("capstan/{}", env!("CARGO_PKG_VERSION"))),
+        ),
+        ping: ping::Behaviour::new(
+            ping::Config::new()
+                .with_interval(config.ping_interval)
+                .with_timeout(config.ping_timeout),
+        ),
+        streams: libp2p_stream::Behaviour::new(),
+    };
+    let swarm_config =
+        libp2p::swarm::Config::with_tokio_executor().with_idle_connection_timeout(config.idle_connection_timeout);
+    Ok(Swarm::new(
+        transport,
+        behaviour,
+        keypair.public().to_peer_id(),
+        swarm_config,
+    ))
+}
+
+/// TCP + Noise + yamux (with a bound on the whole handshake, which the
+/// stock builder does not set, and streams that end with their connection:
+/// see [`super::muxer`]), or QUIC.
+fn build_transport(keypair: &Keypair, config: &NetConfig) -> Result<Boxed<(PeerId, StreamMuxerBox)>, NetError> {
+    let noise = noise::Config::new(keypair).map_err(|error| NetError::Start {
+        reason: format!("cannot set up Noise: {error}"),
+    })?;
+    let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+        .upgrade(upgrade::Version::V1Lazy)
+        .authenticate(noise)
+        .multiplex(yamux::Config::default())
+        .timeout(config.dial_timeout + HANDSHAKE_MARGIN);
+    let mut quic_config = quic::Config::new(keypair);
+    quic_config.handshake_timeout = config.dial_timeout + HANDSHAKE_MARGIN;
+    quic_config.max_idle_timeout = u32::try_from(config.quic_max_idle_timeout.as_millis()).unwrap_or(u32::MAX);
+    quic_config.keep_alive_interval = config.quic_max_idle_timeout / 2;
+    let quic = quic::tokio::Transport::new(quic_config);
+    Ok(tcp
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(EndingMuxer::new(muxer))))
+        .or_transport(quic.map(|(peer, connection), _| (peer, StreamMuxerBox::new(connection))))
+        .map(|either, _| either.into_inner())
+        .boxed())
+}
+
+/// A dial's failure, named for the node it was for.
+fn dial_error(node: NodeId, error: &DialError) -> NetError {
+    match error {
+        DialError::WrongPeerId { obtained, address } => NetError::WrongPeer {
+            expected: node,
+            answered: describe_peer(obtained),
+            address: address.clone(),
+        },
+        DialError::NoAddresses => NetError::NoAddresses { node },
+        DialError::LocalPeerId { .. } => NetError::DialSelf { node },
+        DialError::Transport(attempts) => NetError::Unreachable {
+            node,
+            reason: attempts
+                .iter()
+                .map(|(address, error)| format!("{address}: {}", transport_error_text(error)))
+                .collect::<Vec<_>>()
+                .join("; "),
+        },
+        other => NetError::Unreachable {
+            node,
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// A transport error with its causes, which libp2p keeps in `source()`.
+fn transport_error_text(error: &libp2p::TransportError<std::io::Error>) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        parts.push(cause.to_string());
+        source = cause.source();
+    }
+    parts.retain(|part| !part.is_empty());
+    parts.join(": ")
+}

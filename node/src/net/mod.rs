@@ -1,0 +1,63 @@
+//! The node's libp2p layer: the swarm that carries CapTP sessions between
+//! nodes, one session per `/capstan/captp/1.0.0` stream.
+//!
+//! - [`Network`]: start the swarm from the node's seed, see where it
+//!   listens and whom it is connected to, add addresses, open streams;
+//! - [`InboundStreams`]: streams peers open to us, each with the
+//!   authenticated remote [`NodeId`](capstan_store::NodeId);
+//! - [`StreamReader`]/[`StreamWriter`]: the two halves of a stream as tokio
+//!   byte streams, ready for [`crate::runtime::connect`];
+//! - [`identity`]: the node id ↔ `PeerId` conversions.
+//!
+//! Transports: TCP + Noise + yamux, and QUIC; identify and ping. The
+//! libp2p `PeerId` is the node's ed25519 key, so every connection
+//! authenticates the node id, and a dial where another node answers fails.
+//!
+//! ## Where the swarm runs
+//!
+//! The swarm runs on a thread of its own, with its own current-thread tokio
+//! runtime; handles send it commands over channels, and streams cross to
+//! the vat as plain values. We chose that over a task on the vat's runtime
+//! because the vat runs object code in turns that may be long: on a shared
+//! thread a long turn would stall every connection (pings time out,
+//! handshakes stall) and, worse, `libp2p-stream` drops any inbound stream
+//! that arrives while its accept loop is not waiting, which is what a busy
+//! shared thread causes. On its own thread the accept loop is always ready,
+//! and the crypto (Noise, QUIC's TLS) runs beside the vat rather than in
+//! its turns. The cost is a cross-thread wake-up per read and per write.
+//!
+//! This works because a libp2p stream holds no I/O of its own: its
+//! connection's task (on the network thread) moves the bytes, and the
+//! stream only exchanges buffers and wakers with it, so a vat on another
+//! runtime can read and write it (the `net_*` tests run exactly that way).
+//! When a connection ends, its streams' reads end (end of file or an
+//! error), so CapTP sessions on them close; for yamux closing from our own
+//! side that takes the wrapper in `muxer.rs`, since yamux leaves its own
+//! streams asleep there.
+
+mod behaviour;
+mod config;
+mod driver;
+mod error;
+pub mod identity;
+mod muxer;
+mod network;
+mod stream;
+
+use libp2p::StreamProtocol;
+
+pub use config::NetConfig;
+pub use error::NetError;
+pub use identity::{keypair_from_seed, node_id_of, peer_id_of};
+pub use libp2p::{Multiaddr, PeerId};
+pub use network::Network;
+pub use stream::{InboundStream, InboundStreams, StreamReader, StreamWriter};
+
+/// The protocol name of CapTP streams between nodes.
+pub const CAPTP_PROTOCOL_NAME: &str = "/capstan/captp/1.0.0";
+
+/// [`CAPTP_PROTOCOL_NAME`] as a libp2p protocol.
+pub const CAPTP_PROTOCOL: StreamProtocol = StreamProtocol::new(CAPTP_PROTOCOL_NAME);
+
+/// The protocol version nodes announce through identify.
+const IDENTIFY_PROTOCOL: &str = "/capstan/1.0.0";
