@@ -41,6 +41,16 @@ pub enum Command {
     },
     /// Check that the node answers.
     Ping,
+    /// Invite a peer: prints a locator to give to the other node's `accept`.
+    Invite { guest: String },
+    /// Accept an invitation (the locator from standard input if omitted),
+    /// naming the inviter NAME.
+    Accept { name: String, locator: Option<String> },
+    /// List the known peers: node id, then addresses.
+    Peers {
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the node's log.
     Log {
         /// Keep printing as the log grows.
@@ -175,7 +185,9 @@ pub struct Start {
     /// Stay attached to the terminal.
     #[arg(long)]
     pub foreground: bool,
-    /// A libp2p address to listen on (repeatable).
+    /// A libp2p address to listen on (repeatable; default
+    /// /ip4/127.0.0.1/tcp/0, loopback on a free port; a server passes a
+    /// fixed port so peers find it again after a restart).
     #[arg(long, value_name = "MULTIADDR")]
     pub listen: Vec<String>,
 }

@@ -51,7 +51,7 @@ pub fn start(state: &StateDir, args: &Start) -> anyhow::Result<()> {
         );
     }
     if args.foreground {
-        return run_foreground(state);
+        return run_foreground(state, &args.listen);
     }
     state
         .paths
@@ -122,7 +122,7 @@ fn log_since(path: &Path, offset: u64) -> String {
     text.trim_end().to_string()
 }
 
-fn run_foreground(state: &StateDir) -> anyhow::Result<()> {
+fn run_foreground(state: &StateDir, listen: &[String]) -> anyhow::Result<()> {
     state
         .paths
         .create()
@@ -133,6 +133,7 @@ fn run_foreground(state: &StateDir) -> anyhow::Result<()> {
         worker_memory_bytes: env_number("CAPSTAN_WORKER_MEMORY_BYTES", 256 * 1024 * 1024),
         worker_time_budget_ms: env_number("CAPSTAN_WORKER_TIME_BUDGET_MS", 10_000),
         worker_program: std::env::current_exe().context("cannot find the capstan program")?,
+        listen_addresses: listen.to_vec(),
     };
     capstan_node::daemon::control::run(options).map_err(|error| match error {
         DaemonError::Store(capstan_node_store_error) => anyhow!("{capstan_node_store_error}"),
@@ -234,6 +235,46 @@ pub fn status(state: &StateDir, json: bool) -> anyhow::Result<()> {
         ("names", "names"),
     ] {
         println!("{label:<11} {}", field(&status, name));
+    }
+    for (label, name) in [("listening", "listenAddresses"), ("connected", "connectedPeers")] {
+        let items = list_field(&status, name);
+        if items.is_empty() {
+            println!("{label:<11} (none)");
+        }
+        for item in items {
+            println!("{label:<11} {item}");
+        }
+    }
+    Ok(())
+}
+
+fn list_field(status: &Value, name: &str) -> Vec<String> {
+    match status.as_record().and_then(|record| record.get(name)) {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|item| item.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `capstan peers`: the known peers, one a line: node id, then addresses.
+pub fn peers(state: &StateDir, json: bool) -> anyhow::Result<()> {
+    let peers = with_client(state, None, |client| async move {
+        let endo = call(&client.host, "lookup", list!["ENDO"]).await?;
+        call(&endo, "peers", list![]).await
+    })?;
+    if json {
+        println!("{}", super::to_json(&peers));
+        return Ok(());
+    }
+    for peer in peers.as_array().unwrap_or_default() {
+        let mut line = field(peer, "nodeId");
+        for address in list_field(peer, "addresses") {
+            line.push(' ');
+            line.push_str(&address);
+        }
+        println!("{line}");
     }
     Ok(())
 }

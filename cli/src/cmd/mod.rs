@@ -4,6 +4,7 @@ pub mod eval;
 pub mod life;
 pub mod mail;
 pub mod names;
+pub mod peers;
 pub mod store;
 pub mod worker;
 
@@ -19,6 +20,9 @@ pub fn run(command: &Command, state: &StateDir, as_agent: Option<&str>) -> anyho
         Command::Restart(args) => life::restart(state, args),
         Command::Status { json } => life::status(state, *json),
         Command::Ping => life::ping(state),
+        Command::Peers { json } => life::peers(state, *json),
+        Command::Invite { guest } => peers::invite(state, as_agent, guest),
+        Command::Accept { name, locator } => peers::accept(state, as_agent, name, locator.as_deref()),
         Command::Log { follow } => life::log(state, *follow),
         Command::Where { what } => life::where_is(state, *what),
         Command::Purge { force } => life::purge(state, *force),

@@ -46,9 +46,19 @@ async fn serve(options: NodeOptions, vat: Vat) -> Result<(), DaemonError> {
     STARTED_AT.with(|cell| cell.set(Some(started)));
     tracing::info!(node = %daemon.node_id, socket = %socket_path.display(), "node ready");
     make_pins(&daemon);
+    super::gateway::greet_peers(&daemon);
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|error| DaemonError::Other(format!("cannot watch for SIGTERM: {error}")))?;
+    let mut inbound = daemon
+        .inbound
+        .borrow_mut()
+        .take()
+        .ok_or_else(|| DaemonError::Other("the node is already serving".to_string()))?;
+    tracing::info!(
+        addresses = ?daemon.network.listen_addresses().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "listening for peers"
+    );
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(|error| DaemonError::Other(format!("cannot watch for SIGINT: {error}")))?;
     loop {
@@ -72,6 +82,13 @@ async fn serve(options: NodeOptions, vat: Vat) -> Result<(), DaemonError> {
                 }
                 Err(error) => tracing::warn!(%error, "accepting a control connection failed"),
             },
+            stream = inbound.next() => match stream {
+                Some(stream) => super::gateway::serve_inbound(&daemon, stream),
+                None => {
+                    tracing::warn!("the network stopped");
+                    break;
+                }
+            },
             _ = daemon.stopped() => break,
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
@@ -81,6 +98,8 @@ async fn serve(options: NodeOptions, vat: Vat) -> Result<(), DaemonError> {
     // Let the answer to `stop` reach the client before the sessions end.
     tokio::time::sleep(Duration::from_millis(50)).await;
     daemon.workers.stop_all();
+    daemon.network.shutdown().await;
+    drop(inbound);
     drop(listener);
     let _ = std::fs::remove_file(&socket_path);
     let _ = std::fs::remove_file(paths.pid_file());
@@ -120,7 +139,12 @@ fn make_pins(daemon: &Rc<Daemon>) {
 
 /// The node's root object (`ENDO`): its life and status.
 pub fn make_endo_object(daemon: &Rc<Daemon>) -> Value {
-    let (d1, d2, d3) = (Rc::clone(daemon), Rc::clone(daemon), Rc::clone(daemon));
+    let (d1, d2, d3, d4) = (
+        Rc::clone(daemon),
+        Rc::clone(daemon),
+        Rc::clone(daemon),
+        Rc::clone(daemon),
+    );
     let made = Exo::new("Endo")
         .interface(M::interface(
             "Endo",
@@ -129,6 +153,7 @@ pub fn make_endo_object(daemon: &Rc<Daemon>) -> Value {
                 ("status", M::call([]).returns(M::record())),
                 ("stop", M::call([]).returns_undefined()),
                 ("host", M::call([]).returns(M::any())),
+                ("peers", M::call([]).returns(M::array())),
             ],
             DefaultGuards::None,
         ))
@@ -139,6 +164,7 @@ pub fn make_endo_object(daemon: &Rc<Daemon>) -> Value {
             Ok(Value::Undefined)
         })
         .method("host", move |_, _| Ok(d3.provide(d3.roots.host)))
+        .method("peers", move |_, _| known_peers(&d4))
         .make();
     match made {
         Ok(value) => value,
@@ -166,5 +192,25 @@ fn status(daemon: &Daemon) -> Value {
         "workers" => daemon.workers.count() as u32,
         "workerPids" => Value::array(daemon.workers.pids().into_iter().map(Value::from)),
         "names" => names as u32,
+        "listenAddresses" => Value::array(daemon.network.listen_addresses().iter().map(|a| Value::from(a.to_string()))),
+        "connectedPeers" => Value::array(daemon.network.connected_peers().iter().map(|n| Value::from(n.to_string()))),
     }
+}
+
+/// Every known peer: node id, addresses, when last seen.
+fn known_peers(daemon: &Daemon) -> Result<Value, capstan_protocol::ErrorValue> {
+    let peers = daemon
+        .store
+        .read()
+        .and_then(|snapshot| snapshot.list_peers())
+        .map_err(|error| capstan_protocol::ErrorValue::plain(error.to_string()))?;
+    let connected = daemon.network.connected_peers();
+    Ok(Value::array(peers.into_iter().map(|(node, record)| {
+        record! {
+            "nodeId" => node.to_string(),
+            "addresses" => Value::array(record.addresses.iter().map(|a| Value::from(a.as_str()))),
+            "lastSeenUnixMs" => record.last_seen_unix_ms as f64,
+            "connected" => connected.contains(&node),
+        }
+    })))
 }

@@ -305,6 +305,11 @@ fn name_error(error: capstan_store::StoreError, path: &[String]) -> ErrorValue {
 
 /// A locator for formula `id`: `capstan://{node}/?id={number}&type={type}`.
 pub fn locator(daemon: &Daemon, id: FormulaId) -> Result<String, ErrorValue> {
+    if id.node() != daemon.node_id {
+        // Another node's formula: its type is known only there.
+        let number: String = id.number().iter().map(|byte| format!("{byte:02x}")).collect();
+        return Ok(format!("capstan://{}/?id={number}&type=remote", id.node()));
+    }
     let formula = daemon
         .formula(id)
         .map_err(|error| ErrorValue::plain(error.to_string()))?;

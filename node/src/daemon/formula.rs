@@ -77,6 +77,10 @@ pub enum Formula {
     ConfinedDirectory { pet_store: Id },
     /// The powerless agent (special name `NONE`).
     LeastAuthority,
+    /// An invitation a host made for a peer, redeemed (and removed) once
+    /// through the gateway: the acceptor's handle is then named
+    /// `guest_name` in the host's names.
+    Invitation { host: Id, guest_name: String },
 }
 
 impl Formula {
@@ -97,6 +101,7 @@ impl Formula {
             Formula::PetStore => "pet-store",
             Formula::Directory { .. } | Formula::ConfinedDirectory { .. } => "directory",
             Formula::LeastAuthority => "least-authority",
+            Formula::Invitation { .. } => "invitation",
         }
     }
 
@@ -110,6 +115,7 @@ impl Formula {
             | Formula::Host { .. }
             | Formula::Guest { .. }
             | Formula::Handle { .. }
+            | Formula::Invitation { .. }
             | Formula::Directory { .. }
             | Formula::ConfinedDirectory { .. } => Vec::new(),
             other => other.dependencies(),
@@ -133,6 +139,7 @@ impl Formula {
                 pet_store,
             } => vec![handle, host_handle, pet_store],
             Formula::Handle { agent } => vec![agent],
+            Formula::Invitation { host, .. } => vec![host],
             Formula::Eval { worker, values, .. } => std::iter::once(worker).chain(values.iter()).collect(),
             Formula::Lookup { hub, .. } => vec![hub],
             Formula::MakeUnconfined { worker, powers, .. } => vec![worker, powers],

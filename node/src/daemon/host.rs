@@ -22,6 +22,8 @@ fn host_guards() -> Vec<(&'static str, Value)> {
     let mut guards = directory_method_guards(false);
     guards.extend(mail_method_guards());
     guards.extend([
+        ("invite", M::call([M::string()]).returns(M::string())),
+        ("accept", M::call([M::string(), path()]).returns_undefined()),
         (
             "evaluate",
             M::call([
@@ -93,6 +95,17 @@ pub fn make_host(daemon: &Rc<Daemon>, id: FormulaId) -> Result<Value, ErrorValue
         },
     );
     let hub = Rc::new(hub);
+
+    let (d, h) = (Rc::clone(daemon), Rc::clone(&hub));
+    let exo = exo.async_method("invite", move |_, args| {
+        let (daemon, hub) = (Rc::clone(&d), Rc::clone(&h));
+        async move { super::gateway::invite(&daemon, &hub, id, handle, &args).await }
+    });
+    let (d, h) = (Rc::clone(daemon), Rc::clone(&hub));
+    let exo = exo.async_method("accept", move |_, args| {
+        let (daemon, hub) = (Rc::clone(&d), Rc::clone(&h));
+        async move { super::gateway::accept(&daemon, &hub, handle, &args).await }
+    });
 
     let (d, h) = (Rc::clone(daemon), Rc::clone(&hub));
     let exo = exo.async_method("provideGuest", move |_, args| {

@@ -59,7 +59,7 @@ pub enum Settled {
 }
 
 impl StoredMessage {
-    fn encode(&self) -> Result<Vec<u8>, ErrorValue> {
+    pub fn encode(&self) -> Result<Vec<u8>, ErrorValue> {
         postcard::to_allocvec(&(MESSAGE_VERSION, self)).map_err(|error| ErrorValue::plain(error.to_string()))
     }
 
@@ -79,7 +79,7 @@ impl StoredMessage {
     }
 }
 
-fn now_rfc3339() -> String {
+pub fn now_rfc3339() -> String {
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -125,6 +125,10 @@ impl Mailbox {
     fn recipient(&self, daemon: &Daemon, name: &Value) -> Result<(FormulaId, FormulaId), ErrorValue> {
         let path = parse_path(name)?;
         let id = self.hub.resolve(daemon, &path)?;
+        if id.node() != daemon.node_id {
+            // A peer's handle: its mail goes through the peer's gateway.
+            return Ok((id, id));
+        }
         agent_and_handle(daemon, id)
             .ok_or_else(|| ErrorValue::type_error(format!("{} is not an agent or a handle", path.join("."))))
     }
@@ -173,7 +177,19 @@ impl Mailbox {
             to: recipient_handle.into(),
             content: Content::Package { strings, names, ids },
         };
+        if recipient_handle.node() != daemon.node_id {
+            return super::gateway::deliver_remote(&daemon.rc(), &message).await;
+        }
         self.append(daemon, recipient, &message).await?;
+        Ok(Value::Undefined)
+    }
+
+    /// Appends a package another node delivered (through the gateway).
+    pub async fn deliver_from_peer(daemon: &Daemon, message: StoredMessage) -> MethodResult {
+        let to = message.to.get().map_err(internal)?;
+        let agent = handle_agent(daemon, to).ok_or_else(|| ErrorValue::plain("Cannot deliver to that"))?;
+        let bytes = message.encode()?;
+        daemon.store.append_message(agent, bytes).await.map_err(store_error)?;
         Ok(Value::Undefined)
     }
 
@@ -191,6 +207,11 @@ impl Mailbox {
             }
         }
         let (recipient, recipient_handle) = self.recipient(daemon, &args[0])?;
+        if recipient_handle.node() != daemon.node_id {
+            return Err(ErrorValue::plain(
+                "requests to a peer's agent are not supported yet; send a package",
+            ));
+        }
         let description = args[1].as_str().unwrap_or_default().to_string();
         let message = StoredMessage {
             date: now_rfc3339(),

@@ -12,12 +12,15 @@
 //! - [`directory`]: name hubs over pet stores;
 //! - [`blob`]: blob references and streaming;
 //! - [`worker`]: worker processes;
+//! - [`gateway`]: what other nodes may ask of this one, and the sessions
+//!   with them;
 //! - [`control`]: the control socket and the node's life.
 
 pub mod blob;
 pub mod control;
 pub mod directory;
 pub mod formula;
+pub mod gateway;
 pub mod guest;
 pub mod host;
 pub mod mail;
@@ -32,6 +35,7 @@ use std::rc::{Rc, Weak};
 use capstan_protocol::{ErrorValue, Value};
 use capstan_store::{FormulaId, NodeId, Store, StoreError};
 
+use crate::net::{InboundStreams, Multiaddr, NetConfig, Network};
 use crate::runtime::{PromiseKit, Vat, when};
 use formula::{Formula, Id};
 use paths::StatePaths;
@@ -61,7 +65,15 @@ pub struct NodeOptions {
     pub worker_time_budget_ms: u64,
     /// The program to run workers with (this binary, normally).
     pub worker_program: std::path::PathBuf,
+    /// libp2p addresses to listen on; none means
+    /// [`DEFAULT_LISTEN_ADDRESS`].
+    pub listen_addresses: Vec<String>,
 }
+
+/// Where a node listens when told nothing: loopback, a free port. Suits a
+/// laptop; a server passes `--listen` with a fixed port (and a public
+/// interface) so its peers can find it again after a restart.
+pub const DEFAULT_LISTEN_ADDRESS: &str = "/ip4/127.0.0.1/tcp/0";
 
 /// The formulas every node has, made on first start.
 #[derive(Clone, Copy, Debug)]
@@ -92,6 +104,12 @@ pub struct Daemon {
     pub workers: worker::Workers,
     /// Callers waiting for answers to their requests.
     pub requests: mail::RequestWaiters,
+    /// The node's libp2p swarm.
+    pub network: Network,
+    /// Streams peers open to us, until the serve loop takes them.
+    pub inbound: RefCell<Option<InboundStreams>>,
+    /// The sessions with other nodes, by node id.
+    pub peers: gateway::PeerSessions,
     stop: tokio::sync::watch::Sender<bool>,
     this: Weak<Daemon>,
 }
@@ -171,6 +189,21 @@ impl Daemon {
                 Ok(())
             })
             .await?;
+        let listen = if options.listen_addresses.is_empty() {
+            vec![DEFAULT_LISTEN_ADDRESS.to_string()]
+        } else {
+            options.listen_addresses.clone()
+        };
+        let mut addresses = Vec::with_capacity(listen.len());
+        for text in &listen {
+            let address: Multiaddr = text
+                .parse()
+                .map_err(|error| DaemonError::Other(format!("bad listen address {text:?}: {error}")))?;
+            addresses.push(address);
+        }
+        let (network, inbound) = Network::start(secret.seed(), NetConfig::listening_on(addresses))
+            .await
+            .map_err(|error| DaemonError::Other(format!("cannot start networking: {error}")))?;
         let (stop, _) = tokio::sync::watch::channel(false);
         let workers = worker::Workers::new(&options);
         Ok(Rc::new_cyclic(|this| Daemon {
@@ -184,6 +217,9 @@ impl Daemon {
             dependents: RefCell::new(HashMap::new()),
             workers,
             requests: mail::RequestWaiters::default(),
+            network,
+            inbound: RefCell::new(Some(inbound)),
+            peers: gateway::PeerSessions::default(),
             stop,
             this: this.clone(),
         }))
@@ -303,6 +339,21 @@ impl Daemon {
         cancelled.len()
     }
 
+    /// Forgets every value obtained from `node`, so they are asked for
+    /// again (over a new session) on next use.
+    pub fn forget_remote(&self, node: NodeId) {
+        let remote: Vec<FormulaId> = self
+            .live
+            .borrow()
+            .keys()
+            .filter(|id| id.node() == node)
+            .copied()
+            .collect();
+        for id in remote {
+            self.cancel(id);
+        }
+    }
+
     fn note_dependency(&self, dependency: FormulaId, dependent: FormulaId) {
         self.dependents
             .borrow_mut()
@@ -313,6 +364,9 @@ impl Daemon {
 
     /// Makes the value of formula `id`.
     async fn incarnate(self: &Rc<Daemon>, id: FormulaId) -> Result<Value, ErrorValue> {
+        if id.node() != self.node_id {
+            return gateway::provide_remote(self, id).await;
+        }
         let formula = self.formula(id).map_err(|error| ErrorValue::plain(error.to_string()))?;
         for dependency in formula.made_from() {
             let dependency = dependency.get().map_err(|error| ErrorValue::plain(error.to_string()))?;
@@ -387,6 +441,9 @@ impl Daemon {
             Formula::Directory { pet_store } => directory::make_directory(self, get(&pet_store)?, false),
             Formula::ConfinedDirectory { pet_store } => directory::make_directory(self, get(&pet_store)?, true),
             Formula::LeastAuthority => Ok(host::make_least_authority(self)),
+            Formula::Invitation { .. } => Err(ErrorValue::plain(
+                "an invitation is used by accepting its locator on another node",
+            )),
         }
     }
 }

@@ -1,0 +1,201 @@
+//! Peers, end to end: two real nodes on loopback, invitations, mail and
+//! remote references between them, restarts and a peer that dies.
+
+use std::time::{Duration, Instant};
+
+use capstan_tests::{Node, kill, use_binary, wait_until};
+
+const LISTEN: &str = "/ip4/127.0.0.1/tcp/0";
+
+const COUNTER: &str = "let n = 0; const counter = makeExo('Counter', M.interface('Counter', { incr: M.call().returns(M.number()), twin: M.call().returns(M.remotable()), never: M.call().returns(M.any()) }), { incr() { n += 1; return n; }, twin() { return counter; }, never() { return new Promise(() => {}); } }); counter";
+
+fn started() -> Node {
+    use_binary(env!("CARGO_BIN_EXE_capstan"));
+    let node = Node::new(&[]);
+    node.run(&["start", "--listen", LISTEN]).ok();
+    node
+}
+
+fn node_id(node: &Node) -> String {
+    node.status()["nodeId"].as_str().expect("node id").to_string()
+}
+
+fn listen_addresses(node: &Node) -> Vec<String> {
+    node.status()["listenAddresses"]
+        .as_array()
+        .expect("listen addresses")
+        .iter()
+        .map(|address| address.as_str().expect("address").to_string())
+        .collect()
+}
+
+/// Two nodes, `alice` having invited `bob`: alice's host names bob's
+/// handle `bob`, bob's names alice's `alice`.
+fn introduced() -> (Node, Node) {
+    let (alice, bob) = (started(), started());
+    let locator = alice.run(&["invite", "bob"]).ok().trim().to_string();
+    assert!(locator.starts_with("capstan://"), "{locator}");
+    bob.run(&["accept", "alice", &locator]).ok();
+    (alice, bob)
+}
+
+/// alice sends bob a counter, which bob adopts as `c`.
+fn counter_for_bob(alice: &Node, bob: &Node) {
+    alice.run(&["eval", COUNTER, "-n", "counter"]).ok();
+    alice.run(&["send", "bob", "a counter for you @counter"]).ok();
+    let inbox = bob.run(&["inbox"]).ok().to_string();
+    assert!(
+        inbox.contains("0. \"alice\" sent \"a counter for you @counter\""),
+        "{inbox}"
+    );
+    bob.run(&["adopt", "0", "counter", "-n", "c"]).ok();
+}
+
+#[test]
+fn an_invitation_is_accepted_once_and_each_side_names_the_other() {
+    let (alice, bob) = (started(), started());
+    let status = alice.status();
+    assert_eq!(status["nodeId"].as_str().map(str::len), Some(64));
+    let addresses = listen_addresses(&alice);
+    assert!(addresses[0].starts_with("/ip4/127.0.0.1/tcp/"), "{addresses:?}");
+    assert_ne!(addresses[0], "/ip4/127.0.0.1/tcp/0");
+
+    let locator = alice.run(&["invite", "bob"]).ok().trim().to_string();
+    assert!(
+        locator.starts_with(&format!("capstan://{}/?id=", node_id(&alice))),
+        "{locator}"
+    );
+    assert!(locator.contains("&type=invitation&from="), "{locator}");
+    assert!(locator.contains("&at=%2Fip4%2F127.0.0.1%2Ftcp%2F"), "{locator}");
+    // The locator from standard input.
+    bob.run_with_input(&["accept", "alice"], locator.as_bytes()).ok();
+
+    let names = |node: &Node| node.run(&["list"]).ok().lines().map(str::to_string).collect::<Vec<_>>();
+    assert!(names(&alice).contains(&"bob".to_string()));
+    assert!(names(&bob).contains(&"alice".to_string()));
+    let peers = bob.run(&["peers"]).ok().to_string();
+    assert!(
+        peers.starts_with(&format!("{} /ip4/127.0.0.1/tcp/", node_id(&alice))),
+        "{peers}"
+    );
+    let peers = alice.run(&["peers"]).ok().to_string();
+    assert!(peers.contains(&node_id(&bob)), "{peers}");
+    let connected = bob.status()["connectedPeers"].clone();
+    assert_eq!(connected, serde_json::json!([node_id(&alice)]));
+    let shown = bob.run(&["status"]).ok().to_string();
+    assert!(shown.contains(&format!("connected   {}", node_id(&alice))), "{shown}");
+
+    let located = bob.run(&["locate", "alice"]).ok().to_string();
+    assert!(
+        located.starts_with(&format!("capstan://{}/?id=", node_id(&alice))),
+        "{located}"
+    );
+    let asked = bob.run(&["request", "something", "-t", "alice"]);
+    assert!(asked.err().contains("not supported"), "{}", asked.err());
+
+    let again = bob.run(&["accept", "alice-again", &locator]);
+    assert!(
+        again.err().contains("This invitation was already used"),
+        "{}",
+        again.err()
+    );
+    let carol = started();
+    let third = carol.run(&["accept", "alice", &locator]);
+    assert!(
+        third.err().contains("This invitation was already used"),
+        "{}",
+        third.err()
+    );
+}
+
+#[test]
+fn a_counter_sent_in_mail_is_called_from_the_other_node_and_survives_restarts() {
+    let (alice, bob) = introduced();
+    counter_for_bob(&alice, &bob);
+    assert_eq!(bob.eval("E(c).incr()", &["c:c"]), "1");
+    assert_eq!(bob.eval("E(c).incr()", &["c:c"]), "2");
+    // A pipelined chain: calls on the result of a call not yet answered.
+    assert_eq!(bob.eval("E(E(E(c).twin()).twin()).incr()", &["c:c"]), "3");
+    // alice's own view of the same counter.
+    assert_eq!(alice.eval("E(c).incr()", &["c:counter"]), "4");
+
+    // bob restarts: the name still works (same counter, same count).
+    bob.run(&["restart", "--listen", LISTEN]).ok();
+    assert_eq!(bob.eval("E(c).incr()", &["c:c"]), "5");
+
+    // alice restarts, on a new port: she tells bob where she is now, and
+    // bob's name gets the counter made again on alice's node.
+    alice.run(&["restart", "--listen", LISTEN]).ok();
+    let address = listen_addresses(&alice).remove(0);
+    assert!(
+        wait_until(Duration::from_secs(10), || bob
+            .run(&["peers"])
+            .stdout
+            .contains(&address)),
+        "bob did not learn alice's new address"
+    );
+    assert_eq!(bob.eval("E(c).incr()", &["c:c"]), "1");
+    // Mail still flows both ways.
+    bob.run(&["eval", "'thanks'", "-n", "note"]).ok();
+    bob.run(&["send", "alice", "thanks @note"]).ok();
+    let inbox = alice.run(&["inbox"]).ok().to_string();
+    assert!(inbox.contains("\"bob\" sent \"thanks @note\""), "{inbox}");
+}
+
+#[test]
+fn a_worker_sent_in_mail_evaluates_on_the_granting_node() {
+    let (alice, bob) = introduced();
+    alice.run(&["spawn", "helper"]).ok();
+    alice.run(&["send", "bob", "use my worker @helper"]).ok();
+    bob.run(&["adopt", "0", "helper", "-n", "alices-worker"]).ok();
+    assert_eq!(bob.run(&["eval", "6*7", "-w", "alices-worker"]).ok().trim(), "42");
+    let alice_workers = alice.status()["workers"].as_u64();
+    let bob_workers = bob.status()["workers"].as_u64();
+    assert_eq!(alice_workers, Some(1), "the eval ran in alice's worker");
+    assert_eq!(bob_workers, Some(0), "bob started no worker");
+}
+
+#[test]
+fn when_a_peer_dies_calls_fail_naming_it_and_the_next_use_reconnects() {
+    let (alice, bob) = introduced();
+    counter_for_bob(&alice, &bob);
+    assert_eq!(bob.eval("E(c).incr()", &["c:c"]), "1");
+    let alice_id = node_id(&alice);
+    let short = &alice_id[..12];
+
+    // A call pending when alice dies fails, naming her, within a bound.
+    let mut pending = bob
+        .command(&["eval", "E(c).never()", "c:c"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn eval");
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = alice.pid().expect("alice's pid");
+    let killed = Instant::now();
+    kill(pid, libc::SIGKILL);
+    assert!(
+        wait_until(Duration::from_secs(15), || pending.try_wait().ok().flatten().is_some()),
+        "the pending call did not fail"
+    );
+    let output = pending.wait_with_output().expect("eval output");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(short), "{stderr}");
+    assert!(killed.elapsed() < Duration::from_secs(15));
+
+    // The next call fails at once, naming her.
+    let started_at = Instant::now();
+    let failed = bob.run(&["eval", "E(c).incr()", "c:c"]);
+    assert!(failed.err().contains(short), "{}", failed.err());
+    assert!(started_at.elapsed() < Duration::from_secs(15));
+
+    // alice comes back (on a new port, which she tells bob): bob reconnects.
+    alice.run(&["start", "--listen", LISTEN]).ok();
+    let address = listen_addresses(&alice).remove(0);
+    assert!(wait_until(Duration::from_secs(10), || bob
+        .run(&["peers"])
+        .stdout
+        .contains(&address)));
+    assert_eq!(bob.eval("E(c).incr()", &["c:c"]), "1");
+}
