@@ -361,3 +361,27 @@ fn confinement_audit_of_the_guest_interface() {
     // The audit's reject() answered the peer's request.
     let _ = waiting.wait();
 }
+
+#[test]
+fn name_changes_stream_to_followers_for_hosts_and_guests() {
+    use std::io::{BufRead, BufReader};
+    let node = started(&[]);
+    node.run(&["mkguest", "gil"]).ok();
+    node.run(&["store", "-n", "first", "--text", "1"]).ok();
+    let mut following = node
+        .command(&["--as", "gil", "list", "-f"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("follow");
+    let mut lines = BufReader::new(following.stdout.take().expect("stdout")).lines();
+    let mut next = || lines.next().and_then(Result::ok).unwrap_or_default();
+    // The names there now, then each change as it happens.
+    assert_eq!([next(), next(), next()], ["AGENT", "HOST", "SELF"]);
+    node.run(&["send", "gil", "have @first"]).ok();
+    node.run(&["--as", "gil", "adopt", "0", "first", "-n", "kept"]).ok();
+    assert_eq!(next(), "kept");
+    node.run(&["--as", "gil", "remove", "kept"]).ok();
+    assert_eq!(next(), "-kept");
+    let _ = following.kill();
+    let _ = following.wait();
+}
