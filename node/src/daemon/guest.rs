@@ -7,17 +7,15 @@
 
 use std::rc::Rc;
 
-use capstan_protocol::guards::DefaultGuards;
 use capstan_protocol::patterns::M;
 use capstan_protocol::{ErrorValue, Value};
 use capstan_store::FormulaId;
 
 use super::Daemon;
-use super::directory::{directory_method_guards, with_directory_methods};
-use super::formula::Formula;
-use super::mail::{Mailbox, mail_method_guards, with_mail_methods};
-use super::names::{hub_of_agent, parse_path, parse_pet_name, store_error};
-use crate::runtime::{Exo, when};
+use super::directory::directory_method_guards;
+use super::mail::{agent_exo, mail_method_guards};
+use super::names::{parse_path, parse_pet_name, store_error};
+use crate::runtime::when;
 
 /// What a guest can do, for `help()`.
 const HELP: &str = "A guest agent. Names: has, list, lookup, reverseLookup, storeValue, remove, move, copy, \
@@ -41,23 +39,7 @@ fn guest_guards() -> Vec<(&'static str, Value)> {
 
 /// Makes the guest agent of formula `id`.
 pub fn make_guest(daemon: &Rc<Daemon>, id: FormulaId) -> Result<Value, ErrorValue> {
-    let hub = hub_of_agent(daemon, id)?;
-    let Formula::Guest { handle, .. } = daemon.formula(id).map_err(|e| ErrorValue::plain(e.to_string()))? else {
-        return Err(ErrorValue::plain("not a guest"));
-    };
-    let handle = handle.get().map_err(|e| ErrorValue::plain(e.to_string()))?;
-    let exo = Exo::new("EndoGuest").interface(M::interface("EndoGuest", guest_guards(), DefaultGuards::None));
-    let exo = with_directory_methods(exo, daemon, hub.clone(), true);
-    let exo = with_mail_methods(
-        exo,
-        daemon,
-        Mailbox {
-            agent: id,
-            handle,
-            hub: hub.clone(),
-            confined: true,
-        },
-    );
+    let (exo, hub, _) = agent_exo(daemon, id, "EndoGuest", guest_guards(), true)?;
     let exo = exo.method("help", |_, _| Ok(Value::from(HELP)));
 
     let (d, h) = (Rc::clone(daemon), hub.clone());

@@ -11,10 +11,10 @@ use capstan_protocol::{ErrorValue, Value};
 use capstan_store::FormulaId;
 
 use super::Daemon;
-use super::directory::{directory_method_guards, with_directory_methods};
+use super::directory::directory_method_guards;
 use super::formula::Formula;
-use super::mail::{Mailbox, mail_method_guards, with_mail_methods};
-use super::names::{Hub, hub_of_agent, parse_path, parse_pet_name, store_error};
+use super::mail::{agent_exo, mail_method_guards};
+use super::names::{Hub, parse_path, parse_pet_name, store_error};
 use crate::runtime::Exo;
 
 fn host_guards() -> Vec<(&'static str, Value)> {
@@ -77,23 +77,7 @@ fn host_guards() -> Vec<(&'static str, Value)> {
 
 /// Makes the host agent of formula `id`.
 pub fn make_host(daemon: &Rc<Daemon>, id: FormulaId) -> Result<Value, ErrorValue> {
-    let hub = hub_of_agent(daemon, id)?;
-    let Formula::Host { handle, .. } = daemon.formula(id).map_err(|e| ErrorValue::plain(e.to_string()))? else {
-        return Err(ErrorValue::plain("not a host"));
-    };
-    let handle = handle.get().map_err(|e| ErrorValue::plain(e.to_string()))?;
-    let exo = Exo::new("EndoHost").interface(M::interface("EndoHost", host_guards(), DefaultGuards::None));
-    let exo = with_directory_methods(exo, daemon, hub.clone(), false);
-    let exo = with_mail_methods(
-        exo,
-        daemon,
-        Mailbox {
-            agent: id,
-            handle,
-            hub: hub.clone(),
-            confined: false,
-        },
-    );
+    let (exo, hub, handle) = agent_exo(daemon, id, "EndoHost", host_guards(), false)?;
     let hub = Rc::new(hub);
 
     let (d, h) = (Rc::clone(daemon), Rc::clone(&hub));

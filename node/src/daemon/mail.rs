@@ -561,6 +561,31 @@ pub fn agent_pet_store(daemon: &Daemon, agent: FormulaId) -> Result<FormulaId, E
     }
 }
 
+/// The part every agent shares: an exo with `tag` and `guards`, the
+/// directory methods over the agent's names and the mail methods over its
+/// mailbox (both confined for a guest). Returns it with the agent's hub
+/// and handle.
+pub fn agent_exo(
+    daemon: &Rc<Daemon>,
+    id: FormulaId,
+    tag: &str,
+    guards: Vec<(&'static str, Value)>,
+    confined: bool,
+) -> Result<(Exo, Hub, FormulaId), ErrorValue> {
+    let hub = super::names::hub_of_agent(daemon, id)?;
+    let (agent, handle) = agent_and_handle(daemon, id)
+        .ok_or_else(|| ErrorValue::plain(format!("{tag} is made from an agent formula")))?;
+    let exo = Exo::new(tag).interface(M::interface(tag, guards, DefaultGuards::None));
+    let exo = super::directory::with_directory_methods(exo, daemon, hub.clone(), confined);
+    let mailbox = Mailbox {
+        agent,
+        handle,
+        hub: hub.clone(),
+        confined,
+    };
+    Ok((with_mail_methods(exo, daemon, mailbox), hub, handle))
+}
+
 /// The guards of the mail methods every agent has.
 pub fn mail_method_guards() -> Vec<(&'static str, Value)> {
     let path = || M::or([M::string(), M::array_of(M::string(), None)]);
