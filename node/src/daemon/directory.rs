@@ -183,38 +183,21 @@ async fn make_directory_at(daemon: Rc<Daemon>, hub: Rc<Hub>, args: Vec<Value>, c
         let name = parse_pet_name(&name)?;
         let pet_store = FormulaId::random(daemon.node_id).map_err(store_error)?;
         let directory = FormulaId::random(daemon.node_id).map_err(store_error)?;
-        let records = [
-            (pet_store, Formula::PetStore.to_record()),
-            (
-                directory,
-                if confined {
-                    Formula::ConfinedDirectory {
-                        pet_store: pet_store.into(),
-                    }
-                } else {
-                    Formula::Directory {
-                        pet_store: pet_store.into(),
-                    }
-                }
-                .to_record(),
-            ),
-        ];
-        let mut checked = Vec::new();
-        for (id, record) in records {
-            checked.push((id, record.map_err(|error| ErrorValue::plain(error.to_string()))?));
-        }
-        let parent_store = parent.pet_store;
-        // The formulas and the name are one commit.
+        let directory_formula = if confined {
+            Formula::ConfinedDirectory {
+                pet_store: pet_store.into(),
+            }
+        } else {
+            Formula::Directory {
+                pet_store: pet_store.into(),
+            }
+        };
         daemon
-            .store
-            .transact(move |tx| {
-                for (id, record) in &checked {
-                    tx.put_formula(*id, record)?;
-                }
-                tx.write_name(parent_store, &name, directory)
-            })
-            .await
-            .map_err(store_error)?;
+            .commit_formulas(
+                &[(pet_store, Formula::PetStore), (directory, directory_formula)],
+                vec![(parent.pet_store, name, directory)],
+            )
+            .await?;
         daemon.provide_settled(directory).await
     }
 }

@@ -311,24 +311,9 @@ async fn provide_agent(
             ));
         }
     }
-    let mut records = Vec::new();
-    for (id, formula) in &formulas {
-        records.push((*id, formula.to_record().map_err(|e| ErrorValue::plain(e.to_string()))?));
-    }
-    let parent_store = parent.pet_store;
-    daemon
-        .store
-        .transact(move |tx| {
-            for (id, record) in &records {
-                tx.put_formula(*id, record)?;
-            }
-            for (name, id) in &introduced {
-                tx.write_name(pet_store, name, *id)?;
-            }
-            tx.write_name(parent_store, &name, agent)
-        })
-        .await
-        .map_err(store_error)?;
+    let mut names: Vec<_> = introduced.into_iter().map(|(name, id)| (pet_store, name, id)).collect();
+    names.push((parent.pet_store, name, agent));
+    daemon.commit_formulas(&formulas, names).await?;
     daemon.provide_settled(agent).await
 }
 
@@ -397,28 +382,15 @@ async fn make_named(
     formula: &Formula,
     name: Option<&Value>,
 ) -> Result<FormulaId, ErrorValue> {
-    let record = formula
-        .to_record()
-        .map_err(|error| ErrorValue::plain(error.to_string()))?;
     let id = FormulaId::random(daemon.node_id).map_err(store_error)?;
-    let target = match name {
-        Some(Value::Undefined) | None => None,
+    let names = match name {
+        Some(Value::Undefined) | None => Vec::new(),
         Some(path) => {
             let (parent, last) = hub.resolve_parent(daemon, &parse_path(path)?)?;
-            Some((parent.pet_store, parse_pet_name(&last)?))
+            vec![(parent.pet_store, parse_pet_name(&last)?, id)]
         }
     };
-    daemon
-        .store
-        .transact(move |tx| {
-            tx.put_formula(id, &record)?;
-            if let Some((pet_store, name)) = &target {
-                tx.write_name(*pet_store, name, id)?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(store_error)?;
+    daemon.commit_formulas(&[(id, formula.clone())], names).await?;
     Ok(id)
 }
 

@@ -264,6 +264,36 @@ impl Daemon {
         Ok(id)
     }
 
+    /// Stores new formulas and the names given to them (or to others) in
+    /// one commit: a value and its name appear together or not at all.
+    pub async fn commit_formulas(
+        &self,
+        formulas: &[(FormulaId, Formula)],
+        names: Vec<(FormulaId, capstan_store::PetName, FormulaId)>,
+    ) -> Result<(), ErrorValue> {
+        let mut records = Vec::with_capacity(formulas.len());
+        for (id, formula) in formulas {
+            records.push((
+                *id,
+                formula
+                    .to_record()
+                    .map_err(|error| ErrorValue::plain(error.to_string()))?,
+            ));
+        }
+        self.store
+            .transact(move |tx| {
+                for (id, record) in &records {
+                    tx.put_formula(*id, record)?;
+                }
+                for (pet_store, name, id) in &names {
+                    tx.write_name(*pet_store, name, *id)?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(names::store_error)
+    }
+
     /// The value of formula `id`: made on first use (dependencies first),
     /// then the same value every time until cancelled. Returns a promise
     /// while it is being made.
