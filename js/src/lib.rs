@@ -7,9 +7,17 @@
 //! the endowments, and the guest globals `E`, `Far`, `makeExo`,
 //! `defineExoClass`, `defineExoClassKit`, `M`, `matches`, `mustMatch`,
 //! `harden`, `passStyleOf`, `makeTagged`, `makeCopySet`, `makeCopyBag`,
-//! `makeCopyMap`, `assert` and `console`. Pass styles, patterns, guards and
-//! copy collections are the Rust value layer of `capstan-protocol`, so
-//! their messages are the same on both sides (and Endo's).
+//! `makeCopyMap`, `makeDefaultExo`, `assert` and `console`.
+//! `makeDefaultExo(name, methods, interfaceGuard?)` is MetaMask's
+//! kernel-utils helper: `makeExo` with an interface whose methods take and
+//! return any passables. Guest modules may import only a few synthetic
+//! modules that re-export these globals under the names of the Endo and
+//! MetaMask packages (`@endo/eventual-send`, `@endo/far`, `@endo/patterns`,
+//! `@endo/exo`, `@metamask/kernel-utils/exo`).
+//!
+//! Pass styles, patterns, guards and copy collections are the Rust value
+//! layer of `capstan-protocol`, so their messages are the same on both
+//! sides (and Endo's).
 //!
 //! # Driving it
 //!
@@ -18,10 +26,12 @@
 //! - [`GuestRuntime::evaluate`], [`GuestRuntime::make_module`] and
 //!   [`GuestRuntime::call_module_export`] run guest code;
 //!   [`GuestRuntime::deliver`] and [`GuestRuntime::get`] deliver messages
-//!   to guest objects the engine exported. Each is one turn: it runs the
-//!   promise jobs it causes and answers an [`Outcome`]: settled, or
-//!   pending on a promise the engine reports later through
-//!   [`Host::promise_settled`].
+//!   to guest objects the engine exported; [`GuestRuntime::build_vat`]
+//!   runs a vat program (`buildRootObject(vatPowers, parameters,
+//!   baggage)`) with a baggage whose writes go to a host store. Each is
+//!   one turn: it runs the promise jobs it causes and answers an
+//!   [`Outcome`]: settled, or pending on a promise the engine reports
+//!   later through [`Host::promise_settled`].
 //! - Guest sends to host references call [`Host::send`] / [`Host::get`],
 //!   which answer at once with a promise reference (pipelining works: a
 //!   send to that promise goes to the host at once too); the runtime
@@ -84,6 +94,7 @@ mod engine;
 mod error;
 mod host;
 mod limits;
+mod modules;
 mod natives;
 mod realm;
 mod runtime;

@@ -420,7 +420,14 @@
     );
   };
 
-  const inertTarget = freeze(() => {});
+  // Without own `name` and `length`: a frozen target's own data
+  // properties bind a proxy's `get`, so `E(x).name()` would throw.
+  const inertTarget = (() => {
+    const target = () => {};
+    delete target.name;
+    delete target.length;
+    return freeze(target);
+  })();
   const propertyName = property => (typeof property === 'string' && property !== 'then' ? property : undefined);
 
   const E = target =>
@@ -760,6 +767,116 @@
   };
   const passStyleOf = value => natives.passStyleOf(value);
 
+  // ---- vats: makeDefaultExo, baggage, buildRootObject --------------------
+
+  // An exo whose methods take and return any passables (MetaMask's
+  // kernel-utils default), unless an interface guard is given.
+  const makeDefaultExo = (name, methods, interfaceGuard = undefined) =>
+    makeExo(
+      name,
+      interfaceGuard === undefined ? M.interface(name, {}, { defaultGuards: 'passable' }) : interfaceGuard,
+      methods,
+    );
+
+  // The baggage of a vat: a map store of string keys to passables, worded
+  // as Endo's map stores. Each write is also sent, send-only and in order,
+  // to `store`, which keeps it durably.
+  const makeBaggage = (entries, store) => {
+    const label = 'baggage';
+    const values = new Map();
+    for (const [key, value] of entries) {
+      values.set(key, value);
+    }
+    const assertKey = key => {
+      if (typeof key !== 'string') {
+        throw TypeError(`keys of collection ${q(label)} must be strings, not ${q(key)}`);
+      }
+    };
+    const assertPresent = key => {
+      assertKey(key);
+      if (!values.has(key)) {
+        throw Error(`key ${q(key)} not found in collection ${q(label)}`);
+      }
+    };
+    const passable = value => {
+      harden(value);
+      natives.passStyleOf(value);
+      return value;
+    };
+    const record = (method, args) => {
+      eventualSend(store, method, harden(args), false);
+    };
+    return harden({
+      has(key) {
+        assertKey(key);
+        return values.has(key);
+      },
+      get(key) {
+        assertPresent(key);
+        return values.get(key);
+      },
+      init(key, value) {
+        assertKey(key);
+        if (values.has(key)) {
+          throw Error(`key ${q(key)} already registered in collection ${q(label)}`);
+        }
+        passable(value);
+        values.set(key, value);
+        record('init', [key, value]);
+      },
+      set(key, value) {
+        assertPresent(key);
+        passable(value);
+        values.set(key, value);
+        record('set', [key, value]);
+      },
+      delete(key) {
+        assertPresent(key);
+        values.delete(key);
+        record('delete', [key]);
+      },
+      keys() {
+        return harden([...values.keys()].sort());
+      },
+    });
+  };
+
+  const buildFailure = reason => {
+    const message = isObject(reason) && isErrorLike(reason) ? reason.message : q(reason);
+    return harden(Error(`buildRootObject failed: ${message}`));
+  };
+
+  // Runs a vat program whose module evaluated to `namespace` (or threw
+  // `moduleError`): builds its root object with a fresh baggage.
+  const buildVat = (namespace, threw, moduleError, parameters, entries, store, powers) => {
+    if (threw) {
+      throw buildFailure(moduleError);
+    }
+    const build = namespace.buildRootObject;
+    if (typeof build !== 'function') {
+      throw harden(Error('buildRootObject failed: the vat program does not export buildRootObject'));
+    }
+    const baggage = makeBaggage(entries, store);
+    let result;
+    try {
+      result = build(powers, parameters, baggage);
+    } catch (error) {
+      throw buildFailure(error);
+    }
+    return promiseThen(
+      resolvePromise(result),
+      root => {
+        if (!isObject(root) || remotables.get(root) === undefined) {
+          throw harden(TypeError(`buildRootObject must return a remotable root object, not ${q(root)}`));
+        }
+        return root;
+      },
+      error => {
+        throw buildFailure(error);
+      },
+    );
+  };
+
   // ---- assert and console ----------------------------------------------
 
   const detailsText = details => (typeof details === 'string' ? details : String(details));
@@ -845,7 +962,7 @@
 
   const guestGlobals = {
     E, Far, makeExo, defineExoClass, defineExoClassKit, M, matches, mustMatch, harden, passStyleOf, makeTagged,
-    makeCopySet, makeCopyBag, makeCopyMap, assert, console,
+    makeCopySet, makeCopyBag, makeCopyMap, assert, console, makeDefaultExo,
   };
 
   // Tames and freezes a fresh realm, keeps only the standard globals, and
@@ -913,6 +1030,7 @@
     registerRealm,
     freeze,
     guestGlobals,
+    buildVat,
   };
   // Hardened by the first `lockdownRealm`, after the realm is tamed.
   return api;

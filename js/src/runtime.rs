@@ -22,10 +22,20 @@ use crate::engine::Engine;
 use crate::error::GuestError;
 use crate::host::{Host, Outcome, Settlement};
 use crate::limits::GuestLimits;
+use crate::modules::SyntheticModules;
 use crate::{natives, realm};
 
 const LIBRARY_SOURCE: &str = include_str!("library.js");
 const OUT_OF_MEMORY: &str = "out of memory";
+const MODULE_WAITING: &str = "Module evaluation is waiting on a promise the host has not settled";
+
+/// How the evaluation of a guest module came out.
+enum ModuleEvaluation<'js> {
+    Done(Module<'js, rquickjs::module::Evaluated>),
+    Threw(JsValue<'js>),
+    /// Its top-level await waits on the host.
+    Waiting,
+}
 
 /// The deadline of the current entry, shared with the interrupt handler.
 #[derive(Default)]
@@ -85,6 +95,7 @@ impl GuestRuntime {
         let handler_budget = Rc::clone(&budget);
         runtime.set_interrupt_handler(Some(Box::new(move || handler_budget.should_interrupt())));
         let engine = Rc::new(Engine::new(host, limits.conversion));
+        runtime.set_loader(SyntheticModules, SyntheticModules);
         let root = Context::full(&runtime)?;
         let guest_runtime = GuestRuntime {
             engine,
@@ -148,42 +159,27 @@ impl GuestRuntime {
         })
     }
 
-    /// Evaluates `source` as an ES module in a new compartment (imports
-    /// are refused) and calls its export `make(powers)`.
+    /// Evaluates `source` as an ES module in a new compartment (it may
+    /// import only the synthetic modules named in the crate docs) and
+    /// calls its export `make(powers)`.
     pub fn make_module(&mut self, source: &str, powers: Value) -> Result<Outcome, GuestError> {
         self.call_module_export(source, "make", &[powers])
     }
 
     /// Evaluates `source` as an ES module in a new compartment and calls
-    /// its export `export` with `args` (for vats: `buildRootObject`).
+    /// its export `export` with `args`.
     pub fn call_module_export(&mut self, source: &str, export: &str, args: &[Value]) -> Result<Outcome, GuestError> {
         let compartment = self.compartment()?;
         self.enter(&compartment, |ctx| {
-            let evaluated = Module::declare(ctx.clone(), "guest-module", source).and_then(|module| module.eval());
-            let (module, evaluation) = match self.call_guest(ctx, evaluated)? {
-                Ok(evaluated) => evaluated,
-                Err(thrown) => return self.settled_error(ctx, &thrown),
-            };
-            self.drain(ctx)?;
-            match evaluation.state() {
-                PromiseState::Resolved => {}
-                PromiseState::Rejected => {
-                    let thrown = js(evaluation
-                        .result::<JsValue>()
-                        .map_or(Ok(()), |result| result.map(|_| ())))
-                    .err()
-                    .map(|_| ctx.catch());
-                    let thrown = thrown.unwrap_or_else(|| JsValue::new_undefined(ctx.clone()));
-                    return self.settled_error(ctx, &thrown);
-                }
-                PromiseState::Pending => {
+            let module = match self.evaluate_module(ctx, source)? {
+                ModuleEvaluation::Done(module) => module,
+                ModuleEvaluation::Threw(thrown) => return self.settled_error(ctx, &thrown),
+                ModuleEvaluation::Waiting => {
                     return Ok(Outcome::Settled(Err(Value::error(
-                        capstan_protocol::ErrorValue::plain(
-                            "Module evaluation is waiting on a promise the host has not settled",
-                        ),
+                        capstan_protocol::ErrorValue::plain(MODULE_WAITING),
                     ))));
                 }
-            }
+            };
             let function: JsValue = js(module.get(export))?;
             let Some(function) = function.as_function().cloned() else {
                 return Ok(Outcome::Settled(Err(Value::error(
@@ -200,6 +196,83 @@ impl GuestRuntime {
             let called = self.call_guest(ctx, call.apply::<JsValue>(&function))?;
             self.turn(ctx, called)
         })
+    }
+
+    /// Runs a vat program: evaluates `source` (an ES module exporting
+    /// `buildRootObject(vatPowers, parameters, baggage)`) in a new
+    /// compartment and builds its root object; the outcome is the root
+    /// (waiting for it if `buildRootObject` returns a promise).
+    ///
+    /// The vat's `baggage` starts with `entries` (string keys, passable
+    /// values). Each successful `init(key, value)`, `set(key, value)` and
+    /// `delete(key)` of the vat is also sent, send-only and in order, to
+    /// `store` (a host reference, usually).
+    ///
+    /// Failures: a module that does not evaluate, a missing export, or a
+    /// `buildRootObject` that throws or rejects reject with
+    /// `buildRootObject failed: {message}`; a root that is not a
+    /// remotable rejects with `buildRootObject must return a remotable
+    /// root object, not {value}`.
+    pub fn build_vat(
+        &mut self,
+        source: &str,
+        parameters: &Value,
+        entries: &[(String, Value)],
+        store: &Value,
+        powers: &Value,
+    ) -> Result<Outcome, GuestError> {
+        let compartment = self.compartment()?;
+        let entries = Value::array(
+            entries
+                .iter()
+                .map(|(key, value)| Value::array([Value::from(key.as_str()), value.clone()])),
+        );
+        self.enter(&compartment, |ctx| {
+            let undefined = JsValue::new_undefined(ctx.clone());
+            let (namespace, threw, thrown) = match self.evaluate_module(ctx, source)? {
+                ModuleEvaluation::Done(module) => (js(module.namespace())?.into_value(), false, undefined),
+                ModuleEvaluation::Threw(thrown) => (undefined.clone(), true, thrown),
+                ModuleEvaluation::Waiting => (
+                    undefined,
+                    true,
+                    js(rquickjs::Exception::from_message(ctx.clone(), MODULE_WAITING))?.into_value(),
+                ),
+            };
+            let mut converter = js(Converter::new(&self.engine, ctx, Mode::Export))?;
+            let mut call = rquickjs::function::Args::new(ctx.clone(), 7);
+            js(call.push_args([namespace, JsValue::new_bool(ctx.clone(), threw), thrown]))?;
+            for value in [parameters, &entries, store, powers] {
+                js(call.push_arg(js(converter.js_value(value))?))?;
+            }
+            let build_vat = js(converter.library().function("buildVat"))?;
+            let called = self.call_guest(ctx, call.apply::<JsValue>(&build_vat))?;
+            self.turn(ctx, called)
+        })
+    }
+
+    /// Declares and evaluates `source` as the module of the compartment
+    /// `ctx`, running the jobs its evaluation causes.
+    fn evaluate_module<'js>(&self, ctx: &Ctx<'js>, source: &str) -> Result<ModuleEvaluation<'js>, GuestError> {
+        let evaluated = Module::declare(ctx.clone(), "guest-module", source).and_then(|module| module.eval());
+        let (module, evaluation) = match self.call_guest(ctx, evaluated)? {
+            Ok(evaluated) => evaluated,
+            Err(thrown) => return Ok(ModuleEvaluation::Threw(thrown)),
+        };
+        self.drain(ctx)?;
+        match evaluation.state() {
+            PromiseState::Resolved => Ok(ModuleEvaluation::Done(module)),
+            PromiseState::Rejected => {
+                let thrown = js(evaluation
+                    .result::<JsValue>()
+                    .map_or(Ok(()), |result| result.map(|_| ())))
+                .err()
+                .map(|_| ctx.catch());
+                Ok(ModuleEvaluation::Threw(
+                    thrown.unwrap_or_else(|| JsValue::new_undefined(ctx.clone())),
+                ))
+            }
+            PromiseState::Pending => Ok(ModuleEvaluation::Waiting),
+        }
     }
 
     /// Delivers a message from the host to a guest object this runtime

@@ -99,7 +99,7 @@ fn globals_are_the_standard_ones_the_guest_globals_and_the_endowments() {
     assert_eq!(
         extra.as_str(),
         Some(
-            "E Far M assert console defineExoClass defineExoClassKit harden makeCopyBag makeCopyMap makeCopySet \
+            "E Far M assert console defineExoClass defineExoClassKit harden makeCopyBag makeCopyMap makeCopySet makeDefaultExo \
              makeExo makeTagged matches mustMatch passStyleOf powers standard"
         )
     );

@@ -1,7 +1,8 @@
 //! The worker process, from its own side: one vat, one JavaScript engine,
 //! and one CapTP session to the node over standard input and output. Its
-//! bootstrap object evaluates code and runs modules; the engine's objects
-//! and promises are first-class targets of the vat (see
+//! bootstrap object evaluates code, runs modules and builds vats (a vat
+//! program's root, with a baggage whose writes go to the node's store);
+//! the engine's objects and promises are first-class targets of the vat (see
 //! [`Foreign`](crate::runtime::Foreign)), so they travel to the node and
 //! back like any reference. Guest output goes to standard error, which the
 //! node keeps in the worker's log.
@@ -166,6 +167,12 @@ impl Bridge {
     fn finish(&self, vat: &Vat, outcome: Result<Outcome, capstan_js::GuestError>, resolver: Resolver) {
         match outcome {
             Ok(Outcome::Settled(settlement)) => vat.settle(resolver, settlement),
+            // A host promise handed straight back (`return E(x).m()`):
+            // the vat, not the engine, learns how it settles.
+            Ok(Outcome::Pending(promise)) if !self.guest.borrow().owns(&promise) => vat.when_settled(
+                &Value::Promise(promise),
+                Box::new(move |vat: &Vat, settlement: &Settlement| vat.settle(resolver, settlement.clone())),
+            ),
             Ok(Outcome::Pending(promise)) => self.when_settled(
                 vat,
                 &promise,
@@ -222,8 +229,25 @@ fn outcome_value(outcome: Result<Outcome, capstan_js::GuestError>) -> MethodResu
     }
 }
 
+/// The `[key, value]` pairs a vat's baggage starts with.
+fn baggage_entries(entries: &Value) -> Result<Vec<(String, Value)>, ErrorValue> {
+    entries
+        .as_array()
+        .unwrap_or_default()
+        .iter()
+        .map(|entry| match entry.as_array() {
+            Some([Value::String(key), value]) => Ok((key.to_string(), value.clone())),
+            _ => Err(ErrorValue::type_error(format!(
+                "A baggage entry must be a [key string, value] pair, not {}",
+                capstan_protocol::quote::quote(entry)
+            ))),
+        })
+        .collect()
+}
+
 fn make_worker_object(bridge: &Rc<Bridge>) -> MethodResult {
     let (evaluating, making, bundling) = (Rc::clone(bridge), Rc::clone(bridge), Rc::clone(bridge));
+    let building = Rc::clone(bridge);
     Exo::new("EndoWorker")
         .interface(M::interface(
             "EndoWorker",
@@ -234,6 +258,10 @@ fn make_worker_object(bridge: &Rc<Bridge>) -> MethodResult {
                 ),
                 ("makeUnconfined", M::call([M::string(), M::any()]).returns(M::any())),
                 ("makeBundle", M::call([M::string(), M::any()]).returns(M::any())),
+                (
+                    "buildVat",
+                    M::call([M::string(), M::any(), M::array(), M::remotable(), M::record()]).returns(M::any()),
+                ),
                 ("ping", M::call([]).returns(M::string())),
                 ("terminate", M::call([]).returns_undefined()),
             ],
@@ -262,6 +290,15 @@ fn make_worker_object(bridge: &Rc<Bridge>) -> MethodResult {
         .method("makeBundle", move |_, args| {
             let source = args[0].as_str().unwrap_or_default();
             let outcome = bundling.guest.borrow_mut().make_module(source, args[1].clone());
+            outcome_value(outcome)
+        })
+        .method("buildVat", move |_, args| {
+            let source = args[0].as_str().unwrap_or_default();
+            let entries = baggage_entries(&args[2])?;
+            let outcome = building
+                .guest
+                .borrow_mut()
+                .build_vat(source, &args[1], &entries, &args[3], &args[4]);
             outcome_value(outcome)
         })
         .method("ping", |_, _| Ok(Value::from("pong")))
