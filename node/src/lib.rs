@@ -9,6 +9,7 @@
 //!   serving the node over CapTP on its standard streams.
 
 pub mod daemon;
+pub mod kernel;
 pub mod net;
 pub mod runtime;
 pub mod worker_process;

@@ -20,6 +20,7 @@
 pub mod captp;
 pub mod collections;
 pub mod guards;
+pub mod json;
 pub mod marshal;
 pub mod order;
 pub mod patterns;

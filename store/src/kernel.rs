@@ -10,8 +10,8 @@ use redb::ReadableTable;
 use crate::error::{Result, StoreError};
 use crate::ids::{BaggageKey, Kref, KrefKind, SubclusterId, VatId, Vref};
 use crate::schema::{
-    BAGGAGE, CLIST_BY_KREF, CLIST_BY_VREF, COUNTER_NEXT_KO, COUNTER_NEXT_KP, COUNTERS, KREFS, KrefKey, REVOKED,
-    SUBCLUSTERS, VAT_CONFIGS, VatKrefKey, VatTextKey, read_counter,
+    BAGGAGE, CLIST_BY_KREF, CLIST_BY_VREF, COUNTER_NEXT_KO, COUNTER_NEXT_KP, COUNTER_NEXT_SUBCLUSTER, COUNTER_NEXT_VAT,
+    COUNTERS, KREFS, KrefKey, REVOKED, SUBCLUSTERS, VAT_CONFIGS, VatKrefKey, VatTextKey, read_counter,
 };
 use crate::tx::{Snapshot, Tx};
 
@@ -97,6 +97,26 @@ impl Tx<'_> {
         let number = read_counter(&self.tables.counters, counter)?;
         self.tables.counters.insert(counter, number.saturating_add(1))?;
         Ok(Kref { kind, number })
+    }
+
+    /// Hands out the next vat id (`v1`, `v2`, …); never reused.
+    pub fn allocate_vat_id(&mut self) -> Result<VatId> {
+        let number = self.next_number(COUNTER_NEXT_VAT)?;
+        format!("v{number}").parse()
+    }
+
+    /// Hands out the next subcluster id (`s1`, `s2`, …); never reused.
+    pub fn allocate_subcluster_id(&mut self) -> Result<SubclusterId> {
+        let number = self.next_number(COUNTER_NEXT_SUBCLUSTER)?;
+        format!("s{number}").parse()
+    }
+
+    /// Counters missing from older stores start at 1.
+    fn next_number(&mut self, counter: &'static str) -> Result<u64> {
+        let stored = self.tables.counters.get(counter)?.map(|value| value.value());
+        let number = stored.unwrap_or(1).max(1);
+        self.tables.counters.insert(counter, number.saturating_add(1))?;
+        Ok(number)
     }
 
     /// Stores a kref's owner/info bytes, replacing the old ones.

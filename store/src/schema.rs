@@ -26,6 +26,8 @@ pub(crate) const COUNTER_NEXT_PET_STORE: &str = "next_pet_store";
 pub(crate) const COUNTER_NEXT_BLOB_STORAGE: &str = "next_blob_storage";
 pub(crate) const COUNTER_NEXT_KO: &str = "next_ko";
 pub(crate) const COUNTER_NEXT_KP: &str = "next_kp";
+pub(crate) const COUNTER_NEXT_VAT: &str = "next_vat";
+pub(crate) const COUNTER_NEXT_SUBCLUSTER: &str = "next_subcluster";
 
 /// A fixed-size byte string, compared as bytes. (redb's own `[u8; N]`
 /// compares element by element, several times slower on every lookup.)

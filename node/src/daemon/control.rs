@@ -46,6 +46,12 @@ async fn serve(options: NodeOptions, vat: Vat) -> Result<(), DaemonError> {
     STARTED_AT.with(|cell| cell.set(Some(started)));
     tracing::info!(node = %daemon.node_id, socket = %socket_path.display(), "node ready");
     make_pins(&daemon);
+    let kernel = Rc::clone(&daemon.kernel);
+    vat.spawn(async move {
+        if let Err(error) = kernel.start().await {
+            tracing::error!(%error, "the kernel did not start fully");
+        }
+    });
     super::gateway::greet_peers(&daemon);
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -98,6 +104,7 @@ async fn serve(options: NodeOptions, vat: Vat) -> Result<(), DaemonError> {
     // Let the answer to `stop` reach the client before the sessions end.
     tokio::time::sleep(Duration::from_millis(50)).await;
     daemon.workers.stop_all();
+    daemon.kernel.stop();
     daemon.network.shutdown().await;
     drop(inbound);
     drop(listener);

@@ -77,6 +77,8 @@ pub enum Formula {
     ConfinedDirectory { pet_store: Id },
     /// The powerless agent (special name `NONE`).
     LeastAuthority,
+    /// The kernel facet (special name `KERNEL` of hosts).
+    Kernel,
     /// An invitation a host made for a peer, redeemed (and removed) once
     /// through the gateway: the acceptor's handle is then named
     /// `guest_name` in the host's names.
@@ -101,6 +103,7 @@ impl Formula {
             Formula::PetStore => "pet-store",
             Formula::Directory { .. } | Formula::ConfinedDirectory { .. } => "directory",
             Formula::LeastAuthority => "least-authority",
+            Formula::Kernel => "kernel",
             Formula::Invitation { .. } => "invitation",
         }
     }
@@ -146,7 +149,11 @@ impl Formula {
             Formula::MakeBundle { worker, powers, bundle } => vec![worker, powers, bundle],
             Formula::Marshal { slots, .. } => slots.iter().collect(),
             Formula::Directory { pet_store } | Formula::ConfinedDirectory { pet_store } => vec![pet_store],
-            Formula::Worker | Formula::ReadableBlob { .. } | Formula::PetStore | Formula::LeastAuthority => Vec::new(),
+            Formula::Worker
+            | Formula::ReadableBlob { .. }
+            | Formula::PetStore
+            | Formula::LeastAuthority
+            | Formula::Kernel => Vec::new(),
         }
     }
 

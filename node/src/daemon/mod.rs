@@ -12,11 +12,13 @@
 //! - [`directory`]: name hubs over pet stores;
 //! - [`blob`]: blob references and streaming;
 //! - [`worker`]: worker processes;
+//! - [`config`]: the node's config file;
 //! - [`gateway`]: what other nodes may ask of this one, and the sessions
 //!   with them;
 //! - [`control`]: the control socket and the node's life.
 
 pub mod blob;
+pub mod config;
 pub mod control;
 pub mod directory;
 pub mod formula;
@@ -85,6 +87,7 @@ pub struct RootIds {
     pub main_worker: FormulaId,
     pub least_authority: FormulaId,
     pub pins: FormulaId,
+    pub kernel: FormulaId,
 }
 
 /// The daemon's state, shared by the objects it makes. Lives on the vat's
@@ -110,6 +113,8 @@ pub struct Daemon {
     pub inbound: RefCell<Option<InboundStreams>>,
     /// The sessions with other nodes, by node id.
     pub peers: gateway::PeerSessions,
+    /// Subclusters of vats, kernel services, krefs (`KERNEL`).
+    pub kernel: Rc<crate::kernel::Kernel>,
     stop: tokio::sync::watch::Sender<bool>,
     this: Weak<Daemon>,
 }
@@ -140,6 +145,7 @@ impl Daemon {
             main_worker: id("main-worker"),
             least_authority: id("least-authority"),
             pins: id("pins"),
+            kernel: id("kernel"),
         };
         let root_formulas = [
             (
@@ -168,6 +174,7 @@ impl Daemon {
             (roots.host_pet_store, Formula::PetStore),
             (roots.main_worker, Formula::Worker),
             (roots.least_authority, Formula::LeastAuthority),
+            (roots.kernel, Formula::Kernel),
             (
                 roots.pins,
                 Formula::Directory {
@@ -189,10 +196,13 @@ impl Daemon {
                 Ok(())
             })
             .await?;
-        let listen = if options.listen_addresses.is_empty() {
-            vec![DEFAULT_LISTEN_ADDRESS.to_string()]
-        } else {
+        let config = config::NodeConfig::read(&options.paths.config())?;
+        let listen = if !options.listen_addresses.is_empty() {
             options.listen_addresses.clone()
+        } else if !config.listen.is_empty() {
+            config.listen.clone()
+        } else {
+            vec![DEFAULT_LISTEN_ADDRESS.to_string()]
         };
         let mut addresses = Vec::with_capacity(listen.len());
         for text in &listen {
@@ -206,6 +216,22 @@ impl Daemon {
             .map_err(|error| DaemonError::Other(format!("cannot start networking: {error}")))?;
         let (stop, _) = tokio::sync::watch::channel(false);
         let workers = worker::Workers::new(&options);
+        let mut kernel_options = crate::kernel::KernelOptions::new(worker::WorkerSpawner::new(&options));
+        kernel_options.system_subclusters = config.system_subclusters;
+        let kernel = crate::kernel::Kernel::new(store.clone(), vat.clone(), kernel_options)
+            .map_err(|error| DaemonError::Other(format!("cannot start the kernel: {error}")))?;
+        let comms_network = network.clone();
+        kernel.set_comms_status(Rc::new(move || {
+            let addresses = comms_network.listen_addresses();
+            let peers = comms_network.connected_peers();
+            capstan_protocol::record! {
+                "state" => if addresses.is_empty() { "identity-only" } else { "connected" },
+                "peerId" => comms_network.peer_id().to_string(),
+                "nodeId" => comms_network.node_id().to_string(),
+                "listenAddresses" => Value::array(addresses.iter().map(|address| Value::from(address.to_string()))),
+                "connectedPeers" => Value::array(peers.iter().map(|peer| Value::from(peer.to_string()))),
+            }
+        }));
         Ok(Rc::new_cyclic(|this| Daemon {
             store,
             node_id,
@@ -220,6 +246,7 @@ impl Daemon {
             network,
             inbound: RefCell::new(Some(inbound)),
             peers: gateway::PeerSessions::default(),
+            kernel,
             stop,
             this: this.clone(),
         }))
@@ -471,6 +498,7 @@ impl Daemon {
             Formula::Directory { pet_store } => directory::make_directory(self, get(&pet_store)?, false),
             Formula::ConfinedDirectory { pet_store } => directory::make_directory(self, get(&pet_store)?, true),
             Formula::LeastAuthority => Ok(host::make_least_authority(self)),
+            Formula::Kernel => Ok(self.kernel.facet()),
             Formula::Invitation { .. } => Err(ErrorValue::plain(
                 "an invitation is used by accepting its locator on another node",
             )),

@@ -185,7 +185,7 @@ impl Hub {
 }
 
 /// An agent's hub: its pet store and its special names. A host has
-/// `AGENT`, `SELF`, `MAIN`, `ENDO`, `NONE` (and the node's own host
+/// `AGENT`, `SELF`, `MAIN`, `ENDO`, `KERNEL`, `NONE` (and the node's own host
 /// `PINS`); a guest has `AGENT`, `SELF` and `HOST` (its host's handle,
 /// never the host).
 pub fn agent_hub(daemon: &Daemon, id: FormulaId, formula: &Formula) -> Result<Hub, ErrorValue> {
@@ -201,6 +201,7 @@ pub fn agent_hub(daemon: &Daemon, id: FormulaId, formula: &Formula) -> Result<Hu
             let mut specials = vec![
                 ("AGENT", id),
                 ("ENDO", get(endo)?),
+                ("KERNEL", daemon.roots.kernel),
                 ("MAIN", get(main_worker)?),
                 ("NONE", get(least_authority)?),
             ];

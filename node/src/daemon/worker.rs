@@ -7,6 +7,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::rc::Rc;
 
@@ -29,20 +30,14 @@ struct Running {
 
 /// The node's running workers, by formula id.
 pub struct Workers {
-    program: std::path::PathBuf,
-    memory_bytes: u64,
-    time_budget_ms: u64,
-    logs: std::path::PathBuf,
+    spawner: WorkerSpawner,
     running: RefCell<HashMap<FormulaId, Running>>,
 }
 
 impl Workers {
     pub fn new(options: &NodeOptions) -> Workers {
         Workers {
-            program: options.worker_program.clone(),
-            memory_bytes: options.worker_memory_bytes,
-            time_budget_ms: options.worker_time_budget_ms,
-            logs: options.paths.worker_logs(),
+            spawner: WorkerSpawner::new(options),
             running: RefCell::new(HashMap::new()),
         }
     }
@@ -63,7 +58,88 @@ impl Workers {
 
     /// Spawns the worker for formula `id` and returns its bootstrap object.
     pub async fn start(&self, daemon: &Rc<Daemon>, id: FormulaId) -> Result<Value, ErrorValue> {
-        let log_path = self.logs.join(format!("{}.log", log_name(id)));
+        let process = self.spawner.spawn(&daemon.vat, &log_name(id))?;
+        let WorkerProcess {
+            child,
+            connection,
+            bootstrap,
+            pid,
+        } = process;
+        self.running.borrow_mut().insert(
+            id,
+            Running {
+                child: Rc::clone(&child),
+                connection: connection.clone(),
+                pid,
+            },
+        );
+        tracing::info!(worker = %log_name(id), pid, "worker started");
+        // When the session ends (the process died or was stopped), forget
+        // the worker so its formula is made again on next use.
+        let watcher = Rc::clone(daemon);
+        daemon.vat.spawn(async move {
+            let reason = connection.closed().await;
+            reap(&child, &log_name(id), &reason).await;
+            watcher.workers.running.borrow_mut().remove(&id);
+            watcher.cancel(id);
+        });
+        ready(&bootstrap).await
+    }
+
+    /// Stops worker `id` if it runs.
+    pub fn stop(&self, id: FormulaId, reason: &str) {
+        let running = self.running.borrow_mut().remove(&id);
+        if let Some(running) = running {
+            running.connection.close(reason);
+            if let Some(child) = running.child.borrow_mut().as_mut() {
+                let _ = child.start_kill();
+            }
+        }
+    }
+
+    /// Stops every worker (the node is stopping).
+    pub fn stop_all(&self) {
+        let ids: Vec<FormulaId> = self.running.borrow().keys().copied().collect();
+        for id in ids {
+            self.stop(id, "the node is stopping");
+        }
+    }
+}
+
+/// How to start worker processes: the program, its limits and where
+/// their logs go. Formula workers and kernel vats both start this way.
+#[derive(Clone, Debug)]
+pub struct WorkerSpawner {
+    pub program: PathBuf,
+    pub memory_bytes: u64,
+    pub time_budget_ms: u64,
+    pub logs: PathBuf,
+}
+
+/// A started worker process and its session.
+pub struct WorkerProcess {
+    /// The process, until it is reaped.
+    pub child: Rc<RefCell<Option<Child>>>,
+    pub connection: ConnectionHandle,
+    /// The worker object (it answers once the worker is ready).
+    pub bootstrap: Value,
+    pub pid: Option<u32>,
+}
+
+impl WorkerSpawner {
+    pub fn new(options: &NodeOptions) -> WorkerSpawner {
+        WorkerSpawner {
+            program: options.worker_program.clone(),
+            memory_bytes: options.worker_memory_bytes,
+            time_budget_ms: options.worker_time_budget_ms,
+            logs: options.paths.worker_logs(),
+        }
+    }
+
+    /// Starts a worker process whose standard error goes to
+    /// `<logs>/<log_name>.log`, with a CapTP session to it on `vat`.
+    pub fn spawn(&self, vat: &crate::runtime::Vat, log_name: &str) -> Result<WorkerProcess, ErrorValue> {
+        let log_path = self.logs.join(format!("{log_name}.log"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -85,58 +161,34 @@ impl Workers {
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(ErrorValue::plain("the worker process has no pipes"));
         };
-        let connection = connect(&daemon.vat, stdout, stdin, None, Limits::default());
+        let connection = connect(vat, stdout, stdin, None, Limits::default());
         let bootstrap = connection.bootstrap();
-        let child = Rc::new(RefCell::new(Some(child)));
-        self.running.borrow_mut().insert(
-            id,
-            Running {
-                child: Rc::clone(&child),
-                connection: connection.clone(),
-                pid,
-            },
-        );
-        tracing::info!(worker = %log_name(id), pid, "worker started");
-        // When the session ends (the process died or was stopped), forget
-        // the worker so its formula is made again on next use.
-        let watcher = Rc::clone(daemon);
-        daemon.vat.spawn(async move {
-            let reason = connection.closed().await;
-            let taken = child.borrow_mut().take();
-            if let Some(mut process) = taken {
-                let _ = process.start_kill();
-                let status = process.wait().await;
-                tracing::info!(worker = %log_name(id), ?status, %reason, "worker ended");
-            }
-            watcher.workers.running.borrow_mut().remove(&id);
-            watcher.cancel(id);
-        });
-        // The worker answers its bootstrap once it is ready.
-        when(&bootstrap).await.map_err(|reason| {
-            ErrorValue::plain(format!(
-                "the worker did not start: {}",
-                super::reason_to_error(reason).message
-            ))
+        Ok(WorkerProcess {
+            child: Rc::new(RefCell::new(Some(child))),
+            connection,
+            bootstrap,
+            pid,
         })
     }
+}
 
-    /// Stops worker `id` if it runs.
-    pub fn stop(&self, id: FormulaId, reason: &str) {
-        let running = self.running.borrow_mut().remove(&id);
-        if let Some(running) = running {
-            running.connection.close(reason);
-            if let Some(child) = running.child.borrow_mut().as_mut() {
-                let _ = child.start_kill();
-            }
-        }
-    }
+/// Waits for a worker's bootstrap object: the worker answers once ready.
+pub async fn ready(bootstrap: &Value) -> Result<Value, ErrorValue> {
+    when(bootstrap).await.map_err(|reason| {
+        ErrorValue::plain(format!(
+            "the worker did not start: {}",
+            super::reason_to_error(reason).message
+        ))
+    })
+}
 
-    /// Stops every worker (the node is stopping).
-    pub fn stop_all(&self) {
-        let ids: Vec<FormulaId> = self.running.borrow().keys().copied().collect();
-        for id in ids {
-            self.stop(id, "the node is stopping");
-        }
+/// Ends a worker process whose session closed, and logs how it ended.
+pub async fn reap(child: &Rc<RefCell<Option<Child>>>, log_name: &str, reason: &str) {
+    let taken = child.borrow_mut().take();
+    if let Some(mut process) = taken {
+        let _ = process.start_kill();
+        let status = process.wait().await;
+        tracing::info!(worker = %log_name, ?status, %reason, "worker ended");
     }
 }
 

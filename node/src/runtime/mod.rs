@@ -19,4 +19,4 @@ pub mod vat;
 pub use connection::{ConnectionHandle, connect};
 pub use eventual::{E, EProxy, PromiseKit, Settle, When, when};
 pub use exo::{Context, Exo, ExoClass, ExoClassKit, MethodResult, Methods};
-pub use vat::{Behavior, Foreign, Invocation, Message, Resolver, Settlement, Vat, Waiter, type_error};
+pub use vat::{Behavior, DeliveryGate, Foreign, Invocation, Message, Resolver, Settlement, Vat, Waiter, type_error};

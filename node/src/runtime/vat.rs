@@ -191,7 +191,12 @@ struct VatCore {
     /// Waiters on promises that sessions made, by reference identity.
     remote_waiters: RefCell<HashMap<usize, (Reference, Vec<Waiter>)>>,
     foreign: RefCell<Option<Rc<dyn Foreign>>>,
+    gate: RefCell<Option<DeliveryGate>>,
 }
+
+/// Decides whether a delivery to an object may go ahead: `Some(reason)`
+/// refuses it (the kernel uses this for revoked objects).
+pub type DeliveryGate = Rc<dyn Fn(&Reference) -> Option<Value>>;
 
 /// A handle to a vat. Cheap to clone; usable only on the vat's thread.
 #[derive(Clone)]
@@ -221,6 +226,7 @@ impl Vat {
             next_session: Cell::new(1),
             remote_waiters: RefCell::new(HashMap::new()),
             foreign: RefCell::new(None),
+            gate: RefCell::new(None),
         }))
     }
 
@@ -582,6 +588,11 @@ impl Vat {
             _ => return None,
         };
         let remote = RemoteTarget::of(reference)?;
+        if matches!(target, Value::Remotable(_))
+            && let Some(reason) = self.refused_by_gate(reference)
+        {
+            return Some(wants_result.then(|| self.rejected(reason)));
+        }
         let Some(connection) = self.connection(remote.session()) else {
             let reason = type_error(format!(
                 "Cannot {}: the connection to its peer is closed",
@@ -618,11 +629,24 @@ impl Vat {
         promise
     }
 
+    /// Installs the check every delivery to an object passes first,
+    /// whoever sent it (a session, or this vat's own code).
+    pub fn set_delivery_gate(&self, gate: DeliveryGate) {
+        *self.0.gate.borrow_mut() = Some(gate);
+    }
+
+    fn refused_by_gate(&self, reference: &Reference) -> Option<Value> {
+        let gate = self.0.gate.borrow().clone()?;
+        gate(reference)
+    }
+
     /// Delivers `message` to `target` now (we are in a turn).
     pub(crate) fn deliver(&self, target: Value, message: Message, resolver: Resolver) {
         match &target {
             Value::Remotable(reference) => {
-                if let Some(behavior) = self.behavior_of(reference) {
+                if let Some(reason) = self.refused_by_gate(reference) {
+                    self.settle(resolver, Err(reason));
+                } else if let Some(behavior) = self.behavior_of(reference) {
                     let invocation = match message {
                         Message::Call { method, args } => behavior.invoke(&target, &method, args),
                         Message::Get { field } => Invocation::Ready(behavior.get(&target, &field)),
