@@ -36,12 +36,15 @@ pub struct VatConfig {
 }
 
 /// Where a vat's program comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum VatSource {
     /// A file (`sourceSpec`), read when the vat is launched.
     File(PathBuf),
     /// A stored blob by content hash (`bundleSpec`), 64 hex digits.
     Blob(String),
+    /// A readable blob reference (`bundleSpec` given as the blob itself,
+    /// as the CLI does for a pet name).
+    BlobReference(Value),
 }
 
 /// A system subcluster: launched once under a name, restored on every
@@ -165,6 +168,14 @@ fn vat_source(
     base: Option<&Path>,
     bundles: Option<&capstan_protocol::value::Record>,
 ) -> Result<VatSource, KernelError> {
+    if let Some(blob @ Value::Remotable(_)) = vat.get("bundleSpec") {
+        if vat.get("sourceSpec").is_some() || vat.get("bundleName").is_some() {
+            return Err(bad(format!(
+                "{what} must name its code by exactly one of \"sourceSpec\", \"bundleSpec\" or \"bundleName\""
+            )));
+        }
+        return Ok(VatSource::BlobReference(blob.clone()));
+    }
     let source_spec = text_field(vat, "sourceSpec", what)?;
     let bundle_spec = text_field(vat, "bundleSpec", what)?;
     let bundle_name = text_field(vat, "bundleName", what)?;

@@ -494,6 +494,7 @@ impl Kernel {
         for (name, vat) in &config.vats {
             let source = self
                 .load_source(&vat.source)
+                .await
                 .map_err(|error| KernelError::Launch(format!("vat {name:?}: {error}")))?;
             let parameters = refs::encode_plain(&vat.parameters)
                 .map_err(|error| KernelError::Launch(format!("vat {name:?}: parameters {error}")))?;
@@ -641,6 +642,12 @@ impl Kernel {
                 record.bootstrap
             )));
         };
+        // A bootstrap vat whose root has no `bootstrap` method needs none.
+        if let Ok(Value::Array(names)) = when(&E(&root).call("__getMethodNames__", list![])).await
+            && !names.iter().any(|name| name.as_str() == Some("bootstrap"))
+        {
+            return Ok(Value::Undefined);
+        }
         let result = E(&root).call("bootstrap", list![Value::record(vats), Value::record(services)]);
         when(&result).await.map_err(|reason| {
             ErrorValue::plain(format!(
@@ -651,8 +658,34 @@ impl Kernel {
         })
     }
 
-    fn load_source(&self, source: &VatSource) -> Result<String, String> {
+    async fn load_source(&self, source: &VatSource) -> Result<String, String> {
         match source {
+            VatSource::BlobReference(blob) => {
+                let size = when(&E(blob).call("size", list![])).await.map_err(|reason| {
+                    format!(
+                        "cannot read the bundle: {}",
+                        crate::daemon::reason_to_error(reason).message
+                    )
+                })?;
+                if size
+                    .as_number()
+                    .is_none_or(|size| size > config::MAX_VAT_SOURCE_BYTES as f64)
+                {
+                    return Err(format!(
+                        "the bundle is larger than {} bytes",
+                        config::MAX_VAT_SOURCE_BYTES
+                    ));
+                }
+                let text = when(&E(blob).call("text", list![])).await.map_err(|reason| {
+                    format!(
+                        "cannot read the bundle: {}",
+                        crate::daemon::reason_to_error(reason).message
+                    )
+                })?;
+                text.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| "the bundle's text is not a string".to_string())
+            }
             VatSource::File(path) => {
                 let metadata = std::fs::metadata(path)
                     .map_err(|error| format!("cannot read the vat program {}: {error}", path.display()))?;
