@@ -293,10 +293,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(parsed.services, vec!["timer".to_string()]);
-        assert_eq!(
-            parsed.vats["main"].source,
-            VatSource::File(PathBuf::from("/base/./main.js"))
-        );
+        assert!(matches!(&parsed.vats["main"].source, VatSource::File(path) if path == Path::new("/base/./main.js")));
     }
 
     #[test]
@@ -338,9 +335,6 @@ mod tests {
             "vats": {"a": {"bundleName": "shared"}}
         }))
         .unwrap();
-        assert_eq!(
-            parsed.vats["a"].source,
-            VatSource::File(PathBuf::from("/code/shared.js"))
-        );
+        assert!(matches!(&parsed.vats["a"].source, VatSource::File(path) if path == Path::new("/code/shared.js")));
     }
 }
