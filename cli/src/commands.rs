@@ -170,6 +170,9 @@ pub enum Command {
     Resolve { number: u64, name: String },
     /// Refuse a request.
     Reject { number: u64, message: Option<String> },
+    /// The kernel: subclusters of vats, their objects and services.
+    #[command(subcommand)]
+    Kernel(KernelCommand),
     /// The worker process the node starts (not for people).
     #[command(name = "__worker", hide = true)]
     Worker {
@@ -177,6 +180,50 @@ pub enum Command {
         memory_bytes: u64,
         #[arg(long)]
         time_budget_ms: u64,
+    },
+}
+
+/// `capstan kernel ...`: calls on the host's `KERNEL` object.
+#[derive(Subcommand, Debug)]
+pub enum KernelCommand {
+    /// Show the vats, subclusters and remote comms of the kernel.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Launch a subcluster from a cluster config file; prints its id and
+    /// root kref (`sourceSpec` paths are relative to the file).
+    Launch {
+        config: PathBuf,
+        /// Print `{"subclusterId", "rootKref", "bootstrapResult"}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Terminate a subcluster: its vats stop and their state is forgotten.
+    Terminate { id: String },
+    /// List the subclusters, one a line.
+    Subclusters {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send METHOD to a kernel object and print the result as `eval` does.
+    Queue {
+        kref: String,
+        method: String,
+        /// The arguments as a JSON array; `{"@kref": "ko5"}` is that object.
+        args: Option<String>,
+    },
+    /// Revoke an object: every later send to it fails.
+    Revoke { kref: String },
+    /// Print whether an object is revoked (`true` or `false`).
+    Revoked { kref: String },
+    /// Check that a vat answers.
+    PingVat { vat: String },
+    /// Stop every vat and forget every subcluster (needs --yes).
+    Reset {
+        /// Really reset.
+        #[arg(long)]
+        yes: bool,
     },
 }
 

@@ -1,6 +1,7 @@
 //! Carries out each command; one module per group of commands.
 
 pub mod eval;
+pub mod kernel;
 pub mod life;
 pub mod mail;
 pub mod names;
@@ -70,6 +71,7 @@ pub fn run(command: &Command, state: &StateDir, as_agent: Option<&str>) -> anyho
         }
         Command::Resolve { number, name } => mail::resolve(state, as_agent, *number, name),
         Command::Reject { number, message } => mail::reject(state, as_agent, *number, message.as_deref()),
+        Command::Kernel(command) => kernel::run(state, as_agent, command),
         Command::Worker { .. } => Ok(()),
     }
 }
@@ -97,13 +99,27 @@ pub fn to_json(value: &Value) -> serde_json::Value {
 
 /// JSON as a passable, for `store --json`.
 pub fn from_json(json: &serde_json::Value) -> Value {
+    from_json_with(json, &|_| None)
+}
+
+/// JSON as a passable, where `special` may give the value of an object
+/// itself (`kernel queue` turns `{"@kref": ..}` into a presence).
+pub fn from_json_with(
+    json: &serde_json::Value,
+    special: &dyn Fn(&serde_json::Map<String, serde_json::Value>) -> Option<Value>,
+) -> Value {
     use serde_json::Value as Json;
+    if let Json::Object(map) = json
+        && let Some(value) = special(map)
+    {
+        return value;
+    }
     match json {
         Json::Null => Value::Null,
         Json::Bool(b) => Value::Boolean(*b),
         Json::Number(n) => Value::Number(n.as_f64().unwrap_or(f64::NAN)),
         Json::String(text) => Value::from(text.as_str()),
-        Json::Array(items) => Value::array(items.iter().map(from_json)),
-        Json::Object(map) => Value::record(map.iter().map(|(k, v)| (k.as_str(), from_json(v)))),
+        Json::Array(items) => Value::array(items.iter().map(|item| from_json_with(item, special))),
+        Json::Object(map) => Value::record(map.iter().map(|(k, v)| (k.as_str(), from_json_with(v, special)))),
     }
 }
