@@ -554,3 +554,25 @@ fn reset_needs_yes_and_then_forgets_every_subcluster() {
     let (_, again) = launch(&node, &example());
     assert_eq!(queue(&node, &again, "incr", &[]).ok(), "1", "a fresh counter");
 }
+
+#[test]
+fn a_killed_vat_is_resuscitated_on_next_use_with_its_baggage() {
+    let node = started();
+    let (id, root) = launch(&node, &example());
+    assert_eq!(queue(&node, &root, "incr", &[]).ok(), "1");
+    assert_eq!(queue(&node, &root, "incr", &[]).ok(), "2");
+    let before = vat_pids(&node, &id);
+    assert_eq!(before.len(), 2);
+    for pid in &before {
+        // SAFETY: plain kill(2) of a vat process this test's node started.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    assert!(wait_until(PATIENCE, || before.iter().all(|pid| !exists(*pid))));
+    // The next message starts both vats again; the count was in baggage.
+    let run = run_patiently(&node, &["kernel", "queue", &root, "incr"]);
+    assert_eq!(run.ok(), "3");
+    assert_eq!(queue(&node, &root, "bootstrapCount", &[]).ok(), "1");
+    let after = vat_pids(&node, &id);
+    assert_eq!(after.len(), 2);
+    assert!(after.iter().all(|pid| !before.contains(pid)), "{before:?} {after:?}");
+}
