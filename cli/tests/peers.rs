@@ -90,9 +90,6 @@ fn an_invitation_is_accepted_once_and_each_side_names_the_other() {
         located.starts_with(&format!("capstan://{}/?id=", node_id(&alice))),
         "{located}"
     );
-    let asked = bob.run(&["request", "something", "-t", "alice"]);
-    assert!(asked.err().contains("not supported"), "{}", asked.err());
-
     let again = bob.run(&["accept", "alice-again", &locator]);
     assert!(
         again.err().contains("This invitation was already used"),
@@ -198,4 +195,117 @@ fn when_a_peer_dies_calls_fail_naming_it_and_the_next_use_reconnects() {
         .stdout
         .contains(&address)));
     assert_eq!(bob.eval("E(c).incr()", &["c:c"]), "1");
+}
+
+#[test]
+fn a_reference_to_a_third_nodes_counter_is_passed_on_and_called() {
+    // alice knows bob and carol; bob and carol do not know each other.
+    let (alice, bob) = introduced();
+    let carol = started();
+    let locator = carol.run(&["invite", "alice"]).ok().trim().to_string();
+    alice.run(&["accept", "carol", &locator]).ok();
+
+    carol.run(&["eval", COUNTER, "-n", "counter"]).ok();
+    carol.run(&["send", "alice", "a counter @counter"]).ok();
+    alice.run(&["adopt", "0", "counter", "-n", "carols-counter"]).ok();
+    assert_eq!(alice.eval("E(c).incr()", &["c:carols-counter"]), "1");
+
+    alice
+        .run(&["send", "bob", "carol's counter @counter:carols-counter"])
+        .ok();
+    let inbox = bob.run(&["inbox"]).ok().to_string();
+    assert!(inbox.contains("\"alice\" sent \"carol's counter @counter\""), "{inbox}");
+    bob.run(&["adopt", "0", "counter", "-n", "c"]).ok();
+    assert_eq!(bob.eval("E(c).incr()", &["c:c"]), "2");
+    assert_eq!(bob.eval("E(E(c).twin()).incr()", &["c:c"]), "3");
+
+    // carol sees the calls bob made.
+    assert_eq!(carol.eval("E(c).incr()", &["c:counter"]), "4");
+    // bob reached carol's node itself, not through alice.
+    let connected = bob.status()["connectedPeers"].clone();
+    let connected: Vec<&str> = connected
+        .as_array()
+        .expect("connected peers")
+        .iter()
+        .filter_map(|n| n.as_str())
+        .collect();
+    assert!(connected.contains(&node_id(&carol).as_str()), "{connected:?}");
+
+    // After bob restarts the name still reaches carol's counter.
+    bob.run(&["restart", "--listen", LISTEN]).ok();
+    assert_eq!(bob.eval("E(c).incr()", &["c:c"]), "5");
+}
+
+/// Starts `capstan request` on `node`; it waits for the answer.
+fn start_request(node: &Node, args: &[&str]) -> std::process::Child {
+    let mut full = vec!["request"];
+    full.extend_from_slice(args);
+    node.command(&full)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn request")
+}
+
+/// Waits for a command started with [`start_request`] to end.
+fn finished(mut child: std::process::Child) -> std::process::Output {
+    assert!(
+        wait_until(Duration::from_secs(20), || child.try_wait().ok().flatten().is_some()),
+        "the request did not end"
+    );
+    child.wait_with_output().expect("request output")
+}
+
+#[test]
+fn a_request_to_a_peer_is_answered_from_its_inbox() {
+    let (alice, bob) = introduced();
+    alice.run(&["eval", COUNTER, "-n", "counter"]).ok();
+
+    // bob asks alice; the request waits for her answer.
+    let asking = start_request(&bob, &["a counter please", "-t", "alice", "-n", "granted"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || alice
+            .run(&["inbox"])
+            .stdout
+            .contains("0. \"bob\" requested \"a counter please\"")),
+        "alice did not get the request: {}",
+        alice.run(&["inbox"]).stdout
+    );
+    alice.run(&["resolve", "0", "counter"]).ok();
+    let answered = finished(asking);
+    let stdout = String::from_utf8_lossy(&answered.stdout);
+    assert!(
+        answered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&answered.stderr)
+    );
+    assert!(stdout.contains("Counter"), "{stdout}");
+    let inbox = alice.run(&["inbox"]).ok().to_string();
+    assert!(inbox.contains("requested \"a counter please\" (resolved)"), "{inbox}");
+
+    // The answer is kept under bob's name and calls alice's counter.
+    assert_eq!(bob.eval("E(c).incr()", &["c:granted"]), "1");
+    assert_eq!(alice.eval("E(c).incr()", &["c:counter"]), "2");
+    // Asking again with the same name returns it at once, asking nothing.
+    let again = bob
+        .run(&["request", "another", "-t", "alice", "-n", "granted"])
+        .ok()
+        .to_string();
+    assert!(again.contains("Counter"), "{again}");
+    assert!(!alice.run(&["inbox"]).ok().contains("another"));
+    // The name survives bob's restart.
+    bob.run(&["restart", "--listen", LISTEN]).ok();
+    assert_eq!(bob.eval("E(c).incr()", &["c:granted"]), "3");
+
+    // A refusal reaches bob with alice's reason.
+    let asking = start_request(&bob, &["more please", "-t", "alice"]);
+    assert!(wait_until(Duration::from_secs(10), || alice
+        .run(&["inbox"])
+        .stdout
+        .contains("1. \"bob\" requested \"more please\"")));
+    alice.run(&["reject", "1", "not today"]).ok();
+    let refused = finished(asking);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("not today"), "{stderr}");
 }

@@ -1,14 +1,19 @@
 //! What other nodes may ask of this one, and the sessions with them.
 //!
 //! - The **gateway** is the bootstrap object of every CapTP session
-//!   between nodes. Its one method, `provide(id)`, returns the value of a
-//!   formula of *this* node. Formula ids are unguessable, so holding one is
-//!   the authority to use its value; ids of other nodes and unknown ids are
-//!   refused with the same vague error, so the gateway reveals nothing.
+//!   between nodes. `provide(id)` returns the value of a formula of *this*
+//!   node. Formula ids are unguessable, so holding one is the authority to
+//!   use its value; ids of other nodes and unknown ids are refused with the
+//!   same vague error, so the gateway reveals nothing. The rest is for
+//!   introduced peers: `redeem` (an invitation), `hello` (new addresses),
+//!   `deliver` (a package, with address hints for the third nodes its
+//!   references belong to) and `request` (answered once resolved).
 //! - [`PeerSessions`]: one outbound session per peer, opened on first use
 //!   (addresses from the known-peers store) and dropped when it closes, so
 //!   the next use reconnects. [`provide_remote`] is how
-//!   [`Daemon::provide`] gets the value of another node's formula.
+//!   [`Daemon::provide`] gets the value of another node's formula;
+//!   [`deliver_remote`] and [`request_remote`] carry mail to a peer's
+//!   agents.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -21,7 +26,7 @@ use capstan_protocol::patterns::M;
 use capstan_protocol::{ErrorValue, Value, list};
 use capstan_store::{FormulaId, NodeId, PeerRecord};
 
-use super::formula::Formula;
+use super::formula::{Formula, Id};
 use super::mail::{Content, StoredMessage, now_rfc3339};
 use super::names::{Hub, hub_of_agent, parse_path, parse_pet_name, store_error};
 use super::{Daemon, reason_to_error};
@@ -50,7 +55,8 @@ pub struct PeerSessions {
 /// A gateway for a session with `remote`: it provides this node's
 /// formulas by id, and redeems invitations for that node only.
 pub fn make_gateway(daemon: &Rc<Daemon>, remote: NodeId) -> Value {
-    let (d1, d2, d3, d4) = (
+    let (d1, d2, d3, d4, d5) = (
+        Rc::clone(daemon),
         Rc::clone(daemon),
         Rc::clone(daemon),
         Rc::clone(daemon),
@@ -71,7 +77,12 @@ pub fn make_gateway(daemon: &Rc<Daemon>, remote: NodeId) -> Value {
                         M::array_of(M::string(), None),
                         M::array_of(M::string(), None),
                     ])
+                    .optional([M::array_of(M::array_of(M::string(), None), None)])
                     .returns_undefined(),
+                ),
+                (
+                    "request",
+                    M::call([M::string(), M::string(), M::string()]).returns(M::string()),
                 ),
                 (
                     "redeem",
@@ -102,6 +113,10 @@ pub fn make_gateway(daemon: &Rc<Daemon>, remote: NodeId) -> Value {
             let daemon = Rc::clone(&d3);
             async move { deliver(&daemon, remote, &args).await }
         })
+        .async_method("request", move |_, args| {
+            let daemon = Rc::clone(&d5);
+            async move { request(&daemon, remote, &args).await }
+        })
         .async_method("redeem", move |_, args| {
             let daemon = Rc::clone(&d2);
             async move { redeem(&daemon, remote, &args).await }
@@ -126,13 +141,25 @@ pub fn serve_inbound(daemon: &Rc<Daemon>, stream: InboundStream) {
     );
     tracing::debug!(peer = %remote, session = connection.id().0, "peer session opened to us");
     note_seen(daemon, remote);
+    daemon.vat.spawn(async move {
+        let reason = connection.closed().await;
+        tracing::info!(peer = %remote, session = connection.id().0, %reason, "peer session to us ended");
+    });
 }
 
+/// Records when a known peer was last seen. Nodes we have not been
+/// introduced to (any node may open a stream to us) are not recorded, so
+/// strangers cannot grow the known-peers table.
 fn note_seen(daemon: &Rc<Daemon>, node: NodeId) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_millis() as u64);
-    let commit = daemon.store.transact(move |tx| tx.record_peer_seen(node, now));
+    let commit = daemon.store.transact(move |tx| {
+        if tx.get_peer(node)?.is_some() {
+            tx.record_peer_seen(node, now)?;
+        }
+        Ok(())
+    });
     daemon.vat.spawn(async move {
         if let Err(error) = commit.await {
             tracing::warn!(%error, "cannot record a peer as seen");
@@ -511,7 +538,8 @@ pub async fn deliver_remote(daemon: &Rc<Daemon>, message: &StoredMessage) -> Res
             message.from.as_str(),
             strs(strings),
             strs(names),
-            Value::array(ids.iter().map(|id| Value::from(id.as_str())))
+            Value::array(ids.iter().map(|id| Value::from(id.as_str()))),
+            address_hints(daemon, to.node(), ids)
         ],
     );
     match tokio::time::timeout(REMOTE_PROVIDE_TIMEOUT, when(&delivered)).await {
@@ -527,9 +555,68 @@ pub async fn deliver_remote(daemon: &Rc<Daemon>, message: &StoredMessage) -> Res
     }
 }
 
-/// `gateway.deliver(to, from, strings, names, ids)` from the session with
-/// `remote`: a package for one of this node's handles, from one of the
-/// remote node's.
+/// Most nodes one package may carry address hints for, and most addresses
+/// taken for each.
+const MAX_HINTED_NODES: usize = 64;
+const MAX_HINTED_ADDRESSES: usize = 16;
+
+/// Where the nodes of a package's references (other than ours and the
+/// recipient's) can be reached, as we know it: `[[node, address...]...]`.
+/// A reference to a third node's value is only usable by the recipient if
+/// it can dial that node, and it may never have heard of it.
+fn address_hints(daemon: &Daemon, recipient: NodeId, ids: &[Id]) -> Value {
+    let mut nodes: Vec<NodeId> = Vec::new();
+    for id in ids {
+        let Ok(id) = id.get() else { continue };
+        let node = id.node();
+        if node != daemon.node_id && node != recipient && !nodes.contains(&node) {
+            nodes.push(node);
+        }
+    }
+    nodes.truncate(MAX_HINTED_NODES);
+    let Ok(snapshot) = daemon.store.read() else {
+        return Value::array([]);
+    };
+    let hints = nodes.into_iter().filter_map(|node| {
+        let record = snapshot.get_peer(node).ok().flatten()?;
+        let addresses = record.addresses.into_iter().take(MAX_HINTED_ADDRESSES);
+        let entry: Vec<Value> = std::iter::once(node.to_string())
+            .chain(addresses)
+            .map(Value::from)
+            .collect();
+        Some(Value::array(entry))
+    });
+    Value::array(hints.collect::<Vec<_>>())
+}
+
+/// Remembers the address hints of a package from `remote`, for the nodes
+/// its references point at (and no others): `[[node, address...]...]`.
+async fn remember_hints(daemon: &Daemon, remote: NodeId, hints: Option<&Value>, ids: &[Id]) {
+    let referenced: Vec<NodeId> = ids.iter().filter_map(|id| id.get().ok()).map(|id| id.node()).collect();
+    let entries = hints.and_then(Value::as_array).unwrap_or_default();
+    for entry in entries.iter().take(MAX_HINTED_NODES) {
+        let entry = strings_of(Some(entry));
+        let Some((node, addresses)) = entry.split_first() else {
+            continue;
+        };
+        let Ok(node) = node.parse::<NodeId>() else { continue };
+        if node == daemon.node_id || node == remote || !referenced.contains(&node) {
+            continue;
+        }
+        let addresses: Vec<String> = addresses.iter().take(MAX_HINTED_ADDRESSES).cloned().collect();
+        if addresses.is_empty() {
+            continue;
+        }
+        if let Err(error) = remember_addresses(daemon, node, addresses).await {
+            tracing::info!(peer = %node, from = %remote, error = %error.message, "cannot keep addresses a peer gave");
+        }
+    }
+}
+
+/// `gateway.deliver(to, from, strings, names, ids, hints?)` from the
+/// session with `remote`: a package for one of this node's handles, from
+/// one of the remote node's; `hints` say where the other nodes its
+/// references belong to can be reached.
 async fn deliver(daemon: &Rc<Daemon>, remote: NodeId, args: &[Value]) -> Result<Value, ErrorValue> {
     let text = |index: usize| args.get(index).and_then(Value::as_str).unwrap_or_default().to_string();
     let refuse = || ErrorValue::plain("Cannot deliver to that");
@@ -559,6 +646,7 @@ async fn deliver(daemon: &Rc<Daemon>, remote: NodeId, args: &[Value]) -> Result<
     for name in &names {
         parse_pet_name(name)?;
     }
+    remember_hints(daemon, remote, args.get(5), &ids).await;
     let message = StoredMessage {
         date: now_rfc3339(),
         from: from.into(),
@@ -566,6 +654,49 @@ async fn deliver(daemon: &Rc<Daemon>, remote: NodeId, args: &[Value]) -> Result<
         content: Content::Package { strings, names, ids },
     };
     super::mail::Mailbox::deliver_from_peer(daemon, message).await
+}
+
+/// Asks a peer's agent (by its handle `to`) for a value, as our agent
+/// with handle `from`: the id of the formula it answers with. Waits as
+/// long as the peer takes to answer; fails if the session with it ends.
+pub async fn request_remote(
+    daemon: &Rc<Daemon>,
+    to: FormulaId,
+    from: FormulaId,
+    description: &str,
+) -> Result<FormulaId, ErrorValue> {
+    let peer = short_node(&to.node());
+    let gateway = gateway_of(daemon, to.node());
+    let answer = E(&gateway).call("request", list![to.to_string(), from.to_string(), description]);
+    let answer = when(&answer)
+        .await
+        .map_err(|reason| ErrorValue::plain(format!("peer {peer}: {}", reason_to_error(reason).message)))?;
+    answer
+        .as_str()
+        .and_then(|text| text.parse::<FormulaId>().ok())
+        .ok_or_else(|| ErrorValue::plain(format!("peer {peer} answered a request with no formula id")))
+}
+
+/// `gateway.request(to, from, description)` from the session with
+/// `remote`: a request from one of the remote node's handles to one of
+/// ours, answered with the id of the value it is resolved with.
+async fn request(daemon: &Rc<Daemon>, remote: NodeId, args: &[Value]) -> Result<Value, ErrorValue> {
+    let text = |index: usize| args.get(index).and_then(Value::as_str).unwrap_or_default().to_string();
+    let refuse = || ErrorValue::plain("Cannot deliver to that");
+    let to: FormulaId = text(0).parse().map_err(|_| refuse())?;
+    let from: FormulaId = text(1)
+        .parse()
+        .map_err(|_| ErrorValue::plain("the requester's handle id is not valid"))?;
+    if from.node() != remote {
+        return Err(ErrorValue::plain(
+            "the requester's handle must be of the requesting node",
+        ));
+    }
+    if to.node() != daemon.node_id || !matches!(daemon.formula(to), Ok(Formula::Handle { .. })) {
+        return Err(refuse());
+    }
+    let id = super::mail::Mailbox::request_from_peer(daemon, to, from, text(2)).await?;
+    Ok(Value::from(id.to_string()))
 }
 
 /// At start: tells every known peer where this node listens now (a node

@@ -207,12 +207,20 @@ impl Mailbox {
             }
         }
         let (recipient, recipient_handle) = self.recipient(daemon, &args[0])?;
-        if recipient_handle.node() != daemon.node_id {
-            return Err(ErrorValue::plain(
-                "requests to a peer's agent are not supported yet; send a package",
-            ));
-        }
         let description = args[1].as_str().unwrap_or_default().to_string();
+        if recipient_handle.node() != daemon.node_id {
+            // A peer's agent: it answers with the id of a formula of its
+            // node, which the name (if any) keeps, as a package's would.
+            let id = super::gateway::request_remote(daemon, recipient_handle, self.handle, &description).await?;
+            if let Some(name) = &response_name {
+                daemon
+                    .store
+                    .write_name(self.hub.pet_store, parse_pet_name(name)?, id)
+                    .await
+                    .map_err(store_error)?;
+            }
+            return daemon.provide_settled(id).await;
+        }
         let message = StoredMessage {
             date: now_rfc3339(),
             from: self.handle.into(),
@@ -235,6 +243,63 @@ impl Mailbox {
             .or_default()
             .push(kit);
         crate::runtime::when(&promise).await.map_err(super::reason_to_error)
+    }
+
+    /// A request another node's agent `from` made of our handle `to`
+    /// (through the gateway): kept in the recipient's mailbox like any
+    /// other, and answered once it is resolved, with the id of the value.
+    /// The requester's name for the answer is kept on its own node.
+    pub async fn request_from_peer(
+        daemon: &Daemon,
+        to: FormulaId,
+        from: FormulaId,
+        description: String,
+    ) -> Result<FormulaId, ErrorValue> {
+        let agent = handle_agent(daemon, to).ok_or_else(|| ErrorValue::plain("Cannot deliver to that"))?;
+        let message = StoredMessage {
+            date: now_rfc3339(),
+            from: from.into(),
+            to: to.into(),
+            content: Content::Request {
+                description,
+                requester: from.into(),
+                response_name: None,
+                settled: None,
+            },
+        };
+        let number = daemon
+            .store
+            .append_message(agent, message.encode()?)
+            .await
+            .map_err(store_error)?;
+        let kit = PromiseKit::new();
+        let promise = kit.promise.clone();
+        daemon
+            .requests
+            .waiting
+            .borrow_mut()
+            .entry((agent, number))
+            .or_default()
+            .push(kit);
+        // Settled either way; the stored message says how.
+        let _ = crate::runtime::when(&promise).await;
+        let bytes = daemon
+            .store
+            .read()
+            .and_then(|snapshot| snapshot.get_message(agent, number))
+            .map_err(store_error)?
+            .ok_or_else(|| no_message(number))?;
+        match StoredMessage::decode(&bytes)?.content {
+            Content::Request {
+                settled: Some(Settled::Resolved(id)),
+                ..
+            } => id.get().map_err(internal),
+            Content::Request {
+                settled: Some(Settled::Rejected(reason)),
+                ..
+            } => Err(ErrorValue::plain(reason)),
+            _ => Err(ErrorValue::plain(format!("request {number} was not answered"))),
+        }
     }
 
     /// Settles request `number` in this mailbox: the requester's name (if
