@@ -211,7 +211,13 @@ impl Daemon {
                 .map_err(|error| DaemonError::Other(format!("bad listen address {text:?}: {error}")))?;
             addresses.push(address);
         }
-        let (network, inbound) = Network::start(secret.seed(), NetConfig::listening_on(addresses))
+        // A node listening on port 0 gets the same port again after a
+        // restart when it is free, so peers that stored it find it.
+        let net_config = NetConfig {
+            port_memory: Some(options.paths.root.join("listen-ports")),
+            ..NetConfig::listening_on(addresses)
+        };
+        let (network, inbound) = Network::start(secret.seed(), net_config)
             .await
             .map_err(|error| DaemonError::Other(format!("cannot start networking: {error}")))?;
         let (stop, _) = tokio::sync::watch::channel(false);

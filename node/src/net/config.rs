@@ -1,6 +1,7 @@
 //! What the caller decides about the node's networking: where it listens,
 //! how long a dial may take, how many inbound streams a peer may hold.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use libp2p::Multiaddr;
@@ -26,6 +27,11 @@ pub struct NetConfig {
     /// A QUIC connection that hears nothing for this long is closed (QUIC
     /// sends keep-alives at half of it).
     pub quic_max_idle_timeout: Duration,
+    /// A file where the ports picked for port-0 listen addresses are kept,
+    /// so that the next start listens on the same ports when they are
+    /// free (and peers' stored addresses stay good); a taken port falls
+    /// back to a new one. `None` picks new ports on every start.
+    pub port_memory: Option<PathBuf>,
 }
 
 impl Default for NetConfig {
@@ -38,6 +44,7 @@ impl Default for NetConfig {
             ping_interval: Duration::from_secs(15),
             ping_timeout: Duration::from_secs(20),
             quic_max_idle_timeout: Duration::from_secs(30),
+            port_memory: None,
         }
     }
 }

@@ -21,6 +21,7 @@ use super::config::NetConfig;
 use super::error::NetError;
 use super::identity::{describe_peer, node_id_of};
 use super::muxer::EndingMuxer;
+use super::ports;
 use super::stream::{InboundStream, accept_loop};
 use super::{CAPTP_PROTOCOL, IDENTIFY_PROTOCOL};
 
@@ -155,13 +156,11 @@ impl Driver {
         })?;
         tokio::spawn(accept_loop(incoming, config.max_inbound_streams_per_peer, inbound));
 
-        let mut pending: HashMap<ListenerId, Multiaddr> = HashMap::new();
+        let remembered = config.port_memory.as_deref().map(ports::read).unwrap_or_default();
+        let mut pending: HashMap<ListenerId, Listening> = HashMap::new();
         for address in &config.listen_addresses {
-            let listener = swarm.listen_on(address.clone()).map_err(|error| NetError::Listen {
-                address: address.clone(),
-                reason: error.to_string(),
-            })?;
-            pending.insert(listener, address.clone());
+            let (listener, listening) = start_listening(&mut swarm, address, remembered.get(address).copied())?;
+            pending.insert(listener, listening);
         }
         let (state, state_receiver) = watch::channel(NetState::default());
         let (command_sender, commands) = mpsc::unbounded_channel();
@@ -174,32 +173,51 @@ impl Driver {
             dials: HashMap::new(),
         };
         // Port 0 is only resolved once the listener reports its address.
+        let mut bound_ports: Vec<(Multiaddr, u16)> = Vec::new();
         while !pending.is_empty() {
             let event = driver.swarm.select_next_some().await;
-            match &event {
-                SwarmEvent::NewListenAddr { listener_id, .. } => {
-                    pending.remove(listener_id);
+            let failed = match &event {
+                SwarmEvent::NewListenAddr {
+                    listener_id, address, ..
+                } => {
+                    if let Some(listening) = pending.remove(listener_id)
+                        && ports::port_of(&listening.configured) == Some(0)
+                        && let Some(port) = ports::port_of(address)
+                    {
+                        bound_ports.push((listening.configured, port));
+                    }
+                    None
                 }
                 SwarmEvent::ListenerClosed {
                     listener_id, reason, ..
-                } => {
-                    if let Some(address) = pending.remove(listener_id) {
-                        let reason = match reason {
-                            Ok(()) => "the listener closed".to_string(),
-                            Err(error) => error.to_string(),
-                        };
-                        return Err(NetError::Listen { address, reason });
-                    }
-                }
-                SwarmEvent::ListenerError { listener_id, error } => {
-                    if let Some(address) = pending.remove(listener_id) {
-                        let reason = error.to_string();
-                        return Err(NetError::Listen { address, reason });
-                    }
-                }
-                _ => {}
-            }
+                } => pending.remove(listener_id).map(|listening| {
+                    let reason = match reason {
+                        Ok(()) => "the listener closed".to_string(),
+                        Err(error) => error.to_string(),
+                    };
+                    (*listener_id, listening, reason)
+                }),
+                SwarmEvent::ListenerError { listener_id, error } => pending
+                    .remove(listener_id)
+                    .map(|listening| (*listener_id, listening, error.to_string())),
+                _ => None,
+            };
             driver.handle_event(event);
+            if let Some((listener, listening, reason)) = failed {
+                if !listening.on_remembered_port {
+                    let address = listening.configured;
+                    return Err(NetError::Listen { address, reason });
+                }
+                tracing::info!(address = %listening.configured, %reason, "the port used last time failed; picking a new one");
+                driver.swarm.remove_listener(listener);
+                let (listener, listening) = start_listening(&mut driver.swarm, &listening.configured, None)?;
+                pending.insert(listener, listening);
+            }
+        }
+        if let Some(path) = &driver.config.port_memory
+            && let Err(error) = ports::write(path, &bound_ports)
+        {
+            tracing::warn!(path = %path.display(), %error, "cannot keep the ports listened on");
         }
         tracing::info!(
             node = %node_id_of(driver.swarm.local_peer_id()).map(|node| node.to_string()).unwrap_or_default(),
@@ -444,6 +462,46 @@ impl Driver {
             tracing::debug!("some connections did not close in time; dropping them");
         }
     }
+}
+
+/// A listener being started: the address it was configured with, and
+/// whether it is trying the port used last time.
+struct Listening {
+    configured: Multiaddr,
+    on_remembered_port: bool,
+}
+
+/// Listens on `configured`, or first on it with `remembered` as its port
+/// (the one picked last time for a port-0 address) if that port is free.
+fn start_listening(
+    swarm: &mut Swarm<NodeBehaviour>,
+    configured: &Multiaddr,
+    remembered: Option<u16>,
+) -> Result<(ListenerId, Listening), NetError> {
+    if let Some(port) = remembered {
+        let previous = ports::with_port(configured, port);
+        match swarm.listen_on(previous.clone()) {
+            Ok(listener) => {
+                let listening = Listening {
+                    configured: configured.clone(),
+                    on_remembered_port: true,
+                };
+                return Ok((listener, listening));
+            }
+            Err(error) => {
+                tracing::info!(address = %previous, %error, "the port used last time is taken; picking a new one");
+            }
+        }
+    }
+    let listener = swarm.listen_on(configured.clone()).map_err(|error| NetError::Listen {
+        address: configured.clone(),
+        reason: error.to_string(),
+    })?;
+    let listening = Listening {
+        configured: configured.clone(),
+        on_remembered_port: false,
+    };
+    Ok((listener, listening))
 }
 
 fn build_swarm(keypair: &Keypair, config: &NetConfig) -> Result<Swarm<NodeBehaviour>, NetError> {

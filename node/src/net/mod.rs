@@ -7,7 +7,9 @@
 //!   authenticated remote [`NodeId`](capstan_store::NodeId);
 //! - [`StreamReader`]/[`StreamWriter`]: the two halves of a stream as tokio
 //!   byte streams, ready for [`crate::runtime::connect`];
-//! - [`identity`]: the node id ↔ `PeerId` conversions.
+//! - [`identity`]: the node id ↔ `PeerId` conversions;
+//! - `ports`: the ports picked for port-0 listen addresses, kept (when
+//!   [`NetConfig::port_memory`] names a file) so a restart reuses them.
 //!
 //! Transports: TCP + Noise + yamux, and QUIC; identify and ping. The
 //! libp2p `PeerId` is the node's ed25519 key, so every connection
@@ -42,6 +44,7 @@ mod error;
 pub mod identity;
 mod muxer;
 mod network;
+mod ports;
 mod stream;
 
 use libp2p::StreamProtocol;
