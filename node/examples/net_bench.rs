@@ -3,6 +3,12 @@
 //! network thread, joined by one TCP connection (Noise + yamux) on
 //! loopback; one stream carries raw frames, another a CapTP session.
 //!
+//! Then the memory an idle peer costs the node serving it: a server in a
+//! child process of its own (so nothing else grows its heap), 100 client
+//! networks here, each one peer with one connection; the server's RSS
+//! growth per peer with an idle CapTP session, beside the growth per peer
+//! with a bare connection and an open stream but no session.
+//!
 //! `cargo run --release -p capstan-node --example net_bench`
 
 use std::cell::Cell;
@@ -11,7 +17,7 @@ use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use capstan_node::net::{Multiaddr, NetConfig, Network, StreamReader, StreamWriter};
-use capstan_node::runtime::{E, Exo, Vat, connect, when};
+use capstan_node::runtime::{ConnectionHandle, E, Exo, Vat, connect, when};
 use capstan_protocol::captp::Limits;
 use capstan_protocol::{Value, list};
 use capstan_store::NodeId;
@@ -33,9 +39,26 @@ const SWALLOW: u8 = b'B';
 const RAW_STREAM: u8 = b'R';
 const CAPTP_STREAM: u8 = b'C';
 
+/// How many peers the memory figure connects.
+const IDLE_PEERS: usize = 100;
+
+/// The argument that makes this program the server of the memory figure.
+const SERVE_IDLE: &str = "--serve-idle";
+
 type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> BenchResult<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(SERVE_IDLE) {
+        let with_session = args.get(2).map(String::as_str) == Some("session");
+        return serve_idle(with_session);
+    }
+    bench_calls()?;
+    println!();
+    bench_idle_memory()
+}
+
+fn bench_calls() -> BenchResult<()> {
     let (ready_sender, ready) = std_mpsc::channel();
     let server = std::thread::Builder::new()
         .name("bob-vat".to_string())
@@ -368,4 +391,209 @@ fn per_second(count: usize, duration: Duration) -> f64 {
 
 fn ratio(value: Duration, limit: Duration) -> f64 {
     value.as_secs_f64() / limit.as_secs_f64().max(f64::MIN_POSITIVE)
+}
+
+// ---------------------------------------------------------- idle memory
+
+/// The server of the memory figure, in a child process: prints its node
+/// id and address, takes streams (giving each a CapTP session, or only
+/// holding it), and answers each `rss` line on standard input with its
+/// resident set size in KiB. Ends when standard input closes.
+fn serve_idle(with_session: bool) -> BenchResult<()> {
+    let vat = Vat::new();
+    vat.run_until(async {
+        let listen: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse()?;
+        let (network, mut inbound) = Network::start(&[3; 32], NetConfig::listening_on([listen])).await?;
+        let address = network.listen_addresses().first().cloned().ok_or("no listen address")?;
+        println!("{} {address}", network.node_id());
+        std::thread::spawn(answer_rss_requests);
+        let server = Vat::current().ok_or("no vat")?;
+        while let Some(stream) = inbound.next().await {
+            if with_session {
+                connect(
+                    &server,
+                    stream.reader,
+                    stream.writer,
+                    Some(idle_object()),
+                    Limits::default(),
+                );
+            } else {
+                server.spawn(hold(stream.reader, stream.writer));
+            }
+        }
+        drop(network);
+        Ok(())
+    })
+}
+
+/// What each session's bootstrap is: one small exo per session, as the
+/// node makes a gateway per session.
+fn idle_object() -> Value {
+    Exo::new("Idle")
+        .method("ping", |_, _| Ok(Value::Undefined))
+        .make()
+        .unwrap_or(Value::Undefined)
+}
+
+/// A bare stream: echoes one byte (so the client knows it was taken), then
+/// waits for the end.
+async fn hold(mut reader: StreamReader, mut writer: StreamWriter) {
+    let mut byte = [0u8; 1];
+    if reader.read_exact(&mut byte).await.is_err() {
+        return;
+    }
+    if writer.write_all(&byte).await.is_err() || writer.flush().await.is_err() {
+        return;
+    }
+    let _ = reader.read(&mut byte).await;
+}
+
+fn answer_rss_requests() {
+    use std::io::{BufRead, Write};
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        if line.trim() == "rss" {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", rss_kib().unwrap_or(0));
+            let _ = out.flush();
+        }
+    }
+    std::process::exit(0);
+}
+
+/// This process's resident set size, KiB.
+fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn bench_idle_memory() -> BenchResult<()> {
+    let bare = idle_growth(false)?;
+    let session = idle_growth(true)?;
+    println!("memory per idle peer on the serving node, {IDLE_PEERS} peers, each one connection (TCP, Noise, yamux),");
+    println!(
+        "the server in a process of its own; its RSS growth from 1 peer to {} peers, divided by {IDLE_PEERS}:",
+        IDLE_PEERS + 1
+    );
+    println!(
+        "  a connection and an open stream, no session (the limit)  {:>7.1} KiB   (RSS {} → {} KiB)",
+        bare.per_peer_kib(),
+        bare.before_kib,
+        bare.after_kib
+    );
+    println!(
+        "  an idle CapTP session on it                               {:>7.1} KiB   (RSS {} → {} KiB)   {:+.1} KiB over the limit",
+        session.per_peer_kib(),
+        session.before_kib,
+        session.after_kib,
+        session.per_peer_kib() - bare.per_peer_kib()
+    );
+    Ok(())
+}
+
+struct Growth {
+    before_kib: u64,
+    after_kib: u64,
+}
+
+impl Growth {
+    fn per_peer_kib(&self) -> f64 {
+        (self.after_kib as f64 - self.before_kib as f64) / IDLE_PEERS as f64
+    }
+}
+
+/// Starts a server process, connects one peer (so one-time costs are
+/// paid), reads its RSS, connects [`IDLE_PEERS`] more and reads it again.
+fn idle_growth(with_session: bool) -> BenchResult<Growth> {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg(SERVE_IDLE)
+        .arg(if with_session { "session" } else { "bare" })
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut input = child.stdin.take().ok_or("no stdin")?;
+    let mut output = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+    let mut line = String::new();
+    output.read_line(&mut line)?;
+    let (node, address) = line.trim().split_once(' ').ok_or("the server printed no address")?;
+    let server: NodeId = node.parse()?;
+    let address: Multiaddr = address.parse()?;
+    let mut rss = move || -> BenchResult<u64> {
+        // Let the server's tasks settle before reading.
+        std::thread::sleep(Duration::from_millis(300));
+        input.write_all(b"rss\n")?;
+        input.flush()?;
+        let mut line = String::new();
+        output.read_line(&mut line)?;
+        Ok(line.trim().parse()?)
+    };
+
+    let clients = Vat::new();
+    let growth = clients.run_until(async {
+        let mut peers = Vec::with_capacity(IDLE_PEERS + 1);
+        peers.push(IdlePeer::connect(0, server, &address, with_session).await?);
+        let before_kib = rss()?;
+        for index in 1..=IDLE_PEERS {
+            peers.push(IdlePeer::connect(index, server, &address, with_session).await?);
+        }
+        let after_kib = rss()?;
+        for peer in &peers {
+            peer.close().await;
+        }
+        BenchResult::Ok(Growth { before_kib, after_kib })
+    });
+    // Closing its standard input (held by `rss`) ends the server.
+    drop(rss);
+    let _ = child.wait();
+    growth
+}
+
+/// One client peer of the memory figure: a network of its own (its own
+/// key, so its own connection), one stream, and maybe a session on it.
+struct IdlePeer {
+    network: Network,
+    session: Option<ConnectionHandle>,
+    _stream: Option<(StreamReader, StreamWriter)>,
+}
+
+impl IdlePeer {
+    async fn connect(index: usize, server: NodeId, address: &Multiaddr, with_session: bool) -> BenchResult<IdlePeer> {
+        let mut seed = [7u8; 32];
+        seed[..8].copy_from_slice(&(index as u64).to_le_bytes());
+        let (network, _inbound) = Network::start(&seed, NetConfig::default()).await?;
+        let (mut reader, mut writer) = network.open_stream(&server, std::slice::from_ref(address)).await?;
+        if with_session {
+            let vat = Vat::current().ok_or("no vat")?;
+            let session = connect(&vat, reader, writer, None, Limits::default());
+            // One round trip, so the server's side of the session is set up.
+            when(&E(&session.bootstrap()).call("ping", list![]))
+                .await
+                .map_err(|_| "the idle session's ping failed")?;
+            return Ok(IdlePeer {
+                network,
+                session: Some(session),
+                _stream: None,
+            });
+        }
+        writer.write_all(b"h").await?;
+        writer.flush().await?;
+        let mut byte = [0u8; 1];
+        reader.read_exact(&mut byte).await?;
+        Ok(IdlePeer {
+            network,
+            session: None,
+            _stream: Some((reader, writer)),
+        })
+    }
+
+    async fn close(&self) {
+        if let Some(session) = &self.session {
+            session.close("benchmark over");
+        }
+        self.network.shutdown().await;
+    }
 }

@@ -14,6 +14,9 @@ use tokio::sync::{mpsc, watch};
 use super::vat::{Message, Resolver, Settlement, Vat};
 
 /// Size of each read from the transport.
+/// Reads start this small, so an idle session costs little memory, and
+/// grow (doubling) to [`READ_CHUNK`] while reads keep filling the buffer.
+const FIRST_READ_CHUNK: usize = 4 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 
 /// One session and the channel to its writer.
@@ -191,12 +194,15 @@ where
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(vat: Vat, connection: Rc<Connection>, mut reader: R) {
-    let mut buffer = vec![0u8; READ_CHUNK];
+    let mut buffer = vec![0u8; FIRST_READ_CHUNK];
     loop {
         let reason = match reader.read(&mut buffer).await {
             Ok(0) => "the peer closed the connection".to_string(),
             Ok(count) => {
                 connection.session.borrow_mut().handle_bytes(&buffer[..count]);
+                if count == buffer.len() && buffer.len() < READ_CHUNK {
+                    buffer.resize(buffer.len() * 2, 0);
+                }
                 vat.enter(|| {
                     connection.process_events(&vat);
                     vat.run_turns();
