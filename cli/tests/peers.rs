@@ -120,8 +120,8 @@ fn a_counter_sent_in_mail_is_called_from_the_other_node_and_survives_restarts() 
     bob.run(&["restart", "--listen", LISTEN]).ok();
     assert_eq!(bob.eval("E(c).incr()", &["c:c"]), "5");
 
-    // alice restarts, on a new port: she tells bob where she is now, and
-    // bob's name gets the counter made again on alice's node.
+    // alice restarts (on the same port, which is free): bob sees her
+    // address, and his name gets the counter made again on her node.
     alice.run(&["restart", "--listen", LISTEN]).ok();
     let address = listen_addresses(&alice).remove(0);
     assert!(
@@ -308,4 +308,25 @@ fn a_request_to_a_peer_is_answered_from_its_inbox() {
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("not today"), "{stderr}");
+}
+
+#[test]
+fn two_nodes_on_port_zero_find_each_other_after_both_restart_while_apart() {
+    let (alice, bob) = introduced();
+    counter_for_bob(&alice, &bob);
+    assert_eq!(bob.eval("E(c).incr()", &["c:c"]), "1");
+    let (alice_before, bob_before) = (listen_addresses(&alice), listen_addresses(&bob));
+    // Both stop; neither is running while the other starts again.
+    alice.run(&["stop"]).ok();
+    bob.run(&["stop"]).ok();
+    alice.run(&["start", "--listen", LISTEN]).ok();
+    bob.run(&["start", "--listen", LISTEN]).ok();
+    assert_eq!(listen_addresses(&alice), alice_before, "alice kept her port");
+    assert_eq!(listen_addresses(&bob), bob_before, "bob kept his port");
+    // The counter is made again on alice's node, and mail flows both ways.
+    assert_eq!(bob.eval("E(c).incr()", &["c:c"]), "1");
+    alice.run(&["eval", "'hello again'", "-n", "note"]).ok();
+    alice.run(&["send", "bob", "back @note"]).ok();
+    let inbox = bob.run(&["inbox"]).ok().to_string();
+    assert!(inbox.contains("\"alice\" sent \"back @note\""), "{inbox}");
 }
