@@ -13,7 +13,6 @@ use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use capstan_js::{GuestLimits, GuestRuntime, Host, LogLevel, Outcome};
-use capstan_protocol::captp::Limits;
 use capstan_protocol::guards::DefaultGuards;
 use capstan_protocol::patterns::M;
 use capstan_protocol::{ErrorValue, Reference, Value};
@@ -52,7 +51,7 @@ async fn serve(vat: Vat, limits: GuestLimits) -> Result<(), String> {
         tokio::io::stdin(),
         tokio::io::stdout(),
         Some(worker),
-        Limits::default(),
+        crate::daemon::worker::worker_session_limits(),
     );
     let reason = connection.closed().await;
     eprintln!("worker: the session with the node ended: {reason}");

@@ -16,9 +16,8 @@ use capstan_tests::{Node, capstan_binary};
 
 /// Sends in a burst.
 const BURST: u32 = 100_000;
-/// The most sends of a burst awaiting their answers at once: CapTP
-/// sessions refuse more than 65 536 outstanding answers, and the worker's
-/// session to the node is one.
+/// The most sends of a burst awaiting their answers at once, for the
+/// windowed figure (a worker's session takes up to 262 144).
 const WINDOW: u32 = 50_000;
 
 /// The bootstrap vat: it keeps the other vats' roots and the timer in

@@ -161,7 +161,7 @@ impl WorkerSpawner {
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(ErrorValue::plain("the worker process has no pipes"));
         };
-        let connection = connect(vat, stdout, stdin, None, Limits::default());
+        let connection = connect(vat, stdout, stdin, None, worker_session_limits());
         let bootstrap = connection.bootstrap();
         Ok(WorkerProcess {
             child: Rc::new(RefCell::new(Some(child))),
@@ -189,6 +189,17 @@ pub async fn reap(child: &Rc<RefCell<Option<Child>>>, log_name: &str, reason: &s
         let _ = process.start_kill();
         let status = process.wait().await;
         tracing::info!(worker = %log_name, ?status, %reason, "worker ended");
+    }
+}
+
+/// The CapTP limits of a session between the node and one of its workers.
+/// A worker is a confined process the node started, so it may keep more
+/// answers waiting than a network peer: a vat may fire a burst of 100 000
+/// sends at another vat before awaiting any.
+pub fn worker_session_limits() -> Limits {
+    Limits {
+        max_outstanding_answers: 1 << 18,
+        ..Limits::default()
     }
 }
 
