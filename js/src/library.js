@@ -798,9 +798,22 @@
         throw Error(`key ${q(key)} not found in collection ${q(label)}`);
       }
     };
+    // Promises cannot outlive the vat, so durable baggage refuses them.
+    const holdsPromise = (value, depth) => {
+      const style = natives.passStyleOf(value);
+      if (style === 'promise') return true;
+      if (depth > 64) return false;
+      if (style === 'copyArray') return value.some(item => holdsPromise(item, depth + 1));
+      if (style === 'copyRecord') return Object.values(value).some(item => holdsPromise(item, depth + 1));
+      if (style === 'tagged') return holdsPromise(value.payload, depth + 1);
+      return false;
+    };
     const passable = value => {
       harden(value);
       natives.passStyleOf(value);
+      if (holdsPromise(value, 0)) {
+        throw TypeError(`a value in collection ${q(label)} must not hold a promise`);
+      }
       return value;
     };
     const record = (method, args) => {

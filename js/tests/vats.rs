@@ -217,6 +217,8 @@ fn baggage_errors_are_worded_as_endo_map_stores() {
             String(baggage.get('k')),
             attempt(() => { baggage.k = 1; }),
             attempt(() => { baggage.get = () => 1; }),
+            attempt(() => baggage.init('p', Promise.resolve(1))),
+            attempt(() => baggage.init('q', harden({ inner: [Promise.resolve(1)] }))),
           ]);
           return makeDefaultExo('root', { results: () => results });
         }
@@ -257,6 +259,9 @@ fn baggage_errors_are_worded_as_endo_map_stores() {
     assert_eq!(results[11], "1");
     assert!(results[12].starts_with("TypeError"), "{}", results[12]);
     assert!(results[13].starts_with("TypeError"), "{}", results[13]);
+    let no_promise = "TypeError: a value in collection \"baggage\" must not hold a promise";
+    assert_eq!(results[14], no_promise);
+    assert_eq!(results[15], no_promise);
     // Only the one successful write reached the store.
     assert_writes(
         &store_writes(&host, &store_ref),
