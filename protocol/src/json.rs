@@ -6,14 +6,28 @@ use crate::value::Value;
 
 /// A JSON document as a passable.
 pub fn from_json(json: &serde_json::Value) -> Value {
+    from_json_with(json, &|_| None)
+}
+
+/// A JSON document as a passable, where `special` may give the value of
+/// an object itself (the CLI turns `{"@kref": ..}` into a presence).
+pub fn from_json_with(
+    json: &serde_json::Value,
+    special: &dyn Fn(&serde_json::Map<String, serde_json::Value>) -> Option<Value>,
+) -> Value {
     use serde_json::Value as Json;
+    if let Json::Object(map) = json
+        && let Some(value) = special(map)
+    {
+        return value;
+    }
     match json {
         Json::Null => Value::Null,
         Json::Bool(b) => Value::Boolean(*b),
         Json::Number(n) => Value::Number(n.as_f64().unwrap_or(f64::NAN)),
         Json::String(text) => Value::from(text.as_str()),
-        Json::Array(items) => Value::array(items.iter().map(from_json)),
-        Json::Object(map) => Value::record(map.iter().map(|(k, v)| (k.as_str(), from_json(v)))),
+        Json::Array(items) => Value::array(items.iter().map(|item| from_json_with(item, special))),
+        Json::Object(map) => Value::record(map.iter().map(|(k, v)| (k.as_str(), from_json_with(v, special)))),
     }
 }
 

@@ -97,29 +97,4 @@ pub fn to_json(value: &Value) -> serde_json::Value {
     }
 }
 
-/// JSON as a passable, for `store --json`.
-pub fn from_json(json: &serde_json::Value) -> Value {
-    from_json_with(json, &|_| None)
-}
-
-/// JSON as a passable, where `special` may give the value of an object
-/// itself (`kernel queue` turns `{"@kref": ..}` into a presence).
-pub fn from_json_with(
-    json: &serde_json::Value,
-    special: &dyn Fn(&serde_json::Map<String, serde_json::Value>) -> Option<Value>,
-) -> Value {
-    use serde_json::Value as Json;
-    if let Json::Object(map) = json
-        && let Some(value) = special(map)
-    {
-        return value;
-    }
-    match json {
-        Json::Null => Value::Null,
-        Json::Bool(b) => Value::Boolean(*b),
-        Json::Number(n) => Value::Number(n.as_f64().unwrap_or(f64::NAN)),
-        Json::String(text) => Value::from(text.as_str()),
-        Json::Array(items) => Value::array(items.iter().map(|item| from_json_with(item, special))),
-        Json::Object(map) => Value::record(map.iter().map(|(k, v)| (k.as_str(), from_json_with(v, special)))),
-    }
-}
+pub use capstan_protocol::json::{from_json, from_json_with};

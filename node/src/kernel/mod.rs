@@ -1224,13 +1224,4 @@ impl Kernel {
             }
         }
     }
-
-    /// The process ids of the running vats.
-    pub fn vat_pids(&self) -> Vec<u32> {
-        self.vats
-            .borrow()
-            .values()
-            .filter_map(|vat| vat.process.as_ref().and_then(|process| process.pid))
-            .collect()
-    }
 }
