@@ -36,7 +36,7 @@ fn an_exo_made_in_one_evaluation_is_called_from_another_and_survives_restart() {
     // Results chain across names.
     node.run(&["eval", "E(c).incr(10)", "c:counter", "-n", "sixteen"]).ok();
     assert_eq!(node.eval("x + 1", &["x:sixteen"]), "17");
-    // The guard's message is the spec's, exactly.
+    // The guard's message is the one docs/spec/values-and-patterns.md gives, exactly.
     let bad = node.run(&["eval", "E(c).incr('foo')", "c:counter"]);
     assert_eq!(
         bad.err(),

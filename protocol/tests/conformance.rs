@@ -144,7 +144,7 @@ fn run_case(case: &Json) -> Result<(), String> {
         }
         "order" => {
             let (a, b) = (part(0), part(1));
-            // The spec's rank order ties remotables without short-circuiting,
+            // The rank order of docs/spec/values-and-patterns.md ties remotables without short-circuiting,
             // as Endo's `compareRankRemotablesTied` does; prefer that figure.
             let rank = case.get("rankRemotablesTied").or_else(|| case.get("rank"));
             if let Some(expected) = rank.and_then(Json::as_i64) {
@@ -214,7 +214,7 @@ fn run_case(case: &Json) -> Result<(), String> {
                     .as_deref()
                     .is_some_and(|m| m.starts_with("value has duplicate keys"));
             if spec_dedups {
-                // spec/values-and-patterns.md: makeCopySet drops duplicate
+                // docs/spec/values-and-patterns.md: makeCopySet drops duplicate
                 // elements, where Endo 1.9 throws. The set must be canonical
                 // and hold every input element.
                 let set = made.map_err(|r| format!("makeCopySet failed: {}", r.message))?;
@@ -442,7 +442,7 @@ fn conformance_data_matches_endo() {
     let report_all = std::env::var_os("CONFORMANCE_ALL").is_some();
     let mut failures = Vec::new();
     let mut count = 0;
-    // Where the spec deliberately differs from Endo, the overrides file
+    // Where docs/spec/values-and-patterns.md deliberately differs from Endo, the overrides file
     // replaces fields of the case, each with its reason.
     let overrides_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/conformance-overrides.json");
     let overrides: Json = serde_json::from_str(&fs::read_to_string(overrides_path).expect("overrides readable"))

@@ -3,7 +3,7 @@
 //!
 //! Each type checks its shape once, at the edge (parsing user or peer input,
 //! or decoding a key read from the file), so the rest of the crate can trust
-//! it. Formula ids are secrets (see `DESIGN.md` at the workspace root): their
+//! it. Formula ids are secrets (see `docs/design.md`): their
 //! `Debug` output is shortened so that they do not end up whole in logs.
 
 use std::fmt;

@@ -1,6 +1,6 @@
 //! The CapTP message set: every message two sessions exchange, and its
 //! postcard encoding. This is the one file to read for what crosses the
-//! wire; `spec/captp.md` says what each message means.
+//! wire; `docs/spec/captp.md` says what each message means.
 //!
 //! Positions are `u64`. Export and import positions are allocated by the
 //! exporter (0 is its bootstrap object); question positions are allocated
