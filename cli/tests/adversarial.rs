@@ -5,6 +5,8 @@
 //! not exist, and a flood of streams. After each, alice must still serve
 //! bob, and her log must say why the hostile session ended.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, reason = "a test fails by panicking")]
+
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;

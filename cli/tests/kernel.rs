@@ -4,6 +4,8 @@
 //! from the node's config file, revocation (from a vat, the CLI and a peer
 //! node), termination and a vat that crashes at launch.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, reason = "a test fails by panicking")]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -4,6 +4,8 @@
 //! the kernel, references that do or do not survive it, and revocation
 //! seen from another vat.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, reason = "a test fails by panicking")]
+
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 

@@ -1,6 +1,8 @@
 //! Agents, mail and confined guests, end to end: real node processes, the
 //! CLI, and JavaScript programs run with a guest's powers.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, reason = "a test fails by panicking")]
+
 use std::process::Stdio;
 use std::time::Duration;
 

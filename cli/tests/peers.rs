@@ -1,6 +1,8 @@
 //! Peers, end to end: two real nodes on loopback, invitations, mail and
 //! remote references between them, restarts and a peer that dies.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, reason = "a test fails by panicking")]
+
 use std::time::{Duration, Instant};
 
 use capstan_tests::{Node, kill, use_binary, wait_until};

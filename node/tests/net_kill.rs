@@ -6,6 +6,8 @@
 //! The peer is this test binary run again with `CAPSTAN_NET_PEER` set, so
 //! that only `peer_process_entry_point` runs in it.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, reason = "a test fails by panicking")]
+
 use std::cell::Cell;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};

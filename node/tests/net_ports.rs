@@ -2,6 +2,8 @@
 //! is free (so its peers' stored addresses for it stay good), and a new
 //! one when it is taken.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, reason = "a test fails by panicking")]
+
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -5,6 +5,8 @@
 //! Each network runs on its own thread; the vats (and so every stream read
 //! and write) run on the test's current-thread runtime, as in the daemon.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, reason = "a test fails by panicking")]
+
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::rc::Rc;

@@ -1,6 +1,8 @@
 //! The eventual-send runtime: exos, guards, `E`, promises, turn order, and
 //! two vats joined by CapTP over an in-memory stream.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, reason = "a test fails by panicking")]
+
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 

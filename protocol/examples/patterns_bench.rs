@@ -4,6 +4,12 @@
 //!
 //! Run: `cargo run --release -p capstan-protocol --example patterns_bench`
 
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a benchmark stops at its first failure"
+)]
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,8 @@
 //! sequences end the session with `Abort` naming the problem, never a
 //! panic, and leave other sessions alone.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, reason = "a test fails by panicking")]
+
 mod captp_support;
 
 use capstan_protocol::captp::codec::{self, FrameDecoder, write_raw_frame};

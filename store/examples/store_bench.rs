@@ -9,6 +9,12 @@
 //! `BENCH_LOOKUPS` [1000000], `BENCH_BLOB_MIB` [1024], and `BENCH_DIR` for
 //! where the stores go (a temporary directory under /tmp by default).
 
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a benchmark stops at its first failure"
+)]
+
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 

@@ -6,6 +6,8 @@
 //! damage) so that the panic hook it installs to count panics sees only its
 //! own work.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, reason = "a test fails by panicking")]
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -6,6 +6,8 @@
 //! The child is this test executable itself, run again with an environment
 //! variable that selects the child's role and `--exact` naming the test.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, reason = "a test fails by panicking")]
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;

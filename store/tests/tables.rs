@@ -2,6 +2,8 @@
 //! mailboxes, blobs, peers and the kernel's tables, with their edge cases,
 //! plus atomicity, followers, the async API, locking and reopening.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, reason = "a test fails by panicking")]
+
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -9,6 +9,12 @@
 //! Run: `cargo build --release -p capstan && CAPSTAN_BIN=target/release/capstan
 //! cargo run --release -p capstan-tests --example kernel_bench`
 
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a benchmark stops at its first failure"
+)]
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

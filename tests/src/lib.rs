@@ -7,6 +7,12 @@
 //! (`cli/tests/`), so that cargo builds the binary before running them
 //! and hands them its path; they pass it to [`use_binary`].
 
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a test harness fails its test by panicking"
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -1,6 +1,7 @@
 //! An in-process host for tests: records what the engine sends and
 //! settles, and lets a test answer sends like a remote vat would.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, reason = "a test fails by panicking")]
 #![allow(dead_code)]
 
 use std::cell::RefCell;

@@ -2,6 +2,7 @@
 //! tests: an echo object, a counter, a logger, and a runtime that records
 //! what the session tells it.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, reason = "a test fails by panicking")]
 #![allow(dead_code)]
 
 use std::sync::Mutex;
