@@ -13,11 +13,8 @@ use crate::captp::message::{Body, MAX_POSITIONS_PER_MESSAGE, Message, Outcome, P
 use crate::marshal::{
     self, DecodeSlots, Descriptor, EncodeSlots, MarshalError, Marshaller, NoSlots, RefStyle, SlotOut,
 };
+pub use crate::value::Settlement;
 use crate::value::{ErrorValue, Reference, Value};
-
-/// How a promise or call settled: `Ok` fulfilled, `Err` rejected with the
-/// reason (usually a [`Value::Error`]).
-pub type Settlement = Result<Value, Value>;
 
 /// Names a session among the runtime's sessions; chosen by the runtime and
 /// stamped on every reference the session makes.
