@@ -3,11 +3,8 @@
 //! promises the engine exported, console output), and the types the engine
 //! answers the runtime with.
 
+pub use capstan_protocol::Settlement;
 use capstan_protocol::{Reference, Value};
-
-/// How a promise settled: fulfilled with a value or rejected with a
-/// reason (any passable, usually an error). The same shape CapTP uses.
-pub type Settlement = Result<Value, Value>;
 
 /// What an entry into the guest (an evaluation, a delivery) came to.
 #[derive(Debug)]

@@ -31,4 +31,4 @@ pub mod strings;
 pub mod value;
 
 pub use rejection::Rejection;
-pub use value::{ErrorValue, PassStyle, Record, Reference, Tagged, Value, ValueError, far};
+pub use value::{ErrorValue, PassStyle, Record, Reference, Settlement, Tagged, Value, ValueError, far};

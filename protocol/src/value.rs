@@ -483,6 +483,11 @@ impl std::hash::Hash for Reference {
     }
 }
 
+/// How a promise or call settled: `Ok` fulfilled with a value, `Err`
+/// rejected with a reason (any passable, usually a [`Value::Error`]). The
+/// CapTP session, the vat runtime and the JS host all speak this one type.
+pub type Settlement = Result<Value, Value>;
+
 /// A remotable built from a far object name: interface `Alleged: name`.
 pub fn far(name: &str) -> Value {
     Value::Remotable(Reference::detached(format!("Alleged: {name}")))

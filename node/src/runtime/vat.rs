@@ -23,8 +23,7 @@ use tokio::sync::Notify;
 
 use super::connection::Connection;
 
-/// How a promise or call settled: a value, or a rejection reason.
-pub type Settlement = Result<Value, Value>;
+pub use capstan_protocol::Settlement;
 
 /// A future run on the vat's thread.
 pub type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;

@@ -1,0 +1,403 @@
+//! The session's tables: what we export (with send counts for GC),
+//! what we import, our questions and the peer's answers, and the
+//! interfaces of dropped presences. [`Tables`] also maps references to
+//! wire positions and back while a body is marshalled.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use crate::marshal::{DecodeSlots, Descriptor, EncodeSlots, MarshalError, RefStyle, SlotOut};
+use crate::value::Reference;
+
+use super::routing::Pending;
+use super::{
+    AnswerId, Event, RemoteKind, RemoteTarget, Session, SessionId, Settlement, limit_exceeded, protocol_error,
+};
+
+/// A fast hasher for keys this side chooses (its own question and export
+/// positions, reference identities): the peer cannot pick colliding keys
+/// for these tables, so they need no keyed hash. Tables keyed by the
+/// peer's choices (answers, imports) keep the standard keyed hasher.
+#[derive(Default, Clone, Copy)]
+pub(super) struct OwnKeyHasher(u64);
+
+impl Hasher for OwnKeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn write_usize(&mut self, word: usize) {
+        self.write_u64(word as u64);
+    }
+}
+
+pub(super) type OwnKeyMap<K, V> = HashMap<K, V, BuildHasherDefault<OwnKeyHasher>>;
+
+/// The interface a presence gets if the exporter sent its interface
+/// before and this side has forgotten it.
+const FORGOTTEN_INTERFACE: &str = "Alleged: remote object";
+
+pub(super) struct Export {
+    pub(super) reference: Reference,
+    pub(super) style: RefStyle,
+    /// Times sent and not yet acknowledged by a `DropExports` delta.
+    pub(super) sent: u64,
+    pub(super) interface_sent: bool,
+    /// For promises: the settlement, once known, re-sent after every
+    /// later message that carries the promise.
+    pub(super) resolved: Option<Settlement>,
+    /// The bootstrap object is never freed.
+    pub(super) pinned: bool,
+    /// Set when this export is the promise for one of our answers.
+    pub(super) answer: Option<u64>,
+}
+
+pub(super) struct Import {
+    pub(super) reference: Reference,
+    /// Times received since the last drop.
+    pub(super) received: u64,
+}
+
+pub(super) struct Question {
+    /// `None` when the runtime dropped it or the session forwards the
+    /// result to an answer.
+    pub(super) promise: Option<Reference>,
+    pub(super) forward: Option<AnswerId>,
+    /// Sends targeted at the answer position: they need a disembargo if
+    /// the answer settles to one of our own objects.
+    pub(super) pipelined: u64,
+    /// Set while a disembargo is in flight.
+    pub(super) returned: Option<Settlement>,
+    /// `pipelined` when the disembargo in flight was sent: sends made
+    /// after it need another one.
+    pub(super) pipelined_at_embargo: u64,
+}
+
+pub(super) struct Answer {
+    pub(super) generation: u64,
+    pub(super) state: AnswerState,
+    pub(super) promise: Option<Reference>,
+    pub(super) exported_as: Option<u64>,
+}
+
+pub(super) enum AnswerState {
+    Pending(Vec<Pending>),
+    Settled(Settlement),
+}
+
+/// The tables, kept apart from the output buffers so that the marshaller
+/// can borrow them while a body is written.
+pub(super) struct Tables {
+    pub(super) id: SessionId,
+    promise_interface: Arc<str>,
+    pub(super) exports: OwnKeyMap<u64, Export>,
+    pub(super) export_positions: OwnKeyMap<Reference, u64>,
+    next_export: u64,
+    pub(super) imports: HashMap<u64, Import>,
+    pub(super) forgotten_interfaces: VecDeque<(u64, Arc<str>)>,
+    remembered_interfaces: usize,
+    pub(super) questions: OwnKeyMap<u64, Question>,
+    pub(super) answers: HashMap<u64, Answer>,
+    pub(super) events: VecDeque<Event>,
+    /// Exported promises already settled that the last message carried.
+    pub(super) resolve_after: Vec<u64>,
+}
+
+fn import_descriptor(style: RefStyle, position: u64) -> Descriptor {
+    match style {
+        RefStyle::Remotable => Descriptor::ImportObject(position),
+        RefStyle::Promise => Descriptor::ImportPromise(position),
+    }
+}
+
+impl Tables {
+    /// Empty tables, with the bootstrap object (if any) pinned at export
+    /// position 0.
+    pub(super) fn new(id: SessionId, remembered_interfaces: usize, bootstrap: Option<&Reference>) -> Tables {
+        let mut tables = Tables {
+            id,
+            promise_interface: Arc::from("Promise"),
+            exports: OwnKeyMap::default(),
+            export_positions: OwnKeyMap::default(),
+            next_export: 1,
+            imports: HashMap::new(),
+            forgotten_interfaces: VecDeque::new(),
+            remembered_interfaces,
+            questions: OwnKeyMap::default(),
+            answers: HashMap::new(),
+            events: VecDeque::new(),
+            resolve_after: Vec::new(),
+        };
+        if let Some(reference) = bootstrap {
+            tables.exports.insert(
+                0,
+                Export {
+                    reference: reference.clone(),
+                    style: RefStyle::Remotable,
+                    sent: 0,
+                    interface_sent: false,
+                    resolved: None,
+                    pinned: true,
+                    answer: None,
+                },
+            );
+            tables.export_positions.insert(reference.clone(), 0);
+        }
+        tables
+    }
+
+    pub(super) fn ours<'r>(&self, reference: &'r Reference) -> Option<&'r RemoteTarget> {
+        RemoteTarget::of(reference).filter(|target| target.session == self.id)
+    }
+
+    fn export_local(&mut self, reference: &Reference, style: RefStyle) -> SlotOut {
+        let known = self.export_positions.get(reference).copied();
+        if let Some((position, entry)) =
+            known.and_then(|position| self.exports.get_mut(&position).map(|entry| (position, entry)))
+        {
+            entry.sent = entry.sent.saturating_add(1);
+            let send_interface = !entry.interface_sent;
+            entry.interface_sent = true;
+            if entry.resolved.is_some() {
+                self.resolve_after.push(position);
+            }
+            return SlotOut {
+                descriptor: import_descriptor(entry.style, position),
+                send_interface,
+            };
+        }
+        let position = self.next_export;
+        self.next_export += 1;
+        let mut entry = Export {
+            reference: reference.clone(),
+            style,
+            sent: 1,
+            interface_sent: true,
+            resolved: None,
+            pinned: false,
+            answer: None,
+        };
+        if style == RefStyle::Promise {
+            match self.ours(reference) {
+                Some(target) if target.kind == RemoteKind::Answer => {
+                    if let Some(answer) = self.answers.get_mut(&target.position) {
+                        answer.exported_as = Some(position);
+                        entry.answer = Some(target.position);
+                        if let AnswerState::Settled(outcome) = &answer.state {
+                            entry.resolved = Some(outcome.clone());
+                        }
+                    } else {
+                        entry.resolved = target.resolution.get().cloned();
+                    }
+                }
+                Some(target) => entry.resolved = target.resolution.get().cloned(),
+                None => self.events.push_back(Event::WatchPromise {
+                    promise: reference.clone(),
+                }),
+            }
+            if entry.resolved.is_some() {
+                self.resolve_after.push(position);
+            }
+        }
+        self.exports.insert(position, entry);
+        self.export_positions.insert(reference.clone(), position);
+        SlotOut {
+            descriptor: import_descriptor(style, position),
+            send_interface: true,
+        }
+    }
+
+    fn import(&mut self, position: u64, kind: RemoteKind, interface: Option<&str>) -> Result<Reference, MarshalError> {
+        if let Some(entry) = self.imports.get_mut(&position) {
+            if RemoteTarget::of(&entry.reference).map(RemoteTarget::kind) != Some(kind) {
+                return Err(MarshalError::Slot(format!(
+                    "import {position} arrived as a different kind"
+                )));
+            }
+            entry.received = entry.received.saturating_add(1);
+            return Ok(entry.reference.clone());
+        }
+        let interface = match kind {
+            RemoteKind::Presence => match interface {
+                Some(interface) => Arc::from(interface),
+                None => self.recall_interface(position),
+            },
+            _ => self.promise_interface.clone(),
+        };
+        let reference = Reference::new(interface, RemoteTarget::new(self.id, position, kind));
+        self.imports.insert(
+            position,
+            Import {
+                reference: reference.clone(),
+                received: 1,
+            },
+        );
+        Ok(reference)
+    }
+
+    fn recall_interface(&mut self, position: u64) -> Arc<str> {
+        match self
+            .forgotten_interfaces
+            .iter()
+            .rposition(|(known, _)| *known == position)
+        {
+            Some(index) => match self.forgotten_interfaces.remove(index) {
+                Some((_, interface)) => interface,
+                None => Arc::from(FORGOTTEN_INTERFACE),
+            },
+            None => Arc::from(FORGOTTEN_INTERFACE),
+        }
+    }
+
+    pub(super) fn remember_interface(&mut self, position: u64, interface: &str) {
+        if self.remembered_interfaces == 0 {
+            return;
+        }
+        if self.forgotten_interfaces.len() >= self.remembered_interfaces {
+            self.forgotten_interfaces.pop_front();
+        }
+        self.forgotten_interfaces.push_back((position, Arc::from(interface)));
+    }
+}
+
+impl EncodeSlots for Tables {
+    fn slot(&mut self, reference: &Reference, style: RefStyle) -> Result<SlotOut, MarshalError> {
+        if let Some(target) = self.ours(reference) {
+            let position = target.position;
+            let back_to_peer = |descriptor| SlotOut {
+                descriptor,
+                send_interface: false,
+            };
+            match target.kind {
+                RemoteKind::Presence => {
+                    return if self.imports.contains_key(&position) {
+                        Ok(back_to_peer(Descriptor::Export(position)))
+                    } else {
+                        Err(MarshalError::Slot(format!(
+                            "presence {position} was dropped from this session"
+                        )))
+                    };
+                }
+                RemoteKind::Promise => {
+                    if target.resolution.get().is_none() && self.imports.contains_key(&position) {
+                        return Ok(back_to_peer(Descriptor::Export(position)));
+                    }
+                }
+                RemoteKind::Question => {
+                    if self.questions.contains_key(&position) {
+                        return Ok(back_to_peer(Descriptor::Answer(position)));
+                    }
+                }
+                RemoteKind::Answer => {}
+            }
+        }
+        Ok(self.export_local(reference, style))
+    }
+}
+
+impl DecodeSlots for Tables {
+    fn reference(
+        &mut self,
+        descriptor: Descriptor,
+        style: RefStyle,
+        interface: Option<&str>,
+    ) -> Result<Reference, MarshalError> {
+        match (descriptor, style) {
+            (Descriptor::ImportObject(position), RefStyle::Remotable) => {
+                self.import(position, RemoteKind::Presence, interface)
+            }
+            (Descriptor::ImportPromise(position), RefStyle::Promise) => {
+                self.import(position, RemoteKind::Promise, None)
+            }
+            (Descriptor::Export(position), _) => match self.exports.get(&position) {
+                Some(entry) if entry.style == style => Ok(entry.reference.clone()),
+                Some(_) => Err(MarshalError::Slot(format!(
+                    "export {position} sent back as a {style:?}"
+                ))),
+                None => Err(MarshalError::Slot(format!("unknown export {position}"))),
+            },
+            (Descriptor::Answer(position), RefStyle::Promise) => {
+                let (id, promise_interface) = (self.id, self.promise_interface.clone());
+                let answer = self
+                    .answers
+                    .get_mut(&position)
+                    .ok_or_else(|| MarshalError::Slot(format!("unknown answer {position}")))?;
+                if let Some(promise) = &answer.promise {
+                    return Ok(promise.clone());
+                }
+                let target = RemoteTarget::new(id, position, RemoteKind::Answer);
+                if let AnswerState::Settled(outcome) = &answer.state {
+                    let _ = target.resolution.set(outcome.clone());
+                }
+                let promise = Reference::new(promise_interface, target);
+                answer.promise = Some(promise.clone());
+                Ok(promise)
+            }
+            (descriptor, style) => Err(MarshalError::Slot(format!(
+                "{descriptor:?} cannot stand for a {style:?}"
+            ))),
+        }
+    }
+}
+
+impl Session {
+    /// Opens a question for one of our calls, with the promise the runtime gets
+    /// for it.
+    pub(super) fn new_question(&mut self) -> (u64, Reference) {
+        let position = self.next_question;
+        self.next_question += 1;
+        let promise = Reference::new(
+            self.tables.promise_interface.clone(),
+            RemoteTarget::new(self.tables.id, position, RemoteKind::Question),
+        );
+        self.tables.questions.insert(
+            position,
+            Question {
+                promise: Some(promise.clone()),
+                forward: None,
+                pipelined: 0,
+                returned: None,
+                pipelined_at_embargo: 0,
+            },
+        );
+        (position, promise)
+    }
+
+    /// Opens an answer at the position the peer chose for its call.
+    pub(super) fn open_answer(&mut self, position: u64) -> Result<AnswerId, String> {
+        if self.tables.answers.contains_key(&position) {
+            return Err(protocol_error(format!(
+                "answer position {position} reused while still in use"
+            )));
+        }
+        if self.tables.answers.len() >= self.limits.max_outstanding_answers {
+            return Err(limit_exceeded(
+                "max_outstanding_answers",
+                self.limits.max_outstanding_answers,
+            ));
+        }
+        let generation = self.next_answer_generation;
+        self.next_answer_generation += 1;
+        self.tables.answers.insert(
+            position,
+            Answer {
+                generation,
+                state: AnswerState::Pending(Vec::new()),
+                promise: None,
+                exported_as: None,
+            },
+        );
+        Ok(AnswerId { position, generation })
+    }
+}
