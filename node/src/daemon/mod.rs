@@ -38,6 +38,7 @@ use capstan_protocol::{ErrorValue, Value};
 use capstan_store::{FormulaId, NodeId, Store, StoreError};
 
 use crate::net::{InboundStreams, Multiaddr, NetConfig, Network};
+pub use crate::runtime::reason_to_error;
 use crate::runtime::{PromiseKit, Vat, when};
 use formula::{Formula, Id};
 use paths::StatePaths;
@@ -509,14 +510,6 @@ impl Daemon {
                 "an invitation is used by accepting its locator on another node",
             )),
         }
-    }
-}
-
-/// A rejection reason as an error value.
-pub fn reason_to_error(reason: Value) -> ErrorValue {
-    match reason {
-        Value::Error(error) => (*error).clone(),
-        other => ErrorValue::plain(capstan_protocol::quote::quote(&other)),
     }
 }
 

@@ -653,7 +653,7 @@ impl Kernel {
             ErrorValue::plain(format!(
                 "bootstrap() of vat {:?} failed: {}",
                 record.bootstrap,
-                crate::daemon::reason_to_error(reason).message
+                crate::runtime::reason_to_error(reason).message
             ))
         })
     }
@@ -664,7 +664,7 @@ impl Kernel {
                 let size = when(&E(blob).call("size", list![])).await.map_err(|reason| {
                     format!(
                         "cannot read the bundle: {}",
-                        crate::daemon::reason_to_error(reason).message
+                        crate::runtime::reason_to_error(reason).message
                     )
                 })?;
                 if size
@@ -679,7 +679,7 @@ impl Kernel {
                 let text = when(&E(blob).call("text", list![])).await.map_err(|reason| {
                     format!(
                         "cannot read the bundle: {}",
-                        crate::daemon::reason_to_error(reason).message
+                        crate::runtime::reason_to_error(reason).message
                     )
                 })?;
                 text.as_str()
@@ -817,7 +817,7 @@ impl Kernel {
             "buildVat",
             list![record.source.as_str(), parameters, entries, baggage_store, powers],
         );
-        let root = when(&root).await.map_err(crate::daemon::reason_to_error)?;
+        let root = when(&root).await.map_err(crate::runtime::reason_to_error)?;
         if !matches!(root, Value::Remotable(_)) {
             return Err(ErrorValue::plain(format!(
                 "buildRootObject of vat {vat_id} gave {}, not a remotable root object",
@@ -1018,7 +1018,7 @@ impl Kernel {
         );
         when(&result)
             .await
-            .map_err(|reason| failed(crate::daemon::reason_to_error(reason)))
+            .map_err(|reason| failed(crate::runtime::reason_to_error(reason)))
     }
 
     /// The root kref of the system subcluster `name`.
@@ -1051,7 +1051,7 @@ impl Kernel {
         };
         when(&E(&worker).call("ping", list![]))
             .await
-            .map_err(|reason| failed(crate::daemon::reason_to_error(reason)))
+            .map_err(|reason| failed(crate::runtime::reason_to_error(reason)))
     }
 
     fn subcluster_value(&self, id: &SubclusterId, record: &SubclusterRecord) -> Value {
