@@ -13,9 +13,9 @@
 //! A second run with the same directory resuscitates the vat: its report
 //! count, kept in baggage, goes on from where it was.
 
-use capstan_node::daemon::worker::{WORKER_SUBCOMMAND, WorkerSpawner};
 use capstan_node::kernel::{ClusterConfig, Kernel, KernelOptions, ServiceOptions, SystemSubclusterConfig};
 use capstan_node::runtime::{Exo, Vat};
+use capstan_node::workers::{WORKER_SUBCOMMAND, WorkerSpawner};
 use capstan_protocol::Value;
 
 const WEATHER_VAT: &str = r#"

@@ -11,7 +11,7 @@
 //! - [`mail`]: messages between agents;
 //! - [`directory`]: name hubs over pet stores;
 //! - [`blob`]: blob references and streaming;
-//! - [`worker`]: worker processes;
+//! - [`worker`]: the running workers of worker formulas;
 //! - [`config`]: the node's config file;
 //! - [`gateway`]: what other nodes may ask of this one, and the sessions
 //!   with them;
@@ -223,7 +223,7 @@ impl Daemon {
             .map_err(|error| DaemonError::Other(format!("cannot start networking: {error}")))?;
         let (stop, _) = tokio::sync::watch::channel(false);
         let workers = worker::Workers::new(&options);
-        let mut kernel_options = crate::kernel::KernelOptions::new(worker::WorkerSpawner::new(&options));
+        let mut kernel_options = crate::kernel::KernelOptions::new(options.worker_spawner());
         kernel_options.system_subclusters = config.system_subclusters;
         let kernel = crate::kernel::Kernel::new(store.clone(), vat.clone(), kernel_options)
             .map_err(|error| DaemonError::Other(format!("cannot start the kernel: {error}")))?;

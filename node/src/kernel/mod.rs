@@ -21,7 +21,7 @@
 //!
 //! ```no_run
 //! use capstan_node::kernel::{Kernel, KernelOptions, ServiceOptions};
-//! use capstan_node::daemon::worker::WorkerSpawner;
+//! use capstan_node::workers::WorkerSpawner;
 //! use capstan_node::runtime::{Exo, Vat};
 //! use capstan_protocol::{Value, list};
 //!
@@ -56,8 +56,8 @@ use capstan_protocol::captp::{RemoteTarget, SessionId};
 use capstan_protocol::{ErrorValue, Reference, Value, list, record};
 use capstan_store::{BlobHash, Kref, KrefKind, Store, StoreError, SubclusterId, VatId};
 
-use crate::daemon::worker::{WorkerSpawner, ready, reap};
 use crate::runtime::{ConnectionHandle, E, Message, Resolver, Vat, when};
+use crate::workers::{WorkerSpawner, ready, reap};
 pub use config::{ClusterConfig, KrefInfo, SubclusterRecord, SystemSubclusterConfig, VatConfig, VatRecord, VatSource};
 
 /// What can go wrong in the kernel.
