@@ -28,12 +28,8 @@
 //! let vat = Vat::new();
 //! vat.clone().run_until(async move {
 //!     let store = capstan_store::Store::open("/tmp/my-kernel").unwrap();
-//!     let spawner = WorkerSpawner {
-//!         program: "/usr/local/bin/capstan".into(),
-//!         memory_bytes: 256 << 20,
-//!         time_budget_ms: 10_000,
-//!         logs: "/tmp/my-kernel".into(),
-//!     };
+//!     // Vats run in `capstan __worker` processes, logging into /tmp/my-kernel.
+//!     let spawner = WorkerSpawner::new("/usr/local/bin/capstan", "/tmp/my-kernel");
 //!     let weather = Exo::new("weather").method("temperature", |_, _| Ok(Value::from(21))).make().unwrap();
 //!     let mut options = KernelOptions::new(spawner);
 //!     options.services.push(("weather".into(), weather, ServiceOptions::default()));

@@ -8,8 +8,13 @@
 //!   reaping it when its session ends;
 //! - [`protocol`]: what the node and a worker agree on: the hidden
 //!   subcommand, the session's limits, and readiness;
-//! - `process` (with the `js` feature): the worker process's own side.
+//! - `process` (with the `js` feature, the default): the worker process's
+//!   own side, which embeds the JavaScript engine. The node's side needs
+//!   no engine, so a program that embeds the kernel without it starts its
+//!   vats with a `capstan` binary built with it.
 
+#[cfg(feature = "js")]
+pub mod process;
 pub mod protocol;
 pub mod spawner;
 
