@@ -9,9 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use capstan_node::daemon::worker::WorkerSpawner;
 use capstan_node::kernel::{ClusterConfig, Kernel, KernelOptions, ServiceOptions, SystemSubclusterConfig};
 use capstan_node::runtime::{Exo, Vat};
+use capstan_node::workers::WorkerSpawner;
 use capstan_protocol::Value;
 
 const KEEPER: &str = r#"

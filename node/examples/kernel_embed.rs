@@ -3,19 +3,23 @@
 //! service), declares a system subcluster whose vat uses it, and calls the
 //! vat's root through the kernel.
 //!
-//! Vats run in worker processes, and a worker is this same program started
-//! with the hidden `__worker` argument, so the program hands that case to
-//! [`capstan_node::worker_process::run`] first.
+//! Vats run in worker processes started from the `capstan` binary (its
+//! hidden `__worker` entry point runs the JavaScript engine), so this
+//! program embeds no engine and builds without the `js` feature. It uses
+//! `CAPSTAN_BIN`, else the `capstan` built beside it.
 //!
 //! ```text
+//! cargo build -p capstan
 //! cargo run -p capstan-node --example kernel_embed [STATE-DIR]
 //! ```
 //! A second run with the same directory resuscitates the vat: its report
 //! count, kept in baggage, goes on from where it was.
 
-use capstan_node::daemon::worker::{WORKER_SUBCOMMAND, WorkerSpawner};
+use std::path::PathBuf;
+
 use capstan_node::kernel::{ClusterConfig, Kernel, KernelOptions, ServiceOptions, SystemSubclusterConfig};
 use capstan_node::runtime::{Exo, Vat};
+use capstan_node::workers::WorkerSpawner;
 use capstan_protocol::Value;
 
 const WEATHER_VAT: &str = r#"
@@ -36,23 +40,31 @@ export function buildRootObject(vatPowers, parameters, baggage) {
 }
 "#;
 
+/// The worker program: `CAPSTAN_BIN`, else the `capstan` binary in the
+/// target directory this example was built into.
+fn capstan_binary() -> Result<PathBuf, Box<dyn std::error::Error>> {
+    if let Some(path) = std::env::var_os("CAPSTAN_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    // `target/<profile>/examples/kernel_embed` beside `target/<profile>/capstan`.
+    let beside = exe
+        .parent()
+        .and_then(|examples| examples.parent())
+        .map(|profile| profile.join(format!("capstan{}", std::env::consts::EXE_SUFFIX)));
+    match beside {
+        Some(path) if path.exists() => Ok(path),
+        _ => {
+            Err("no capstan binary beside this example; build it (`cargo build -p capstan`) or set CAPSTAN_BIN".into())
+        }
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some(WORKER_SUBCOMMAND) {
-        // `__worker --memory-bytes N --time-budget-ms M`, as the kernel starts it.
-        let number = |flag: &str| {
-            args.iter()
-                .position(|arg| arg == flag)
-                .and_then(|at| args.get(at + 1))
-                .and_then(|text| text.parse().ok())
-        };
-        let memory = number("--memory-bytes").unwrap_or(256 << 20);
-        let budget = number("--time-budget-ms").unwrap_or(10_000);
-        return capstan_node::worker_process::run(memory, budget).map_err(Into::into);
-    }
-
+    let program = capstan_binary()?;
     let state = match args.get(1) {
-        Some(dir) => std::path::PathBuf::from(dir),
+        Some(dir) => PathBuf::from(dir),
         None => std::env::temp_dir().join(format!("capstan-kernel-embed-{}", std::process::id())),
     };
     std::fs::create_dir_all(&state)?;
@@ -76,12 +88,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
             .make()
             .map_err(|error| error.message.to_string())?;
-        let mut options = KernelOptions::new(WorkerSpawner {
-            program: std::env::current_exe()?,
-            memory_bytes: 256 << 20,
-            time_budget_ms: 10_000,
-            logs: state.clone(),
-        });
+        let mut options = KernelOptions::new(WorkerSpawner::new(program, state.clone()));
         options
             .services
             .push(("weather".into(), weather, ServiceOptions::default()));

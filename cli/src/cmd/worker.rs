@@ -3,5 +3,5 @@
 //! standard input and output.
 
 pub fn run(memory_bytes: u64, time_budget_ms: u64) -> anyhow::Result<()> {
-    capstan_node::worker_process::run(memory_bytes, time_budget_ms).map_err(|error| anyhow::anyhow!("{error}"))
+    capstan_node::workers::process::run(memory_bytes, time_budget_ms).map_err(|error| anyhow::anyhow!("{error}"))
 }

@@ -11,7 +11,7 @@
 //! - [`mail`]: messages between agents;
 //! - [`directory`]: name hubs over pet stores;
 //! - [`blob`]: blob references and streaming;
-//! - [`worker`]: worker processes;
+//! - [`worker`]: the running workers of worker formulas;
 //! - [`config`]: the node's config file;
 //! - [`gateway`]: what other nodes may ask of this one, and the sessions
 //!   with them;
@@ -38,6 +38,7 @@ use capstan_protocol::{ErrorValue, Value};
 use capstan_store::{FormulaId, NodeId, Store, StoreError};
 
 use crate::net::{InboundStreams, Multiaddr, NetConfig, Network};
+pub use crate::runtime::reason_to_error;
 use crate::runtime::{PromiseKit, Vat, when};
 use formula::{Formula, Id};
 use paths::StatePaths;
@@ -222,7 +223,7 @@ impl Daemon {
             .map_err(|error| DaemonError::Other(format!("cannot start networking: {error}")))?;
         let (stop, _) = tokio::sync::watch::channel(false);
         let workers = worker::Workers::new(&options);
-        let mut kernel_options = crate::kernel::KernelOptions::new(worker::WorkerSpawner::new(&options));
+        let mut kernel_options = crate::kernel::KernelOptions::new(options.worker_spawner());
         kernel_options.system_subclusters = config.system_subclusters;
         let kernel = crate::kernel::Kernel::new(store.clone(), vat.clone(), kernel_options)
             .map_err(|error| DaemonError::Other(format!("cannot start the kernel: {error}")))?;
@@ -509,14 +510,6 @@ impl Daemon {
                 "an invitation is used by accepting its locator on another node",
             )),
         }
-    }
-}
-
-/// A rejection reason as an error value.
-pub fn reason_to_error(reason: Value) -> ErrorValue {
-    match reason {
-        Value::Error(error) => (*error).clone(),
-        other => ErrorValue::plain(capstan_protocol::quote::quote(&other)),
     }
 }
 

@@ -2,12 +2,13 @@
 //! promise at once; the target runs in a later turn (or on the peer, for a
 //! remote target). Sending to a promise before it settles queues the
 //! message on it, or pipelines it through the session for a remote one.
-//! [`when`] turns anything into a future for its settlement.
+//! [`when`] turns anything into a future for its settlement, and
+//! [`reason_to_error`] reads a rejection reason as an error.
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 
-use capstan_protocol::Value;
+use capstan_protocol::{ErrorValue, Value};
 
 use super::vat::{Message, Settlement, Vat, type_error};
 
@@ -77,6 +78,15 @@ fn into_args(args: Value) -> Vec<Value> {
 pub fn when(value: &Value) -> When {
     When {
         inner: Box::pin(vat().when(value)),
+    }
+}
+
+/// A rejection reason as an error value: an error as it is, anything
+/// else quoted.
+pub fn reason_to_error(reason: Value) -> ErrorValue {
+    match reason {
+        Value::Error(error) => (*error).clone(),
+        other => ErrorValue::plain(capstan_protocol::quote::quote(&other)),
     }
 }
 

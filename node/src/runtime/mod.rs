@@ -17,6 +17,6 @@ pub mod exo;
 pub mod vat;
 
 pub use connection::{ConnectionHandle, connect};
-pub use eventual::{E, EProxy, PromiseKit, Settle, When, when};
+pub use eventual::{E, EProxy, PromiseKit, Settle, When, reason_to_error, when};
 pub use exo::{Context, Exo, ExoClass, ExoClassKit, MethodResult, Methods};
 pub use vat::{Behavior, DeliveryGate, Foreign, Invocation, Message, Resolver, Settlement, Vat, Waiter, type_error};

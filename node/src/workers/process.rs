@@ -51,7 +51,7 @@ async fn serve(vat: Vat, limits: GuestLimits) -> Result<(), String> {
         tokio::io::stdin(),
         tokio::io::stdout(),
         Some(worker),
-        crate::daemon::worker::worker_session_limits(),
+        super::protocol::worker_session_limits(),
     );
     let reason = connection.closed().await;
     eprintln!("worker: the session with the node ended: {reason}");
