@@ -1,5 +1,5 @@
-//! Cluster configs: what a subcluster is launched from (spec
-//! `kernel.md`), read from a passable record or a JSON file, checked
+//! Cluster configs: what a subcluster is launched from (`docs/spec/kernel.md`),
+//! read from a passable record or a JSON file, checked
 //! before anything starts, and the records the kernel keeps for each
 //! subcluster and vat.
 

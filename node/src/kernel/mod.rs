@@ -1,5 +1,5 @@
 //! The kernel: subclusters of vats, kernel services, krefs, baggage and
-//! revocation (spec `kernel.md`). It lives in the node's vat, beside the
+//! revocation (`docs/spec/kernel.md`). It lives in the node's vat, beside the
 //! daemon, and keeps everything durable in the store's kernel tables.
 //!
 //! - A vat is a worker process running a vat program: its module's
