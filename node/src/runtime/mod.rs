@@ -4,6 +4,8 @@
 //! - [`vat`]: the single-threaded event loop that owns objects and
 //!   promises and runs deliveries turn by turn, in send order;
 //! - [`exo`]: objects with guards, classes and kits;
+//! - [`args`]: decoding a method's arguments into typed values;
+//! - [`iterator`]: the `{done, value}` records of the iterator protocol;
 //! - [`eventual`]: `E(target).call(..)`, `E.get`, send-only, `when`;
 //! - [`connection`]: a CapTP session on a byte stream, driven by a vat.
 //!
@@ -11,9 +13,11 @@
 //! presence bound to a session, and sending to it goes through the session
 //! (pipelined when it is a promise).
 
+pub mod args;
 pub mod connection;
 pub mod eventual;
 pub mod exo;
+pub mod iterator;
 pub mod vat;
 
 pub use connection::{ConnectionHandle, connect};
