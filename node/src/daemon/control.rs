@@ -54,19 +54,25 @@ async fn serve(options: NodeOptions, vat: Vat) -> Result<(), DaemonError> {
     });
     super::gateway::greet_peers(&daemon);
 
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|error| DaemonError::Other(format!("cannot watch for SIGTERM: {error}")))?;
-    let mut inbound = daemon
-        .inbound
-        .borrow_mut()
-        .take()
-        .ok_or_else(|| DaemonError::Other("the node is already serving".to_string()))?;
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|source| {
+            DaemonError::Signal {
+                signal: "SIGTERM",
+                source,
+            }
+        })?;
+    let mut inbound = daemon.inbound.borrow_mut().take().ok_or(DaemonError::AlreadyServing)?;
     tracing::info!(
         addresses = ?daemon.network.listen_addresses().iter().map(ToString::to_string).collect::<Vec<_>>(),
         "listening for peers"
     );
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(|error| DaemonError::Other(format!("cannot watch for SIGINT: {error}")))?;
+    let mut interrupt =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(|source| {
+            DaemonError::Signal {
+                signal: "SIGINT",
+                source,
+            }
+        })?;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -53,8 +53,41 @@ pub enum DaemonError {
     Corrupt(String),
     #[error("the control socket {path}: {source}")]
     Socket { path: String, source: std::io::Error },
-    #[error("{0}")]
-    Other(String),
+    #[error("cannot read {path}: {source}")]
+    ConfigUnreadable { path: String, source: std::io::Error },
+    /// The config file is not valid TOML or not a node config.
+    #[error("{path}: {detail}")]
+    ConfigInvalid { path: String, detail: String },
+    #[error("{path}: the system subcluster {name:?} is declared twice")]
+    SubclusterDeclaredTwice { path: String, name: String },
+    #[error("{path}: system subcluster {name:?}: {detail}")]
+    SubclusterConfig { path: String, name: String, detail: String },
+    #[error("bad listen address {text:?}: {detail}")]
+    ListenAddress { text: String, detail: String },
+    #[error("cannot start networking: {source}")]
+    Networking { source: crate::net::NetError },
+    #[error("cannot start the kernel: {detail}")]
+    Kernel { detail: String },
+    #[error("cannot watch for {signal}: {source}")]
+    Signal {
+        signal: &'static str,
+        source: std::io::Error,
+    },
+    #[error("the node is already serving")]
+    AlreadyServing,
+    /// `short_id` is shortened: ids are secrets.
+    #[error("no formula {short_id}")]
+    NoSuchFormula { short_id: String },
+}
+
+/// A daemon error as the error a method call rejects with.
+impl From<DaemonError> for ErrorValue {
+    fn from(error: DaemonError) -> Self {
+        match error {
+            DaemonError::Store(error) => ErrorValue::from(error),
+            other => ErrorValue::plain(other.to_string()),
+        }
+    }
 }
 
 /// Settings a node runs with.
@@ -206,9 +239,10 @@ impl Daemon {
         };
         let mut addresses = Vec::with_capacity(listen.len());
         for text in &listen {
-            let address: Multiaddr = text
-                .parse()
-                .map_err(|error| DaemonError::Other(format!("bad listen address {text:?}: {error}")))?;
+            let address: Multiaddr = text.parse().map_err(|error| DaemonError::ListenAddress {
+                text: text.clone(),
+                detail: format!("{error}"),
+            })?;
             addresses.push(address);
         }
         // A node listening on port 0 gets the same port again after a
@@ -219,13 +253,16 @@ impl Daemon {
         };
         let (network, inbound) = Network::start(secret.seed(), net_config)
             .await
-            .map_err(|error| DaemonError::Other(format!("cannot start networking: {error}")))?;
+            .map_err(|source| DaemonError::Networking { source })?;
         let (stop, _) = tokio::sync::watch::channel(false);
         let workers = worker::Workers::new(&options);
         let mut kernel_options = crate::kernel::KernelOptions::new(worker::WorkerSpawner::new(&options));
         kernel_options.system_subclusters = config.system_subclusters;
-        let kernel = crate::kernel::Kernel::new(store.clone(), vat.clone(), kernel_options)
-            .map_err(|error| DaemonError::Other(format!("cannot start the kernel: {error}")))?;
+        let kernel = crate::kernel::Kernel::new(store.clone(), vat.clone(), kernel_options).map_err(|error| {
+            DaemonError::Kernel {
+                detail: error.to_string(),
+            }
+        })?;
         let comms_network = network.clone();
         kernel.set_comms_status(Rc::new(move || {
             let addresses = comms_network.listen_addresses();
@@ -286,7 +323,7 @@ impl Daemon {
             .store
             .read()?
             .get_formula(id)?
-            .ok_or_else(|| DaemonError::Other(format!("no formula {}", short_id(id))))?;
+            .ok_or_else(|| DaemonError::NoSuchFormula { short_id: short_id(id) })?;
         Formula::from_record(&record)
     }
 
