@@ -315,6 +315,10 @@ impl<S> Clone for ExoClass<S> {
     }
 }
 
+/// A class kept in a `thread_local!`, defined on first use; see
+/// [`ExoClass::make_local`].
+pub type LocalClass<S> = std::thread::LocalKey<Result<ExoClass<S>, ErrorValue>>;
+
 /// Builds an [`ExoClass`].
 pub struct ExoClassBuilder<S> {
     tag: String,
@@ -343,6 +347,20 @@ impl<S: 'static> ExoClass<S> {
                 "{tag_text} instances are made by Rust code with their state"
             )))
         })
+    }
+
+    /// Makes an instance, with `state`, of the class a `thread_local!`
+    /// holds: the class is defined once per thread, on first use, so
+    /// making an instance costs no guard checking.
+    ///
+    /// ```ignore
+    /// thread_local! {
+    ///     static GREETER: Result<ExoClass<Greeter>, ErrorValue> = define_greeter();
+    /// }
+    /// let greeter = ExoClass::make_local(&GREETER, Greeter { greeting })?;
+    /// ```
+    pub fn make_local(class: &'static LocalClass<S>, state: S) -> Result<Value, ErrorValue> {
+        class.with(|class| class.as_ref().map_err(Clone::clone)?.make_with(state))
     }
 
     /// Makes an instance in the current vat.
@@ -570,6 +588,14 @@ mod tests {
                 .unwrap();
             assert_eq!(first.as_str(), Some("hello ada"));
             assert_eq!(second.as_str(), Some("bye ada"));
+            thread_local! {
+                static GREETER: Result<ExoClass<Greeter>, ErrorValue> = Ok(greeter_class());
+            }
+            let local = ExoClass::make_local(&GREETER, Greeter { greeting: "hi".into() }).unwrap();
+            let third = when(&E(&local).call("greet", capstan_protocol::list!["ada"]))
+                .await
+                .unwrap();
+            assert_eq!(third.as_str(), Some("hi ada"));
             let refused = class.make(Vec::new()).unwrap_err();
             assert_eq!(&*refused.name, "TypeError");
         });

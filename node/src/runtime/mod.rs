@@ -22,5 +22,5 @@ pub mod vat;
 
 pub use connection::{ConnectionHandle, connect};
 pub use eventual::{E, EProxy, PromiseKit, Settle, When, when};
-pub use exo::{Context, Exo, ExoClass, ExoClassKit, MethodResult, Methods};
+pub use exo::{Context, Exo, ExoClass, ExoClassBuilder, ExoClassKit, LocalClass, MethodResult, Methods};
 pub use vat::{Behavior, DeliveryGate, Foreign, Invocation, Message, Resolver, Settlement, Vat, Waiter, type_error};
