@@ -7,8 +7,9 @@
 //! peer's agents; [`redeem_remote`] uses up an invitation on the
 //! inviter's node; [`greet_peers`] tells known peers where we listen. The
 //! known-peers table (addresses, when last seen) is kept here too. What
-//! peers may ask of us is the gateway's ([`super::gateway`]); it is the
-//! bootstrap object of every session, given to [`PeerSessions::new`].
+//! peers may ask of us is the gateway module's; the gateway is the
+//! bootstrap object of every session, given to [`PeerSessions::new`] (so
+//! this module does not depend on it).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
