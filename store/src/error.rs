@@ -2,7 +2,8 @@
 //!
 //! Messages say what went wrong and with which value, but never print a
 //! whole formula id or blob hash: those are capabilities, and an error may be
-//! shown to someone who must not learn them.
+//! shown to someone who must not learn them. A [`StoreError`] becomes the
+//! passable error a method rejects with through `From`.
 
 use std::path::PathBuf;
 
@@ -86,6 +87,14 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// A store error as the error a method call rejects with. The message is
+/// the error's own, so it keeps the rule above: no identifier in it.
+impl From<StoreError> for capstan_protocol::ErrorValue {
+    fn from(error: StoreError) -> Self {
+        capstan_protocol::ErrorValue::plain(error.to_string())
+    }
+}
+
 macro_rules! from_redb_error {
     ($($error:ty),*) => {
         $(
@@ -106,3 +115,15 @@ from_redb_error!(
     redb::DatabaseError,
     redb::SetDurabilityError
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_error_becomes_a_plain_error_with_its_message() {
+        let error = capstan_protocol::ErrorValue::from(StoreError::WriterStopped);
+        assert_eq!(&*error.name, "Error");
+        assert_eq!(&*error.message, StoreError::WriterStopped.to_string());
+    }
+}

@@ -49,11 +49,16 @@ impl NodeConfig {
             Ok(text) => text,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(NodeConfig::default()),
             Err(error) => {
-                return Err(DaemonError::Other(format!("cannot read {}: {error}", path.display())));
+                return Err(DaemonError::ConfigUnreadable {
+                    path: path.display().to_string(),
+                    source: error,
+                });
             }
         };
-        let file: ConfigFile =
-            toml::from_str(&text).map_err(|error| DaemonError::Other(format!("{}: {error}", path.display())))?;
+        let file: ConfigFile = toml::from_str(&text).map_err(|error| DaemonError::ConfigInvalid {
+            path: path.display().to_string(),
+            detail: error.to_string(),
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let mut system_subclusters = Vec::with_capacity(file.system_subclusters.len());
         for entry in file.system_subclusters {
@@ -61,20 +66,18 @@ impl NodeConfig {
                 .iter()
                 .any(|known: &SystemSubclusterConfig| known.name == entry.name)
             {
-                return Err(DaemonError::Other(format!(
-                    "{}: the system subcluster {:?} is declared twice",
-                    path.display(),
-                    entry.name
-                )));
+                return Err(DaemonError::SubclusterDeclaredTwice {
+                    path: path.display().to_string(),
+                    name: entry.name,
+                });
             }
             let config_path = base.join(&entry.config);
-            let config = ClusterConfig::from_json_file(&config_path).map_err(|error| {
-                DaemonError::Other(format!(
-                    "{}: system subcluster {:?}: {error}",
-                    path.display(),
-                    entry.name
-                ))
-            })?;
+            let config =
+                ClusterConfig::from_json_file(&config_path).map_err(|error| DaemonError::SubclusterConfig {
+                    path: path.display().to_string(),
+                    name: entry.name.clone(),
+                    detail: error.to_string(),
+                })?;
             system_subclusters.push(SystemSubclusterConfig {
                 name: entry.name,
                 config,

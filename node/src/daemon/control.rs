@@ -11,12 +11,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use capstan_protocol::captp::Limits;
 use capstan_protocol::guards::DefaultGuards;
 use capstan_protocol::patterns::M;
-use capstan_protocol::{Value, record};
+use capstan_protocol::{ErrorValue, Value, record};
 use tokio::net::UnixListener;
 
-use super::names::hub_of_agent;
-use super::{Daemon, DaemonError, NodeOptions};
-use crate::runtime::{Exo, Vat, connect, when};
+use super::names::{Hub, hub_of_agent};
+use super::{Daemon, DaemonError, NodeOptions, gateway, peers};
+use crate::runtime::{ExoClass, MethodResult, Vat, connect, when};
 
 /// Runs a node until it is asked to stop. Blocks the calling thread.
 pub fn run(options: NodeOptions) -> Result<(), DaemonError> {
@@ -52,21 +52,27 @@ async fn serve(options: NodeOptions, vat: Vat) -> Result<(), DaemonError> {
             tracing::error!(%error, "the kernel did not start fully");
         }
     });
-    super::gateway::greet_peers(&daemon);
+    peers::greet_peers(&daemon);
 
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|error| DaemonError::Other(format!("cannot watch for SIGTERM: {error}")))?;
-    let mut inbound = daemon
-        .inbound
-        .borrow_mut()
-        .take()
-        .ok_or_else(|| DaemonError::Other("the node is already serving".to_string()))?;
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|source| {
+            DaemonError::Signal {
+                signal: "SIGTERM",
+                source,
+            }
+        })?;
+    let mut inbound = daemon.inbound.borrow_mut().take().ok_or(DaemonError::AlreadyServing)?;
     tracing::info!(
         addresses = ?daemon.network.listen_addresses().iter().map(ToString::to_string).collect::<Vec<_>>(),
         "listening for peers"
     );
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(|error| DaemonError::Other(format!("cannot watch for SIGINT: {error}")))?;
+    let mut interrupt =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(|source| {
+            DaemonError::Signal {
+                signal: "SIGINT",
+                source,
+            }
+        })?;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -89,7 +95,7 @@ async fn serve(options: NodeOptions, vat: Vat) -> Result<(), DaemonError> {
                 Err(error) => tracing::warn!(%error, "accepting a control connection failed"),
             },
             stream = inbound.next() => match stream {
-                Some(stream) => super::gateway::serve_inbound(&daemon, stream),
+                Some(stream) => gateway::serve_inbound(&daemon, stream),
                 None => {
                     tracing::warn!("the network stopped");
                     break;
@@ -125,7 +131,7 @@ thread_local! {
 
 /// Makes every pinned value at start.
 fn make_pins(daemon: &Rc<Daemon>) {
-    let hub = super::names::Hub {
+    let hub = Hub {
         pet_store: daemon.roots.pins,
         specials: Vec::new(),
     };
@@ -144,15 +150,8 @@ fn make_pins(daemon: &Rc<Daemon>) {
     }
 }
 
-/// The node's root object (`ENDO`): its life and status.
-pub fn make_endo_object(daemon: &Rc<Daemon>) -> Value {
-    let (d1, d2, d3, d4) = (
-        Rc::clone(daemon),
-        Rc::clone(daemon),
-        Rc::clone(daemon),
-        Rc::clone(daemon),
-    );
-    let made = Exo::new("Endo")
+fn define_endo() -> Result<ExoClass<Rc<Daemon>>, ErrorValue> {
+    ExoClass::<Rc<Daemon>>::builder_without_init("Endo")
         .interface(M::interface(
             "Endo",
             [
@@ -165,15 +164,26 @@ pub fn make_endo_object(daemon: &Rc<Daemon>) -> Value {
             DefaultGuards::None,
         ))
         .method("ping", |_, _| Ok(Value::from("pong")))
-        .method("status", move |_, _| Ok(status(&d1)))
-        .method("stop", move |_, _| {
-            d2.request_stop();
+        .method("status", |cx, _| Ok(status(&cx.state())))
+        .method("stop", |cx, _| {
+            cx.state().request_stop();
             Ok(Value::Undefined)
         })
-        .method("host", move |_, _| Ok(d3.provide(d3.roots.host)))
-        .method("peers", move |_, _| known_peers(&d4))
-        .make();
-    match made {
+        .method("host", |cx, _| {
+            let daemon = cx.state();
+            Ok(daemon.provide(daemon.roots.host))
+        })
+        .method("peers", |cx, _| known_peers(&cx.state()))
+        .build()
+}
+
+thread_local! {
+    static ENDO: Result<ExoClass<Rc<Daemon>>, ErrorValue> = define_endo();
+}
+
+/// The node's root object (`ENDO`): its life and status.
+pub fn make_endo_object(daemon: &Rc<Daemon>) -> Value {
+    match ExoClass::make_local(&ENDO, Rc::clone(daemon)) {
         Ok(value) => value,
         Err(error) => Value::error(error),
     }
@@ -205,12 +215,8 @@ fn status(daemon: &Daemon) -> Value {
 }
 
 /// Every known peer: node id, addresses, when last seen.
-fn known_peers(daemon: &Daemon) -> Result<Value, capstan_protocol::ErrorValue> {
-    let peers = daemon
-        .store
-        .read()
-        .and_then(|snapshot| snapshot.list_peers())
-        .map_err(|error| capstan_protocol::ErrorValue::plain(error.to_string()))?;
+fn known_peers(daemon: &Daemon) -> MethodResult {
+    let peers = daemon.store.read().and_then(|snapshot| snapshot.list_peers())?;
     let connected = daemon.network.connected_peers();
     Ok(Value::array(peers.into_iter().map(|(node, record)| {
         record! {

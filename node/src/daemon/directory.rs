@@ -1,6 +1,8 @@
 //! Directories: name hubs over pet stores. The same directory methods
-//! serve plain directories and the host agent (which adds its special
-//! names). Every change is one store commit.
+//! serve plain directories and the agents (which add their special
+//! names); a confined hub (a guest's) has none of the methods that take or
+//! reveal an identifier. Every change is one store commit. Name-change
+//! streams are here too.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -9,12 +11,14 @@ use std::rc::Rc;
 use capstan_protocol::guards::DefaultGuards;
 use capstan_protocol::patterns::M;
 use capstan_protocol::{ErrorValue, Value, record};
-use capstan_store::{FormulaId, NameChangeKind, NameFollower};
+use capstan_store::{FormulaId, NameChangeKind, NameFollower, StoreError};
 
 use super::Daemon;
 use super::formula::Formula;
-use super::names::{Hub, parse_path, parse_pet_name, store_error};
-use crate::runtime::{Exo, MethodResult};
+use super::locator::Locator;
+use super::names::{Hub, Path, parse_pet_name, unknown_name};
+use crate::runtime::args::{Rest, decode};
+use crate::runtime::{ExoClass, ExoClassBuilder, MethodResult, iterator};
 
 /// Methods that take or reveal formula identifiers: never on a guest's
 /// directories.
@@ -78,111 +82,146 @@ fn all_directory_method_guards() -> Vec<(&'static str, Value)> {
     ]
 }
 
-/// Adds the directory methods over `hub` to an exo; a confined hub has
-/// no method that takes or reveals an identifier.
-pub fn with_directory_methods(exo: Exo, daemon: &Rc<Daemon>, hub: Hub, confined: bool) -> Exo {
-    let hub = Rc::new(hub);
-    let method = |exo: Exo, name: &str, body: fn(&Rc<Daemon>, &Hub, Vec<Value>) -> MethodResult| {
-        let (daemon, hub) = (Rc::clone(daemon), Rc::clone(&hub));
-        exo.method(name, move |_, args| body(&daemon, &hub, args))
-    };
-    let exo = method(exo, "has", |daemon, hub, args| {
-        let path = strings(&args)?;
-        Ok(Value::Boolean(!path.is_empty() && hub.resolve(daemon, &path).is_ok()))
-    });
-    let exo = method(exo, "list", |daemon, hub, args| {
-        let names = listed(daemon, hub, &strings(&args)?)?;
+/// A name hub bound to the daemon: the state of a directory object, and
+/// what the directory methods of an agent work on.
+#[derive(Clone)]
+pub struct Directory {
+    pub daemon: Rc<Daemon>,
+    pub hub: Rc<Hub>,
+}
+
+/// Adds the directory methods to a class whose state holds a
+/// [`Directory`]; a confined one gets none that takes or reveals an
+/// identifier.
+pub fn with_directory_methods<S: AsRef<Directory> + 'static>(
+    class: ExoClassBuilder<S>,
+    confined: bool,
+) -> ExoClassBuilder<S> {
+    let class = class
+        .method("has", |cx, args| cx.state().as_ref().has(decode(args)?))
+        .method("list", |cx, args| cx.state().as_ref().list(decode(args)?))
+        .method("lookup", |cx, args| cx.state().as_ref().lookup(decode(args)?))
+        .method("reverseLookup", |cx, args| {
+            cx.state().as_ref().reverse_lookup(decode(args)?)
+        })
+        .method("followNameChanges", |cx, _| cx.state().as_ref().follow_name_changes())
+        .async_method("remove", |cx, args| {
+            let directory = cx.state().as_ref().clone();
+            async move { directory.remove(decode(args)?).await }
+        })
+        .async_method("move", |cx, args| {
+            let directory = cx.state().as_ref().clone();
+            async move { directory.move_name(decode(args)?).await }
+        })
+        .async_method("copy", |cx, args| {
+            let directory = cx.state().as_ref().clone();
+            async move { directory.copy(decode(args)?).await }
+        })
+        .async_method("makeDirectory", move |cx, args| {
+            let directory = cx.state().as_ref().clone();
+            async move { directory.make_directory_at(decode(args)?, confined).await }
+        });
+    if confined {
+        return class;
+    }
+    class
+        .method("listIdentifiers", |cx, args| {
+            cx.state().as_ref().list_identifiers(decode(args)?)
+        })
+        .method("identify", |cx, args| cx.state().as_ref().identify(decode(args)?))
+        .method("locate", |cx, args| cx.state().as_ref().locate(decode(args)?))
+        .async_method("write", |cx, args| {
+            let directory = cx.state().as_ref().clone();
+            async move { directory.write(decode(args)?).await }
+        })
+}
+
+impl AsRef<Directory> for Directory {
+    fn as_ref(&self) -> &Directory {
+        self
+    }
+}
+
+impl Directory {
+    /// `has(...path)`.
+    fn has(&self, Rest(path): Rest<String>) -> MethodResult {
+        Ok(Value::Boolean(
+            !path.is_empty() && self.hub.resolve(&self.daemon, &path).is_ok(),
+        ))
+    }
+
+    /// `list(...path)`.
+    fn list(&self, Rest(path): Rest<String>) -> MethodResult {
+        let names = listed(&self.daemon, &self.hub, &path)?;
         Ok(Value::array(names.into_iter().map(|(name, _)| Value::from(name))))
-    });
-    let exo = method(exo, "lookup", |daemon, hub, args| {
-        let path = parse_path(&args[0])?;
-        Ok(daemon.provide(hub.resolve(daemon, &path)?))
-    });
-    let exo = method(exo, "reverseLookup", |daemon, hub, args| {
-        let Some(id) = daemon.identify(&args[0]) else {
+    }
+
+    /// `lookup(path)`.
+    fn lookup(&self, (Path(path),): (Path,)) -> MethodResult {
+        Ok(self.daemon.provide(self.hub.resolve(&self.daemon, &path)?))
+    }
+
+    /// `reverseLookup(value)`.
+    fn reverse_lookup(&self, (value,): (Value,)) -> MethodResult {
+        let Some(id) = self.daemon.identify(&value) else {
             return Ok(Value::array([]));
         };
-        let names = daemon
+        let names = self
+            .daemon
             .store
             .read()
-            .and_then(|snapshot| snapshot.reverse_lookup_in(hub.pet_store, id))
-            .map_err(store_error)?;
+            .and_then(|snapshot| snapshot.reverse_lookup_in(self.hub.pet_store, id))?;
         let mut names: Vec<Value> = names.into_iter().map(|name| Value::from(name.as_str())).collect();
         names.extend(
-            hub.specials
+            self.hub
+                .specials
                 .iter()
                 .filter(|(_, special)| *special == id)
                 .map(|(name, _)| Value::from(*name)),
         );
         Ok(Value::array(names))
-    });
-    let exo = if confined {
-        exo
-    } else {
-        with_identifier_methods(exo, daemon, &hub)
-    };
-    let exo = async_method(exo, daemon, &hub, "remove", |daemon, hub, args| async move {
-        let path = strings(&args)?;
-        let (parent, name) = hub.resolve_parent(&daemon, &path)?;
+    }
+
+    /// `remove(...path)`.
+    async fn remove(self, Rest(path): Rest<String>) -> MethodResult {
+        let (parent, name) = self.hub.resolve_parent(&self.daemon, &path)?;
         let pet = parse_pet_name(&name)?;
-        let removed = daemon
-            .store
-            .remove_name(parent.pet_store, pet)
-            .await
-            .map_err(store_error)?;
-        match removed {
+        match self.daemon.store.remove_name(parent.pet_store, pet).await? {
             Some(_) => Ok(Value::Undefined),
-            None => Err(super::names::unknown_name(&path.join("."))),
+            None => Err(unknown_name(&path.join("."))),
         }
-    });
-    let exo = async_method(exo, daemon, &hub, "move", |daemon, hub, args| async move {
-        let (from, to) = (parse_path(&args[0])?, parse_path(&args[1])?);
-        let (from_hub, from_name) = hub.resolve_parent(&daemon, &from)?;
-        let (to_hub, to_name) = hub.resolve_parent(&daemon, &to)?;
+    }
+
+    /// `move(fromPath, toPath)`.
+    async fn move_name(self, (Path(from), Path(to)): (Path, Path)) -> MethodResult {
+        let (from_hub, from_name) = self.hub.resolve_parent(&self.daemon, &from)?;
+        let (to_hub, to_name) = self.hub.resolve_parent(&self.daemon, &to)?;
         let (from_name, to_name) = (parse_pet_name(&from_name)?, parse_pet_name(&to_name)?);
-        daemon
+        self.daemon
             .store
             .move_name(from_hub.pet_store, from_name, to_hub.pet_store, to_name)
             .await
             .map_err(|error| name_error(error, &from))?;
         Ok(Value::Undefined)
-    });
-    let exo = async_method(exo, daemon, &hub, "copy", |daemon, hub, args| async move {
-        let (from, to) = (parse_path(&args[0])?, parse_path(&args[1])?);
-        // Special names can be copied out (their id is known).
-        let id = hub.resolve(&daemon, &from)?;
-        let (to_hub, to_name) = hub.resolve_parent(&daemon, &to)?;
-        let to_name = parse_pet_name(&to_name)?;
-        daemon
-            .store
-            .write_name(to_hub.pet_store, to_name, id)
-            .await
-            .map_err(store_error)?;
-        Ok(Value::Undefined)
-    });
-    let (made_by, made_in) = (Rc::clone(daemon), Rc::clone(&hub));
-    let exo = exo.async_method("makeDirectory", move |_, args| {
-        let (daemon, hub) = (Rc::clone(&made_by), Rc::clone(&made_in));
-        make_directory_at(daemon, hub, args, confined)
-    });
-    let (follow_daemon, follow_hub) = (Rc::clone(daemon), Rc::clone(&hub));
-    exo.method("followNameChanges", move |_, _| {
-        let follower = follow_daemon
-            .store
-            .follow_names(follow_hub.pet_store)
-            .map_err(store_error)?;
-        make_name_change_stream(&follow_hub, follower)
-    })
-}
+    }
 
-/// `makeDirectory(path)`: a new directory, named, in one commit.
-async fn make_directory_at(daemon: Rc<Daemon>, hub: Rc<Hub>, args: Vec<Value>, confined: bool) -> MethodResult {
-    {
-        let path = parse_path(&args[0])?;
-        let (parent, name) = hub.resolve_parent(&daemon, &path)?;
+    /// `copy(fromPath, toPath)`.
+    async fn copy(self, (Path(from), Path(to)): (Path, Path)) -> MethodResult {
+        // Special names can be copied out (their id is known).
+        let id = self.hub.resolve(&self.daemon, &from)?;
+        let (to_hub, to_name) = self.hub.resolve_parent(&self.daemon, &to)?;
+        let to_name = parse_pet_name(&to_name)?;
+        self.daemon.store.write_name(to_hub.pet_store, to_name, id).await?;
+        Ok(Value::Undefined)
+    }
+
+    /// `makeDirectory(path)`: a new directory, named, in one commit.
+    async fn make_directory_at(self, (Path(path),): (Path,), confined: bool) -> MethodResult {
+        let daemon = &self.daemon;
+        let (parent, name) = self.hub.resolve_parent(daemon, &path)?;
         let name = parse_pet_name(&name)?;
-        let pet_store = FormulaId::random(daemon.node_id).map_err(store_error)?;
-        let directory = FormulaId::random(daemon.node_id).map_err(store_error)?;
+        let pet_store = FormulaId::random(daemon.node_id)?;
+        let directory = FormulaId::random(daemon.node_id)?;
         let directory_formula = if confined {
             Formula::ConfinedDirectory {
                 pet_store: pet_store.into(),
@@ -200,73 +239,48 @@ async fn make_directory_at(daemon: Rc<Daemon>, hub: Rc<Hub>, args: Vec<Value>, c
             .await?;
         daemon.provide_settled(directory).await
     }
-}
 
-/// The methods that take or reveal identifiers (hosts only).
-fn with_identifier_methods(exo: Exo, daemon: &Rc<Daemon>, hub: &Rc<Hub>) -> Exo {
-    let method = |exo: Exo, name: &str, body: fn(&Rc<Daemon>, &Hub, Vec<Value>) -> MethodResult| {
-        let (daemon, hub) = (Rc::clone(daemon), Rc::clone(hub));
-        exo.method(name, move |_, args| body(&daemon, &hub, args))
-    };
-    let exo = method(exo, "listIdentifiers", |daemon, hub, args| {
-        let names = listed(daemon, hub, &strings(&args)?)?;
+    /// `followNameChanges()`.
+    fn follow_name_changes(&self) -> MethodResult {
+        let follower = self.daemon.store.follow_names(self.hub.pet_store)?;
+        make_name_change_stream(&self.hub, follower)
+    }
+
+    /// `listIdentifiers(...path)`.
+    fn list_identifiers(&self, Rest(path): Rest<String>) -> MethodResult {
+        let names = listed(&self.daemon, &self.hub, &path)?;
         Ok(Value::array(
             names.into_iter().map(|(_, id)| Value::from(id.to_string())),
         ))
-    });
-    let exo = method(exo, "identify", |daemon, hub, args| {
-        let path = strings(&args)?;
-        Ok(hub
-            .resolve(daemon, &path)
+    }
+
+    /// `identify(...path)`.
+    fn identify(&self, Rest(path): Rest<String>) -> MethodResult {
+        Ok(self
+            .hub
+            .resolve(&self.daemon, &path)
             .ok()
             .map_or(Value::Undefined, |id| Value::from(id.to_string())))
-    });
-    let exo = method(exo, "locate", |daemon, hub, args| {
-        let path = strings(&args)?;
-        match hub.resolve(daemon, &path) {
-            Ok(id) => Ok(Value::from(locator(daemon, id)?)),
+    }
+
+    /// `locate(...path)`.
+    fn locate(&self, Rest(path): Rest<String>) -> MethodResult {
+        match self.hub.resolve(&self.daemon, &path) {
+            Ok(id) => Ok(Value::from(locator(&self.daemon, id)?)),
             Err(_) => Ok(Value::Undefined),
         }
-    });
-    async_method(exo, daemon, hub, "write", |daemon, hub, args| async move {
-        let path = parse_path(&args[0])?;
-        let id: FormulaId = args[1]
-            .as_str()
-            .and_then(|text| text.parse().ok())
-            .ok_or_else(|| ErrorValue::type_error("write needs a formula identifier"))?;
-        let (parent, name) = hub.resolve_parent(&daemon, &path)?;
+    }
+
+    /// `write(path, id)`.
+    async fn write(self, (Path(path), id): (Path, String)) -> MethodResult {
+        let id: FormulaId = id
+            .parse()
+            .map_err(|_| ErrorValue::type_error("write needs a formula identifier"))?;
+        let (parent, name) = self.hub.resolve_parent(&self.daemon, &path)?;
         let name = parse_pet_name(&name)?;
-        daemon
-            .store
-            .write_name(parent.pet_store, name, id)
-            .await
-            .map_err(store_error)?;
+        self.daemon.store.write_name(parent.pet_store, name, id).await?;
         Ok(Value::Undefined)
-    })
-}
-
-fn async_method<F>(
-    exo: Exo,
-    daemon: &Rc<Daemon>,
-    hub: &Rc<Hub>,
-    name: &str,
-    body: fn(Rc<Daemon>, Rc<Hub>, Vec<Value>) -> F,
-) -> Exo
-where
-    F: std::future::Future<Output = MethodResult> + 'static,
-{
-    let (daemon, hub) = (Rc::clone(daemon), Rc::clone(hub));
-    exo.async_method(name, move |_, args| body(Rc::clone(&daemon), Rc::clone(&hub), args))
-}
-
-fn strings(args: &[Value]) -> Result<Vec<String>, ErrorValue> {
-    args.iter()
-        .map(|arg| {
-            arg.as_str()
-                .map(str::to_string)
-                .ok_or_else(|| ErrorValue::type_error("names must be strings"))
-        })
-        .collect()
+    }
 }
 
 fn listed(daemon: &Daemon, hub: &Hub, path: &[String]) -> Result<Vec<(String, FormulaId)>, ErrorValue> {
@@ -279,43 +293,111 @@ fn listed(daemon: &Daemon, hub: &Hub, path: &[String]) -> Result<Vec<(String, Fo
     inner.list(daemon)
 }
 
-fn name_error(error: capstan_store::StoreError, path: &[String]) -> ErrorValue {
+fn name_error(error: StoreError, path: &[String]) -> ErrorValue {
     match error {
-        capstan_store::StoreError::NameNotFound { .. } => super::names::unknown_name(&path.join(".")),
-        other => store_error(other),
+        StoreError::NameNotFound { .. } => unknown_name(&path.join(".")),
+        other => ErrorValue::from(other),
     }
 }
 
-/// A locator for formula `id`: `capstan://{node}/?id={number}&type={type}`.
+/// A locator for formula `id`: its node, number and type. Another node's
+/// formula has type `remote`: its type is known only there.
 pub fn locator(daemon: &Daemon, id: FormulaId) -> Result<String, ErrorValue> {
-    if id.node() != daemon.node_id {
-        // Another node's formula: its type is known only there.
-        let number: String = id.number().iter().map(|byte| format!("{byte:02x}")).collect();
-        return Ok(format!("capstan://{}/?id={number}&type=remote", id.node()));
+    let kind = if id.node() != daemon.node_id {
+        "remote"
+    } else {
+        daemon.formula(id)?.type_name()
+    };
+    Ok(Locator {
+        id,
+        kind,
+        from: None,
+        at: &[],
     }
-    let formula = daemon
-        .formula(id)
-        .map_err(|error| ErrorValue::plain(error.to_string()))?;
-    let number: String = id.number().iter().map(|byte| format!("{byte:02x}")).collect();
-    Ok(format!(
-        "capstan://{}/?id={number}&type={}",
-        id.node(),
-        formula.type_name()
-    ))
+    .to_string())
 }
 
-/// Makes a directory object over a pet store.
-pub fn make_directory(daemon: &Rc<Daemon>, pet_store: FormulaId, confined: bool) -> Result<Value, ErrorValue> {
-    let hub = Hub {
-        pet_store,
-        specials: Vec::new(),
-    };
-    let exo = Exo::new("EndoDirectory").interface(M::interface(
+fn define_directory(confined: bool) -> Result<ExoClass<Directory>, ErrorValue> {
+    let class = ExoClass::<Directory>::builder_without_init("EndoDirectory").interface(M::interface(
         "EndoDirectory",
         directory_method_guards(confined),
         DefaultGuards::None,
     ));
-    with_directory_methods(exo, daemon, hub, confined).make()
+    with_directory_methods(class, confined).build()
+}
+
+thread_local! {
+    static DIRECTORY: Result<ExoClass<Directory>, ErrorValue> = define_directory(false);
+    static CONFINED_DIRECTORY: Result<ExoClass<Directory>, ErrorValue> = define_directory(true);
+}
+
+/// Makes a directory object over a pet store.
+pub fn make_directory(daemon: &Rc<Daemon>, pet_store: FormulaId, confined: bool) -> Result<Value, ErrorValue> {
+    let directory = Directory {
+        daemon: Rc::clone(daemon),
+        hub: Rc::new(Hub {
+            pet_store,
+            specials: Vec::new(),
+        }),
+    };
+    ExoClass::make_local(if confined { &CONFINED_DIRECTORY } else { &DIRECTORY }, directory)
+}
+
+/// What a name-change stream holds: the changes not yet given, then the
+/// store's follower (gone once the stream is closed).
+struct NameChanges {
+    backlog: RefCell<VecDeque<Value>>,
+    follower: tokio::sync::Mutex<Option<NameFollower>>,
+}
+
+impl NameChanges {
+    async fn next(&self) -> MethodResult {
+        // One `next` at a time takes the follower, so concurrent calls get
+        // successive changes.
+        let mut follower = self.follower.lock().await;
+        if let Some(change) = self.backlog.borrow_mut().pop_front() {
+            return Ok(iterator::yielded(change));
+        }
+        let Some(follower) = follower.as_mut() else {
+            return Ok(iterator::done());
+        };
+        let change = follower.next().await?;
+        let value = match change.kind {
+            NameChangeKind::Added { name, .. } => record! { "add" => name.as_str() },
+            NameChangeKind::Removed { name } => record! { "remove" => name.as_str() },
+        };
+        Ok(iterator::yielded(value))
+    }
+
+    async fn close(&self) -> MethodResult {
+        *self.follower.lock().await = None;
+        Ok(iterator::done())
+    }
+}
+
+fn define_name_change_stream() -> Result<ExoClass<Rc<NameChanges>>, ErrorValue> {
+    ExoClass::<Rc<NameChanges>>::builder_without_init("NameChangeStream")
+        .interface(M::interface(
+            "NameChangeStream",
+            [
+                ("next", M::call_when([]).returns(M::record())),
+                ("return", M::call_when([]).rest(M::any()).returns(M::record())),
+            ],
+            DefaultGuards::None,
+        ))
+        .async_method("next", |cx, _| {
+            let changes = Rc::clone(&cx.state());
+            async move { changes.next().await }
+        })
+        .async_method("return", |cx, _| {
+            let changes = Rc::clone(&cx.state());
+            async move { changes.close().await }
+        })
+        .build()
+}
+
+thread_local! {
+    static NAME_CHANGE_STREAM: Result<ExoClass<Rc<NameChanges>>, ErrorValue> = define_name_change_stream();
 }
 
 /// A stream of name changes: the names there now (as additions), then
@@ -332,51 +414,9 @@ fn make_name_change_stream(hub: &Hub, follower: NameFollower) -> MethodResult {
             .iter()
             .map(|(name, _)| record! { "add" => name.as_str() }),
     );
-    let state = Rc::new(StreamState {
+    let changes = NameChanges {
         backlog: RefCell::new(backlog),
         follower: tokio::sync::Mutex::new(Some(follower)),
-    });
-    let next_state = Rc::clone(&state);
-    Exo::new("NameChangeStream")
-        .interface(M::interface(
-            "NameChangeStream",
-            [
-                ("next", M::call_when([]).returns(M::record())),
-                ("return", M::call_when([]).rest(M::any()).returns(M::record())),
-            ],
-            DefaultGuards::None,
-        ))
-        .async_method("next", move |_, _| {
-            let state = Rc::clone(&next_state);
-            async move {
-                // One `next` at a time takes the follower, so concurrent
-                // calls get successive changes.
-                let mut follower = state.follower.lock().await;
-                if let Some(change) = state.backlog.borrow_mut().pop_front() {
-                    return Ok(record! { "done" => false, "value" => change });
-                }
-                let Some(follower) = follower.as_mut() else {
-                    return Ok(record! { "done" => true, "value" => Value::Undefined });
-                };
-                let change = follower.next().await.map_err(store_error)?;
-                let value = match change.kind {
-                    NameChangeKind::Added { name, .. } => record! { "add" => name.as_str() },
-                    NameChangeKind::Removed { name } => record! { "remove" => name.as_str() },
-                };
-                Ok(record! { "done" => false, "value" => value })
-            }
-        })
-        .async_method("return", move |_, _| {
-            let state = Rc::clone(&state);
-            async move {
-                *state.follower.lock().await = None;
-                Ok(record! { "done" => true, "value" => Value::Undefined })
-            }
-        })
-        .make()
-}
-
-struct StreamState {
-    backlog: RefCell<VecDeque<Value>>,
-    follower: tokio::sync::Mutex<Option<NameFollower>>,
+    };
+    ExoClass::make_local(&NAME_CHANGE_STREAM, Rc::new(changes))
 }

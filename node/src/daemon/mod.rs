@@ -3,31 +3,41 @@
 //! value came from which formula, cancels values and everything made from
 //! them, and serves the host agent on the control socket.
 //!
-//! - [`formula`]: the formula types;
-//! - [`paths`]: the state directory's files;
-//! - [`names`]: pet names, special names and paths;
-//! - [`host`]: the host agent (directory operations, evaluation, blobs);
-//! - [`guest`]: confined guest agents;
-//! - [`mail`]: messages between agents;
-//! - [`directory`]: name hubs over pet stores;
-//! - [`blob`]: blob references and streaming;
-//! - [`worker`]: the running workers of worker formulas;
-//! - [`config`]: the node's config file;
-//! - [`gateway`]: what other nodes may ask of this one, and the sessions
-//!   with them;
-//! - [`control`]: the control socket and the node's life.
+//! Modules, bottom-up (each uses only those above it, and this one's
+//! [`Daemon`]):
+//!
+//! - [`formula`]: the formula types; [`paths`]: the state directory's
+//!   files; [`config`]: the node's config file; [`worker`]: the
+//!   running workers of worker formulas;
+//! - [`names`]: pet names, special names, paths and name hubs;
+//! - [`directory`]: directory objects over pet stores; [`blob`]: blob
+//!   references and streaming; [`message`]: mail as stored;
+//!   [`locator`]: the `capstan://` locator format;
+//! - [`peers`]: the sessions we open to other nodes, and what we ask of
+//!   them;
+//! - [`agents`]: hosts, guests and their mail;
+//! - [`gateway`]: what other nodes may ask of this one;
+//! - [`incarnate`]: making a formula's value, by type; [`control`]: the
+//!   control socket, the node's root object and its life.
+//!
+//! This module wires the layers together: the daemon's state names the
+//! state types of [`worker`], [`message`] and [`peers`], gives
+//! [`peers::PeerSessions`] the gateway to offer, and calls
+//! [`incarnate::incarnate`] to make values.
 
+pub mod agents;
 pub mod blob;
 pub mod config;
 pub mod control;
 pub mod directory;
 pub mod formula;
 pub mod gateway;
-pub mod guest;
-pub mod host;
-pub mod mail;
+mod incarnate;
+pub mod locator;
+pub mod message;
 pub mod names;
 pub mod paths;
+pub mod peers;
 pub mod worker;
 
 use std::cell::RefCell;
@@ -38,9 +48,8 @@ use capstan_protocol::{ErrorValue, Value};
 use capstan_store::{FormulaId, NodeId, Store, StoreError};
 
 use crate::net::{InboundStreams, Multiaddr, NetConfig, Network};
-pub use crate::runtime::reason_to_error;
-use crate::runtime::{PromiseKit, Vat, when};
-use formula::{Formula, Id};
+use crate::runtime::{PromiseKit, Vat, reason_to_error, when};
+use formula::Formula;
 use paths::StatePaths;
 
 /// What can go wrong running the daemon.
@@ -54,8 +63,41 @@ pub enum DaemonError {
     Corrupt(String),
     #[error("the control socket {path}: {source}")]
     Socket { path: String, source: std::io::Error },
-    #[error("{0}")]
-    Other(String),
+    #[error("cannot read {path}: {source}")]
+    ConfigUnreadable { path: String, source: std::io::Error },
+    /// The config file is not valid TOML or not a node config.
+    #[error("{path}: {detail}")]
+    ConfigInvalid { path: String, detail: String },
+    #[error("{path}: the system subcluster {name:?} is declared twice")]
+    SubclusterDeclaredTwice { path: String, name: String },
+    #[error("{path}: system subcluster {name:?}: {detail}")]
+    SubclusterConfig { path: String, name: String, detail: String },
+    #[error("bad listen address {text:?}: {detail}")]
+    ListenAddress { text: String, detail: String },
+    #[error("cannot start networking: {source}")]
+    Networking { source: crate::net::NetError },
+    #[error("cannot start the kernel: {detail}")]
+    Kernel { detail: String },
+    #[error("cannot watch for {signal}: {source}")]
+    Signal {
+        signal: &'static str,
+        source: std::io::Error,
+    },
+    #[error("the node is already serving")]
+    AlreadyServing,
+    /// `short_id` is shortened: ids are secrets.
+    #[error("no formula {short_id}")]
+    NoSuchFormula { short_id: String },
+}
+
+/// A daemon error as the error a method call rejects with.
+impl From<DaemonError> for ErrorValue {
+    fn from(error: DaemonError) -> Self {
+        match error {
+            DaemonError::Store(error) => ErrorValue::from(error),
+            other => ErrorValue::plain(other.to_string()),
+        }
+    }
 }
 
 /// Settings a node runs with.
@@ -107,13 +149,13 @@ pub struct Daemon {
     dependents: RefCell<HashMap<FormulaId, HashSet<FormulaId>>>,
     pub workers: worker::Workers,
     /// Callers waiting for answers to their requests.
-    pub requests: mail::RequestWaiters,
+    pub requests: message::RequestWaiters,
     /// The node's libp2p swarm.
     pub network: Network,
     /// Streams peers open to us, until the serve loop takes them.
     pub inbound: RefCell<Option<InboundStreams>>,
     /// The sessions with other nodes, by node id.
-    pub peers: gateway::PeerSessions,
+    pub peers: peers::PeerSessions,
     /// Subclusters of vats, kernel services, krefs (`KERNEL`).
     pub kernel: Rc<crate::kernel::Kernel>,
     stop: tokio::sync::watch::Sender<bool>,
@@ -207,9 +249,10 @@ impl Daemon {
         };
         let mut addresses = Vec::with_capacity(listen.len());
         for text in &listen {
-            let address: Multiaddr = text
-                .parse()
-                .map_err(|error| DaemonError::Other(format!("bad listen address {text:?}: {error}")))?;
+            let address: Multiaddr = text.parse().map_err(|error| DaemonError::ListenAddress {
+                text: text.clone(),
+                detail: format!("{error}"),
+            })?;
             addresses.push(address);
         }
         // A node listening on port 0 gets the same port again after a
@@ -220,13 +263,16 @@ impl Daemon {
         };
         let (network, inbound) = Network::start(secret.seed(), net_config)
             .await
-            .map_err(|error| DaemonError::Other(format!("cannot start networking: {error}")))?;
+            .map_err(|source| DaemonError::Networking { source })?;
         let (stop, _) = tokio::sync::watch::channel(false);
         let workers = worker::Workers::new(&options);
         let mut kernel_options = crate::kernel::KernelOptions::new(options.worker_spawner());
         kernel_options.system_subclusters = config.system_subclusters;
-        let kernel = crate::kernel::Kernel::new(store.clone(), vat.clone(), kernel_options)
-            .map_err(|error| DaemonError::Other(format!("cannot start the kernel: {error}")))?;
+        let kernel = crate::kernel::Kernel::new(store.clone(), vat.clone(), kernel_options).map_err(|error| {
+            DaemonError::Kernel {
+                detail: error.to_string(),
+            }
+        })?;
         let comms_network = network.clone();
         kernel.set_comms_status(Rc::new(move || {
             let addresses = comms_network.listen_addresses();
@@ -249,10 +295,10 @@ impl Daemon {
             identities: RefCell::new(HashMap::new()),
             dependents: RefCell::new(HashMap::new()),
             workers,
-            requests: mail::RequestWaiters::default(),
+            requests: message::RequestWaiters::default(),
             network,
             inbound: RefCell::new(Some(inbound)),
-            peers: gateway::PeerSessions::default(),
+            peers: peers::PeerSessions::new(gateway::make_gateway),
             kernel,
             stop,
             this: this.clone(),
@@ -287,7 +333,7 @@ impl Daemon {
             .store
             .read()?
             .get_formula(id)?
-            .ok_or_else(|| DaemonError::Other(format!("no formula {}", short_id(id))))?;
+            .ok_or_else(|| DaemonError::NoSuchFormula { short_id: short_id(id) })?;
         Formula::from_record(&record)
     }
 
@@ -307,12 +353,7 @@ impl Daemon {
     ) -> Result<(), ErrorValue> {
         let mut records = Vec::with_capacity(formulas.len());
         for (id, formula) in formulas {
-            records.push((
-                *id,
-                formula
-                    .to_record()
-                    .map_err(|error| ErrorValue::plain(error.to_string()))?,
-            ));
+            records.push((*id, formula.to_record()?));
         }
         self.store
             .transact(move |tx| {
@@ -325,7 +366,7 @@ impl Daemon {
                 Ok(())
             })
             .await
-            .map_err(names::store_error)
+            .map_err(ErrorValue::from)
     }
 
     /// The value of formula `id`: made on first use (dependencies first),
@@ -340,7 +381,7 @@ impl Daemon {
         self.live.borrow_mut().insert(id, promise.clone());
         let daemon = self.rc();
         self.vat.spawn(async move {
-            match daemon.incarnate(id).await {
+            match incarnate::incarnate(&daemon, id).await {
                 Ok(value) => {
                     daemon.remember(id, &value);
                     kit.resolve(value);
@@ -424,92 +465,6 @@ impl Daemon {
             .entry(dependency)
             .or_default()
             .insert(dependent);
-    }
-
-    /// Makes the value of formula `id`.
-    async fn incarnate(self: &Rc<Daemon>, id: FormulaId) -> Result<Value, ErrorValue> {
-        if id.node() != self.node_id {
-            return gateway::provide_remote(self, id).await;
-        }
-        let formula = self.formula(id).map_err(|error| ErrorValue::plain(error.to_string()))?;
-        for dependency in formula.made_from() {
-            let dependency = dependency.get().map_err(|error| ErrorValue::plain(error.to_string()))?;
-            self.note_dependency(dependency, id);
-        }
-        let get = |id: &Id| id.get().map_err(|error| ErrorValue::plain(error.to_string()));
-        match formula {
-            Formula::Endo { .. } => Ok(control::make_endo_object(self)),
-            Formula::Host { .. } => host::make_host(self, id),
-            Formula::Guest { .. } => guest::make_guest(self, id),
-            Formula::Handle { agent } => host::make_handle(self, get(&agent)?),
-            Formula::Worker => self.workers.start(self, id).await,
-            Formula::Eval {
-                worker,
-                source,
-                names,
-                values,
-            } => {
-                let worker = self.provide_settled(get(&worker)?).await?;
-                let mut endowments = Vec::with_capacity(values.len());
-                for value in &values {
-                    endowments.push(self.provide_settled(get(value)?).await?);
-                }
-                let names = Value::array(names.iter().map(|name| Value::from(name.as_str())));
-                let result = crate::runtime::E(&worker).call(
-                    "evaluate",
-                    capstan_protocol::list![source, names, Value::array(endowments)],
-                );
-                when(&result).await.map_err(reason_to_error)
-            }
-            Formula::Lookup { hub, path } => {
-                let hub = self.provide_settled(get(&hub)?).await?;
-                let path = Value::array(path.iter().map(|name| Value::from(name.as_str())));
-                when(&crate::runtime::E(&hub).call("lookup", path))
-                    .await
-                    .map_err(reason_to_error)
-            }
-            Formula::MakeUnconfined {
-                worker,
-                powers,
-                specifier,
-            } => {
-                let worker = self.provide_settled(get(&worker)?).await?;
-                let powers = self.provide_settled(get(&powers)?).await?;
-                let result =
-                    crate::runtime::E(&worker).call("makeUnconfined", capstan_protocol::list![specifier, powers]);
-                when(&result).await.map_err(reason_to_error)
-            }
-            Formula::MakeBundle { worker, powers, bundle } => {
-                let worker = self.provide_settled(get(&worker)?).await?;
-                let powers = self.provide_settled(get(&powers)?).await?;
-                let bundle = self.provide_settled(get(&bundle)?).await?;
-                let source = when(&crate::runtime::E(&bundle).call("text", capstan_protocol::list![]))
-                    .await
-                    .map_err(reason_to_error)?;
-                let result = crate::runtime::E(&worker).call("makeBundle", capstan_protocol::list![source, powers]);
-                when(&result).await.map_err(reason_to_error)
-            }
-            Formula::ReadableBlob { hash } => blob::make_readable_blob(self, &hash),
-            Formula::Marshal { body, slots } => {
-                let mut values = Vec::with_capacity(slots.len());
-                for slot in &slots {
-                    values.push(self.provide_settled(get(slot)?).await?);
-                }
-                capstan_protocol::smallcaps::decode(&body, 64, |slot| match values.get(slot.index) {
-                    Some(Value::Remotable(reference)) | Some(Value::Promise(reference)) => Ok(reference.clone()),
-                    _ => Err("a stored value's slot is not a reference".to_string()),
-                })
-                .map_err(|error| ErrorValue::plain(format!("a stored value is damaged: {error}")))
-            }
-            Formula::PetStore => directory::make_directory(self, id, false),
-            Formula::Directory { pet_store } => directory::make_directory(self, get(&pet_store)?, false),
-            Formula::ConfinedDirectory { pet_store } => directory::make_directory(self, get(&pet_store)?, true),
-            Formula::LeastAuthority => Ok(host::make_least_authority(self)),
-            Formula::Kernel => Ok(self.kernel.facet()),
-            Formula::Invitation { .. } => Err(ErrorValue::plain(
-                "an invitation is used by accepting its locator on another node",
-            )),
-        }
     }
 }
 

@@ -1,11 +1,13 @@
 //! Pet names, special names and paths, and resolving a path of names to a
-//! formula id through nested name hubs (directories and agents).
+//! formula id through nested name hubs (directories and agents, with the
+//! agents' special names).
 
 use capstan_protocol::{ErrorValue, Value};
 use capstan_store::{FormulaId, PetName};
 
 use super::Daemon;
-use super::formula::Formula;
+use super::formula::{Formula, Id};
+use crate::runtime::args::{ArgError, FromArg};
 
 /// A name an agent resolves: one of its pet names, or a special name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,6 +90,16 @@ pub fn parse_path(value: &Value) -> Result<Vec<String>, ErrorValue> {
     Ok(names)
 }
 
+/// A path argument: a name, a dot-path string, or an array of names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Path(pub Vec<String>);
+
+impl FromArg for Path {
+    fn from_arg(value: Value) -> Result<Self, ArgError> {
+        Ok(Path(parse_path(&value)?))
+    }
+}
+
 /// A name hub: a pet store plus, for agents, the special names.
 #[derive(Clone, Debug)]
 pub struct Hub {
@@ -100,10 +112,8 @@ impl Hub {
     /// The hub a formula is, if it is one: a pet store, a directory, or
     /// an agent (with its special names).
     pub fn of_formula(daemon: &Daemon, id: FormulaId) -> Result<Option<Hub>, ErrorValue> {
-        let formula = daemon
-            .formula(id)
-            .map_err(|error| ErrorValue::plain(error.to_string()))?;
-        let get = |id: &super::formula::Id| id.get().map_err(|error| ErrorValue::plain(error.to_string()));
+        let formula = daemon.formula(id)?;
+        let get = |id: &Id| id.get().map_err(ErrorValue::from);
         Ok(match &formula {
             Formula::PetStore => Some(Hub {
                 pet_store: id,
@@ -130,7 +140,7 @@ impl Hub {
                 .store
                 .read()
                 .and_then(|snapshot| snapshot.lookup_name(self.pet_store, &pet))
-                .map_err(store_error),
+                .map_err(ErrorValue::from),
         }
     }
 
@@ -177,8 +187,7 @@ impl Hub {
         let pets = daemon
             .store
             .read()
-            .and_then(|snapshot| snapshot.list_names(self.pet_store))
-            .map_err(store_error)?;
+            .and_then(|snapshot| snapshot.list_names(self.pet_store))?;
         names.extend(pets.into_iter().map(|(name, id)| (name.as_str().to_string(), id)));
         Ok(names)
     }
@@ -189,7 +198,7 @@ impl Hub {
 /// `PINS`); a guest has `AGENT`, `SELF` and `HOST` (its host's handle,
 /// never the host).
 pub fn agent_hub(daemon: &Daemon, id: FormulaId, formula: &Formula) -> Result<Hub, ErrorValue> {
-    let get = |id: &super::formula::Id| id.get().map_err(|error| ErrorValue::plain(error.to_string()));
+    let get = |id: &Id| id.get().map_err(ErrorValue::from);
     match formula {
         Formula::Host {
             handle,
@@ -228,9 +237,7 @@ pub fn agent_hub(daemon: &Daemon, id: FormulaId, formula: &Formula) -> Result<Hu
 
 /// The hub of agent `id`.
 pub fn hub_of_agent(daemon: &Daemon, id: FormulaId) -> Result<Hub, ErrorValue> {
-    let formula = daemon
-        .formula(id)
-        .map_err(|error| ErrorValue::plain(error.to_string()))?;
+    let formula = daemon.formula(id)?;
     agent_hub(daemon, id, &formula)
 }
 
@@ -239,8 +246,4 @@ pub fn unknown_name(path: &str) -> ErrorValue {
         "Unknown pet name: {}",
         capstan_protocol::quote::json_string(path)
     ))
-}
-
-pub fn store_error(error: capstan_store::StoreError) -> ErrorValue {
-    ErrorValue::plain(error.to_string())
 }

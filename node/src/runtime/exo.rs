@@ -315,6 +315,10 @@ impl<S> Clone for ExoClass<S> {
     }
 }
 
+/// A class kept in a `thread_local!`, defined on first use; see
+/// [`ExoClass::make_local`].
+pub type LocalClass<S> = std::thread::LocalKey<Result<ExoClass<S>, ErrorValue>>;
+
 /// Builds an [`ExoClass`].
 pub struct ExoClassBuilder<S> {
     tag: String,
@@ -334,10 +338,44 @@ impl<S: 'static> ExoClass<S> {
         }
     }
 
+    /// A class whose instances are made only with [`ExoClass::make_with`]
+    /// (its `make` fails).
+    pub fn builder_without_init(tag: &str) -> ExoClassBuilder<S> {
+        let tag_text = tag.to_string();
+        ExoClass::builder(tag, move |_| {
+            Err(ErrorValue::type_error(format!(
+                "{tag_text} instances are made by Rust code with their state"
+            )))
+        })
+    }
+
+    /// Makes an instance, with `state`, of the class a `thread_local!`
+    /// holds: the class is defined once per thread, on first use, so
+    /// making an instance costs no guard checking.
+    ///
+    /// ```ignore
+    /// thread_local! {
+    ///     static GREETER: Result<ExoClass<Greeter>, ErrorValue> = define_greeter();
+    /// }
+    /// let greeter = ExoClass::make_local(&GREETER, Greeter { greeting })?;
+    /// ```
+    pub fn make_local(class: &'static LocalClass<S>, state: S) -> Result<Value, ErrorValue> {
+        class.with(|class| class.as_ref().map_err(Clone::clone)?.make_with(state))
+    }
+
     /// Makes an instance in the current vat.
     pub fn make(&self, args: Vec<Value>) -> Result<Value, ErrorValue> {
-        let vat = current_vat()?;
         let state = (self.init)(args)?;
+        self.make_with(state)
+    }
+
+    /// Makes an instance with `state` given as it is, without `init`: for
+    /// Rust code whose instance state is not passable (shared handles,
+    /// tables). Define the class once and make instances with this; it
+    /// costs one allocation, where building an [`Exo`] checks its guards
+    /// every time.
+    pub fn make_with(&self, state: S) -> Result<Value, ErrorValue> {
+        let vat = current_vat()?;
         let instance = Instance {
             interface_name: format!("Alleged: {}", self.shape.tag),
             shape: Rc::clone(&self.shape),
@@ -502,5 +540,64 @@ impl<S: 'static> ExoClassKitBuilder<S> {
             facets: Rc::new(facets),
             init: self.init,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{E, when};
+    use capstan_protocol::guards::DefaultGuards;
+    use capstan_protocol::patterns::M;
+
+    struct Greeter {
+        greeting: Rc<str>,
+    }
+
+    fn greeter_class() -> ExoClass<Greeter> {
+        ExoClass::<Greeter>::builder_without_init("Greeter")
+            .interface(M::interface(
+                "Greeter",
+                [("greet", M::call([M::string()]).returns(M::string()))],
+                DefaultGuards::None,
+            ))
+            .method("greet", |cx, args| {
+                let name = args.first().and_then(Value::as_str).unwrap_or_default();
+                Ok(Value::from(format!("{} {name}", cx.state().greeting)))
+            })
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn instances_made_with_state_share_the_class_and_keep_their_own_state() {
+        let vat = Vat::new();
+        vat.run_until(async {
+            let class = greeter_class();
+            let hello = class
+                .make_with(Greeter {
+                    greeting: "hello".into(),
+                })
+                .unwrap();
+            let bye = class.make_with(Greeter { greeting: "bye".into() }).unwrap();
+            let first = when(&E(&hello).call("greet", capstan_protocol::list!["ada"]))
+                .await
+                .unwrap();
+            let second = when(&E(&bye).call("greet", capstan_protocol::list!["ada"]))
+                .await
+                .unwrap();
+            assert_eq!(first.as_str(), Some("hello ada"));
+            assert_eq!(second.as_str(), Some("bye ada"));
+            thread_local! {
+                static GREETER: Result<ExoClass<Greeter>, ErrorValue> = Ok(greeter_class());
+            }
+            let local = ExoClass::make_local(&GREETER, Greeter { greeting: "hi".into() }).unwrap();
+            let third = when(&E(&local).call("greet", capstan_protocol::list!["ada"]))
+                .await
+                .unwrap();
+            assert_eq!(third.as_str(), Some("hi ada"));
+            let refused = class.make(Vec::new()).unwrap_err();
+            assert_eq!(&*refused.name, "TypeError");
+        });
     }
 }

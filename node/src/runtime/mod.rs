@@ -4,6 +4,8 @@
 //! - [`vat`]: the single-threaded event loop that owns objects and
 //!   promises and runs deliveries turn by turn, in send order;
 //! - [`exo`]: objects with guards, classes and kits;
+//! - [`args`]: decoding a method's arguments into typed values;
+//! - [`iterator`]: the `{done, value}` records of the iterator protocol;
 //! - [`eventual`]: `E(target).call(..)`, `E.get`, send-only, `when`;
 //! - [`connection`]: a CapTP session on a byte stream, driven by a vat.
 //!
@@ -11,12 +13,14 @@
 //! presence bound to a session, and sending to it goes through the session
 //! (pipelined when it is a promise).
 
+pub mod args;
 pub mod connection;
 pub mod eventual;
 pub mod exo;
+pub mod iterator;
 pub mod vat;
 
 pub use connection::{ConnectionHandle, connect};
 pub use eventual::{E, EProxy, PromiseKit, Settle, When, reason_to_error, when};
-pub use exo::{Context, Exo, ExoClass, ExoClassKit, MethodResult, Methods};
+pub use exo::{Context, Exo, ExoClass, ExoClassBuilder, ExoClassKit, LocalClass, MethodResult, Methods};
 pub use vat::{Behavior, DeliveryGate, Foreign, Invocation, Message, Resolver, Settlement, Vat, Waiter, type_error};
