@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use capstan_protocol::{ErrorValue, Value, list};
-use capstan_store::{BlobHash, KrefKind, StoreError, SubclusterId, VatId};
+use capstan_store::{BlobHash, KrefKind, SubclusterId, VatId};
 
 use super::config::{self, ClusterConfig, KrefInfo, SubclusterRecord, VatRecord, VatSource};
 use super::krefs::parse_kref;
@@ -142,9 +142,7 @@ impl Kernel {
     async fn boot(&self, subcluster_id: &SubclusterId, record: &SubclusterRecord) -> Result<Value, ErrorValue> {
         let mut starting = Vec::with_capacity(record.vats.len());
         for (name, vat_id) in &record.vats {
-            let vat_id: VatId = vat_id
-                .parse()
-                .map_err(|error: StoreError| ErrorValue::plain(error.to_string()))?;
+            let vat_id: VatId = vat_id.parse()?;
             starting.push((name.clone(), self.vat.spawn(self.rc().incarnate(vat_id))));
         }
         let mut failure = None;
@@ -164,14 +162,12 @@ impl Kernel {
         let mut vats = Vec::with_capacity(record.vats.len());
         let mut bootstrap_root = None;
         for (name, vat_id) in &record.vats {
-            let vat_id: VatId = vat_id
-                .parse()
-                .map_err(|error: StoreError| ErrorValue::plain(error.to_string()))?;
+            let vat_id: VatId = vat_id.parse()?;
             let live = self.vats.borrow();
             let Some(vat) = live.get(&vat_id) else {
                 return Err(ErrorValue::plain(format!("vat {vat_id} went away during the launch")));
             };
-            let root_kref = parse_kref(&vat.record.root).map_err(|error| error.to_error_value())?;
+            let root_kref = parse_kref(&vat.record.root)?;
             let proxy = self
                 .bindings
                 .borrow()

@@ -96,10 +96,10 @@ pub enum KernelError {
     Failed(String),
 }
 
-impl KernelError {
-    /// The error as a rejection for callers over CapTP.
-    pub fn to_error_value(&self) -> ErrorValue {
-        ErrorValue::plain(self.to_string())
+/// The error as a rejection for callers over CapTP.
+impl From<KernelError> for ErrorValue {
+    fn from(error: KernelError) -> Self {
+        ErrorValue::plain(error.to_string())
     }
 }
 

@@ -11,15 +11,12 @@ use capstan_protocol::{ErrorValue, Value};
 use capstan_store::{BaggageKey, Kref, KrefKind, StoreError, VatId};
 
 use super::refs::{self, SlotPlan};
-use super::{ClusterConfig, Kernel, KernelError};
-use crate::runtime::{Exo, MethodResult};
+use super::{ClusterConfig, Kernel};
+use crate::runtime::args::decode;
+use crate::runtime::{Context, Exo, ExoClass, MethodResult};
 
 /// The longest `timer.delay`, milliseconds (one day).
 const MAX_DELAY_MS: f64 = 86_400_000.0;
-
-fn arg_text(args: &[Value], index: usize) -> String {
-    args.get(index).and_then(Value::as_str).unwrap_or_default().to_string()
-}
 
 fn kernel_of(kernel: &Weak<Kernel>) -> Result<Rc<Kernel>, ErrorValue> {
     kernel
@@ -27,17 +24,16 @@ fn kernel_of(kernel: &Weak<Kernel>) -> Result<Rc<Kernel>, ErrorValue> {
         .ok_or_else(|| ErrorValue::plain("the kernel has stopped"))
 }
 
-fn to_error(error: KernelError) -> ErrorValue {
-    error.to_error_value()
+/// The kernel of a facet, once it has restored what it keeps.
+async fn ready_kernel(cx: &Context<Weak<Kernel>>) -> Result<Rc<Kernel>, ErrorValue> {
+    let kernel = kernel_of(&cx.state())?;
+    kernel.ready().await;
+    Ok(kernel)
 }
 
 /// The kernel facet: the kernel's operations as an object.
 pub fn make_kernel_facet(kernel: &Rc<Kernel>) -> MethodResult {
-    let weak = Rc::downgrade(kernel);
-    let k = move || weak.clone();
-    let (status, list, one, launch, terminate, system_root, queue, presence, ping_vat, reset, revoke, revoked) =
-        (k(), k(), k(), k(), k(), k(), k(), k(), k(), k(), k(), k());
-    Exo::new("KernelFacet")
+    ExoClass::<Weak<Kernel>>::builder_without_init("KernelFacet")
         .interface(M::interface(
             "KernelFacet",
             [
@@ -69,87 +65,60 @@ pub fn make_kernel_facet(kernel: &Rc<Kernel>) -> MethodResult {
             DefaultGuards::None,
         ))
         .method("ping", |_, _| Ok(Value::from("pong")))
-        .method("getStatus", move |_, _| Ok(kernel_of(&status)?.get_status()))
-        .method("getSubclusters", move |_, _| Ok(kernel_of(&list)?.get_subclusters()))
-        .method("getSubcluster", move |_, args| {
-            kernel_of(&one)?.get_subcluster(&arg_text(&args, 0)).map_err(to_error)
+        .method("getStatus", |cx, _| Ok(kernel_of(&cx.state())?.get_status()))
+        .method("getSubclusters", |cx, _| Ok(kernel_of(&cx.state())?.get_subclusters()))
+        .method("getSubcluster", |cx, args| {
+            let (id,): (String,) = decode(args)?;
+            Ok(kernel_of(&cx.state())?.get_subcluster(&id)?)
         })
-        .async_method("launchSubcluster", move |_, args| {
-            let kernel = kernel_of(&launch);
-            async move {
-                let kernel = kernel?;
-                kernel.ready().await;
-                let config = args.first().cloned().unwrap_or(Value::Undefined);
-                let config = ClusterConfig::from_value(&config, None).map_err(to_error)?;
-                let result = kernel.launch_subcluster(config).await.map_err(to_error)?;
-                Ok(result.to_value())
-            }
+        .async_method("launchSubcluster", |cx, args| async move {
+            let kernel = ready_kernel(&cx).await?;
+            let (config,): (Value,) = decode(args)?;
+            let config = ClusterConfig::from_value(&config, None)?;
+            Ok(kernel.launch_subcluster(config).await?.to_value())
         })
-        .async_method("terminateSubcluster", move |_, args| {
-            let kernel = kernel_of(&terminate);
-            async move {
-                let kernel = kernel?;
-                kernel.ready().await;
-                kernel
-                    .terminate_subcluster(&arg_text(&args, 0))
-                    .await
-                    .map_err(to_error)?;
-                Ok(Value::Undefined)
-            }
+        .async_method("terminateSubcluster", |cx, args| async move {
+            let kernel = ready_kernel(&cx).await?;
+            let (id,): (String,) = decode(args)?;
+            kernel.terminate_subcluster(&id).await?;
+            Ok(Value::Undefined)
         })
-        .async_method("getSystemSubclusterRoot", move |_, args| {
-            let kernel = kernel_of(&system_root);
-            async move {
-                let kernel = kernel?;
-                kernel.ready().await;
-                let root = kernel
-                    .get_system_subcluster_root(&arg_text(&args, 0))
-                    .map_err(to_error)?;
-                Ok(Value::from(root))
-            }
+        .async_method("getSystemSubclusterRoot", |cx, args| async move {
+            let kernel = ready_kernel(&cx).await?;
+            let (name,): (String,) = decode(args)?;
+            Ok(Value::from(kernel.get_system_subcluster_root(&name)?))
         })
-        .async_method("queueMessage", move |_, args| {
-            let kernel = kernel_of(&queue);
-            async move {
-                let kernel = kernel?;
-                kernel.ready().await;
-                let call_args = args.get(2).and_then(Value::as_array).unwrap_or_default().to_vec();
-                kernel
-                    .queue_message(&arg_text(&args, 0), &arg_text(&args, 1), call_args)
-                    .await
-                    .map_err(to_error)
-            }
+        .async_method("queueMessage", |cx, args| async move {
+            let kernel = ready_kernel(&cx).await?;
+            let (kref, method, call_args): (String, String, Option<Vec<Value>>) = decode(args)?;
+            Ok(kernel
+                .queue_message(&kref, &method, call_args.unwrap_or_default())
+                .await?)
         })
-        .method("getPresence", move |_, args| {
-            kernel_of(&presence)?
-                .get_presence(&arg_text(&args, 0))
-                .map_err(to_error)
+        .method("getPresence", |cx, args| {
+            let (kref,): (String,) = decode(args)?;
+            Ok(kernel_of(&cx.state())?.get_presence(&kref)?)
         })
-        .async_method("pingVat", move |_, args| {
-            let kernel = kernel_of(&ping_vat);
-            async move { kernel?.ping_vat(&arg_text(&args, 0)).await.map_err(to_error) }
+        .async_method("pingVat", |cx, args| async move {
+            let kernel = kernel_of(&cx.state())?;
+            let (vat,): (String,) = decode(args)?;
+            Ok(kernel.ping_vat(&vat).await?)
         })
-        .async_method("reset", move |_, _| {
-            let kernel = kernel_of(&reset);
-            async move {
-                let kernel = kernel?;
-                kernel.ready().await;
-                kernel.reset().await.map_err(to_error)?;
-                Ok(Value::Undefined)
-            }
+        .async_method("reset", |cx, _| async move {
+            ready_kernel(&cx).await?.reset().await?;
+            Ok(Value::Undefined)
         })
-        .async_method("revoke", move |_, args| {
-            let kernel = kernel_of(&revoke);
-            async move {
-                let newly = kernel?.revoke(&arg_text(&args, 0)).await.map_err(to_error)?;
-                Ok(Value::Boolean(newly))
-            }
+        .async_method("revoke", |cx, args| async move {
+            let kernel = kernel_of(&cx.state())?;
+            let (kref,): (String,) = decode(args)?;
+            Ok(Value::Boolean(kernel.revoke(&kref).await?))
         })
-        .method("isRevoked", move |_, args| {
-            let revoked = kernel_of(&revoked)?.is_revoked(&arg_text(&args, 0)).map_err(to_error)?;
-            Ok(Value::Boolean(revoked))
+        .method("isRevoked", |cx, args| {
+            let (kref,): (String,) = decode(args)?;
+            Ok(Value::Boolean(kernel_of(&cx.state())?.is_revoked(&kref)?))
         })
-        .make()
+        .build()?
+        .make_with(Rc::downgrade(kernel))
 }
 
 /// The `timer` service: the time, and promises that settle later.
@@ -170,7 +139,7 @@ pub fn make_timer() -> MethodResult {
             Ok(Value::Number(now))
         })
         .async_method("delay", |_, args| async move {
-            let ms = args.first().and_then(Value::as_number).unwrap_or(0.0);
+            let (ms,): (f64,) = decode(args)?;
             if !(0.0..=MAX_DELAY_MS).contains(&ms) {
                 return Err(ErrorValue::range_error(format!(
                     "a delay must be between 0 and {MAX_DELAY_MS} ms, not {ms}"
@@ -215,12 +184,7 @@ enum Write {
 /// message of the vat's session is handled, so a write is durable before
 /// the vat's answer to whoever it was serving arrives.
 pub fn make_baggage_store(kernel: &Rc<Kernel>, vat: VatId) -> MethodResult {
-    let (init, set, delete) = (
-        (Rc::downgrade(kernel), vat.clone()),
-        (Rc::downgrade(kernel), vat.clone()),
-        (Rc::downgrade(kernel), vat),
-    );
-    Exo::new("BaggageStore")
+    ExoClass::<BaggageStore>::builder_without_init("BaggageStore")
         .interface(M::interface(
             "BaggageStore",
             [
@@ -230,29 +194,43 @@ pub fn make_baggage_store(kernel: &Rc<Kernel>, vat: VatId) -> MethodResult {
             ],
             DefaultGuards::None,
         ))
-        .method("init", move |_, args| write(&init.0, &init.1, Write::Init, &args))
-        .method("set", move |_, args| write(&set.0, &set.1, Write::Set, &args))
-        .method("delete", move |_, args| {
-            write(&delete.0, &delete.1, Write::Delete, &args)
+        .method("init", |cx, args| {
+            let (key, value): (String, Value) = decode(args)?;
+            write(&cx.state(), Write::Init, key, value)
         })
-        .make()
+        .method("set", |cx, args| {
+            let (key, value): (String, Value) = decode(args)?;
+            write(&cx.state(), Write::Set, key, value)
+        })
+        .method("delete", |cx, args| {
+            let (key,): (String,) = decode(args)?;
+            write(&cx.state(), Write::Delete, key, Value::Undefined)
+        })
+        .build()?
+        .make_with(BaggageStore {
+            kernel: Rc::downgrade(kernel),
+            vat,
+        })
 }
 
-fn write(kernel: &Weak<Kernel>, vat: &VatId, write: Write, args: &[Value]) -> MethodResult {
-    let kernel = kernel_of(kernel)?;
-    let key_text = arg_text(args, 0);
+/// A baggage store's state: whose baggage it writes.
+struct BaggageStore {
+    kernel: Weak<Kernel>,
+    vat: VatId,
+}
+
+fn write(store: &BaggageStore, write: Write, key_text: String, value: Value) -> MethodResult {
+    let kernel = kernel_of(&store.kernel)?;
+    let vat = &store.vat;
     let key: BaggageKey = key_text
         .parse()
         .map_err(|error: StoreError| ErrorValue::type_error(error.to_string()))?;
     let (body, plans) = match write {
         Write::Delete => (String::new(), Vec::new()),
-        Write::Init | Write::Set => {
-            let value = args.get(1).cloned().unwrap_or(Value::Undefined);
-            refs::plan_baggage(&kernel, &value).map_err(|error| {
-                tracing::warn!(vat = %vat, key = %key_text, %error, "a baggage write was refused");
-                ErrorValue::type_error(format!("baggage key {key_text:?}: {error}"))
-            })?
-        }
+        Write::Init | Write::Set => refs::plan_baggage(&kernel, &value).map_err(|error| {
+            tracing::warn!(vat = %vat, key = %key_text, %error, "a baggage write was refused");
+            ErrorValue::type_error(format!("baggage key {key_text:?}: {error}"))
+        })?,
     };
     let mut slots = Vec::with_capacity(plans.len());
     let mut new_values = Vec::new();
@@ -260,7 +238,7 @@ fn write(kernel: &Weak<Kernel>, vat: &VatId, write: Write, args: &[Value]) -> Me
         match plan {
             SlotPlan::Known(kref) => slots.push(Ok(kref)),
             SlotPlan::New(info, value) => {
-                slots.push(Err(super::config::encode_record(&info).map_err(to_error)?));
+                slots.push(Err(super::config::encode_record(&info)?));
                 new_values.push(value);
             }
         }

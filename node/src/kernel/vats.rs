@@ -150,7 +150,7 @@ impl Kernel {
         }
         let parameters = refs::decode_plain(&record.parameters)
             .map_err(|error| ErrorValue::plain(format!("the vat's stored parameters are damaged: {error}")))?;
-        let entries = self.baggage_entries(vat_id).map_err(|error| error.to_error_value())?;
+        let entries = self.baggage_entries(vat_id)?;
         let baggage_store = services::make_baggage_store(&self.rc(), vat_id.clone())?;
         let logger = services::make_logger(&format!("vat {vat_id} ({})", record.name))?;
         let powers = record! { "logger" => logger };

@@ -353,11 +353,29 @@ impl<S: 'static> ExoClass<S> {
     /// holds: the class is defined once per thread, on first use, so
     /// making an instance costs no guard checking.
     ///
-    /// ```ignore
-    /// thread_local! {
-    ///     static GREETER: Result<ExoClass<Greeter>, ErrorValue> = define_greeter();
+    /// ```
+    /// use capstan_node::runtime::args::decode;
+    /// use capstan_node::runtime::{E, ExoClass, Vat, when};
+    /// use capstan_protocol::{ErrorValue, Value, list};
+    ///
+    /// struct Greeter {
+    ///     greeting: String,
     /// }
-    /// let greeter = ExoClass::make_local(&GREETER, Greeter { greeting })?;
+    ///
+    /// thread_local! {
+    ///     static GREETER: Result<ExoClass<Greeter>, ErrorValue> = ExoClass::<Greeter>::builder_without_init("Greeter")
+    ///         .method("greet", |cx, args| {
+    ///             let (name,): (String,) = decode(args)?;
+    ///             Ok(Value::from(format!("{} {name}", cx.state().greeting)))
+    ///         })
+    ///         .build();
+    /// }
+    ///
+    /// Vat::new().run_until(async {
+    ///     let greeter = ExoClass::make_local(&GREETER, Greeter { greeting: "hello".into() }).unwrap();
+    ///     let answer = when(&E(&greeter).call("greet", list!["ada"])).await.unwrap();
+    ///     assert_eq!(answer.as_str(), Some("hello ada"));
+    /// });
     /// ```
     pub fn make_local(class: &'static LocalClass<S>, state: S) -> Result<Value, ErrorValue> {
         class.with(|class| class.as_ref().map_err(Clone::clone)?.make_with(state))
@@ -562,7 +580,7 @@ mod tests {
                 DefaultGuards::None,
             ))
             .method("greet", |cx, args| {
-                let name = args.first().and_then(Value::as_str).unwrap_or_default();
+                let (name,): (String,) = crate::runtime::args::decode(args)?;
                 Ok(Value::from(format!("{} {name}", cx.state().greeting)))
             })
             .build()

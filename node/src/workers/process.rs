@@ -17,7 +17,10 @@ use capstan_protocol::guards::DefaultGuards;
 use capstan_protocol::patterns::M;
 use capstan_protocol::{ErrorValue, Reference, Value};
 
-use crate::runtime::{Exo, Foreign, Message, MethodResult, Resolver, Settlement, Vat, Waiter, connect, type_error};
+use crate::runtime::args::decode;
+use crate::runtime::{
+    ExoClass, Foreign, Message, MethodResult, Resolver, Settlement, Vat, Waiter, connect, type_error,
+};
 
 /// Runs a worker until the node closes its session. Blocks.
 pub fn run(memory_bytes: u64, time_budget_ms: u64) -> Result<(), String> {
@@ -245,9 +248,7 @@ fn baggage_entries(entries: &Value) -> Result<Vec<(String, Value)>, ErrorValue> 
 }
 
 fn make_worker_object(bridge: &Rc<Bridge>) -> MethodResult {
-    let (evaluating, making, bundling) = (Rc::clone(bridge), Rc::clone(bridge), Rc::clone(bridge));
-    let building = Rc::clone(bridge);
-    Exo::new("EndoWorker")
+    ExoClass::<Rc<Bridge>>::builder_without_init("EndoWorker")
         .interface(M::interface(
             "EndoWorker",
             [
@@ -266,38 +267,33 @@ fn make_worker_object(bridge: &Rc<Bridge>) -> MethodResult {
             ],
             DefaultGuards::None,
         ))
-        .method("evaluate", move |_, args| {
-            let source = args[0].as_str().unwrap_or_default().to_string();
-            let names: Vec<String> = args[1]
-                .as_array()
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|name| name.as_str().map(str::to_string))
-                .collect();
-            let values = args[2].as_array().unwrap_or_default().to_vec();
+        .method("evaluate", |cx, args| {
+            let (source, names, values): (String, Vec<String>, Vec<Value>) = decode(args)?;
             let endowments: Vec<(&str, Value)> = names.iter().map(String::as_str).zip(values).collect();
-            let outcome = evaluating.guest.borrow_mut().evaluate(&source, &endowments);
+            let outcome = cx.state().guest.borrow_mut().evaluate(&source, &endowments);
             outcome_value(outcome)
         })
-        .method("makeUnconfined", move |_, args| {
-            let specifier = args[0].as_str().unwrap_or_default();
-            let source = std::fs::read_to_string(specifier)
+        .method("makeUnconfined", |cx, args| {
+            let (specifier, powers): (String, Value) = decode(args)?;
+            let source = std::fs::read_to_string(&specifier)
                 .map_err(|error| ErrorValue::plain(format!("cannot read the module {specifier}: {error}")))?;
-            let outcome = making.guest.borrow_mut().make_module(&source, args[1].clone());
+            let outcome = cx.state().guest.borrow_mut().make_module(&source, powers);
             outcome_value(outcome)
         })
-        .method("makeBundle", move |_, args| {
-            let source = args[0].as_str().unwrap_or_default();
-            let outcome = bundling.guest.borrow_mut().make_module(source, args[1].clone());
+        .method("makeBundle", |cx, args| {
+            let (source, powers): (String, Value) = decode(args)?;
+            let outcome = cx.state().guest.borrow_mut().make_module(&source, powers);
             outcome_value(outcome)
         })
-        .method("buildVat", move |_, args| {
-            let source = args[0].as_str().unwrap_or_default();
-            let entries = baggage_entries(&args[2])?;
-            let outcome = building
-                .guest
-                .borrow_mut()
-                .build_vat(source, &args[1], &entries, &args[3], &args[4]);
+        .method("buildVat", |cx, args| {
+            let (source, parameters, entries, baggage_store, vat_powers): (String, Value, Value, Value, Value) =
+                decode(args)?;
+            let entries = baggage_entries(&entries)?;
+            let outcome =
+                cx.state()
+                    .guest
+                    .borrow_mut()
+                    .build_vat(&source, &parameters, &entries, &baggage_store, &vat_powers);
             outcome_value(outcome)
         })
         .method("ping", |_, _| Ok(Value::from("pong")))
@@ -309,5 +305,6 @@ fn make_worker_object(bridge: &Rc<Bridge>) -> MethodResult {
             });
             Ok(Value::Undefined)
         })
-        .make()
+        .build()?
+        .make_with(Rc::clone(bridge))
 }
