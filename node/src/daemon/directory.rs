@@ -350,7 +350,7 @@ struct NameChanges {
     follower: tokio::sync::Mutex<Option<NameFollower>>,
 }
 
-impl NameChanges {
+impl iterator::AsyncIterator for NameChanges {
     async fn next(&self) -> MethodResult {
         // One `next` at a time takes the follower, so concurrent calls get
         // successive changes.
@@ -375,29 +375,8 @@ impl NameChanges {
     }
 }
 
-fn define_name_change_stream() -> Result<ExoClass<Rc<NameChanges>>, ErrorValue> {
-    ExoClass::<Rc<NameChanges>>::builder_without_init("NameChangeStream")
-        .interface(M::interface(
-            "NameChangeStream",
-            [
-                ("next", M::call_when([]).returns(M::record())),
-                ("return", M::call_when([]).rest(M::any()).returns(M::record())),
-            ],
-            DefaultGuards::None,
-        ))
-        .async_method("next", |cx, _| {
-            let changes = Rc::clone(&cx.state());
-            async move { changes.next().await }
-        })
-        .async_method("return", |cx, _| {
-            let changes = Rc::clone(&cx.state());
-            async move { changes.close().await }
-        })
-        .build()
-}
-
 thread_local! {
-    static NAME_CHANGE_STREAM: Result<ExoClass<Rc<NameChanges>>, ErrorValue> = define_name_change_stream();
+    static NAME_CHANGE_STREAM: Result<ExoClass<Rc<NameChanges>>, ErrorValue> = iterator::async_iterator_class("NameChangeStream");
 }
 
 /// A stream of name changes: the names there now (as additions), then

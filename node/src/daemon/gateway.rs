@@ -75,22 +75,10 @@ fn define_gateway() -> Result<ExoClass<Gateway>, ErrorValue> {
             DefaultGuards::None,
         ))
         .method("provide", |cx, args| cx.state().provide(decode(args)?))
-        .async_method("hello", |cx, args| {
-            let gateway = cx.state().clone();
-            async move { gateway.hello(decode(args)?).await }
-        })
-        .async_method("deliver", |cx, args| {
-            let gateway = cx.state().clone();
-            async move { gateway.deliver(decode(args)?).await }
-        })
-        .async_method("request", |cx, args| {
-            let gateway = cx.state().clone();
-            async move { gateway.request(decode(args)?).await }
-        })
-        .async_method("redeem", |cx, args| {
-            let gateway = cx.state().clone();
-            async move { gateway.redeem(decode(args)?).await }
-        })
+        .async_state_method("hello", |gateway, args| async move { gateway.hello(args).await })
+        .async_state_method("deliver", |gateway, args| async move { gateway.deliver(args).await })
+        .async_state_method("request", |gateway, args| async move { gateway.request(args).await })
+        .async_state_method("redeem", |gateway, args| async move { gateway.redeem(args).await })
         .build()
 }
 

@@ -43,6 +43,7 @@ use capstan_protocol::guards::{
 };
 use capstan_protocol::{ErrorValue, Value};
 
+use super::args::{FromArgs, decode};
 use super::vat::{Behavior, Invocation, LocalFuture, Vat, type_error};
 
 /// What a method returns: a value, or an error that rejects the call.
@@ -423,6 +424,24 @@ impl<S: 'static> ExoClassBuilder<S> {
         self
     }
 
+    /// An async method given its own copy of the instance's state (a
+    /// handle, cheap to clone) and its arguments decoded as `A` (see
+    /// [`args`](super::args)): the shape of a method whose work goes on
+    /// after the call has returned its promise.
+    pub fn async_state_method<A, F>(self, name: &str, method: impl Fn(S, A) -> F + 'static) -> Self
+    where
+        S: Clone,
+        A: FromArgs,
+        F: Future<Output = MethodResult> + 'static,
+    {
+        self.async_method(name, move |cx, args| {
+            // Calling `method` only makes its future; nothing runs before
+            // the promise is returned.
+            let work = decode::<A>(args).map(|args| method(cx.state().clone(), args));
+            async move { work?.await }
+        })
+    }
+
     /// Checks the methods against the interface, as Endo does when a
     /// class is defined.
     pub fn build(self) -> Result<ExoClass<S>, ErrorValue> {
@@ -616,6 +635,30 @@ mod tests {
             assert_eq!(third.as_str(), Some("hi ada"));
             let refused = class.make(Vec::new()).unwrap_err();
             assert_eq!(&*refused.name, "TypeError");
+        });
+    }
+
+    #[test]
+    fn an_async_state_method_gets_the_state_and_typed_arguments_or_rejects_bad_ones() {
+        let vat = Vat::new();
+        vat.run_until(async {
+            let class = ExoClass::<Rc<str>>::builder_without_init("Echo")
+                .async_state_method("twice", |prefix: Rc<str>, (word, times): (String, u64)| async move {
+                    Ok(Value::from(format!("{prefix} {}", word.repeat(times as usize))))
+                })
+                .build()
+                .unwrap();
+            let echo = class.make_with(Rc::from("echo:")).unwrap();
+            let answer = when(&E(&echo).call("twice", capstan_protocol::list!["ab", 2.0]))
+                .await
+                .unwrap();
+            assert_eq!(answer.as_str(), Some("echo: abab"));
+            let Err(Value::Error(refused)) = when(&E(&echo).call("twice", capstan_protocol::list!["ab", "two"])).await
+            else {
+                panic!("a bad argument must reject the call");
+            };
+            assert_eq!(&*refused.name, "TypeError");
+            assert_eq!(&*refused.message, "argument 2 must be a non-negative safe integer");
         });
     }
 }

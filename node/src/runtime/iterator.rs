@@ -1,6 +1,7 @@
 //! JavaScript's iterator protocol as passable values: the `{done, value}`
 //! records an async iterator's `next()` answers with, made and read in one
-//! place.
+//! place, and the class of a Rust async iterator served to callers
+//! ([`AsyncIterator`], [`async_iterator_class`]).
 //!
 //! ```
 //! use capstan_node::runtime::iterator::{self, Step};
@@ -12,7 +13,14 @@
 //! assert!(iterator::read_step(&Value::from("not a record")).is_none());
 //! ```
 
-use capstan_protocol::{Value, record};
+use std::future::Future;
+use std::rc::Rc;
+
+use capstan_protocol::guards::DefaultGuards;
+use capstan_protocol::patterns::M;
+use capstan_protocol::{ErrorValue, Value, record};
+
+use super::exo::{ExoClass, MethodResult};
 
 /// `{done: false, value}`: the iterator gives `value`.
 pub fn yielded(value: Value) -> Value {
@@ -40,4 +48,37 @@ pub fn read_step(result: &Value) -> Option<Step> {
         return Some(Step::Done);
     }
     Some(Step::Yielded(record.get("value").cloned().unwrap_or(Value::Undefined)))
+}
+
+/// A Rust async iterator that callers drive with `next()` and end early
+/// with `return()`.
+pub trait AsyncIterator: 'static {
+    /// The next `{done, value}` record.
+    fn next(&self) -> impl Future<Output = MethodResult>;
+    /// Stops the iteration; answers [`done`].
+    fn close(&self) -> impl Future<Output = MethodResult>;
+}
+
+/// The class of an [`AsyncIterator`] named `tag`: `next()` and `return()`,
+/// both answered when the iterator gets to it. Define it once per thread
+/// (see [`ExoClass::make_local`]).
+pub fn async_iterator_class<I: AsyncIterator>(tag: &str) -> Result<ExoClass<Rc<I>>, ErrorValue> {
+    ExoClass::<Rc<I>>::builder_without_init(tag)
+        .interface(M::interface(
+            tag,
+            [
+                ("next", M::call_when([]).returns(M::record())),
+                ("return", M::call_when([]).rest(M::any()).returns(M::record())),
+            ],
+            DefaultGuards::None,
+        ))
+        .async_method("next", |cx, _| {
+            let iterator = Rc::clone(&cx.state());
+            async move { iterator.next().await }
+        })
+        .async_method("return", |cx, _| {
+            let iterator = Rc::clone(&cx.state());
+            async move { iterator.close().await }
+        })
+        .build()
 }

@@ -43,10 +43,7 @@ fn guest_guards() -> Vec<(&'static str, Value)> {
 fn define_guest() -> Result<ExoClass<Agent>, ErrorValue> {
     agent_class("EndoGuest", guest_guards(), true)
         .method("help", |_, _| Ok(Value::from(HELP)))
-        .async_method("storeValue", |cx, args| {
-            let guest = cx.state().clone();
-            async move { store_value(guest, decode(args)?).await }
-        })
+        .async_state_method("storeValue", store_value)
         .async_method("equals", |cx, args| {
             let daemon = Rc::clone(cx.state().daemon());
             async move { equals(&daemon, decode(args)?).await }

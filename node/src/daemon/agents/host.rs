@@ -82,46 +82,20 @@ fn host_guards() -> Vec<(&'static str, Value)> {
 
 fn define_host() -> Result<ExoClass<Agent>, ErrorValue> {
     agent_class("EndoHost", host_guards(), false)
-        .async_method("invite", |cx, args| {
-            let host = cx.state().clone();
-            async move { invite(host, decode(args)?).await }
+        .async_state_method("invite", invite)
+        .async_state_method("accept", accept)
+        .async_state_method("provideGuest", |host, args| async move {
+            provide_agent(host, args, AgentKind::Guest).await
         })
-        .async_method("accept", |cx, args| {
-            let host = cx.state().clone();
-            async move { accept(host, decode(args)?).await }
+        .async_state_method("provideHost", |host, args| async move {
+            provide_agent(host, args, AgentKind::Host).await
         })
-        .async_method("provideGuest", |cx, args| {
-            let host = cx.state().clone();
-            async move { provide_agent(host, decode(args)?, AgentKind::Guest).await }
-        })
-        .async_method("provideHost", |cx, args| {
-            let host = cx.state().clone();
-            async move { provide_agent(host, decode(args)?, AgentKind::Host).await }
-        })
-        .async_method("evaluate", |cx, args| {
-            let host = cx.state().clone();
-            async move { evaluate(host, decode(args)?).await }
-        })
-        .async_method("provideWorker", |cx, args| {
-            let host = cx.state().clone();
-            async move { provide_worker(host, decode(args)?).await }
-        })
-        .async_method("makeUnconfined", |cx, args| {
-            let host = cx.state().clone();
-            async move { make_unconfined(host, decode(args)?).await }
-        })
-        .async_method("makeBundle", |cx, args| {
-            let host = cx.state().clone();
-            async move { make_bundle(host, decode(args)?).await }
-        })
-        .async_method("storeBlob", |cx, args| {
-            let host = cx.state().clone();
-            async move { store_blob(host, decode(args)?).await }
-        })
-        .async_method("storeValue", |cx, args| {
-            let host = cx.state().clone();
-            async move { store_value(host, decode(args)?).await }
-        })
+        .async_state_method("evaluate", evaluate)
+        .async_state_method("provideWorker", provide_worker)
+        .async_state_method("makeUnconfined", make_unconfined)
+        .async_state_method("makeBundle", make_bundle)
+        .async_state_method("storeBlob", store_blob)
+        .async_state_method("storeValue", store_value)
         .method("cancel", |cx, args| cancel(&cx.state(), decode(args)?))
         .build()
 }

@@ -9,7 +9,6 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use capstan_protocol::guards::DefaultGuards;
 use capstan_protocol::patterns::M;
 use capstan_protocol::{ErrorValue, Value};
 use capstan_store::{FormulaId, MessageEventKind, MessageFollower};
@@ -18,7 +17,7 @@ use super::{Agent, agent_and_handle, agent_pet_store, handle_agent};
 use crate::daemon::message::{Content, Settled, StoredMessage, now_rfc3339};
 use crate::daemon::names::{Hub, parse_path, parse_pet_name, redact_identifiers};
 use crate::daemon::{Daemon, DaemonError, peers};
-use crate::runtime::args::{ArgError, FromArg, decode};
+use crate::runtime::args::{ArgError, FromArg};
 use crate::runtime::reason_to_error;
 use crate::runtime::{ExoClass, ExoClassBuilder, MethodResult, iterator, when};
 
@@ -410,7 +409,7 @@ struct MessageStream {
     follower: tokio::sync::Mutex<Option<MessageFollower>>,
 }
 
-impl MessageStream {
+impl iterator::AsyncIterator for MessageStream {
     async fn next(&self) -> MethodResult {
         let mut follower = self.follower.lock().await;
         if let Some(message) = self.backlog.borrow_mut().pop_front() {
@@ -434,29 +433,8 @@ impl MessageStream {
     }
 }
 
-fn define_message_stream() -> Result<ExoClass<Rc<MessageStream>>, ErrorValue> {
-    ExoClass::<Rc<MessageStream>>::builder_without_init("MessageStream")
-        .interface(M::interface(
-            "MessageStream",
-            [
-                ("next", M::call_when([]).returns(M::record())),
-                ("return", M::call_when([]).rest(M::any()).returns(M::record())),
-            ],
-            DefaultGuards::None,
-        ))
-        .async_method("next", |cx, _| {
-            let stream = Rc::clone(&cx.state());
-            async move { stream.next().await }
-        })
-        .async_method("return", |cx, _| {
-            let stream = Rc::clone(&cx.state());
-            async move { stream.close().await }
-        })
-        .build()
-}
-
 thread_local! {
-    static MESSAGE_STREAM: Result<ExoClass<Rc<MessageStream>>, ErrorValue> = define_message_stream();
+    static MESSAGE_STREAM: Result<ExoClass<Rc<MessageStream>>, ErrorValue> = iterator::async_iterator_class("MessageStream");
 }
 
 fn no_message(number: u64) -> ErrorValue {
@@ -545,28 +523,22 @@ pub fn with_mail_methods(class: ExoClassBuilder<Agent>) -> ExoClassBuilder<Agent
             agent.mailbox.list(agent.daemon())
         })
         .method("followMessages", |cx, _| Mailbox::follow(&cx.state()))
-        .async_method("send", |cx, args| {
-            let agent = cx.state().clone();
-            async move { agent.mailbox.send(agent.daemon(), decode(args)?).await }
+        .async_state_method("send", |agent, args| async move {
+            agent.mailbox.send(agent.daemon(), args).await
         })
-        .async_method("request", |cx, args| {
-            let agent = cx.state().clone();
-            async move { agent.mailbox.request(agent.daemon(), decode(args)?).await }
+        .async_state_method("request", |agent, args| async move {
+            agent.mailbox.request(agent.daemon(), args).await
         })
-        .async_method("resolve", |cx, args| {
-            let agent = cx.state().clone();
-            async move { agent.mailbox.resolve(agent.daemon(), decode(args)?).await }
+        .async_state_method("resolve", |agent, args| async move {
+            agent.mailbox.resolve(agent.daemon(), args).await
         })
-        .async_method("reject", |cx, args| {
-            let agent = cx.state().clone();
-            async move { agent.mailbox.reject(agent.daemon(), decode(args)?).await }
+        .async_state_method("reject", |agent, args| async move {
+            agent.mailbox.reject(agent.daemon(), args).await
         })
-        .async_method("adopt", |cx, args| {
-            let agent = cx.state().clone();
-            async move { agent.mailbox.adopt(agent.daemon(), decode(args)?).await }
+        .async_state_method("adopt", |agent, args| async move {
+            agent.mailbox.adopt(agent.daemon(), args).await
         })
-        .async_method("dismiss", |cx, args| {
-            let agent = cx.state().clone();
-            async move { agent.mailbox.dismiss(agent.daemon(), decode(args)?).await }
+        .async_state_method("dismiss", |agent, args| async move {
+            agent.mailbox.dismiss(agent.daemon(), args).await
         })
 }
