@@ -76,8 +76,8 @@ pub enum DaemonError {
     ListenAddress { text: String, detail: String },
     #[error("cannot start networking: {source}")]
     Networking { source: crate::net::NetError },
-    #[error("cannot start the kernel: {detail}")]
-    Kernel { detail: String },
+    #[error("cannot start the kernel: {source}")]
+    Kernel { source: crate::kernel::KernelError },
     #[error("cannot watch for {signal}: {source}")]
     Signal {
         signal: &'static str,
@@ -268,11 +268,8 @@ impl Daemon {
         let workers = worker::Workers::new(&options);
         let mut kernel_options = crate::kernel::KernelOptions::new(options.worker_spawner());
         kernel_options.system_subclusters = config.system_subclusters;
-        let kernel = crate::kernel::Kernel::new(store.clone(), vat.clone(), kernel_options).map_err(|error| {
-            DaemonError::Kernel {
-                detail: error.to_string(),
-            }
-        })?;
+        let kernel = crate::kernel::Kernel::new(store.clone(), vat.clone(), kernel_options)
+            .map_err(|source| DaemonError::Kernel { source })?;
         let comms_network = network.clone();
         kernel.set_comms_status(Rc::new(move || {
             let addresses = comms_network.listen_addresses();
