@@ -210,18 +210,8 @@ impl Gateway {
             hints,
         }: DeliverArgs,
     ) -> MethodResult {
-        let (daemon, remote) = (&self.daemon, self.remote);
-        let refuse = || ErrorValue::plain("Cannot deliver to that");
-        let to: FormulaId = to.parse().map_err(|_| refuse())?;
-        let from: FormulaId = from
-            .parse()
-            .map_err(|_| ErrorValue::plain("the sender's handle id is not valid"))?;
-        if from.node() != remote {
-            return Err(ErrorValue::plain("the sender's handle must be of the sending node"));
-        }
-        if to.node() != daemon.node_id || !matches!(daemon.formula(to), Ok(Formula::Handle { .. })) {
-            return Err(refuse());
-        }
+        let daemon = &self.daemon;
+        let (to, from) = self.mail_handles(&to, &from, ("sender", "sending"))?;
         let mut parsed_ids = Vec::with_capacity(ids.len());
         for id in ids {
             let id: FormulaId = id
@@ -275,21 +265,29 @@ impl Gateway {
     /// handles to one of ours, answered with the id of the value it is
     /// resolved with.
     async fn request(self, (to, from, description): (String, String, String)) -> MethodResult {
-        let (daemon, remote) = (&self.daemon, self.remote);
+        let (to, from) = self.mail_handles(&to, &from, ("requester", "requesting"))?;
+        let id = Mailbox::request_from_peer(&self.daemon, to, from, description).await?;
+        Ok(Value::from(id.to_string()))
+    }
+
+    /// The handles of a message from the peer: `from` must be one of the
+    /// peer's, `to` one of ours. `role` names the sender in the errors
+    /// (`("sender", "sending")`); a bad `to` gets the one vague refusal.
+    fn mail_handles(&self, to: &str, from: &str, role: (&str, &str)) -> Result<(FormulaId, FormulaId), ErrorValue> {
+        let (who, doing) = role;
         let refuse = || ErrorValue::plain("Cannot deliver to that");
         let to: FormulaId = to.parse().map_err(|_| refuse())?;
         let from: FormulaId = from
             .parse()
-            .map_err(|_| ErrorValue::plain("the requester's handle id is not valid"))?;
-        if from.node() != remote {
-            return Err(ErrorValue::plain(
-                "the requester's handle must be of the requesting node",
-            ));
+            .map_err(|_| ErrorValue::plain(format!("the {who}'s handle id is not valid")))?;
+        if from.node() != self.remote {
+            return Err(ErrorValue::plain(format!(
+                "the {who}'s handle must be of the {doing} node"
+            )));
         }
-        if to.node() != daemon.node_id || !matches!(daemon.formula(to), Ok(Formula::Handle { .. })) {
+        if to.node() != self.daemon.node_id || !matches!(self.daemon.formula(to), Ok(Formula::Handle { .. })) {
             return Err(refuse());
         }
-        let id = Mailbox::request_from_peer(daemon, to, from, description).await?;
-        Ok(Value::from(id.to_string()))
+        Ok((to, from))
     }
 }
