@@ -1,6 +1,7 @@
 //! The node's config file, `config.toml` in its state directory: where
-//! to listen, and the system subclusters to launch and keep. A missing
-//! file means the defaults; a malformed one stops the node with a message
+//! to listen, the system subclusters to launch and keep, and the quotas
+//! and limits that keep peers in check. A missing file (or section, or
+//! key) means the defaults; a malformed one stops the node with a message
 //! naming the file.
 //!
 //! ```toml
@@ -9,6 +10,12 @@
 //! [[system_subclusters]]
 //! name = "clock"
 //! config = "clock/cluster.json"   # relative to this file
+//!
+//! [mail]                  # per sending peer, per agent
+//! held_messages = 1000
+//!
+//! [peers]                 # per peer unless named "total"
+//! calls_per_second = 100000
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -25,6 +32,84 @@ struct ConfigFile {
     listen: Vec<String>,
     #[serde(default)]
     system_subclusters: Vec<SystemEntry>,
+    #[serde(default)]
+    mail: MailQuotas,
+    #[serde(default)]
+    peers: PeerLimits,
+}
+
+/// `[mail]`: what one peer may put in this node's mailboxes. Over any of
+/// them the sender gets a clear error and the store is untouched.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailQuotas {
+    /// Messages from one peer held (not yet dismissed) in one agent's inbox.
+    pub held_messages: u64,
+    /// Largest message a peer may deliver (its strings, names and ids).
+    pub message_bytes: u64,
+    /// Bytes of messages from one peer held in one agent's inbox.
+    pub held_bytes: u64,
+    /// Messages and requests one peer may deliver per second (a burst of
+    /// this many is allowed).
+    pub messages_per_second: u32,
+    /// Requests from one peer waiting for an answer at once.
+    pub pending_requests: u32,
+}
+
+impl Default for MailQuotas {
+    fn default() -> MailQuotas {
+        MailQuotas {
+            held_messages: 1000,
+            message_bytes: 256 << 10,
+            held_bytes: 16 << 20,
+            messages_per_second: 20,
+            pending_requests: 64,
+        }
+    }
+}
+
+/// `[peers]`: bounds on what one peer (or all of them) may make this node
+/// hold. Generous for honest use; a peer over one is cut off, with the
+/// reason in the log.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PeerLimits {
+    /// Bytes queued for a peer that is not reading them; past this the
+    /// session is ended.
+    pub outbound_queue_bytes: u64,
+    /// Calls from a peer that we have not answered yet (per session).
+    pub answers_in_flight: u32,
+    /// Our calls to a peer that it has not answered yet (per session).
+    pub questions_in_flight: u32,
+    /// Entries in a session's import and export tables, each.
+    pub table_entries: u32,
+    /// Calls a peer may make per second (a burst of this many is allowed);
+    /// beyond it its session is read more slowly.
+    pub calls_per_second: u32,
+    /// Streams one peer may have open to us at once.
+    pub inbound_streams: u32,
+    /// Connections one peer may have with us at once.
+    pub connections: u32,
+    /// Connections with all peers at once.
+    pub connections_total: u32,
+    /// Connections being set up (handshakes) at once.
+    pub pending_connections: u32,
+}
+
+impl Default for PeerLimits {
+    fn default() -> PeerLimits {
+        PeerLimits {
+            outbound_queue_bytes: 64 << 20,
+            answers_in_flight: 1 << 16,
+            questions_in_flight: 1 << 16,
+            table_entries: 1 << 20,
+            calls_per_second: 100_000,
+            inbound_streams: 64,
+            connections: 8,
+            connections_total: 1024,
+            pending_connections: 128,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -40,6 +125,8 @@ pub struct NodeConfig {
     /// libp2p addresses to listen on when `start` is given none.
     pub listen: Vec<String>,
     pub system_subclusters: Vec<SystemSubclusterConfig>,
+    pub mail: MailQuotas,
+    pub peers: PeerLimits,
 }
 
 impl NodeConfig {
@@ -86,6 +173,8 @@ impl NodeConfig {
         Ok(NodeConfig {
             listen: file.listen,
             system_subclusters,
+            mail: file.mail,
+            peers: file.peers,
         })
     }
 }
@@ -119,6 +208,16 @@ mod tests {
         let config = NodeConfig::read(&path).unwrap();
         assert_eq!(config.listen, vec!["/ip4/127.0.0.1/tcp/0".to_string()]);
         assert_eq!(config.system_subclusters[0].name, "x");
+        assert_eq!(config.mail, MailQuotas::default());
+
+        std::fs::write(&path, "[mail]\nheld_messages = 5\n[peers]\nconnections = 2\n").unwrap();
+        let config = NodeConfig::read(&path).unwrap();
+        assert_eq!(config.mail.held_messages, 5);
+        assert_eq!(config.mail.message_bytes, MailQuotas::default().message_bytes);
+        assert_eq!(config.peers.connections, 2);
+        std::fs::write(&path, "[mail]\nheld_mesages = 5\n").unwrap();
+        let error = NodeConfig::read(&path).unwrap_err().to_string();
+        assert!(error.contains("held_mesages"), "{error}");
         let crate::kernel::VatSource::File(source) = &config.system_subclusters[0].config.vats["a"].source else {
             panic!("not a file source");
         };

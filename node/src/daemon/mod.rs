@@ -158,6 +158,10 @@ pub struct Daemon {
     pub peers: peers::PeerSessions,
     /// Subclusters of vats, kernel services, krefs (`KERNEL`).
     pub kernel: Rc<crate::kernel::Kernel>,
+    /// What one peer may put in our mailboxes (`[mail]` in `config.toml`).
+    pub mail_quotas: config::MailQuotas,
+    /// What one peer may make us hold (`[peers]` in `config.toml`).
+    pub peer_limits: config::PeerLimits,
     stop: tokio::sync::watch::Sender<bool>,
     this: Weak<Daemon>,
 }
@@ -268,6 +272,7 @@ impl Daemon {
         let workers = worker::Workers::new(&options);
         let mut kernel_options = crate::kernel::KernelOptions::new(options.worker_spawner());
         kernel_options.system_subclusters = config.system_subclusters;
+        let (mail_quotas, peer_limits) = (config.mail, config.peers);
         let kernel = crate::kernel::Kernel::new(store.clone(), vat.clone(), kernel_options)
             .map_err(|source| DaemonError::Kernel { source })?;
         let comms_network = network.clone();
@@ -297,6 +302,8 @@ impl Daemon {
             inbound: RefCell::new(Some(inbound)),
             peers: peers::PeerSessions::new(gateway::make_gateway),
             kernel,
+            mail_quotas,
+            peer_limits,
             stop,
             this: this.clone(),
         }))
