@@ -13,6 +13,8 @@
     reason = "a test harness fails its test by panicking"
 )]
 
+pub mod hostile;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -1,0 +1,152 @@
+//! A hostile peer for end-to-end tests and benchmarks: a libp2p network
+//! of its own in this process, with a fresh key (so the node under test
+//! has never heard of it), that can open raw `/capstan/captp/1.0.0`
+//! streams to a node or a real CapTP session whose bootstrap is the
+//! node's gateway, and call the gateway with whatever arguments it likes.
+
+use std::collections::hash_map::RandomState;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+
+use capstan_node::net::{Multiaddr, NetConfig, Network, StreamReader, StreamWriter};
+use capstan_node::runtime::{ConnectionHandle, E, Vat, connect, when};
+use capstan_protocol::Value;
+use capstan_protocol::captp::Limits;
+use capstan_store::NodeId;
+
+use crate::Node;
+
+/// 32 bytes no earlier run used: a fresh key.
+pub fn fresh_seed() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    for chunk in seed.chunks_mut(8) {
+        let mut hasher = RandomState::new().build_hasher();
+        hasher.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_nanos()),
+        );
+        chunk.copy_from_slice(&hasher.finish().to_le_bytes());
+    }
+    seed
+}
+
+/// Where a node under test is: its node id and listen addresses, from
+/// `capstan status`.
+pub struct Target {
+    pub node: NodeId,
+    pub addresses: Vec<Multiaddr>,
+}
+
+impl Target {
+    pub fn of(node: &Node) -> Target {
+        let status = node.status();
+        let id = status["nodeId"].as_str().expect("a node id in the status");
+        let addresses = status["listenAddresses"]
+            .as_array()
+            .expect("listen addresses in the status")
+            .iter()
+            .map(|address| address.as_str().expect("an address").parse().expect("a multiaddr"))
+            .collect();
+        Target {
+            node: id.parse().expect("a node id"),
+            addresses,
+        }
+    }
+}
+
+/// The hostile client: its own network, runtime and vat. Everything it
+/// does runs inside [`Attacker::run`].
+pub struct Attacker {
+    runtime: tokio::runtime::Runtime,
+    local: tokio::task::LocalSet,
+    pub vat: Vat,
+    pub network: Network,
+}
+
+impl Default for Attacker {
+    fn default() -> Attacker {
+        Attacker::new()
+    }
+}
+
+impl Attacker {
+    pub fn new() -> Attacker {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let (network, _inbound) = runtime
+            .block_on(Network::start(&fresh_seed(), NetConfig::default()))
+            .expect("the attacker's network");
+        Attacker {
+            runtime,
+            local: tokio::task::LocalSet::new(),
+            vat: Vat::new(),
+            network,
+        }
+    }
+
+    /// The attacker's node id, as a node under test would log it.
+    pub fn node_id(&self) -> String {
+        self.network.node_id().to_string()
+    }
+
+    /// Runs `future` with the attacker's vat turning beside it. Sessions
+    /// opened in one call live on into the next.
+    pub fn run<F: Future>(&self, future: F) -> F::Output {
+        self.vat.enter(|| {
+            self.local.block_on(&self.runtime, async {
+                let driver = self.vat.spawn(self.vat.clone().drive());
+                let output = future.await;
+                driver.abort();
+                output
+            })
+        })
+    }
+
+    /// Opens a raw CapTP stream to `target`.
+    pub async fn open(&self, target: &Target) -> (StreamReader, StreamWriter) {
+        self.network
+            .open_stream(&target.node, &target.addresses)
+            .await
+            .expect("open a stream to the node")
+    }
+
+    /// Opens a CapTP session to `target` (offering nothing) and returns
+    /// it with a promise for the node's gateway. Call inside [`Attacker::run`].
+    pub async fn session(&self, target: &Target, limits: Limits) -> (ConnectionHandle, Value) {
+        let (reader, writer) = self.open(target).await;
+        let connection = connect(&self.vat, reader, writer, None, limits);
+        let gateway = connection.bootstrap();
+        (connection, gateway)
+    }
+
+    /// Calls `method` on `gateway` and waits for the outcome: the result,
+    /// or the rejection's message.
+    pub async fn call(gateway: &Value, method: &str, args: Vec<Value>) -> Result<Value, String> {
+        when(&E(gateway).call(method, Value::array(args)))
+            .await
+            .map_err(|reason| match reason {
+                Value::Error(error) => error.message.to_string(),
+                other => format!("{other:?}"),
+            })
+    }
+
+    /// `hello(addresses)` to the node's gateway, on a session of its own.
+    pub fn hello(&self, target: &Target, addresses: &[&str]) -> Result<Value, String> {
+        self.run(async {
+            let (connection, gateway) = self.session(target, Limits::default()).await;
+            let addresses = Value::array(addresses.iter().map(|address| Value::from(*address)));
+            let result = Attacker::call(&gateway, "hello", vec![addresses]).await;
+            connection.close("done");
+            result
+        })
+    }
+}
+
+impl Drop for Attacker {
+    fn drop(&mut self) {
+        self.runtime.block_on(self.network.shutdown());
+    }
+}
