@@ -198,3 +198,70 @@ fn a_malformed_frame_ends_only_that_clients_session() {
     assert_eq!(node.eval("6 * 7", &[]), "42");
     assert_eq!(node.run(&["ping"]).ok(), "pong");
 }
+
+#[test]
+fn the_state_directory_is_capstans_alone() {
+    use_binary(env!("CARGO_BIN_EXE_capstan"));
+    let mode = |path: &std::path::Path| std::fs::metadata(path).expect("exists").permissions().mode() & 0o777;
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+
+    // A directory of someone else's files: refused, untouched, and not purged.
+    let theirs = scratch.path().join("documents");
+    std::fs::create_dir(&theirs).expect("mkdir");
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::write(theirs.join("thesis.tex"), "years of work").expect("write");
+    let capstan = |dir: &std::path::Path, args: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_capstan"));
+        command.arg("--state").arg(dir).args(args).env_remove("CAPSTAN_STATE");
+        command.output().expect("run capstan")
+    };
+    let refused = capstan(&theirs, &["start"]);
+    assert!(!refused.status.success());
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert!(text.contains("is not a Capstan state directory"), "{text}");
+    let refused = capstan(&theirs, &["purge", "-f"]);
+    assert!(!refused.status.success());
+    assert_eq!(mode(&theirs), 0o755);
+    let entries: Vec<_> = std::fs::read_dir(&theirs)
+        .expect("list")
+        .map(|entry| entry.expect("entry").file_name())
+        .collect();
+    assert_eq!(entries, vec![std::ffi::OsString::from("thesis.tex")]);
+
+    // An empty directory someone made: taken, its mode kept, the node's own
+    // files private.
+    let given = scratch.path().join("given");
+    std::fs::create_dir(&given).expect("mkdir");
+    std::fs::set_permissions(&given, std::fs::Permissions::from_mode(0o750)).expect("chmod");
+    let started = capstan(&given, &["start"]);
+    assert!(started.status.success(), "{started:?}");
+    assert_eq!(mode(&given), 0o750);
+    assert_eq!(mode(&given.join("capstan.redb")) & 0o077, 0, "the store is private");
+    assert_eq!(mode(&given.join("node.log")) & 0o077, 0, "the log is private");
+
+    // Purge stops the node and deletes what Capstan made, keeping the rest.
+    std::fs::write(given.join("config.toml"), "listen = []\n").expect("write");
+    std::fs::write(given.join("notes.txt"), "mine").expect("write");
+    let purged = capstan(&given, &["purge", "-f"]);
+    assert!(purged.status.success(), "{purged:?}");
+    let mut left: Vec<_> = std::fs::read_dir(&given)
+        .expect("list")
+        .map(|entry| entry.expect("entry").file_name())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        vec![
+            std::ffi::OsString::from("config.toml"),
+            std::ffi::OsString::from("notes.txt")
+        ]
+    );
+    assert!(String::from_utf8_lossy(&purged.stdout).contains("kept what Capstan did not make: config.toml, notes.txt"));
+
+    // A new directory is made private; purging it all removes it.
+    let fresh = scratch.path().join("fresh");
+    assert!(capstan(&fresh, &["start"]).status.success());
+    assert_eq!(mode(&fresh), 0o700);
+    assert!(capstan(&fresh, &["purge", "-f"]).status.success());
+    assert!(!fresh.exists());
+}

@@ -50,13 +50,16 @@ pub fn start(state: &StateDir, args: &Start) -> anyhow::Result<()> {
             field(&status, "pid")
         );
     }
+    // The node's files (its store holds its secret key) are the user's
+    // alone, whatever the mode of a state directory it was given.
+    // SAFETY: umask only sets this process's file-mode mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
     if args.foreground {
         return run_foreground(state, &args.listen);
     }
-    state
-        .paths
-        .create()
-        .with_context(|| format!("cannot create the state directory {}", state.paths.root.display()))?;
+    state.paths.create()?;
     let log_path = state.paths.log();
     let log = OpenOptions::new()
         .create(true)
@@ -123,10 +126,7 @@ fn log_since(path: &Path, offset: u64) -> String {
 }
 
 fn run_foreground(state: &StateDir, listen: &[String]) -> anyhow::Result<()> {
-    state
-        .paths
-        .create()
-        .with_context(|| format!("cannot create the state directory {}", state.paths.root.display()))?;
+    state.paths.create()?;
     init_logging(&state.paths.log())?;
     let options = NodeOptions {
         paths: state.paths.clone(),
@@ -325,6 +325,13 @@ pub fn purge(state: &StateDir, force: bool) -> anyhow::Result<()> {
         println!("Nothing to purge at {}", root.display());
         return Ok(());
     }
+    if !state.paths.is_capstans() {
+        bail!(
+            "{} is not a Capstan state directory (it has no {}); nothing deleted",
+            root.display(),
+            capstan_node::daemon::paths::MARKER_FILE
+        );
+    }
     if !force {
         if !std::io::stdin().is_terminal() {
             bail!(
@@ -343,7 +350,15 @@ pub fn purge(state: &StateDir, force: bool) -> anyhow::Result<()> {
     if running_status(state).is_some() {
         stop(state)?;
     }
-    std::fs::remove_dir_all(root).with_context(|| format!("cannot delete {}", root.display()))?;
-    println!("Deleted {}", root.display());
+    let purged = state.paths.purge()?;
+    if purged.removed_directory {
+        println!("Deleted {}", root.display());
+    } else {
+        println!(
+            "Deleted the node's files in {}; kept what Capstan did not make: {}",
+            root.display(),
+            purged.kept.join(", ")
+        );
+    }
     Ok(())
 }

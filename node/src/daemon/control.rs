@@ -15,7 +15,7 @@ use capstan_protocol::{ErrorValue, Value, record};
 use tokio::net::UnixListener;
 
 use super::names::{Hub, hub_of_agent};
-use super::{Daemon, DaemonError, NodeOptions, gateway, peers};
+use super::{Daemon, DaemonError, NodeOptions, gateway, paths, peers};
 use crate::runtime::{ExoClass, MethodResult, Vat, connect, when};
 
 /// Runs a node until it is asked to stop. Blocks the calling thread.
@@ -38,10 +38,10 @@ async fn serve(options: NodeOptions, vat: Vat) -> Result<(), DaemonError> {
     let listener = UnixListener::bind(&socket_path).map_err(socket_error)?;
     std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600)).map_err(socket_error)?;
     std::fs::write(paths.pid_file(), format!("{}\n", std::process::id())).map_err(|source| {
-        DaemonError::StateDirectory {
+        DaemonError::StateDirectory(paths::StateDirError::Io {
             path: paths.pid_file().display().to_string(),
             source,
-        }
+        })
     })?;
     STARTED_AT.with(|cell| cell.set(Some(started)));
     tracing::info!(node = %daemon.node_id, socket = %socket_path.display(), "node ready");

@@ -57,8 +57,8 @@ use paths::StatePaths;
 pub enum DaemonError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot use the state directory {path}: {source}")]
-    StateDirectory { path: String, source: std::io::Error },
+    #[error(transparent)]
+    StateDirectory(#[from] paths::StateDirError),
     #[error("the stored formulas are damaged: {0}")]
     Corrupt(String),
     #[error("the control socket {path}: {source}")]
@@ -176,10 +176,7 @@ fn well_known_id(secret: &[u8; 32], node: NodeId, name: &str) -> FormulaId {
 impl Daemon {
     /// Opens the node's store and makes the root formulas on first start.
     pub async fn open(options: NodeOptions, vat: Vat) -> Result<Rc<Daemon>, DaemonError> {
-        options.paths.create().map_err(|source| DaemonError::StateDirectory {
-            path: options.paths.root.display().to_string(),
-            source,
-        })?;
+        options.paths.create()?;
         let store = Store::open(&options.paths.root)?;
         let node_id = store.node_id();
         let secret = store.node_secret()?;
