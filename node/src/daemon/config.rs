@@ -209,6 +209,10 @@ mod tests {
         assert_eq!(config.listen, vec!["/ip4/127.0.0.1/tcp/0".to_string()]);
         assert_eq!(config.system_subclusters[0].name, "x");
         assert_eq!(config.mail, MailQuotas::default());
+        let crate::kernel::VatSource::File(source) = &config.system_subclusters[0].config.vats["a"].source else {
+            panic!("not a file source");
+        };
+        assert_eq!(source, &dir.join("./a.js").canonicalize().unwrap_or(dir.join("a.js")));
 
         std::fs::write(&path, "[mail]\nheld_messages = 5\n[peers]\nconnections = 2\n").unwrap();
         let config = NodeConfig::read(&path).unwrap();
@@ -218,10 +222,6 @@ mod tests {
         std::fs::write(&path, "[mail]\nheld_mesages = 5\n").unwrap();
         let error = NodeConfig::read(&path).unwrap_err().to_string();
         assert!(error.contains("held_mesages"), "{error}");
-        let crate::kernel::VatSource::File(source) = &config.system_subclusters[0].config.vats["a"].source else {
-            panic!("not a file source");
-        };
-        assert_eq!(source, &dir.join("./a.js").canonicalize().unwrap_or(dir.join("a.js")));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
