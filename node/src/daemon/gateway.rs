@@ -152,14 +152,19 @@ impl Gateway {
     /// `provide(id)`.
     fn provide(&self, (id,): (String,)) -> MethodResult {
         let daemon = &self.daemon;
-        let id: FormulaId = id.parse().map_err(|_| ErrorValue::plain(CANNOT_PROVIDE))?;
-        if id.node() != daemon.node_id || daemon.formula(id).is_err() {
-            return Err(ErrorValue::plain(CANNOT_PROVIDE));
+        let refuse = |why: &str| {
+            tracing::info!(peer = %self.remote, why, "refused to provide an id");
+            ErrorValue::plain(CANNOT_PROVIDE)
+        };
+        let id: FormulaId = id.parse().map_err(|_| refuse("malformed"))?;
+        if id.node() != daemon.node_id {
+            return Err(refuse("of another node"));
         }
-        if matches!(daemon.formula(id), Ok(Formula::Invitation { .. })) {
-            return Err(ErrorValue::plain(CANNOT_PROVIDE));
+        match daemon.formula(id) {
+            Err(_) => Err(refuse("unknown")),
+            Ok(Formula::Invitation { .. }) => Err(refuse("an invitation")),
+            Ok(_) => Ok(daemon.provide(id)),
         }
-        Ok(daemon.provide(id))
     }
 
     /// `hello(addresses)`: where the peer listens now. Kept only for a
