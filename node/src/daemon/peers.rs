@@ -511,8 +511,8 @@ pub fn greet_peers(daemon: &Rc<Daemon>) {
 }
 
 /// A stream's reading half whose end is an error, so the calls pending on
-/// a session that ends fail with [`PEER_WENT_AWAY`]; which peer, and why,
-/// goes to the log.
+/// a session that ends fail with [`PEER_WENT_AWAY`] (saying whether the
+/// peer closed it); which peer, and a failure's cause, go to the log.
 struct PeerReader {
     inner: StreamReader,
     node: NodeId,
@@ -533,10 +533,9 @@ impl AsyncRead for PeerReader {
         let before = buffer.filled().len();
         let node = self.node;
         match Pin::new(&mut self.inner).poll_read(context, buffer) {
-            Poll::Ready(Ok(())) if buffer.filled().len() == before && buffer.remaining() > 0 => {
-                tracing::debug!(peer = %node, "the peer closed its stream");
-                Poll::Ready(Err(std::io::Error::other(PEER_WENT_AWAY)))
-            }
+            Poll::Ready(Ok(())) if buffer.filled().len() == before && buffer.remaining() > 0 => Poll::Ready(Err(
+                std::io::Error::other(format!("{PEER_WENT_AWAY} (it closed the session)")),
+            )),
             Poll::Ready(Err(error)) => {
                 tracing::info!(peer = %node, %error, "reading from a peer failed");
                 Poll::Ready(Err(std::io::Error::other(PEER_WENT_AWAY)))
