@@ -154,15 +154,29 @@ fn a_worker_sent_in_mail_evaluates_on_the_granting_node() {
     assert_eq!(bob_workers, Some(0), "bob started no worker");
 }
 
+/// Whether `text` holds something that identifies a node or where it
+/// listens: a long hex run, a libp2p peer id, a multiaddr or a locator.
+fn names_a_node(text: &str) -> bool {
+    let mut run = 0;
+    let long_hex = text.chars().any(|c| {
+        run = if c.is_ascii_hexdigit() { run + 1 } else { 0 };
+        run >= 12
+    });
+    long_hex
+        || ["12D3KooW", "/ip4/", "/ip6/", "/dns", "capstan://"]
+            .iter()
+            .any(|m| text.contains(m))
+}
+
 #[test]
-fn when_a_peer_dies_calls_fail_naming_it_and_the_next_use_reconnects() {
+fn when_a_peer_dies_calls_fail_with_a_fixed_text_and_the_next_use_reconnects() {
     let (alice, bob) = introduced();
     counter_for_bob(&alice, &bob);
     assert_eq!(bob.eval("E(c).incr()", &["c:c"]), "1");
     let alice_id = node_id(&alice);
-    let short = &alice_id[..12];
 
-    // A call pending when alice dies fails, naming her, within a bound.
+    // A call pending when alice dies fails within a bound, saying the
+    // peer went away and naming no node or address.
     let mut pending = bob
         .command(&["eval", "E(c).never()", "c:c"])
         .stdout(std::process::Stdio::piped())
@@ -180,14 +194,29 @@ fn when_a_peer_dies_calls_fail_naming_it_and_the_next_use_reconnects() {
     let output = pending.wait_with_output().expect("eval output");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains(short), "{stderr}");
+    assert!(stderr.contains("the peer that holds this object went away"), "{stderr}");
+    assert!(!names_a_node(&stderr), "{stderr}");
     assert!(killed.elapsed() < Duration::from_secs(15));
 
-    // The next call fails at once, naming her.
+    // The next call fails at once: the peer cannot be reached. The node's
+    // log says which peer, and why.
     let started_at = Instant::now();
     let failed = bob.run(&["eval", "E(c).incr()", "c:c"]);
-    assert!(failed.err().contains(short), "{}", failed.err());
+    assert!(
+        failed
+            .err()
+            .contains("the peer that holds this object cannot be reached"),
+        "{}",
+        failed.err()
+    );
+    assert!(!names_a_node(failed.err()), "{}", failed.err());
     assert!(started_at.elapsed() < Duration::from_secs(15));
+    let log = std::fs::read_to_string(bob.state_dir().join("node.log")).expect("bob's log");
+    assert!(
+        log.lines()
+            .any(|line| line.contains("cannot reach a peer") && line.contains(&alice_id)),
+        "{log}"
+    );
 
     // alice comes back (on a new port, which she tells bob): bob reconnects.
     alice.run(&["start", "--listen", LISTEN]).ok();

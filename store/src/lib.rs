@@ -41,7 +41,7 @@ pub use ids::{
     PET_NAME_MAX_LEN, PetName, SubclusterId, VatId, Vref,
 };
 pub use mailboxes::MessageFollower;
-pub use peers::{PEER_ADDRESS_MAX_LEN, PeerRecord};
+pub use peers::{PEER_ADDRESS_MAX_LEN, PEER_ADDRESSES_MAX, PeerRecord};
 pub use pet_names::NameFollower;
 pub use schema::SCHEMA_VERSION;
 pub use store::{STORE_FILE_NAME, Store, StoreOptions};

@@ -14,7 +14,10 @@ use crate::{Commit, Store};
 const PEER_RECORD_VERSION: u32 = 1;
 
 /// The longest address kept, in bytes.
-pub const PEER_ADDRESS_MAX_LEN: usize = 1024;
+pub const PEER_ADDRESS_MAX_LEN: usize = 256;
+
+/// The most addresses kept for one peer.
+pub const PEER_ADDRESSES_MAX: usize = 16;
 
 /// What the node knows about a peer.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,11 +29,18 @@ pub struct PeerRecord {
 }
 
 fn check_addresses(record: &PeerRecord) -> Result<()> {
+    if record.addresses.len() > PEER_ADDRESSES_MAX {
+        return Err(StoreError::InvalidInput {
+            kind: "peer address list",
+            value: format!("{} addresses", record.addresses.len()),
+            reason: format!("at most {PEER_ADDRESSES_MAX} are kept"),
+        });
+    }
     for address in &record.addresses {
         let reason = if !address.starts_with('/') {
             "a multiaddr starts with '/'"
         } else if address.len() > PEER_ADDRESS_MAX_LEN {
-            "is longer than 1024 bytes"
+            "is longer than 256 bytes"
         } else if address.chars().any(|c| c.is_whitespace() || c.is_control()) {
             "must not contain spaces or control characters"
         } else {
@@ -79,12 +89,15 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Records that `node` was seen at `unix_ms`, keeping its addresses
-    /// (a peer not known before is added with none).
-    pub fn record_peer_seen(&mut self, node: NodeId, unix_ms: u64) -> Result<()> {
-        let mut record = get(&self.tables.peers, node)?.unwrap_or_default();
+    /// Records that a known peer was seen at `unix_ms`, keeping its
+    /// addresses. A node that is not known stays unknown: `false`.
+    pub fn record_peer_seen(&mut self, node: NodeId, unix_ms: u64) -> Result<bool> {
+        let Some(mut record) = get(&self.tables.peers, node)? else {
+            return Ok(false);
+        };
         record.last_seen_unix_ms = record.last_seen_unix_ms.max(unix_ms);
-        self.put_peer(node, &record)
+        self.put_peer(node, &record)?;
+        Ok(true)
     }
 
     /// Forgets a peer; `false` if it was not known.

@@ -483,11 +483,19 @@ fn known_peers() {
     assert_eq!(seen.addresses, record.addresses);
     assert_eq!(seen.last_seen_unix_ms, 1_800_000_000_000);
 
+    // Seeing a node that is not known does not make it known.
     let other: NodeId = "cd".repeat(32).parse().unwrap();
-    store.transact(move |tx| tx.record_peer_seen(other, 5)).wait().unwrap();
+    let known = store.transact(move |tx| tx.record_peer_seen(other, 5)).wait().unwrap();
+    assert!(!known);
     let listed = store.read().unwrap().list_peers().unwrap();
-    assert_eq!(listed.len(), 2);
-    assert_eq!(listed[1].1.addresses, Vec::<String>::new());
+    assert_eq!(listed.len(), 1);
+
+    let too_many = PeerRecord {
+        addresses: (0..17).map(|port| format!("/ip4/127.0.0.1/tcp/{port}")).collect(),
+        last_seen_unix_ms: 0,
+    };
+    let error = store.put_peer(peer, too_many).wait().unwrap_err();
+    assert!(error.to_string().contains("at most 16"), "{error}");
 
     let bad = PeerRecord {
         addresses: vec!["ip4/1.2.3.4".into()],

@@ -3,12 +3,16 @@
 //! has never heard of it), that can open raw `/capstan/captp/1.0.0`
 //! streams to a node or a real CapTP session whose bootstrap is the
 //! node's gateway, and call the gateway with whatever arguments it likes.
+//! A listening attacker ([`Attacker::listening`]) also takes the sessions a
+//! node opens to it, offering whatever bootstrap it likes (one that never
+//! answers, one that rejects with a crafted text).
 
+use std::cell::RefCell;
 use std::collections::hash_map::RandomState;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 
-use capstan_node::net::{Multiaddr, NetConfig, Network, StreamReader, StreamWriter};
+use capstan_node::net::{InboundStreams, Multiaddr, NetConfig, Network, StreamReader, StreamWriter};
 use capstan_node::runtime::{ConnectionHandle, E, Vat, connect, when};
 use capstan_protocol::Value;
 use capstan_protocol::captp::Limits;
@@ -62,6 +66,8 @@ pub struct Attacker {
     local: tokio::task::LocalSet,
     pub vat: Vat,
     pub network: Network,
+    /// Streams nodes open to the attacker (none unless it listens).
+    inbound: RefCell<Option<InboundStreams>>,
 }
 
 impl Default for Attacker {
@@ -72,19 +78,59 @@ impl Default for Attacker {
 
 impl Attacker {
     pub fn new() -> Attacker {
+        Attacker::with_config(NetConfig::default())
+    }
+
+    /// An attacker that listens on a loopback port, so that a node that
+    /// knows its addresses can dial it.
+    pub fn listening() -> Attacker {
+        let loopback = "/ip4/127.0.0.1/tcp/0".parse().expect("a multiaddr");
+        Attacker::with_config(NetConfig::listening_on([loopback]))
+    }
+
+    fn with_config(config: NetConfig) -> Attacker {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("a runtime");
-        let (network, _inbound) = runtime
-            .block_on(Network::start(&fresh_seed(), NetConfig::default()))
+        let (network, inbound) = runtime
+            .block_on(Network::start(&fresh_seed(), config))
             .expect("the attacker's network");
         Attacker {
             runtime,
             local: tokio::task::LocalSet::new(),
             vat: Vat::new(),
             network,
+            inbound: RefCell::new(Some(inbound)),
         }
+    }
+
+    /// Where the attacker listens, as strings.
+    pub fn listen_addresses(&self) -> Vec<String> {
+        self.network
+            .listen_addresses()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// Waits for the next stream a node opens to the attacker and serves a
+    /// CapTP session on it offering `bootstrap`. Call inside [`Attacker::run`].
+    pub async fn accept(&self, bootstrap: Value) -> ConnectionHandle {
+        let mut inbound = self
+            .inbound
+            .borrow_mut()
+            .take()
+            .expect("the attacker's inbound streams");
+        let stream = inbound.next().await.expect("a stream from the node");
+        self.inbound.borrow_mut().replace(inbound);
+        connect(
+            &self.vat,
+            stream.reader,
+            stream.writer,
+            Some(bootstrap),
+            Limits::default(),
+        )
     }
 
     /// The attacker's node id, as a node under test would log it.

@@ -5,26 +5,29 @@
 //! `provide(id)` returns the value of a formula of *this* node. Formula
 //! ids are unguessable, so holding one is the authority to use its value;
 //! ids of other nodes and unknown ids are refused with the same vague
-//! error, so the gateway reveals nothing. The rest is for introduced
-//! peers: `redeem` (an invitation), `hello` (new addresses), `deliver` (a
-//! package, with address hints for the third nodes its references belong
-//! to) and `request` (answered once resolved). Each session has its own
-//! gateway, which knows the peer at the other end. How we reach peers is
-//! [`super::peers`]'s.
+//! error, so the gateway reveals nothing; blob formulas have random ids like
+//! every other, so knowing a blob's bytes (and so its content hash) gives
+//! no id to ask with. The rest is for introduced peers: `redeem` (an
+//! invitation), `hello` (new addresses; from a node that is not a known
+//! peer it is ignored), `deliver` (a package, with address hints for the
+//! third nodes its references belong to, kept only from known peers) and
+//! `request` (answered once resolved). Each session has its own gateway,
+//! which knows the peer at the other end. How we reach peers, and which
+//! addresses are kept, is [`super::peers`]'s.
 
 use std::rc::Rc;
 
 use capstan_protocol::guards::DefaultGuards;
 use capstan_protocol::patterns::M;
-use capstan_protocol::{ErrorValue, Value};
-use capstan_store::{FormulaId, NodeId};
+use capstan_protocol::{ErrorValue, Value, record};
+use capstan_store::{FormulaId, NodeId, PEER_ADDRESS_MAX_LEN, PEER_ADDRESSES_MAX};
 
 use super::Daemon;
 use super::agents::mail::Mailbox;
 use super::formula::{Formula, Id};
 use super::message::{Content, StoredMessage, now_rfc3339};
 use super::names::{hub_of_agent, parse_pet_name};
-use super::peers::{self, MAX_HINTED_ADDRESSES, MAX_HINTED_NODES, remember_addresses};
+use super::peers::{self, AddressSource, MAX_HINTED_ADDRESSES, MAX_HINTED_NODES, remember_addresses};
 use crate::net::InboundStream;
 use crate::runtime::args::{FromArgs, decode};
 use crate::runtime::{ExoClass, MethodResult};
@@ -50,7 +53,7 @@ fn define_gateway() -> Result<ExoClass<Gateway>, ErrorValue> {
             "EndoGateway",
             [
                 ("provide", M::call([M::string()]).returns(M::any())),
-                ("hello", M::call([M::array_of(M::string(), None)]).returns_undefined()),
+                ("hello", M::call([peer_addresses()]).returns_undefined()),
                 (
                     "deliver",
                     M::call([
@@ -69,7 +72,7 @@ fn define_gateway() -> Result<ExoClass<Gateway>, ErrorValue> {
                 ),
                 (
                     "redeem",
-                    M::call([M::string(), M::string(), M::array_of(M::string(), None)]).returns_undefined(),
+                    M::call([M::string(), M::string(), peer_addresses()]).returns_undefined(),
                 ),
             ],
             DefaultGuards::None,
@@ -80,6 +83,15 @@ fn define_gateway() -> Result<ExoClass<Gateway>, ErrorValue> {
         .async_state_method("request", |gateway, args| async move { gateway.request(args).await })
         .async_state_method("redeem", |gateway, args| async move { gateway.redeem(args).await })
         .build()
+}
+
+/// The pattern of the addresses a peer reports: at most as many as are
+/// kept, each no longer than a stored one.
+fn peer_addresses() -> Value {
+    M::array_of(
+        M::string_limited(Some(record! { "stringLengthLimit" => PEER_ADDRESS_MAX_LEN as f64 })),
+        Some(record! { "arrayLengthLimit" => PEER_ADDRESSES_MAX as f64 }),
+    )
 }
 
 thread_local! {
@@ -140,19 +152,29 @@ impl Gateway {
     /// `provide(id)`.
     fn provide(&self, (id,): (String,)) -> MethodResult {
         let daemon = &self.daemon;
-        let id: FormulaId = id.parse().map_err(|_| ErrorValue::plain(CANNOT_PROVIDE))?;
-        if id.node() != daemon.node_id || daemon.formula(id).is_err() {
-            return Err(ErrorValue::plain(CANNOT_PROVIDE));
+        let refuse = |why: &str| {
+            tracing::info!(peer = %self.remote, why, "refused to provide an id");
+            ErrorValue::plain(CANNOT_PROVIDE)
+        };
+        let id: FormulaId = id.parse().map_err(|_| refuse("malformed"))?;
+        if id.node() != daemon.node_id {
+            return Err(refuse("of another node"));
         }
-        if matches!(daemon.formula(id), Ok(Formula::Invitation { .. })) {
-            return Err(ErrorValue::plain(CANNOT_PROVIDE));
+        match daemon.formula(id) {
+            Err(_) => Err(refuse("unknown")),
+            Ok(Formula::Invitation { .. }) => Err(refuse("an invitation")),
+            Ok(_) => Ok(daemon.provide(id)),
         }
-        Ok(daemon.provide(id))
     }
 
-    /// `hello(addresses)`: where the peer listens now.
+    /// `hello(addresses)`: where the peer listens now. Kept only for a
+    /// known peer; a stranger's hello is ignored (and logged), so it can
+    /// neither become a known peer nor make us dial addresses it chose.
     async fn hello(self, (addresses,): (Vec<String>,)) -> MethodResult {
-        remember_addresses(&self.daemon, self.remote, addresses).await?;
+        let kept = remember_addresses(&self.daemon, self.remote, addresses, AddressSource::Peer).await?;
+        if !kept {
+            tracing::info!(peer = %self.remote, "hello from a node that is not a known peer; ignored");
+        }
         Ok(Value::Undefined)
     }
 
@@ -191,7 +213,8 @@ impl Gateway {
         if !redeemed {
             return Err(used());
         }
-        remember_addresses(daemon, remote, addresses).await?;
+        // The invitation the user made introduces the acceptor.
+        remember_addresses(daemon, remote, addresses, AddressSource::Introduction).await?;
         tracing::info!(peer = %remote, "an invitation was redeemed");
         Ok(Value::Undefined)
     }
@@ -240,8 +263,22 @@ impl Gateway {
 
     /// Remembers the address hints of a package, for the nodes its
     /// references point at (and no others): `[[node, address...]...]`.
+    /// Only a known peer's hints are kept: its package introduces those
+    /// nodes, which become known peers.
     async fn remember_hints(&self, hints: Vec<Vec<String>>, ids: &[Id]) {
         let (daemon, remote) = (&self.daemon, self.remote);
+        if hints.is_empty() {
+            return;
+        }
+        let sender_is_known = daemon
+            .store
+            .read()
+            .and_then(|snapshot| snapshot.get_peer(remote))
+            .is_ok_and(|record| record.is_some());
+        if !sender_is_known {
+            tracing::info!(peer = %remote, "address hints from a node that is not a known peer; ignored");
+            return;
+        }
         let referenced: Vec<NodeId> = ids.iter().filter_map(|id| id.get().ok()).map(|id| id.node()).collect();
         for entry in hints.into_iter().take(MAX_HINTED_NODES) {
             let Some((node, addresses)) = entry.split_first() else {
@@ -255,7 +292,7 @@ impl Gateway {
             if addresses.is_empty() {
                 continue;
             }
-            if let Err(error) = remember_addresses(daemon, node, addresses).await {
+            if let Err(error) = remember_addresses(daemon, node, addresses, AddressSource::Introduction).await {
                 tracing::info!(peer = %node, from = %remote, error = %error.message, "cannot keep addresses a peer gave");
             }
         }

@@ -85,9 +85,10 @@ pub enum DaemonError {
     },
     #[error("the node is already serving")]
     AlreadyServing,
-    /// `short_id` is shortened: ids are secrets.
-    #[error("no formula {short_id}")]
-    NoSuchFormula { short_id: String },
+    /// Names no id, not even shortened: ids are secrets, and guests see
+    /// this error (a name for a missing or another node's formula).
+    #[error("there is no such formula on this node")]
+    NoSuchFormula,
 }
 
 /// A daemon error as the error a method call rejects with.
@@ -330,11 +331,7 @@ impl Daemon {
 
     /// Reads a formula.
     pub fn formula(&self, id: FormulaId) -> Result<Formula, DaemonError> {
-        let record = self
-            .store
-            .read()?
-            .get_formula(id)?
-            .ok_or_else(|| DaemonError::NoSuchFormula { short_id: short_id(id) })?;
+        let record = self.store.read()?.get_formula(id)?.ok_or(DaemonError::NoSuchFormula)?;
         Formula::from_record(&record)
     }
 

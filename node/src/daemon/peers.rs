@@ -6,10 +6,17 @@
 //! formula; [`deliver_remote`] and [`request_remote`] carry mail to a
 //! peer's agents; [`redeem_remote`] uses up an invitation on the
 //! inviter's node; [`greet_peers`] tells known peers where we listen. The
-//! known-peers table (addresses, when last seen) is kept here too. What
-//! peers may ask of us is the gateway module's; the gateway is the
-//! bootstrap object of every session, given to [`PeerSessions::new`] (so
-//! this module does not depend on it).
+//! known-peers table (addresses, when last seen) is kept here too: a
+//! record is made only by an introduction ([`AddressSource::Introduction`]),
+//! and every address taken from anyone is checked ([`checked_addresses`])
+//! before it is stored or handed to libp2p. What peers may ask of us is the
+//! gateway module's; the gateway is the bootstrap object of every session,
+//! given to [`PeerSessions::new`] (so this module does not depend on it).
+//!
+//! Confinement covers errors: what fails when talking to a peer reaches
+//! guests as one of a few fixed texts ([`PEER_UNREACHABLE`],
+//! [`PEER_WENT_AWAY`], a timeout) that name no node, peer id or address;
+//! the detail goes to the node's log, with the peer.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -20,19 +27,75 @@ use std::time::Duration;
 
 use capstan_protocol::captp::Limits;
 use capstan_protocol::{ErrorValue, Value, list};
-use capstan_store::{FormulaId, NodeId, PeerRecord};
+use capstan_store::{FormulaId, NodeId, PEER_ADDRESS_MAX_LEN, PEER_ADDRESSES_MAX, PeerRecord};
+use libp2p::multiaddr::Protocol;
 use tokio::io::{AsyncRead, ReadBuf};
 
 use super::Daemon;
 use super::formula::Id;
 use super::message::{Content, StoredMessage};
-use crate::net::{Multiaddr, StreamReader, StreamWriter};
+use crate::net::{Multiaddr, PeerId, StreamReader, StreamWriter, peer_id_of};
 use crate::runtime::reason_to_error;
 use crate::runtime::{ConnectionHandle, E, PromiseKit, connect, when};
 
-/// How long a call for a remote formula's value may take before it fails
-/// naming the peer.
+/// How long a call to a peer's gateway may take before it fails.
 const REMOTE_PROVIDE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What a caller (a guest, a worker, the CLI) is told when no session with
+/// the peer can be opened.
+pub const PEER_UNREACHABLE: &str = "the peer that holds this object cannot be reached";
+
+/// What pending calls are told when the session with the peer ends.
+pub const PEER_WENT_AWAY: &str = "the peer that holds this object went away";
+
+/// What a caller is told when the peer's answer could not be passed on:
+/// it was not what was asked for, or it carried an identifier.
+pub const PEER_REFUSED: &str = "the peer that holds this object refused the call";
+
+/// The error for a gateway call that took longer than
+/// [`REMOTE_PROVIDE_TIMEOUT`].
+fn timed_out(node: NodeId, method: &str) -> ErrorValue {
+    tracing::info!(peer = %node, method, "a peer did not answer in time");
+    ErrorValue::plain(format!(
+        "the peer that holds this object did not answer within {} s",
+        REMOTE_PROVIDE_TIMEOUT.as_secs()
+    ))
+}
+
+/// The error a caller gets for a rejection that came from talking to a
+/// peer. Our own texts are kept; the peer's text is passed on only if it
+/// names no identifier (a hostile peer must not be able to put node ids
+/// or addresses in our guests' errors through us). The original goes to
+/// the log.
+fn from_peer(node: NodeId, method: &str, reason: Value) -> ErrorValue {
+    let error = reason_to_error(reason);
+    let message: &str = &error.message;
+    tracing::info!(peer = %node, method, reason = message, "a call to a peer failed");
+    for ours in [PEER_UNREACHABLE, PEER_WENT_AWAY] {
+        if message.contains(ours) {
+            return ErrorValue::plain(ours);
+        }
+    }
+    if carries_identifier(message) {
+        return ErrorValue::plain(PEER_REFUSED);
+    }
+    ErrorValue::plain(message)
+}
+
+/// Whether `text` looks like it holds an identifier: a run of 12 or more
+/// hex digits (node ids, formula ids, blob hashes), a libp2p peer id, a
+/// multiaddr or a locator.
+pub fn carries_identifier(text: &str) -> bool {
+    let mut run = 0usize;
+    let long_hex = text.chars().any(|c| {
+        run = if c.is_ascii_hexdigit() { run + 1 } else { 0 };
+        run >= 12
+    });
+    long_hex
+        || ["12D3KooW", "/ip4/", "/ip6/", "/dns", "/p2p/", "capstan://"]
+            .iter()
+            .any(|marker| text.contains(marker))
+}
 
 /// Makes the object a peer's session bootstraps to: our gateway for
 /// that peer.
@@ -82,12 +145,9 @@ pub(super) fn note_seen(daemon: &Rc<Daemon>, node: NodeId) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_millis() as u64);
-    let commit = daemon.store.transact(move |tx| {
-        if tx.get_peer(node)?.is_some() {
-            tx.record_peer_seen(node, now)?;
-        }
-        Ok(())
-    });
+    let commit = daemon
+        .store
+        .transact(move |tx| tx.record_peer_seen(node, now).map(|_| ()));
     daemon.vat.spawn(async move {
         if let Err(error) = commit.await {
             tracing::warn!(%error, "cannot record a peer as seen");
@@ -121,9 +181,10 @@ pub fn gateway_of(daemon: &Rc<Daemon>, node: NodeId) -> Value {
                     forget_peer(&daemon, node);
                 });
             }
-            Err(message) => {
+            Err(detail) => {
+                tracing::info!(peer = %node, %detail, "cannot reach a peer");
                 daemon.peers.gateways.borrow_mut().remove(&node);
-                kit.reject(Value::error(ErrorValue::plain(message)));
+                kit.reject(Value::error(ErrorValue::plain(PEER_UNREACHABLE)));
             }
         }
     });
@@ -159,19 +220,12 @@ async fn open_session(daemon: &Rc<Daemon>, node: NodeId) -> Result<ConnectionHan
 /// The value of another node's formula `id`, from that node's gateway.
 pub async fn provide_remote(daemon: &Rc<Daemon>, id: FormulaId) -> Result<Value, ErrorValue> {
     let node = id.node();
-    let peer = short_node(&node);
     let gateway = gateway_of(daemon, node);
     let value = E(&gateway).call("provide", list![id.to_string()]);
     match tokio::time::timeout(REMOTE_PROVIDE_TIMEOUT, when(&value)).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(reason)) => {
-            let error = reason_to_error(reason);
-            Err(ErrorValue::plain(format!("peer {peer}: {}", error.message)))
-        }
-        Err(_) => Err(ErrorValue::plain(format!(
-            "peer {peer} did not answer within {} s",
-            REMOTE_PROVIDE_TIMEOUT.as_secs()
-        ))),
+        Ok(Err(reason)) => Err(from_peer(node, "provide", reason)),
+        Err(_) => Err(timed_out(node, "provide")),
     }
 }
 
@@ -185,36 +239,136 @@ pub fn own_addresses(daemon: &Daemon) -> Vec<String> {
         .collect()
 }
 
-/// Adds addresses to what is known about `node`.
-pub async fn remember_addresses(daemon: &Daemon, node: NodeId, addresses: Vec<String>) -> Result<(), ErrorValue> {
-    let addresses: Vec<String> = addresses
-        .into_iter()
-        .filter(|address| address.parse::<Multiaddr>().is_ok())
-        .collect();
-    if let Ok(parsed) = addresses
-        .iter()
-        .map(|a| a.parse::<Multiaddr>())
-        .collect::<Result<Vec<_>, _>>()
-    {
-        let _ = daemon.network.add_addresses(&node, parsed);
+/// Who gave the addresses [`remember_addresses`] is asked to keep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddressSource {
+    /// The node itself, in `hello`: kept only if it is a known peer.
+    Peer,
+    /// An introduction the user made or accepted (an invitation accepted
+    /// or redeemed), or a known peer's hint for a node its package
+    /// references: makes the peer known if it was not.
+    Introduction,
+}
+
+/// The addresses among `offered` that may be dialed to reach `node`, at
+/// most [`PEER_ADDRESSES_MAX`], in the order given, without duplicates and
+/// without their `/p2p/` part. The rest are dropped (and logged).
+pub fn checked_addresses(node: NodeId, offered: &[String]) -> Vec<Multiaddr> {
+    let Ok(peer) = peer_id_of(&node) else {
+        tracing::info!(peer = %node, "addresses offered for a node id that is not a key; ignored");
+        return Vec::new();
+    };
+    let mut kept: Vec<Multiaddr> = Vec::new();
+    let mut refused = 0usize;
+    for text in offered {
+        match checked_address(&peer, text) {
+            Ok(address) if kept.len() < PEER_ADDRESSES_MAX => {
+                if !kept.contains(&address) {
+                    kept.push(address);
+                }
+            }
+            Ok(_) => refused += 1,
+            Err(why) => {
+                refused += 1;
+                tracing::debug!(peer = %node, why, "an offered address was refused");
+            }
+        }
     }
-    daemon
+    if refused > 0 {
+        tracing::info!(peer = %node, refused, kept = kept.len(), "some offered addresses were refused");
+    }
+    kept
+}
+
+/// One address, if it is of a shape this node dials: an IP or DNS host,
+/// then TCP, or UDP with QUIC, then at most a `/p2p/` naming `peer`.
+fn checked_address(peer: &PeerId, text: &str) -> Result<Multiaddr, &'static str> {
+    if text.len() > PEER_ADDRESS_MAX_LEN {
+        return Err("too long");
+    }
+    let address: Multiaddr = text.parse().map_err(|_| "not a multiaddr")?;
+    let mut parts = address.iter();
+    let mut dialable = Multiaddr::empty();
+    match parts.next() {
+        Some(
+            host @ (Protocol::Ip4(_) | Protocol::Ip6(_) | Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_)),
+        ) => dialable.push(host),
+        _ => return Err("does not start with an IP address or a DNS name"),
+    }
+    match parts.next() {
+        Some(tcp @ Protocol::Tcp(_)) => dialable.push(tcp),
+        Some(udp @ Protocol::Udp(_)) => {
+            dialable.push(udp);
+            match parts.next() {
+                Some(Protocol::QuicV1) => dialable.push(Protocol::QuicV1),
+                _ => return Err("UDP without QUIC"),
+            }
+        }
+        _ => return Err("neither TCP nor UDP"),
+    }
+    match parts.next() {
+        None => {}
+        Some(Protocol::P2p(named)) if named == *peer => {}
+        Some(Protocol::P2p(_)) => return Err("names another node"),
+        Some(_) => return Err("has protocols this node does not dial"),
+    }
+    if parts.next().is_some() {
+        return Err("has protocols this node does not dial");
+    }
+    Ok(dialable)
+}
+
+/// Keeps the addresses of `offered` that pass [`checked_addresses`] for
+/// `node`, newest first, at most [`PEER_ADDRESSES_MAX`], and tells libp2p
+/// about them. From the peer itself they are kept only if it is a known
+/// peer: a node that was never introduced creates no record and is never
+/// dialed at an address it chose. `true` if they were kept.
+pub async fn remember_addresses(
+    daemon: &Daemon,
+    node: NodeId,
+    offered: Vec<String>,
+    source: AddressSource,
+) -> Result<bool, ErrorValue> {
+    let addresses = checked_addresses(node, &offered);
+    let texts: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+    let kept = daemon
         .store
         .transact(move |tx| {
-            let mut record = tx.get_peer(node)?.unwrap_or_else(PeerRecord::default);
-            // The newest addresses first: a restarted peer may listen elsewhere.
-            let mut merged = addresses;
-            for old in record.addresses {
+            let mut record = match (tx.get_peer(node)?, source) {
+                (Some(record), _) => record,
+                (None, AddressSource::Introduction) => PeerRecord::default(),
+                (None, AddressSource::Peer) => return Ok(false),
+            };
+            // The newest addresses first: a restarted peer may listen
+            // elsewhere. Old ones stored before the checks are dropped
+            // unless they pass them.
+            let mut merged = texts;
+            let old = checked_addresses(node, &record.addresses);
+            for old in old.iter().map(ToString::to_string) {
                 if !merged.contains(&old) {
                     merged.push(old);
                 }
             }
-            merged.truncate(16);
+            merged.truncate(PEER_ADDRESSES_MAX);
             record.addresses = merged;
-            tx.put_peer(node, &record)
+            tx.put_peer(node, &record)?;
+            Ok(true)
         })
         .await
-        .map_err(ErrorValue::from)
+        .map_err(ErrorValue::from)?;
+    if kept && !addresses.is_empty() {
+        offer_addresses(daemon, node, addresses);
+    }
+    Ok(kept)
+}
+
+/// Tells libp2p where `node` may be dialed, without storing it: for an
+/// invitation being accepted, whose inviter becomes a known peer only
+/// once the redemption succeeds.
+pub fn offer_addresses(daemon: &Daemon, node: NodeId, addresses: Vec<Multiaddr>) {
+    if let Err(error) = daemon.network.add_addresses(&node, addresses) {
+        tracing::info!(peer = %node, %error, "cannot give libp2p a peer's addresses");
+    }
 }
 
 /// Sends a package to a peer's handle, through the peer's gateway.
@@ -223,7 +377,7 @@ pub async fn deliver_remote(daemon: &Rc<Daemon>, message: &StoredMessage) -> Res
         return Err(ErrorValue::plain("only packages can be sent to a peer"));
     };
     let to = message.to.get().map_err(ErrorValue::from)?;
-    let peer = short_node(&to.node());
+    let node = to.node();
     let gateway = gateway_of(daemon, to.node());
     let strs = |items: &[String]| Value::array(items.iter().map(|s| Value::from(s.as_str())));
     let delivered = E(&gateway).call(
@@ -239,14 +393,8 @@ pub async fn deliver_remote(daemon: &Rc<Daemon>, message: &StoredMessage) -> Res
     );
     match tokio::time::timeout(REMOTE_PROVIDE_TIMEOUT, when(&delivered)).await {
         Ok(Ok(_)) => Ok(Value::Undefined),
-        Ok(Err(reason)) => Err(ErrorValue::plain(format!(
-            "peer {peer}: {}",
-            reason_to_error(reason).message
-        ))),
-        Err(_) => Err(ErrorValue::plain(format!(
-            "peer {peer} did not answer within {} s",
-            REMOTE_PROVIDE_TIMEOUT.as_secs()
-        ))),
+        Ok(Err(reason)) => Err(from_peer(node, "deliver", reason)),
+        Err(_) => Err(timed_out(node, "deliver")),
     }
 }
 
@@ -254,7 +402,7 @@ pub async fn deliver_remote(daemon: &Rc<Daemon>, message: &StoredMessage) -> Res
 /// taken for each.
 pub(super) const MAX_HINTED_NODES: usize = 64;
 
-pub(super) const MAX_HINTED_ADDRESSES: usize = 16;
+pub(super) const MAX_HINTED_ADDRESSES: usize = PEER_ADDRESSES_MAX;
 
 /// Where the nodes of a package's references (other than ours and the
 /// recipient's) can be reached, as we know it: `[[node, address...]...]`.
@@ -294,16 +442,19 @@ pub async fn request_remote(
     from: FormulaId,
     description: &str,
 ) -> Result<FormulaId, ErrorValue> {
-    let peer = short_node(&to.node());
-    let gateway = gateway_of(daemon, to.node());
+    let node = to.node();
+    let gateway = gateway_of(daemon, node);
     let answer = E(&gateway).call("request", list![to.to_string(), from.to_string(), description]);
     let answer = when(&answer)
         .await
-        .map_err(|reason| ErrorValue::plain(format!("peer {peer}: {}", reason_to_error(reason).message)))?;
+        .map_err(|reason| from_peer(node, "request", reason))?;
     answer
         .as_str()
         .and_then(|text| text.parse::<FormulaId>().ok())
-        .ok_or_else(|| ErrorValue::plain(format!("peer {peer} answered a request with no formula id")))
+        .ok_or_else(|| {
+            tracing::info!(peer = %node, "a peer answered a request with no formula id");
+            ErrorValue::plain(PEER_REFUSED)
+        })
 }
 
 /// Uses up `invitation` on its node, for our agent whose handle is
@@ -314,7 +465,6 @@ pub async fn redeem_remote(
     acceptor_handle: FormulaId,
 ) -> Result<(), ErrorValue> {
     let node = invitation.node();
-    let peer = short_node(&node);
     let gateway = gateway_of(daemon, node);
     let redeemed = E(&gateway).call(
         "redeem",
@@ -326,11 +476,8 @@ pub async fn redeem_remote(
     );
     match tokio::time::timeout(REMOTE_PROVIDE_TIMEOUT, when(&redeemed)).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(reason)) => Err(reason_to_error(reason)),
-        Err(_) => Err(ErrorValue::plain(format!(
-            "peer {peer} did not answer within {} s",
-            REMOTE_PROVIDE_TIMEOUT.as_secs()
-        ))),
+        Ok(Err(reason)) => Err(from_peer(node, "redeem", reason)),
+        Err(_) => Err(timed_out(node, "redeem")),
     }
 }
 
@@ -363,20 +510,17 @@ pub fn greet_peers(daemon: &Rc<Daemon>) {
     }
 }
 
-/// A stream's reading half whose end is an error naming the peer, so the
-/// calls pending on a session that ends fail with a reason that says who
-/// went away.
+/// A stream's reading half whose end is an error, so the calls pending on
+/// a session that ends fail with [`PEER_WENT_AWAY`] (saying whether the
+/// peer closed it); which peer, and a failure's cause, go to the log.
 struct PeerReader {
     inner: StreamReader,
-    peer: String,
+    node: NodeId,
 }
 
 impl PeerReader {
     fn new(inner: StreamReader, node: NodeId) -> PeerReader {
-        PeerReader {
-            inner,
-            peer: short_node(&node),
-        }
+        PeerReader { inner, node }
     }
 }
 
@@ -387,15 +531,81 @@ impl AsyncRead for PeerReader {
         buffer: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let before = buffer.filled().len();
-        let peer = self.peer.clone();
+        let node = self.node;
         match Pin::new(&mut self.inner).poll_read(context, buffer) {
-            Poll::Ready(Ok(())) if buffer.filled().len() == before && buffer.remaining() > 0 => {
-                Poll::Ready(Err(std::io::Error::other(format!("peer {peer} closed the session"))))
-            }
+            Poll::Ready(Ok(())) if buffer.filled().len() == before && buffer.remaining() > 0 => Poll::Ready(Err(
+                std::io::Error::other(format!("{PEER_WENT_AWAY} (it closed the session)")),
+            )),
             Poll::Ready(Err(error)) => {
-                Poll::Ready(Err(std::io::Error::other(format!("peer {peer} went away: {error}"))))
+                tracing::info!(peer = %node, %error, "reading from a peer failed");
+                Poll::Ready(Err(std::io::Error::other(PEER_WENT_AWAY)))
             }
             other => other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> NodeId {
+        let keypair = crate::net::keypair_from_seed(&[7; 32]).unwrap();
+        crate::net::identity::node_id_of_keypair(&keypair).unwrap()
+    }
+
+    #[test]
+    fn dialable_addresses_are_kept_without_their_p2p_part() {
+        let node = node();
+        let peer = peer_id_of(&node).unwrap();
+        let offered = vec![
+            "/ip4/127.0.0.1/tcp/4001".to_string(),
+            format!("/ip4/127.0.0.1/tcp/4002/p2p/{peer}"),
+            "/ip6/::1/udp/4003/quic-v1".to_string(),
+            "/dns4/example.org/tcp/4004".to_string(),
+            "/ip4/127.0.0.1/tcp/4001".to_string(),
+        ];
+        let kept: Vec<String> = checked_addresses(node, &offered)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                "/ip4/127.0.0.1/tcp/4001",
+                "/ip4/127.0.0.1/tcp/4002",
+                "/ip6/::1/udp/4003/quic-v1",
+                "/dns4/example.org/tcp/4004"
+            ]
+        );
+    }
+
+    #[test]
+    fn odd_foreign_long_and_surplus_addresses_are_refused() {
+        let node = node();
+        let other = crate::net::keypair_from_seed(&[8; 32]).unwrap().public().to_peer_id();
+        let refused = [
+            "garbage".to_string(),
+            "/ip4/127.0.0.1".to_string(),
+            "/ip4/127.0.0.1/udp/1".to_string(),
+            "/ip4/127.0.0.1/tcp/1/ws".to_string(),
+            "/unix/tmp/socket".to_string(),
+            format!("/ip4/127.0.0.1/tcp/1/p2p/{other}"),
+            format!("/dns4/{}/tcp/1", "a".repeat(300)),
+        ];
+        assert!(checked_addresses(node, &refused).is_empty());
+        let many: Vec<String> = (1..=1000).map(|port| format!("/ip4/10.0.0.1/tcp/{port}")).collect();
+        assert_eq!(checked_addresses(node, &many).len(), PEER_ADDRESSES_MAX);
+    }
+
+    #[test]
+    fn identifiers_are_recognised_in_texts() {
+        assert!(carries_identifier("cannot reach node 02e00e553b66aa"));
+        assert!(carries_identifier("at /ip4/127.0.0.1/tcp/1"));
+        assert!(carries_identifier("12D3KooWabc"));
+        assert!(carries_identifier("see capstan://x"));
+        assert!(!carries_identifier(PEER_UNREACHABLE));
+        assert!(!carries_identifier("Cannot provide that"));
+        assert!(!carries_identifier("deadbeef"));
     }
 }

@@ -148,8 +148,19 @@ async fn accept(host: Agent, (locator, name): (String, Value)) -> MethodResult {
             name.as_str()
         )));
     }
-    peers::remember_addresses(daemon, invitation.node, invitation.addresses).await?;
+    // The inviter becomes a known peer (stored, greeted at every start)
+    // only once the redemption succeeds; until then libp2p alone knows
+    // where to dial it.
+    let addresses = peers::checked_addresses(invitation.node, &invitation.addresses);
+    peers::offer_addresses(daemon, invitation.node, addresses);
     peers::redeem_remote(daemon, invitation.invitation, host.handle).await?;
+    peers::remember_addresses(
+        daemon,
+        invitation.node,
+        invitation.addresses,
+        peers::AddressSource::Introduction,
+    )
+    .await?;
     daemon
         .store
         .write_name(parent.pet_store, name, invitation.inviter_handle)
