@@ -87,11 +87,31 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// A store error as the error a method call rejects with. The message is
-/// the error's own, so it keeps the rule above: no identifier in it.
+/// What a caller is told when the store itself fails: the detail names
+/// files of the node's machine, so it goes to the node's log instead.
+pub const STORE_FAILED: &str = "the node's store failed; its log has the detail";
+
+/// A store error as the error a method call rejects with. Errors about
+/// the caller's input keep their own message (it names no identifier);
+/// failures of the store itself, whose messages name paths on the node's
+/// machine, become [`STORE_FAILED`] and are logged.
 impl From<StoreError> for capstan_protocol::ErrorValue {
     fn from(error: StoreError) -> Self {
-        capstan_protocol::ErrorValue::plain(error.to_string())
+        let about_the_input = matches!(
+            error,
+            StoreError::InvalidInput { .. }
+                | StoreError::NameNotFound { .. }
+                | StoreError::BaggageKeyExists { .. }
+                | StoreError::BaggageKeyMissing { .. }
+                | StoreError::BlobVerification { .. }
+                | StoreError::Encode { .. }
+                | StoreError::FollowerLagged { .. }
+        );
+        if about_the_input {
+            return capstan_protocol::ErrorValue::plain(error.to_string());
+        }
+        tracing::error!(%error, "a store operation failed");
+        capstan_protocol::ErrorValue::plain(STORE_FAILED)
     }
 }
 
@@ -121,9 +141,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_store_error_becomes_a_plain_error_with_its_message() {
-        let error = capstan_protocol::ErrorValue::from(StoreError::WriterStopped);
+    fn a_store_error_about_the_input_keeps_its_message() {
+        let missing = StoreError::BaggageKeyMissing {
+            vat: "v1".into(),
+            key: "k".into(),
+        };
+        let text = missing.to_string();
+        let error = capstan_protocol::ErrorValue::from(missing);
         assert_eq!(&*error.name, "Error");
-        assert_eq!(&*error.message, StoreError::WriterStopped.to_string());
+        assert_eq!(&*error.message, text);
+    }
+
+    #[test]
+    fn a_failure_of_the_store_names_no_path() {
+        let locked = StoreError::Locked {
+            state_dir: PathBuf::from("/home/someone/.local/state/capstan"),
+        };
+        let error = capstan_protocol::ErrorValue::from(locked);
+        assert_eq!(&*error.message, STORE_FAILED);
+        let error = capstan_protocol::ErrorValue::from(StoreError::WriterStopped);
+        assert_eq!(&*error.message, STORE_FAILED);
     }
 }
