@@ -1,6 +1,8 @@
 //! Agents and mail: mkhost, mkguest, inbox, send, adopt, dismiss,
 //! request, resolve, reject.
 
+use std::io::Write;
+
 use anyhow::bail;
 use capstan_protocol::{Value, list, record};
 
@@ -116,9 +118,25 @@ fn describe(message: &Value) -> String {
 pub fn inbox(state: &StateDir, as_agent: Option<&str>, follow: bool) -> anyhow::Result<()> {
     with_client(state, as_agent, |client| async move {
         if !follow {
-            let messages = call(&client.agent, "listMessages", list![]).await?;
-            for message in messages.as_array().unwrap_or_default() {
-                println!("{}", describe(message));
+            // A page at a time, each after the last number printed, until
+            // one comes back empty.
+            let mut first = 0.0;
+            loop {
+                let page = call(&client.agent, "listMessages", list![first]).await?;
+                let messages = page.as_array().unwrap_or_default();
+                let Some(last) = messages.last() else { break };
+                let mut out = std::io::stdout().lock();
+                for message in messages {
+                    writeln!(out, "{}", describe(message))?;
+                }
+                let number = last
+                    .as_record()
+                    .and_then(|record| record.get("number"))
+                    .and_then(Value::as_number);
+                match number {
+                    Some(number) if number + 1.0 > first => first = number + 1.0,
+                    _ => bail!("the node listed messages out of order"),
+                }
             }
             return Ok(());
         }
