@@ -99,12 +99,16 @@ fn an_introduced_peer_flooding_mail_is_held_to_every_quota() {
     let took = started.elapsed();
     assert_eq!(sent, 2, "{errors:?}");
     assert!(
-        errors.iter().any(|e| e.contains("you are sending mail too fast (the most is 3 messages a second)")),
+        errors
+            .iter()
+            .any(|e| e.contains("you are sending mail too fast (the most is 3 messages a second)")),
         "{errors:?}"
     );
     assert!(
-        errors.iter().any(|e| e.contains("bytes of messages from you; this one (")
-            && e.contains("would pass the most it keeps (6000)")),
+        errors
+            .iter()
+            .any(|e| e.contains("bytes of messages from you; this one (")
+                && e.contains("would pass the most it keeps (6000)")),
         "{errors:?}"
     );
     assert!(process_alive(alice.pid().expect("alice runs")));
@@ -118,7 +122,10 @@ fn an_introduced_peer_flooding_mail_is_held_to_every_quota() {
     // Larger than one message may be: refused whatever is held.
     std::thread::sleep(Duration::from_millis(1100));
     let refused = send_one(&bob, &"y".repeat(5000)).unwrap_err();
-    assert!(refused.contains("more than the 4000 the recipient takes in one message"), "{refused}");
+    assert!(
+        refused.contains("more than the 4000 the recipient takes in one message"),
+        "{refused}"
+    );
 
     // The count: four small messages are held, the fifth is refused.
     dismiss_all(&alice);
@@ -177,7 +184,10 @@ fn requests_from_a_peer_beyond_pending_requests_are_refused() {
     // The two that wait may still be on their way to the store.
     assert!(wait_until(Duration::from_secs(10), || inbox(&alice).len() == 2));
     let held = inbox(&alice);
-    assert!(held.iter().all(|line| line.contains("\"bob\" requested \"want ")), "{held:?}");
+    assert!(
+        held.iter().all(|line| line.contains("\"bob\" requested \"want ")),
+        "{held:?}"
+    );
 
     // An answer frees a place, a dismissal too; the bound still holds.
     let number = |line: &str| line.split('.').next().unwrap().to_string();
@@ -195,9 +205,9 @@ fn requests_from_a_peer_beyond_pending_requests_are_refused() {
     alice.run(&["dismiss", &number(&pending[0])]).ok();
     let next = race(&["want 5", "want 6"]);
     assert!(next.contains("already wait for an answer"), "{next}");
-    assert!(wait_until(Duration::from_secs(10), || inbox(&alice)
-        .iter()
-        .any(|line| line.contains("requested \"want 5\"") || line.contains("requested \"want 6\""))));
+    assert!(wait_until(Duration::from_secs(10), || inbox(&alice).iter().any(
+        |line| line.contains("requested \"want 5\"") || line.contains("requested \"want 6\"")
+    )));
 }
 
 #[test]
@@ -292,12 +302,35 @@ fn the_inbox_lists_and_follows_100_000_held_messages() {
     eprintln!("capstan inbox of {HELD} messages took {took:?}");
     assert_eq!(lines.len() as u64, HELD);
     assert_eq!(lines[0], "0. \"g\" sent \"one of many\"");
-    assert_eq!(lines[HELD as usize - 1], format!("{}. \"g\" sent \"one of many\"", HELD - 1));
     assert_eq!(
-        alice.eval("E(host).listMessages(99990, 5).map((m) => m.number).join(',')", &["host:AGENT"]),
+        lines[HELD as usize - 1],
+        format!("{}. \"g\" sent \"one of many\"", HELD - 1)
+    );
+    assert_eq!(
+        alice.eval(
+            "E(host).listMessages(99990, 5).then((page) => page.map((m) => m.number).join(','))",
+            &["host:AGENT"]
+        ),
         "99990,99991,99992,99993,99994"
     );
-    assert_eq!(alice.eval("E(host).listMessages().length", &["host:AGENT"]), "1000");
+    assert_eq!(
+        alice.eval("E(host).listMessages().then((page) => page.length)", &["host:AGENT"]),
+        "1000"
+    );
+
+    // A stream reads the store a page at a time (256): 600 in order.
+    assert_eq!(
+        alice.eval(
+            "(async () => {
+               const stream = await E(host).followMessages();
+               const numbers = [];
+               for (let i = 0; i < 600; i += 1) numbers.push((await E(stream).next()).value.number);
+               return numbers.every((n, i) => n === i) ? 'in order' : numbers.join(',');
+             })()",
+            &["host:AGENT"]
+        ),
+        "in order"
+    );
 
     // Following gives the whole backlog, then what comes next.
     let started = Instant::now();

@@ -130,7 +130,11 @@ impl RequestWaiters {
         let kit = PromiseKit::new();
         let promise = kit.promise.clone();
         let waiter = Waiter { kit, peer };
-        self.waiting.borrow_mut().entry((agent, number)).or_default().push(waiter);
+        self.waiting
+            .borrow_mut()
+            .entry((agent, number))
+            .or_default()
+            .push(waiter);
         promise
     }
 
@@ -275,7 +279,10 @@ mod tests {
 
     fn peer_requests_are_bounded() {
         let waiters = RequestWaiters::default();
-        let (peer, agent) = (NodeId::from_bytes([1; 32]), FormulaId::new([3; 32], NodeId::from_bytes([4; 32])));
+        let (peer, agent) = (
+            NodeId::from_bytes([1; 32]),
+            FormulaId::new([3; 32], NodeId::from_bytes([4; 32])),
+        );
         let first = waiters.reserve(peer, 2).unwrap();
         let second = waiters.reserve(peer, 2).unwrap();
         assert!(waiters.reserve(peer, 2).is_err());

@@ -12,7 +12,7 @@
 //! following read the mailbox a page at a time, so no reply outgrows a
 //! CapTP frame however much mail is held.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use capstan_protocol::patterns::M;
@@ -336,25 +336,46 @@ impl Mailbox {
     pub fn list(&self, daemon: &Daemon, (first, count): (Option<MessageNumber>, Option<u64>)) -> MethodResult {
         let first = first.map_or(0, |MessageNumber(number)| number);
         let messages = count.map_or(LIST_PAGE.messages, |count| {
-            usize::try_from(count).unwrap_or(usize::MAX).min(LIST_PAGE.messages)
+            usize::try_from(count)
+                .unwrap_or(usize::MAX)
+                .clamp(1, LIST_PAGE.messages)
         });
         let limit = PageLimit { messages, ..LIST_PAGE };
         let page = daemon
             .store
             .read()
             .and_then(|snapshot| snapshot.list_messages_page(self.agent, first, limit))?;
-        let views: Result<Vec<Value>, ErrorValue> = page
-            .iter()
-            .map(|(number, bytes)| self.view(daemon, *number, bytes))
-            .collect();
-        Ok(Value::array(views?))
+        // A page's messages mostly come from a few senders: name each once.
+        let mut names: HashMap<FormulaId, Vec<String>> = HashMap::new();
+        let mut views = Vec::with_capacity(page.len());
+        for (number, bytes) in &page {
+            let message = StoredMessage::decode(bytes)?;
+            let from = message.from.get()?;
+            let from_names = match names.get(&from) {
+                Some(known) => known.clone(),
+                None => names.entry(from).or_insert(self.names_for(daemon, from)?).clone(),
+            };
+            views.push(self.view_named(daemon, *number, &message, from_names)?);
+        }
+        Ok(Value::array(views))
     }
 
     /// A message as this agent may see it.
     pub fn view(&self, daemon: &Daemon, number: u64, bytes: &[u8]) -> MethodResult {
         let message = StoredMessage::decode(bytes)?;
+        let from_names = self.names_for(daemon, message.from.get()?)?;
+        self.view_named(daemon, number, &message, from_names)
+    }
+
+    /// A message as this agent may see it, with its names for the sender.
+    fn view_named(
+        &self,
+        daemon: &Daemon,
+        number: u64,
+        message: &StoredMessage,
+        from_names: Vec<String>,
+    ) -> MethodResult {
         let from = message.from.get()?;
-        let from_names = self.names_for(daemon, from)?;
         let mut fields: Vec<(&str, Value)> = vec![
             ("number", Value::Number(number as f64)),
             ("date", Value::from(message.date.as_str())),
@@ -416,12 +437,17 @@ impl Mailbox {
         Ok(names)
     }
 
-    /// `followMessages()`: the messages now, then each new one.
-    pub fn follow(agent: &Agent) -> MethodResult {
-        let follower = agent.daemon().store.follow_messages_from(agent.mailbox.agent, 0, FOLLOW_PAGE)?;
+    /// `followMessages(first?)`: the messages now (numbered `first` or
+    /// later), then each new one.
+    pub fn follow(agent: &Agent, (first,): (Option<MessageNumber>,)) -> MethodResult {
+        let first = first.map_or(0, |MessageNumber(number)| number);
+        let follower = agent
+            .daemon()
+            .store
+            .follow_messages_from(agent.mailbox.agent, first, FOLLOW_PAGE)?;
         let stream = MessageStream {
             agent: agent.clone(),
-            state: tokio::sync::Mutex::new(Some(Following::new(follower))),
+            state: tokio::sync::Mutex::new(Some(Following::new(follower, first))),
         };
         ExoClass::make_local(&MESSAGE_STREAM, Rc::new(stream))
     }
@@ -490,7 +516,11 @@ enum OverQuota {
 
 /// Appends `remote`'s admitted message to its recipient's mailbox if it
 /// fits the held quotas, counted in the same commit; its number.
-async fn store_from_peer(daemon: &Daemon, remote: NodeId, Admitted { agent, body }: Admitted) -> Result<u64, ErrorValue> {
+async fn store_from_peer(
+    daemon: &Daemon,
+    remote: NodeId,
+    Admitted { agent, body }: Admitted,
+) -> Result<u64, ErrorValue> {
     let quotas = daemon.mail_quotas.clone();
     let len = body.len() as u64;
     let stored = daemon
@@ -537,11 +567,11 @@ struct Following {
 }
 
 impl Following {
-    fn new(mut follower: MessageFollower) -> Following {
+    fn new(mut follower: MessageFollower, first: u64) -> Following {
         let read = std::mem::take(&mut follower.snapshot).into();
         Following {
             read,
-            next: 0,
+            next: first,
             caught_up: false,
             follower,
         }
@@ -652,7 +682,10 @@ pub fn mail_method_guards() -> Vec<(&'static str, Value)> {
                 .optional([M::opt(number()), M::opt(M::number())])
                 .returns(M::array_of(M::record(), None)),
         ),
-        ("followMessages", M::call([]).returns(M::remotable())),
+        (
+            "followMessages",
+            M::call([]).optional([M::opt(number())]).returns(M::remotable()),
+        ),
         (
             "send",
             M::call([
@@ -697,7 +730,7 @@ pub fn with_mail_methods(class: ExoClassBuilder<Agent>) -> ExoClassBuilder<Agent
             let agent = cx.state();
             agent.mailbox.list(agent.daemon(), decode(args)?)
         })
-        .method("followMessages", |cx, _| Mailbox::follow(&cx.state()))
+        .method("followMessages", |cx, args| Mailbox::follow(&cx.state(), decode(args)?))
         .async_state_method("send", |agent, args| async move {
             agent.mailbox.send(agent.daemon(), args).await
         })
