@@ -40,7 +40,7 @@ pub use ids::{
     BAGGAGE_KEY_MAX_LEN, BaggageKey, BlobHash, FormulaId, KERNEL_NAME_MAX_LEN, Kref, KrefKind, NodeId,
     PET_NAME_MAX_LEN, PetName, SubclusterId, VatId, Vref,
 };
-pub use mailboxes::MessageFollower;
+pub use mailboxes::{HeldMail, MessageFollower, PageLimit};
 pub use peers::{PEER_ADDRESS_MAX_LEN, PEER_ADDRESSES_MAX, PeerRecord};
 pub use pet_names::NameFollower;
 pub use schema::SCHEMA_VERSION;

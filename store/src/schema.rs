@@ -101,6 +101,12 @@ pub(crate) const PET_NAMES_BY_ID: TableDefinition<(IdKey, u64, &[u8]), ()> = Tab
 pub(crate) const MAILBOX_NEXT_NUMBER: TableDefinition<IdKey, u64> = TableDefinition::new("mailbox_next_number");
 /// (agent id, message number) → message bytes.
 pub(crate) const MESSAGES: TableDefinition<(IdKey, u64), &[u8]> = TableDefinition::new("messages");
+/// (agent id, message number) → the node that delivered it, for messages
+/// from peers only.
+pub(crate) const MESSAGE_SENDERS: TableDefinition<(IdKey, u64), HashKey> = TableDefinition::new("message_senders");
+/// (agent id, sending node) → (messages, bytes) from that node the mailbox
+/// holds: what the mail quotas are checked against.
+pub(crate) const MAIL_HELD: TableDefinition<(IdKey, HashKey), (u64, u64)> = TableDefinition::new("mail_held");
 
 /// blob hash → (length, storage number, chunk size).
 pub(crate) const BLOBS: TableDefinition<HashKey, (u64, u64, u32)> = TableDefinition::new("blobs");
@@ -152,6 +158,8 @@ pub(crate) fn initialize(txn: &WriteTransaction, node_secret: &[u8; 32]) -> Resu
     txn.open_table(PET_NAMES_BY_ID)?;
     txn.open_table(MAILBOX_NEXT_NUMBER)?;
     txn.open_table(MESSAGES)?;
+    txn.open_table(MESSAGE_SENDERS)?;
+    txn.open_table(MAIL_HELD)?;
     txn.open_table(BLOBS)?;
     txn.open_table(BLOB_CHUNKS)?;
     txn.open_table(BLOB_UPLOADS)?;

@@ -23,6 +23,8 @@ pub(crate) struct Tables<'t> {
     pub pet_names_by_id: Table<'t, (IdKey, u64, &'static [u8]), ()>,
     pub mailbox_next_number: Table<'t, IdKey, u64>,
     pub messages: Table<'t, (IdKey, u64), &'static [u8]>,
+    pub message_senders: Table<'t, (IdKey, u64), HashKey>,
+    pub mail_held: Table<'t, (IdKey, HashKey), (u64, u64)>,
     pub blobs: Table<'t, HashKey, (u64, u64, u32)>,
     pub blob_chunks: Table<'t, (u64, u64), &'static [u8]>,
     pub blob_uploads: Table<'t, u64, ()>,
@@ -50,6 +52,10 @@ impl<'t> Tables<'t> {
             pet_names_by_id: txn.open_table(schema::PET_NAMES_BY_ID)?,
             mailbox_next_number: txn.open_table(schema::MAILBOX_NEXT_NUMBER)?,
             messages: txn.open_table(schema::MESSAGES)?,
+            // Opened for writing, these two are made in a store older
+            // than them too.
+            message_senders: txn.open_table(schema::MESSAGE_SENDERS)?,
+            mail_held: txn.open_table(schema::MAIL_HELD)?,
             blobs: txn.open_table(schema::BLOBS)?,
             blob_chunks: txn.open_table(schema::BLOB_CHUNKS)?,
             blob_uploads: txn.open_table(schema::BLOB_UPLOADS)?,

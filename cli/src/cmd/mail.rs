@@ -1,6 +1,8 @@
 //! Agents and mail: mkhost, mkguest, inbox, send, adopt, dismiss,
 //! request, resolve, reject.
 
+use std::io::Write;
+
 use anyhow::bail;
 use capstan_protocol::{Value, list, record};
 
@@ -115,21 +117,40 @@ fn describe(message: &Value) -> String {
 
 pub fn inbox(state: &StateDir, as_agent: Option<&str>, follow: bool) -> anyhow::Result<()> {
     with_client(state, as_agent, |client| async move {
-        if !follow {
-            let messages = call(&client.agent, "listMessages", list![]).await?;
-            for message in messages.as_array().unwrap_or_default() {
-                println!("{}", describe(message));
+        // The messages held, a page at a time, each after the last number
+        // printed, until one comes back empty.
+        let mut first = 0.0;
+        loop {
+            let page = call(&client.agent, "listMessages", list![first]).await?;
+            let messages = page.as_array().unwrap_or_default();
+            let Some(last) = messages.last() else { break };
+            let mut out = std::io::stdout().lock();
+            for message in messages {
+                writeln!(out, "{}", describe(message))?;
             }
+            let number = last
+                .as_record()
+                .and_then(|record| record.get("number"))
+                .and_then(Value::as_number);
+            match number {
+                Some(number) if number + 1.0 > first => first = number + 1.0,
+                _ => bail!("the node listed messages out of order"),
+            }
+        }
+        if !follow {
             return Ok(());
         }
-        let stream = call(&client.agent, "followMessages", list![]).await?;
+        // Then the ones after those, as they come.
+        let stream = call(&client.agent, "followMessages", list![first]).await?;
         loop {
             let step = call(&stream, "next", list![]).await?;
             let Some(record) = step.as_record() else { break };
             if matches!(record.get("done"), Some(Value::Boolean(true))) {
                 break;
             }
-            println!("{}", describe(record.get("value").unwrap_or(&Value::Undefined)));
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", describe(record.get("value").unwrap_or(&Value::Undefined)))?;
+            out.flush()?;
         }
         Ok(())
     })

@@ -251,14 +251,21 @@ impl Gateway {
         for name in &names {
             parse_pet_name(name)?;
         }
-        self.remember_hints(hints.unwrap_or_default(), &ids).await;
         let message = StoredMessage {
             date: now_rfc3339(),
             from: from.into(),
             to: to.into(),
-            content: Content::Package { strings, names, ids },
+            content: Content::Package {
+                strings,
+                names,
+                ids: ids.clone(),
+            },
         };
-        Mailbox::deliver_from_peer(daemon, message).await
+        // Nothing of a package is kept, its hints neither, unless the
+        // sender was introduced and within its quotas.
+        let admitted = Mailbox::admit_from_peer(daemon, self.remote, message)?;
+        self.remember_hints(hints.unwrap_or_default(), &ids).await;
+        Mailbox::deliver_from_peer(daemon, self.remote, admitted).await
     }
 
     /// Remembers the address hints of a package, for the nodes its
@@ -303,7 +310,7 @@ impl Gateway {
     /// resolved with.
     async fn request(self, (to, from, description): (String, String, String)) -> MethodResult {
         let (to, from) = self.mail_handles(&to, &from, ("requester", "requesting"))?;
-        let id = Mailbox::request_from_peer(&self.daemon, to, from, description).await?;
+        let id = Mailbox::request_from_peer(&self.daemon, self.remote, to, from, description).await?;
         Ok(Value::from(id.to_string()))
     }
 

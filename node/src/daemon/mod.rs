@@ -151,6 +151,8 @@ pub struct Daemon {
     pub workers: worker::Workers,
     /// Callers waiting for answers to their requests.
     pub requests: message::RequestWaiters,
+    /// How fast each peer may send mail (`[mail]` in `config.toml`).
+    pub mail_rates: message::PeerMailRates,
     /// The node's libp2p swarm.
     pub network: Network,
     /// Streams peers open to us, until the serve loop takes them.
@@ -296,6 +298,7 @@ impl Daemon {
             dependents: RefCell::new(HashMap::new()),
             workers,
             requests: message::RequestWaiters::default(),
+            mail_rates: message::PeerMailRates::default(),
             network,
             inbound: RefCell::new(Some(inbound)),
             peers: peers::PeerSessions::new(gateway::make_gateway),

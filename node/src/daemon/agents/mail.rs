@@ -4,20 +4,26 @@
 //! numbering survive a restart, and a request still pending after a
 //! restart can be answered. A host sees identifiers in its messages; a
 //! guest sees only live handles and its own names for the sender.
+//!
+//! Mail from other nodes is admitted here too, and bounded: only a node
+//! the recipient was introduced to may write to it, and then within the
+//! `[mail]` quotas (held messages and bytes counted per sending node by
+//! the store, a rate, a message size, requests waiting). Listing and
+//! following read the mailbox a page at a time, so no reply outgrows a
+//! CapTP frame however much mail is held.
 
-use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use capstan_protocol::patterns::M;
 use capstan_protocol::{ErrorValue, Value};
-use capstan_store::{FormulaId, MessageEventKind, MessageFollower};
+use capstan_store::{FormulaId, MessageEventKind, MessageFollower, NodeId, PageLimit, StoreError};
 
 use super::{Agent, agent_and_handle, agent_pet_store, handle_agent};
-use crate::daemon::message::{Content, Settled, StoredMessage, now_rfc3339};
+use crate::daemon::message::{Content, PendingSlot, Settled, StoredMessage, TooManyPending, now_rfc3339};
 use crate::daemon::names::{Hub, parse_path, parse_pet_name, redact_identifiers};
 use crate::daemon::{Daemon, DaemonError, peers};
-use crate::runtime::args::{ArgError, FromArg};
+use crate::runtime::args::{ArgError, FromArg, decode};
 use crate::runtime::reason_to_error;
 use crate::runtime::{ExoClass, ExoClassBuilder, MethodResult, iterator, when};
 
@@ -95,12 +101,16 @@ impl Mailbox {
         Ok(Value::Undefined)
     }
 
-    /// Appends a package another node delivered (through the gateway).
-    pub async fn deliver_from_peer(daemon: &Daemon, message: StoredMessage) -> MethodResult {
-        let to = message.to.get()?;
-        let agent = handle_agent(daemon, to).ok_or_else(|| ErrorValue::plain("Cannot deliver to that"))?;
-        let bytes = message.encode()?;
-        daemon.store.append_message(agent, bytes).await?;
+    /// Checks a package another node, `remote`, delivers (through the
+    /// gateway) against the introduction and all quotas but the stored
+    /// ones, which [`Mailbox::deliver_from_peer`] checks as it appends it.
+    pub fn admit_from_peer(daemon: &Daemon, remote: NodeId, message: StoredMessage) -> Result<Admitted, ErrorValue> {
+        admit_from_peer(daemon, remote, message)
+    }
+
+    /// Appends an admitted package, if the held quotas let it.
+    pub async fn deliver_from_peer(daemon: &Daemon, remote: NodeId, admitted: Admitted) -> MethodResult {
+        store_from_peer(daemon, remote, admitted).await?;
         Ok(Value::Undefined)
     }
 
@@ -156,11 +166,11 @@ impl Mailbox {
     /// The requester's name for the answer is kept on its own node.
     pub async fn request_from_peer(
         daemon: &Daemon,
+        remote: NodeId,
         to: FormulaId,
         from: FormulaId,
         description: String,
     ) -> Result<FormulaId, ErrorValue> {
-        let agent = handle_agent(daemon, to).ok_or_else(|| ErrorValue::plain("Cannot deliver to that"))?;
         let message = StoredMessage {
             date: now_rfc3339(),
             from: from.into(),
@@ -172,8 +182,18 @@ impl Mailbox {
                 settled: None,
             },
         };
-        let number = daemon.store.append_message(agent, message.encode()?).await?;
-        let promise = daemon.requests.wait(agent, number);
+        let admitted = admit_from_peer(daemon, remote, message)?;
+        let agent = admitted.agent;
+        let slot: PendingSlot<'_> = daemon
+            .requests
+            .reserve(remote, daemon.mail_quotas.pending_requests)
+            .map_err(|TooManyPending(most)| {
+                ErrorValue::plain(format!(
+                    "{most} of your requests already wait for an answer here (the most allowed)"
+                ))
+            })?;
+        let number = store_from_peer(daemon, remote, admitted).await?;
+        let promise = slot.wait(agent, number);
         // Settled either way; the stored message says how.
         let _ = when(&promise).await;
         let bytes = daemon
@@ -298,30 +318,64 @@ impl Mailbox {
     pub async fn dismiss(&self, daemon: &Daemon, (MessageNumber(number),): (MessageNumber,)) -> MethodResult {
         let removed = daemon.store.dismiss_message(self.agent, number).await?;
         if removed {
+            // A request dismissed unanswered is never answered.
+            for mut kit in daemon.requests.take(self.agent, number) {
+                kit.reject(Value::error(ErrorValue::plain("the request was dismissed")));
+            }
             Ok(Value::Undefined)
         } else {
             Err(no_message(number))
         }
     }
 
-    /// `listMessages()`: this agent's view of its messages.
-    pub fn list(&self, daemon: &Daemon) -> MethodResult {
-        let messages = daemon
+    /// `listMessages(first?, count?)`: this agent's view of its messages
+    /// numbered `first` (default 0) or later, at most `count` (default and
+    /// most [`LIST_PAGE.messages`](LIST_PAGE)) and about
+    /// [`LIST_PAGE.bytes`](LIST_PAGE) of them. An empty list means there
+    /// are no more; the next page starts after the last number given.
+    pub fn list(&self, daemon: &Daemon, (first, count): (Option<MessageNumber>, Option<u64>)) -> MethodResult {
+        let first = first.map_or(0, |MessageNumber(number)| number);
+        let messages = count.map_or(LIST_PAGE.messages, |count| {
+            usize::try_from(count)
+                .unwrap_or(usize::MAX)
+                .clamp(1, LIST_PAGE.messages)
+        });
+        let limit = PageLimit { messages, ..LIST_PAGE };
+        let page = daemon
             .store
             .read()
-            .and_then(|snapshot| snapshot.list_messages(self.agent))?;
-        let views: Result<Vec<Value>, ErrorValue> = messages
-            .iter()
-            .map(|(number, bytes)| self.view(daemon, *number, bytes))
-            .collect();
-        Ok(Value::array(views?))
+            .and_then(|snapshot| snapshot.list_messages_page(self.agent, first, limit))?;
+        // A page's messages mostly come from a few senders: name each once.
+        let mut names: HashMap<FormulaId, Vec<String>> = HashMap::new();
+        let mut views = Vec::with_capacity(page.len());
+        for (number, bytes) in &page {
+            let message = StoredMessage::decode(bytes)?;
+            let from = message.from.get()?;
+            let from_names = match names.get(&from) {
+                Some(known) => known.clone(),
+                None => names.entry(from).or_insert(self.names_for(daemon, from)?).clone(),
+            };
+            views.push(self.view_named(daemon, *number, &message, from_names)?);
+        }
+        Ok(Value::array(views))
     }
 
     /// A message as this agent may see it.
     pub fn view(&self, daemon: &Daemon, number: u64, bytes: &[u8]) -> MethodResult {
         let message = StoredMessage::decode(bytes)?;
+        let from_names = self.names_for(daemon, message.from.get()?)?;
+        self.view_named(daemon, number, &message, from_names)
+    }
+
+    /// A message as this agent may see it, with its names for the sender.
+    fn view_named(
+        &self,
+        daemon: &Daemon,
+        number: u64,
+        message: &StoredMessage,
+        from_names: Vec<String>,
+    ) -> MethodResult {
         let from = message.from.get()?;
-        let from_names = self.names_for(daemon, from)?;
         let mut fields: Vec<(&str, Value)> = vec![
             ("number", Value::Number(number as f64)),
             ("date", Value::from(message.date.as_str())),
@@ -383,52 +437,198 @@ impl Mailbox {
         Ok(names)
     }
 
-    /// `followMessages()`: the messages now, then each new one.
-    pub fn follow(agent: &Agent) -> MethodResult {
-        let (daemon, mailbox) = (agent.daemon(), &agent.mailbox);
-        let follower = daemon.store.follow_messages(mailbox.agent)?;
-        let backlog: Result<VecDeque<Value>, ErrorValue> = follower
-            .snapshot
-            .iter()
-            .map(|(number, bytes)| mailbox.view(daemon, *number, bytes))
-            .collect();
+    /// `followMessages(first?)`: the messages now (numbered `first` or
+    /// later), then each new one.
+    pub fn follow(agent: &Agent, (first,): (Option<MessageNumber>,)) -> MethodResult {
+        let first = first.map_or(0, |MessageNumber(number)| number);
+        let follower = agent
+            .daemon()
+            .store
+            .follow_messages_from(agent.mailbox.agent, first, FOLLOW_PAGE)?;
         let stream = MessageStream {
             agent: agent.clone(),
-            backlog: RefCell::new(backlog?),
-            follower: tokio::sync::Mutex::new(Some(follower)),
+            state: tokio::sync::Mutex::new(Some(Following::new(follower, first))),
         };
         ExoClass::make_local(&MESSAGE_STREAM, Rc::new(stream))
     }
 }
 
-/// What a message stream holds: its agent, the messages not yet given,
-/// then the store's follower (gone once the stream is closed).
+/// The most one page of `listMessages` holds: well inside a CapTP frame
+/// (16 MiB) with what each message's view adds to its stored bytes.
+pub const LIST_PAGE: PageLimit = PageLimit {
+    messages: 1000,
+    bytes: 4 << 20,
+};
+
+/// The most a message stream reads from the store at once.
+const FOLLOW_PAGE: PageLimit = PageLimit {
+    messages: 256,
+    bytes: 4 << 20,
+};
+
+/// A peer's message that may be stored if the held quotas let it: the
+/// recipient agent and the encoded message.
+pub struct Admitted {
+    agent: FormulaId,
+    body: Vec<u8>,
+}
+
+/// Checks a message `remote` wants to put in one of our mailboxes against
+/// all but the held quotas (which [`store_from_peer`] checks in its
+/// commit). The sender must have been introduced: its handle is named in
+/// the recipient's pet store (by an invitation it accepted or redeemed, or
+/// by the agent's own choice). Nothing is written.
+fn admit_from_peer(daemon: &Daemon, remote: NodeId, message: StoredMessage) -> Result<Admitted, ErrorValue> {
+    let (to, from) = (message.to.get()?, message.from.get()?);
+    let not_introduced = || ErrorValue::plain("you were not introduced to that agent");
+    let agent = handle_agent(daemon, to).ok_or_else(not_introduced)?;
+    let pet_store = agent_pet_store(daemon, agent).map_err(|_| not_introduced())?;
+    let names = daemon
+        .store
+        .read()
+        .and_then(|snapshot| snapshot.reverse_lookup_in(pet_store, from))?;
+    if names.is_empty() {
+        return Err(not_introduced());
+    }
+    let quotas = &daemon.mail_quotas;
+    if !daemon.mail_rates.take(remote, quotas.messages_per_second) {
+        return Err(ErrorValue::plain(format!(
+            "you are sending mail too fast (the most is {} messages a second)",
+            quotas.messages_per_second
+        )));
+    }
+    let body = message.encode()?;
+    let len = body.len() as u64;
+    if len > quotas.message_bytes {
+        return Err(ErrorValue::plain(format!(
+            "the message is {len} bytes, more than the {} the recipient takes in one message",
+            quotas.message_bytes
+        )));
+    }
+    Ok(Admitted { agent, body })
+}
+
+/// Why the store refused a peer's message.
+enum OverQuota {
+    Messages(u64),
+    Bytes { held: u64, most: u64 },
+}
+
+/// Appends `remote`'s admitted message to its recipient's mailbox if it
+/// fits the held quotas, counted in the same commit; its number.
+async fn store_from_peer(
+    daemon: &Daemon,
+    remote: NodeId,
+    Admitted { agent, body }: Admitted,
+) -> Result<u64, ErrorValue> {
+    let quotas = daemon.mail_quotas.clone();
+    let len = body.len() as u64;
+    let stored = daemon
+        .store
+        .transact(move |tx| {
+            let held = tx.held_mail(agent, remote)?;
+            if held.messages >= quotas.held_messages {
+                return Ok(Err(OverQuota::Messages(quotas.held_messages)));
+            }
+            if held.bytes.saturating_add(len) > quotas.held_bytes {
+                return Ok(Err(OverQuota::Bytes {
+                    held: held.bytes,
+                    most: quotas.held_bytes,
+                }));
+            }
+            Ok::<_, StoreError>(Ok(tx.append_message_from(agent, remote, &body)?))
+        })
+        .await?;
+    stored.map_err(|over| match over {
+        OverQuota::Messages(most) => ErrorValue::plain(format!(
+            "the recipient holds {most} messages from you already (the most it keeps)"
+        )),
+        OverQuota::Bytes { held, most } => ErrorValue::plain(format!(
+            "the recipient holds {held} bytes of messages from you; this one ({len} bytes) would pass the most it keeps ({most})"
+        )),
+    })
+}
+
+/// What a message stream holds: its agent, and where it is (gone once the
+/// stream is closed).
 struct MessageStream {
     agent: Agent,
-    backlog: RefCell<VecDeque<Value>>,
-    follower: tokio::sync::Mutex<Option<MessageFollower>>,
+    state: tokio::sync::Mutex<Option<Following>>,
+}
+
+/// A stream's place: messages read but not yet given, the number after
+/// the last one given, whether it has read up to the newest, and the
+/// store's follower for what comes next.
+struct Following {
+    read: VecDeque<(u64, Vec<u8>)>,
+    next: u64,
+    caught_up: bool,
+    follower: MessageFollower,
+}
+
+impl Following {
+    fn new(mut follower: MessageFollower, first: u64) -> Following {
+        let read = std::mem::take(&mut follower.snapshot).into();
+        Following {
+            read,
+            next: first,
+            caught_up: false,
+            follower,
+        }
+    }
+
+    /// The next message not given yet: from the pages read, then the next
+    /// page, then as it is added. Numbers only grow, so one already given
+    /// (read in a page, then seen again as an event) is skipped.
+    async fn next(&mut self, daemon: &Daemon, agent: FormulaId) -> Result<(u64, Vec<u8>), ErrorValue> {
+        loop {
+            if let Some((number, body)) = self.read.pop_front() {
+                if number >= self.next {
+                    self.next = number.saturating_add(1);
+                    return Ok((number, body));
+                }
+                continue;
+            }
+            if !self.caught_up {
+                let page = daemon
+                    .store
+                    .read()
+                    .and_then(|snapshot| snapshot.list_messages_page(agent, self.next, FOLLOW_PAGE))?;
+                self.caught_up = page.is_empty();
+                self.read = page.into();
+                continue;
+            }
+            match self.follower.next().await {
+                Ok(event) => {
+                    if let MessageEventKind::Added { number, body } = event.kind {
+                        self.read.push_back((number, body.to_vec()));
+                    }
+                }
+                // Behind the events: read the store again from here.
+                Err(StoreError::FollowerLagged { .. }) => {
+                    self.follower = daemon.store.follow_messages_from(agent, self.next, FOLLOW_PAGE)?;
+                    self.read = std::mem::take(&mut self.follower.snapshot).into();
+                    self.caught_up = false;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
 }
 
 impl iterator::AsyncIterator for MessageStream {
     async fn next(&self) -> MethodResult {
-        let mut follower = self.follower.lock().await;
-        if let Some(message) = self.backlog.borrow_mut().pop_front() {
-            return Ok(iterator::yielded(message));
-        }
-        loop {
-            let Some(open) = follower.as_mut() else {
-                return Ok(iterator::done());
-            };
-            let event = open.next().await?;
-            if let MessageEventKind::Added { number, body } = event.kind {
-                let view = self.agent.mailbox.view(self.agent.daemon(), number, &body)?;
-                return Ok(iterator::yielded(view));
-            }
-        }
+        let mut state = self.state.lock().await;
+        let Some(following) = state.as_mut() else {
+            return Ok(iterator::done());
+        };
+        let (daemon, mailbox) = (self.agent.daemon(), &self.agent.mailbox);
+        let (number, body) = following.next(daemon, mailbox.agent).await?;
+        Ok(iterator::yielded(mailbox.view(daemon, number, &body)?))
     }
 
     async fn close(&self) -> MethodResult {
-        *self.follower.lock().await = None;
+        *self.state.lock().await = None;
         Ok(iterator::done())
     }
 }
@@ -476,8 +676,16 @@ pub fn mail_method_guards() -> Vec<(&'static str, Value)> {
     let number = || M::or([M::number(), M::bigint(), M::string()]);
     vec![
         ("handle", M::call([]).returns(M::remotable())),
-        ("listMessages", M::call([]).returns(M::array_of(M::record(), None))),
-        ("followMessages", M::call([]).returns(M::remotable())),
+        (
+            "listMessages",
+            M::call([])
+                .optional([M::opt(number()), M::opt(M::number())])
+                .returns(M::array_of(M::record(), None)),
+        ),
+        (
+            "followMessages",
+            M::call([]).optional([M::opt(number())]).returns(M::remotable()),
+        ),
         (
             "send",
             M::call([
@@ -518,11 +726,11 @@ pub fn with_mail_methods(class: ExoClassBuilder<Agent>) -> ExoClassBuilder<Agent
             let agent = cx.state();
             Ok(agent.daemon().provide(agent.mailbox.handle))
         })
-        .method("listMessages", |cx, _| {
+        .method("listMessages", |cx, args| {
             let agent = cx.state();
-            agent.mailbox.list(agent.daemon())
+            agent.mailbox.list(agent.daemon(), decode(args)?)
         })
-        .method("followMessages", |cx, _| Mailbox::follow(&cx.state()))
+        .method("followMessages", |cx, args| Mailbox::follow(&cx.state(), decode(args)?))
         .async_state_method("send", |agent, args| async move {
             agent.mailbox.send(agent.daemon(), args).await
         })
