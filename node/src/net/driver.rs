@@ -402,6 +402,9 @@ impl Driver {
                 error: ListenError::Denied { cause },
                 ..
             } => {
+                // The denial's own text says only "connection denied"; its
+                // source says which limit (or gate) refused.
+                let cause = std::error::Error::source(&cause).map_or_else(|| cause.to_string(), ToString::to_string);
                 tracing::warn!(address = %send_back_addr, %cause, "refused an incoming connection");
             }
             SwarmEvent::IncomingConnectionError {

@@ -72,7 +72,10 @@ mod tests {
             matches!(refused, Err(SendError::TooManyQuestions { limit: 2 })),
             "{refused:?}"
         );
-        assert!(matches!(session.get(&root, "x"), Err(SendError::TooManyQuestions { .. })));
+        assert!(matches!(
+            session.get(&root, "x"),
+            Err(SendError::TooManyQuestions { .. })
+        ));
         // Sends without an answer take no question.
         session.send_only(&root, "third", &[]).unwrap();
         assert_eq!(session.question_count(), 2);
@@ -99,7 +102,10 @@ mod tests {
             .unwrap();
         carry(&mut attacker, &mut victim);
         let reason = victim.close_reason().unwrap_or_default();
-        assert!(reason.contains("import table entries") && reason.contains("limit"), "{reason}");
+        assert!(
+            reason.contains("import table entries") && reason.contains("limit"),
+            "{reason}"
+        );
     }
 
     #[test]
@@ -112,10 +118,15 @@ mod tests {
         let root = session.bootstrap().unwrap();
         let kept = Value::Remotable(object("a"));
         session.send_only(&root, "take", &[kept.clone()]).unwrap();
-        session.send_only(&root, "take", &[Value::Remotable(object("b"))]).unwrap();
+        session
+            .send_only(&root, "take", &[Value::Remotable(object("b"))])
+            .unwrap();
         let refused = session.send_only(&root, "take", &[Value::Remotable(object("c"))]);
         assert!(
-            matches!(refused, Err(SendError::Marshal(MarshalError::TooLarge { limit: 2, .. }))),
+            matches!(
+                refused,
+                Err(SendError::Marshal(MarshalError::TooLarge { limit: 2, .. }))
+            ),
             "{refused:?}"
         );
         // Sending one already exported again still works.
