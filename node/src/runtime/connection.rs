@@ -143,10 +143,13 @@ impl Connection {
             return;
         }
         let length = bytes.len();
-        if let Some(outbound) = self.outbound.borrow().as_ref() {
-            if outbound.send(bytes).is_ok() {
-                self.queued.set(self.queued.get().saturating_add(length));
-            }
+        let sent = self
+            .outbound
+            .borrow()
+            .as_ref()
+            .is_some_and(|outbound| outbound.send(bytes).is_ok());
+        if sent {
+            self.queued.set(self.queued.get().saturating_add(length));
         }
         if self.queued.get() > self.outbound_queue_bytes && !self.session.borrow().is_closed() {
             let reason = format!(
@@ -164,7 +167,7 @@ impl Connection {
 /// `bytes` for a log line: whole MiB as such.
 fn describe_bytes(bytes: usize) -> String {
     const MIB: usize = 1 << 20;
-    if bytes >= MIB && bytes % MIB == 0 {
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
         format!("over {} MiB", bytes / MIB)
     } else {
         format!("over {bytes} bytes")

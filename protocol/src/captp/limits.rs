@@ -117,7 +117,7 @@ mod tests {
         let mut session = Session::new(SessionId(1), None, small);
         let root = session.bootstrap().unwrap();
         let kept = Value::Remotable(object("a"));
-        session.send_only(&root, "take", &[kept.clone()]).unwrap();
+        session.send_only(&root, "take", std::slice::from_ref(&kept)).unwrap();
         session
             .send_only(&root, "take", &[Value::Remotable(object("b"))])
             .unwrap();
