@@ -6,6 +6,9 @@
 //! A listening attacker ([`Attacker::listening`]) also takes the sessions a
 //! node opens to it, offering whatever bootstrap it likes (one that never
 //! answers, one that rejects with a crafted text).
+//!
+//! For streams it writes by hand: [`frame`] and [`args_body`] make CapTP
+//! frames, and [`rss_kib`] reads how much memory the node holds.
 
 use std::cell::RefCell;
 use std::collections::hash_map::RandomState;
@@ -14,8 +17,9 @@ use std::hash::{BuildHasher, Hasher};
 
 use capstan_node::net::{InboundStreams, Multiaddr, NetConfig, Network, StreamReader, StreamWriter};
 use capstan_node::runtime::{ConnectionHandle, E, Vat, connect, when};
-use capstan_protocol::Value;
-use capstan_protocol::captp::Limits;
+use capstan_protocol::captp::{Limits, Message, codec};
+use capstan_protocol::marshal::{self, MarshalLimits, NoSlots};
+use capstan_protocol::{Reference, Value};
 use capstan_store::NodeId;
 
 use crate::Node;
@@ -33,6 +37,38 @@ pub fn fresh_seed() -> [u8; 32] {
         chunk.copy_from_slice(&hasher.finish().to_le_bytes());
     }
     seed
+}
+
+/// `message` as a frame, ready to write to a raw stream.
+pub fn frame(message: &Message<'_>) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    codec::write_frame(message, 16 << 20, &mut bytes).expect("encode a frame");
+    bytes
+}
+
+/// The body of a `Deliver` carrying `args` (plain data only).
+pub fn args_body(args: Vec<Value>) -> Vec<u8> {
+    marshal::encode(&Value::array(args), &mut NoSlots, &MarshalLimits::default()).expect("marshal the arguments")
+}
+
+/// The body of a `Deliver` whose one argument is the sender's export at
+/// `position` (a fresh import for the receiver).
+pub fn export_args_body(position: u64) -> Vec<u8> {
+    let gift = Value::Remotable(Reference::detached("Alleged: gift"));
+    let mut slots = |_: &Reference, _| {
+        Ok(marshal::SlotOut {
+            descriptor: marshal::Descriptor::ImportObject(position),
+            send_interface: true,
+        })
+    };
+    marshal::encode(&Value::array([gift]), &mut slots, &MarshalLimits::default()).expect("marshal the gift")
+}
+
+/// The resident memory of process `pid`, in KiB (`VmRSS`), if it runs.
+pub fn rss_kib(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Where a node under test is: its node id and listen addresses, from
@@ -153,10 +189,16 @@ impl Attacker {
 
     /// Opens a raw CapTP stream to `target`.
     pub async fn open(&self, target: &Target) -> (StreamReader, StreamWriter) {
+        self.try_open(target).await.expect("open a stream to the node")
+    }
+
+    /// Opens a raw CapTP stream to `target`, or says why the node (or the
+    /// network) would not have it.
+    pub async fn try_open(&self, target: &Target) -> Result<(StreamReader, StreamWriter), String> {
         self.network
             .open_stream(&target.node, &target.addresses)
             .await
-            .expect("open a stream to the node")
+            .map_err(|error| error.to_string())
     }
 
     /// Opens a CapTP session to `target` (offering nothing) and returns

@@ -263,6 +263,10 @@ impl Daemon {
         // restart when it is free, so peers that stored it find it.
         let net_config = NetConfig {
             port_memory: Some(options.paths.root.join("listen-ports")),
+            max_inbound_streams_per_peer: config.peers.inbound_streams as usize,
+            max_connections_per_peer: config.peers.connections,
+            max_connections_total: config.peers.connections_total,
+            max_pending_connections: config.peers.pending_connections,
             ..NetConfig::listening_on(addresses)
         };
         let (network, inbound) = Network::start(secret.seed(), net_config)

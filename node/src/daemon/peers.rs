@@ -36,7 +36,7 @@ use super::formula::Id;
 use super::message::{Content, StoredMessage};
 use crate::net::{Multiaddr, PeerId, StreamReader, StreamWriter, peer_id_of};
 use crate::runtime::reason_to_error;
-use crate::runtime::{ConnectionHandle, E, PromiseKit, connect, when};
+use crate::runtime::{ConnectionHandle, E, PromiseKit, SessionOptions, connect_with, when};
 
 /// How long a call to a peer's gateway may take before it fails.
 const REMOTE_PROVIDE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -127,12 +127,23 @@ pub fn start_session(
     writer: StreamWriter,
 ) -> ConnectionHandle {
     let gateway = (daemon.peers.local_gateway)(daemon, node);
-    let connection = connect(
+    let peer_limits = &daemon.peer_limits;
+    let options = SessionOptions {
+        limits: Limits {
+            max_outstanding_answers: peer_limits.answers_in_flight as usize,
+            max_questions_in_flight: peer_limits.questions_in_flight as usize,
+            max_table_entries: peer_limits.table_entries as usize,
+            ..Limits::default()
+        },
+        outbound_queue_bytes: usize::try_from(peer_limits.outbound_queue_bytes).unwrap_or(usize::MAX),
+        calls_per_second: std::num::NonZeroU32::new(peer_limits.calls_per_second),
+    };
+    let connection = connect_with(
         &daemon.vat,
         PeerReader::new(reader, node),
         writer,
         Some(gateway),
-        Limits::default(),
+        options,
     );
     note_seen(daemon, node);
     connection

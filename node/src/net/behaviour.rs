@@ -1,6 +1,6 @@
-//! The node's libp2p behaviour: identify, ping, `libp2p-stream` for the
-//! application streams, and a gate that keeps the address book and admits
-//! only peers whose `PeerId` is an ed25519 node id.
+//! The node's libp2p behaviour: connection limits, identify, ping,
+//! `libp2p-stream` for the application streams, and a gate that keeps the
+//! address book and admits only peers whose `PeerId` is an ed25519 node id.
 
 use std::convert::Infallible;
 use std::num::NonZeroUsize;
@@ -13,7 +13,7 @@ use libp2p::swarm::{
     ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
     dummy,
 };
-use libp2p::{Multiaddr, PeerId, identify, ping};
+use libp2p::{Multiaddr, PeerId, connection_limits, identify, ping};
 
 use super::identity::node_id_of;
 
@@ -22,6 +22,7 @@ const ADDRESS_BOOK_PEERS: usize = 1024;
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct NodeBehaviour {
+    pub(crate) limits: connection_limits::Behaviour,
     pub(crate) gate: PeerGate,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,

@@ -1,5 +1,6 @@
 //! What the caller decides about the node's networking: where it listens,
-//! how long a dial may take, how many inbound streams a peer may hold.
+//! how long a dial may take, how many inbound streams and connections a
+//! peer (and all peers together) may hold.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,6 +16,13 @@ pub struct NetConfig {
     /// How many streams one peer may have open to us at once (counted until
     /// both halves are dropped); streams beyond it are reset, with a log line.
     pub max_inbound_streams_per_peer: usize,
+    /// Connections one peer may have with us at once (both directions);
+    /// more are refused, with a log line.
+    pub max_connections_per_peer: u32,
+    /// Connections with all peers at once.
+    pub max_connections_total: u32,
+    /// Incoming connections still in their handshake at once.
+    pub max_pending_connections: u32,
     /// Bounds [`super::Network::open_stream`] as a whole (dial, handshake,
     /// stream negotiation), and each connection's handshake.
     pub dial_timeout: Duration,
@@ -39,6 +47,9 @@ impl Default for NetConfig {
         NetConfig {
             listen_addresses: Vec::new(),
             max_inbound_streams_per_peer: 64,
+            max_connections_per_peer: 8,
+            max_connections_total: 1024,
+            max_pending_connections: 128,
             dial_timeout: Duration::from_secs(10),
             idle_connection_timeout: Duration::from_secs(60),
             ping_interval: Duration::from_secs(15),

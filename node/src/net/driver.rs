@@ -12,8 +12,10 @@ use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::{Boxed, ListenerId};
 use libp2p::core::{Transport, upgrade};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Stream, Swarm, identify, identity::Keypair, noise, ping, quic, tcp, yamux};
+use libp2p::swarm::{ConnectionId, DialError, ListenError, SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, Stream, Swarm, connection_limits, identify, identity::Keypair, noise, ping, quic, tcp, yamux,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::behaviour::{NodeBehaviour, NodeBehaviourEvent, PeerGate};
@@ -396,6 +398,16 @@ impl Driver {
                 self.dial_ended(peer, Err(error));
             }
             SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error: ListenError::Denied { cause },
+                ..
+            } => {
+                // The denial's own text says only "connection denied"; its
+                // source says which limit (or gate) refused.
+                let cause = std::error::Error::source(&cause).map_or_else(|| cause.to_string(), ToString::to_string);
+                tracing::warn!(address = %send_back_addr, %cause, "refused an incoming connection");
+            }
+            SwarmEvent::IncomingConnectionError {
                 send_back_addr, error, ..
             } => {
                 tracing::debug!(address = %send_back_addr, %error, "incoming connection failed");
@@ -506,7 +518,12 @@ fn start_listening(
 
 fn build_swarm(keypair: &Keypair, config: &NetConfig) -> Result<Swarm<NodeBehaviour>, NetError> {
     let transport = build_transport(keypair, config)?;
+    let limits = connection_limits::ConnectionLimits::default()
+        .with_max_established_per_peer(Some(config.max_connections_per_peer))
+        .with_max_established(Some(config.max_connections_total))
+        .with_max_pending_incoming(Some(config.max_pending_connections));
     let behaviour = NodeBehaviour {
+        limits: connection_limits::Behaviour::new(limits),
         gate: PeerGate::new(),
         identify: identify::Behaviour::new(
             identify::Config::new(IDENTIFY_PROTOCOL.to_string(), keypair.public())

@@ -2,14 +2,22 @@
 //! stream), driven by a vat: a reader task feeds bytes to the session, the
 //! vat runs what the session asks for, and a writer task sends what the
 //! session produced, batched per turn.
+//!
+//! Beyond the CapTP limits, a connection bounds what its peer can make us
+//! hold or do ([`SessionOptions`]): bytes queued for a peer that does not
+//! read them (past the bound the session ends), and the peer's calls per
+//! second (past the rate its stream is read more slowly).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::num::NonZeroU32;
 use std::rc::Rc;
+use std::time::Duration;
 
 use capstan_protocol::captp::{Event, Limits, Session, SessionId};
 use capstan_protocol::{Reference, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::Instant;
 
 use super::vat::{Message, Resolver, Settlement, Vat};
 
@@ -19,11 +27,44 @@ use super::vat::{Message, Resolver, Settlement, Vat};
 const FIRST_READ_CHUNK: usize = 4 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 
+/// What [`connect`] bounds a session's output by unless told otherwise.
+pub const DEFAULT_OUTBOUND_QUEUE_BYTES: usize = 64 << 20;
+
+/// How a session on a byte stream is bounded: its CapTP [`Limits`], and
+/// what the transport side bounds.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    pub limits: Limits,
+    /// Bytes written for the peer that the transport has not taken yet; a
+    /// peer that lets more pile up (it stopped reading) is cut off.
+    pub outbound_queue_bytes: usize,
+    /// Calls (`Deliver`, `Get`, `Bootstrap`) per second the peer may make,
+    /// in bursts of up to this many; beyond it its stream is read more
+    /// slowly. `None` reads as fast as the peer sends.
+    pub calls_per_second: Option<NonZeroU32>,
+}
+
+impl SessionOptions {
+    /// `limits`, the default output bound, and no pacing.
+    pub fn new(limits: Limits) -> SessionOptions {
+        SessionOptions {
+            limits,
+            outbound_queue_bytes: DEFAULT_OUTBOUND_QUEUE_BYTES,
+            calls_per_second: None,
+        }
+    }
+}
+
 /// One session and the channel to its writer.
 pub struct Connection {
     id: SessionId,
     pub(crate) session: RefCell<Session>,
     outbound: RefCell<Option<mpsc::UnboundedSender<Vec<u8>>>>,
+    /// Bytes handed to the writer and not yet written (shared with it).
+    queued: Rc<Cell<usize>>,
+    outbound_queue_bytes: usize,
+    /// Tells the writer to drop what it holds: the peer was cut off.
+    cut_off: Rc<Notify>,
     closed: watch::Sender<Option<String>>,
 }
 
@@ -86,20 +127,50 @@ impl Connection {
         }
     }
 
-    /// Hands whatever the session produced to the writer.
-    pub(crate) fn flush(&self, _vat: &Vat) {
-        let mut session = self.session.borrow_mut();
-        if !session.has_transmit() {
-            return;
-        }
-        let mut bytes = Vec::new();
-        session.poll_transmit(&mut bytes);
+    /// Hands whatever the session produced to the writer; cuts the peer
+    /// off if too much is waiting for it.
+    pub(crate) fn flush(self: &Rc<Connection>, vat: &Vat) {
+        let bytes = {
+            let mut session = self.session.borrow_mut();
+            if !session.has_transmit() {
+                return;
+            }
+            let mut bytes = Vec::new();
+            session.poll_transmit(&mut bytes);
+            bytes
+        };
         if bytes.is_empty() {
             return;
         }
-        if let Some(outbound) = self.outbound.borrow().as_ref() {
-            let _ = outbound.send(bytes);
+        let length = bytes.len();
+        let sent = self
+            .outbound
+            .borrow()
+            .as_ref()
+            .is_some_and(|outbound| outbound.send(bytes).is_ok());
+        if sent {
+            self.queued.set(self.queued.get().saturating_add(length));
         }
+        if self.queued.get() > self.outbound_queue_bytes && !self.session.borrow().is_closed() {
+            let reason = format!(
+                "the peer stopped reading: {} queued",
+                describe_bytes(self.outbound_queue_bytes)
+            );
+            tracing::warn!(session = self.id.0, queued = self.queued.get(), %reason, "cutting off a peer");
+            self.cut_off.notify_one();
+            self.session.borrow_mut().close(&reason);
+            self.process_events(vat);
+        }
+    }
+}
+
+/// `bytes` for a log line: whole MiB as such.
+fn describe_bytes(bytes: usize) -> String {
+    const MIB: usize = 1 << 20;
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
+        format!("over {} MiB", bytes / MIB)
+    } else {
+        format!("over {bytes} bytes")
     }
 }
 
@@ -167,25 +238,59 @@ impl ConnectionHandle {
 }
 
 /// Starts a CapTP session on a byte stream. `bootstrap` is what the peer
-/// gets when it asks for our bootstrap object.
+/// gets when it asks for our bootstrap object. Output is bounded by
+/// [`DEFAULT_OUTBOUND_QUEUE_BYTES`] and reads are not paced; see
+/// [`connect_with`].
 pub fn connect<R, W>(vat: &Vat, reader: R, writer: W, bootstrap: Option<Value>, limits: Limits) -> ConnectionHandle
 where
     R: AsyncRead + Unpin + 'static,
     W: AsyncWrite + Unpin + 'static,
 {
-    let session = vat.new_session(bootstrap, limits);
+    connect_with(vat, reader, writer, bootstrap, SessionOptions::new(limits))
+}
+
+/// [`connect`] with the transport-side bounds given in `options`.
+pub fn connect_with<R, W>(
+    vat: &Vat,
+    reader: R,
+    writer: W,
+    bootstrap: Option<Value>,
+    options: SessionOptions,
+) -> ConnectionHandle
+where
+    R: AsyncRead + Unpin + 'static,
+    W: AsyncWrite + Unpin + 'static,
+{
+    let session = vat.new_session(bootstrap, options.limits);
     let id = session.id();
     let (sender, receiver) = mpsc::unbounded_channel::<Vec<u8>>();
     let (closed_sender, closed_receiver) = watch::channel(None);
+    let queued = Rc::new(Cell::new(0));
+    let cut_off = Rc::new(Notify::new());
     let connection = Rc::new(Connection {
         id,
         session: RefCell::new(session),
         outbound: RefCell::new(Some(sender)),
+        queued: Rc::clone(&queued),
+        outbound_queue_bytes: options.outbound_queue_bytes,
+        cut_off: Rc::clone(&cut_off),
         closed: closed_sender,
     });
     vat.add_connection(Rc::clone(&connection));
-    vat.spawn(write_loop(vat.clone(), id, writer, receiver));
-    vat.spawn(read_loop(vat.clone(), Rc::clone(&connection), reader));
+    let output = Output {
+        receiver,
+        queued,
+        cut_off,
+    };
+    vat.spawn(write_loop(vat.clone(), id, writer, output));
+    let pacer = options.calls_per_second.map(CallPacer::new);
+    vat.spawn(read_loop(
+        vat.clone(),
+        Rc::clone(&connection),
+        reader,
+        pacer,
+        closed_receiver.clone(),
+    ));
     ConnectionHandle {
         vat: vat.clone(),
         id,
@@ -193,10 +298,56 @@ where
     }
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(vat: Vat, connection: Rc<Connection>, mut reader: R) {
+/// A token bucket over the peer's calls: `rate` per second, bursts of
+/// `rate`. Reading waits while the bucket is in debt.
+struct CallPacer {
+    rate: f64,
+    tokens: f64,
+    refilled: Instant,
+    counted: u64,
+    warned: bool,
+}
+
+impl CallPacer {
+    fn new(rate: NonZeroU32) -> CallPacer {
+        let rate = f64::from(rate.get());
+        CallPacer {
+            rate,
+            tokens: rate,
+            refilled: Instant::now(),
+            counted: 0,
+            warned: false,
+        }
+    }
+
+    /// Takes the calls received since the last look; how long to wait
+    /// before reading more, if the peer is over its rate.
+    fn pause_after(&mut self, calls_received: u64) -> Option<Duration> {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.refilled).as_secs_f64();
+        self.refilled = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        let new_calls = calls_received.saturating_sub(self.counted);
+        self.counted = calls_received;
+        self.tokens -= new_calls as f64;
+        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / self.rate))
+    }
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
+    vat: Vat,
+    connection: Rc<Connection>,
+    mut reader: R,
+    mut pacer: Option<CallPacer>,
+    mut closed: watch::Receiver<Option<String>>,
+) {
     let mut buffer = vec![0u8; FIRST_READ_CHUNK];
     loop {
-        let reason = match reader.read(&mut buffer).await {
+        let read = tokio::select! {
+            read = reader.read(&mut buffer) => read,
+            _ = closed.wait_for(Option::is_some) => return,
+        };
+        let reason = match read {
             Ok(0) => "the peer closed the connection".to_string(),
             Ok(count) => {
                 connection.session.borrow_mut().handle_bytes(&buffer[..count]);
@@ -210,6 +361,24 @@ async fn read_loop<R: AsyncRead + Unpin>(vat: Vat, connection: Rc<Connection>, m
                 if connection.session.borrow().is_closed() {
                     return;
                 }
+                let calls = connection.session.borrow().calls_received();
+                if let Some(pause) = pacer.as_mut().and_then(|pacer| {
+                    let pause = pacer.pause_after(calls)?;
+                    if !pacer.warned {
+                        pacer.warned = true;
+                        tracing::info!(
+                            session = connection.id.0,
+                            calls_per_second = pacer.rate,
+                            "the peer calls faster than its rate; reading it more slowly"
+                        );
+                    }
+                    Some(pause)
+                }) {
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        _ = closed.wait_for(Option::is_some) => return,
+                    }
+                }
                 continue;
             }
             Err(error) => format!("reading from the connection failed: {error}"),
@@ -222,14 +391,29 @@ async fn read_loop<R: AsyncRead + Unpin>(vat: Vat, connection: Rc<Connection>, m
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(
-    vat: Vat,
-    id: SessionId,
-    mut writer: W,
-    mut receiver: mpsc::UnboundedReceiver<Vec<u8>>,
-) {
-    while let Some(bytes) = receiver.recv().await {
-        if let Err(error) = writer.write_all(&bytes).await {
+/// What the writer takes from the connection: the bytes, the count it
+/// lowers as it writes them, and the signal to drop them all.
+struct Output {
+    receiver: mpsc::UnboundedReceiver<Vec<u8>>,
+    queued: Rc<Cell<usize>>,
+    cut_off: Rc<Notify>,
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(vat: Vat, id: SessionId, mut writer: W, mut output: Output) {
+    loop {
+        let bytes = tokio::select! {
+            biased;
+            () = output.cut_off.notified() => return,
+            bytes = output.receiver.recv() => bytes,
+        };
+        let Some(bytes) = bytes else { break };
+        let written = tokio::select! {
+            biased;
+            () = output.cut_off.notified() => return,
+            written = writer.write_all(&bytes) => written,
+        };
+        output.queued.set(output.queued.get().saturating_sub(bytes.len()));
+        if let Err(error) = written {
             let reason = format!("writing to the connection failed: {error}");
             vat.enter(|| {
                 if let Some(connection) = vat.connection(id) {

@@ -20,7 +20,7 @@ pub mod exo;
 pub mod iterator;
 pub mod vat;
 
-pub use connection::{ConnectionHandle, connect};
+pub use connection::{ConnectionHandle, SessionOptions, connect, connect_with};
 pub use eventual::{E, EProxy, PromiseKit, Settle, When, reason_to_error, when};
 pub use exo::{Context, Exo, ExoClass, ExoClassBuilder, ExoClassKit, LocalClass, MethodResult, Methods};
 pub use vat::{Behavior, DeliveryGate, Foreign, Invocation, Message, Resolver, Settlement, Vat, Waiter, type_error};

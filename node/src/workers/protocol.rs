@@ -14,10 +14,13 @@ pub const WORKER_SUBCOMMAND: &str = "__worker";
 /// The CapTP limits of a session between the node and one of its workers.
 /// A worker is a confined process the node started, so it may keep more
 /// answers waiting than a network peer: a vat may fire a burst of 100 000
-/// sends at another vat before awaiting any.
+/// sends at another vat before awaiting any, and the node may queue as
+/// many deliveries to it.
 pub fn worker_session_limits() -> Limits {
     Limits {
         max_outstanding_answers: 1 << 18,
+        // Deliveries queued to the worker and not yet answered.
+        max_questions_in_flight: 1 << 18,
         ..Limits::default()
     }
 }

@@ -28,6 +28,12 @@ fn body_error(context: &str, error: &MarshalError) -> String {
 impl Session {
     /// Handles one message from the peer; an `Err` is the reason to abort with.
     pub(super) fn on_message(&mut self, message: &Message<'_>) -> Result<(), String> {
+        if matches!(
+            message,
+            Message::Bootstrap { .. } | Message::Deliver { .. } | Message::Get { .. }
+        ) {
+            self.calls_received += 1;
+        }
         match message {
             Message::Bootstrap { answer } => {
                 let answer = self.open_answer(*answer)?;

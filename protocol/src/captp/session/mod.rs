@@ -159,6 +159,9 @@ pub enum SendError {
     Rejected { reason: Value },
     #[error("the reference was dropped from this session")]
     Released,
+    /// The peer has not answered `limit` of our calls yet.
+    #[error("too many calls in flight on this CapTP session: the peer has not answered {limit} of them yet")]
+    TooManyQuestions { limit: usize },
     #[error("could not marshal: {0}")]
     Marshal(#[from] MarshalError),
     #[error("could not frame: {0}")]
@@ -192,6 +195,7 @@ pub struct Session {
     work: VecDeque<Work>,
     next_question: u64,
     next_answer_generation: u64,
+    calls_received: u64,
     next_embargo: u64,
     embargoes: OwnKeyMap<u64, u64>,
     export_drops: Vec<(u64, u64)>,
@@ -223,7 +227,12 @@ impl Session {
     /// A new open session. `bootstrap` is the object the peer gets from
     /// `Bootstrap` (export position 0).
     pub fn new(id: SessionId, bootstrap: Option<Reference>, limits: Limits) -> Session {
-        let tables = Tables::new(id, limits.remembered_interfaces, bootstrap.as_ref());
+        let tables = Tables::new(
+            id,
+            limits.remembered_interfaces,
+            limits.max_table_entries,
+            bootstrap.as_ref(),
+        );
         Session {
             tables,
             decoder: FrameDecoder::new(limits.max_frame_bytes),
@@ -236,6 +245,7 @@ impl Session {
             work: VecDeque::new(),
             next_question: 1,
             next_answer_generation: 0,
+            calls_received: 0,
             next_embargo: 0,
             embargoes: OwnKeyMap::default(),
             export_drops: Vec::new(),
@@ -278,7 +288,7 @@ impl Session {
     /// once (pipelinable).
     pub fn bootstrap(&mut self) -> Result<Value, SendError> {
         self.check_open()?;
-        let (answer, promise) = self.new_question();
+        let (answer, promise) = self.new_question()?;
         let message = Message::Bootstrap { answer };
         if let Err(error) = codec::write_frame(&message, self.limits.max_frame_bytes, &mut self.outbound) {
             self.tables.questions.remove(&answer);
@@ -303,7 +313,7 @@ impl Session {
     pub fn get(&mut self, target: &Value, field: &str) -> Result<Value, SendError> {
         self.check_open()?;
         let wire_target = self.outbound_target(target)?;
-        let (answer, promise) = self.new_question();
+        let (answer, promise) = self.new_question()?;
         let message = Message::Get {
             target: wire_target,
             field,
@@ -557,5 +567,11 @@ impl Session {
     /// The peer's calls we hold answers for.
     pub fn answer_count(&self) -> usize {
         self.tables.answers.len()
+    }
+
+    /// Calls (`Deliver`, `Get`, `Bootstrap`) the peer has sent since the
+    /// session began; a runtime may pace its reads by it.
+    pub fn calls_received(&self) -> u64 {
+        self.calls_received
     }
 }

@@ -6,10 +6,11 @@
 use crate::captp::codec;
 use crate::captp::codec::FrameError;
 use crate::captp::message::{Body, Message, Outcome};
-use crate::marshal::NoSlots;
+use crate::marshal::{MarshalError, NoSlots};
 use crate::value::{Reference, Value};
 
-use super::{SendError, Session, Settlement, error_value};
+use super::tables::EXPORT_ENTRIES;
+use super::{SendError, Session, Settlement, error_value, limit_exceeded};
 
 /// Which settlement message to write.
 #[derive(Clone, Copy)]
@@ -33,7 +34,7 @@ impl Session {
         self.body.clear();
         self.marshaller
             .encode_list(args, &mut self.tables, &self.limits.marshal, &mut self.body)?;
-        let question = want_answer.then(|| self.new_question());
+        let question = want_answer.then(|| self.new_question()).transpose()?;
         let message = Message::Deliver {
             target: wire_target,
             method,
@@ -72,6 +73,15 @@ impl Session {
                 Ok(()) => None,
                 Err(error) => Some(error.to_string()),
             },
+            Err(MarshalError::TooLarge {
+                what: EXPORT_ENTRIES, ..
+            }) => {
+                // The peer's calls made us export this much: it is cut off
+                // rather than let the table grow.
+                let reason = limit_exceeded("max_table_entries (exports)", self.limits.max_table_entries);
+                self.close_with(reason, false);
+                return;
+            }
             Err(error) => Some(error.to_string()),
         };
         if let Some(problem) = problem {

@@ -12,7 +12,8 @@ use crate::value::Reference;
 
 use super::routing::Pending;
 use super::{
-    AnswerId, Event, RemoteKind, RemoteTarget, Session, SessionId, Settlement, limit_exceeded, protocol_error,
+    AnswerId, Event, RemoteKind, RemoteTarget, SendError, Session, SessionId, Settlement, limit_exceeded,
+    protocol_error,
 };
 
 /// A fast hasher for keys this side chooses (its own question and export
@@ -43,6 +44,10 @@ impl Hasher for OwnKeyHasher {
 }
 
 pub(super) type OwnKeyMap<K, V> = HashMap<K, V, BuildHasherDefault<OwnKeyHasher>>;
+
+/// What a full export table reports: sending one more local reference
+/// would export it.
+pub(super) const EXPORT_ENTRIES: &str = "export table entries";
 
 /// The interface a presence gets if the exporter sent its interface
 /// before and this side has forgotten it.
@@ -107,6 +112,8 @@ pub(super) struct Tables {
     pub(super) imports: HashMap<u64, Import>,
     pub(super) forgotten_interfaces: VecDeque<(u64, Arc<str>)>,
     remembered_interfaces: usize,
+    /// Bound on `imports` and on `exports`, each.
+    max_entries: usize,
     pub(super) questions: OwnKeyMap<u64, Question>,
     pub(super) answers: HashMap<u64, Answer>,
     pub(super) events: VecDeque<Event>,
@@ -124,7 +131,12 @@ fn import_descriptor(style: RefStyle, position: u64) -> Descriptor {
 impl Tables {
     /// Empty tables, with the bootstrap object (if any) pinned at export
     /// position 0.
-    pub(super) fn new(id: SessionId, remembered_interfaces: usize, bootstrap: Option<&Reference>) -> Tables {
+    pub(super) fn new(
+        id: SessionId,
+        remembered_interfaces: usize,
+        max_entries: usize,
+        bootstrap: Option<&Reference>,
+    ) -> Tables {
         let mut tables = Tables {
             id,
             promise_interface: Arc::from("Promise"),
@@ -134,6 +146,7 @@ impl Tables {
             imports: HashMap::new(),
             forgotten_interfaces: VecDeque::new(),
             remembered_interfaces,
+            max_entries,
             questions: OwnKeyMap::default(),
             answers: HashMap::new(),
             events: VecDeque::new(),
@@ -161,7 +174,7 @@ impl Tables {
         RemoteTarget::of(reference).filter(|target| target.session == self.id)
     }
 
-    fn export_local(&mut self, reference: &Reference, style: RefStyle) -> SlotOut {
+    fn export_local(&mut self, reference: &Reference, style: RefStyle) -> Result<SlotOut, MarshalError> {
         let known = self.export_positions.get(reference).copied();
         if let Some((position, entry)) =
             known.and_then(|position| self.exports.get_mut(&position).map(|entry| (position, entry)))
@@ -172,10 +185,17 @@ impl Tables {
             if entry.resolved.is_some() {
                 self.resolve_after.push(position);
             }
-            return SlotOut {
+            return Ok(SlotOut {
                 descriptor: import_descriptor(entry.style, position),
                 send_interface,
-            };
+            });
+        }
+        if self.exports.len() >= self.max_entries {
+            return Err(MarshalError::TooLarge {
+                what: EXPORT_ENTRIES,
+                claimed: self.exports.len() as u64 + 1,
+                limit: self.max_entries as u64,
+            });
         }
         let position = self.next_export;
         self.next_export += 1;
@@ -212,10 +232,10 @@ impl Tables {
         }
         self.exports.insert(position, entry);
         self.export_positions.insert(reference.clone(), position);
-        SlotOut {
+        Ok(SlotOut {
             descriptor: import_descriptor(style, position),
             send_interface: true,
-        }
+        })
     }
 
     fn import(&mut self, position: u64, kind: RemoteKind, interface: Option<&str>) -> Result<Reference, MarshalError> {
@@ -227,6 +247,13 @@ impl Tables {
             }
             entry.received = entry.received.saturating_add(1);
             return Ok(entry.reference.clone());
+        }
+        if self.imports.len() >= self.max_entries {
+            return Err(MarshalError::TooLarge {
+                what: "import table entries",
+                claimed: self.imports.len() as u64 + 1,
+                limit: self.max_entries as u64,
+            });
         }
         let interface = match kind {
             RemoteKind::Presence => match interface {
@@ -302,7 +329,7 @@ impl EncodeSlots for Tables {
                 RemoteKind::Answer => {}
             }
         }
-        Ok(self.export_local(reference, style))
+        self.export_local(reference, style)
     }
 }
 
@@ -354,7 +381,12 @@ impl DecodeSlots for Tables {
 impl Session {
     /// Opens a question for one of our calls, with the promise the runtime gets
     /// for it.
-    pub(super) fn new_question(&mut self) -> (u64, Reference) {
+    pub(super) fn new_question(&mut self) -> Result<(u64, Reference), SendError> {
+        if self.tables.questions.len() >= self.limits.max_questions_in_flight {
+            return Err(SendError::TooManyQuestions {
+                limit: self.limits.max_questions_in_flight,
+            });
+        }
         let position = self.next_question;
         self.next_question += 1;
         let promise = Reference::new(
@@ -371,7 +403,7 @@ impl Session {
                 pipelined_at_embargo: 0,
             },
         );
-        (position, promise)
+        Ok((position, promise))
     }
 
     /// Opens an answer at the position the peer chose for its call.
