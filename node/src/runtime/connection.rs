@@ -53,6 +53,18 @@ impl SessionOptions {
             calls_per_second: None,
         }
     }
+
+    /// `limits` with no output bound and no pacing: for the end of a
+    /// session whose other end is its own node (a worker's, the CLI's),
+    /// which it trusts to read, and must not cut off for being slow
+    /// under honest load.
+    pub fn toward_own_node(limits: Limits) -> SessionOptions {
+        SessionOptions {
+            limits,
+            outbound_queue_bytes: usize::MAX,
+            calls_per_second: None,
+        }
+    }
 }
 
 /// One session and the channel to its writer.

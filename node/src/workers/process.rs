@@ -19,7 +19,8 @@ use capstan_protocol::{ErrorValue, Reference, Value};
 
 use crate::runtime::args::decode;
 use crate::runtime::{
-    ExoClass, Foreign, Message, MethodResult, Resolver, Settlement, Vat, Waiter, connect, type_error,
+    ExoClass, Foreign, Message, MethodResult, Resolver, SessionOptions, Settlement, Vat, Waiter, connect_with,
+    type_error,
 };
 
 /// Runs a worker until the node closes its session. Blocks.
@@ -49,12 +50,14 @@ async fn serve(vat: Vat, limits: GuestLimits) -> Result<(), String> {
     let worker = vat
         .enter(|| make_worker_object(&bridge))
         .map_err(|error| error.message.to_string())?;
-    let connection = connect(
+    // The node reads what its worker writes; a burst of large answers
+    // must not make the worker cut its own node off.
+    let connection = connect_with(
         &vat,
         tokio::io::stdin(),
         tokio::io::stdout(),
         Some(worker),
-        super::protocol::worker_session_limits(),
+        SessionOptions::toward_own_node(super::protocol::worker_session_limits()),
     );
     let reason = connection.closed().await;
     eprintln!("worker: the session with the node ended: {reason}");
