@@ -116,7 +116,10 @@ fn never_reads(attacker: Attacker, target: Arc<Target>, stop: Arc<AtomicBool>, b
     });
 }
 
-fn mail_flood(attacker: Attacker, target: Arc<Target>, stop: Arc<AtomicBool>) {
+/// A stranger that saw one invitation delivers mail to the inviter's
+/// handle (its id is the invitation's `from=`), as from a handle of its own.
+fn mail_flood(attacker: Attacker, target: Arc<Target>, stop: Arc<AtomicBool>, handle: String) {
+    let from = format!("{}:{}", "ab".repeat(32), attacker.node_id());
     attacker.run(async {
         let (_connection, gateway) = attacker.session(&target, Limits::default()).await;
         while !stop.load(Ordering::Relaxed) {
@@ -128,8 +131,8 @@ fn mail_flood(attacker: Attacker, target: Arc<Target>, stop: Arc<AtomicBool>) {
                         &gateway,
                         "deliver",
                         vec![
-                            Value::from("someone"),
-                            Value::from("a stranger"),
+                            Value::from(handle.as_str()),
+                            Value::from(from.as_str()),
                             strings,
                             empty.clone(),
                             empty,
@@ -172,6 +175,9 @@ fn main() {
     let pid = node.pid().expect("the node's pid");
     let target = Arc::new(Target::of(&node));
     let (counter, big) = (formula_id(&node, "counter"), formula_id(&node, "big"));
+    let invitation = node.run(&["invite", "someone"]).ok().trim().to_string();
+    let (_, after) = invitation.split_once("from=").expect("from= in an invitation");
+    let handle = format!("{}:{}", after.split('&').next().expect("the handle"), target.node);
 
     let base = round_trips(&target, &counter);
     let base_rss = rss_kib(pid).unwrap_or(0);
@@ -184,7 +190,10 @@ fn main() {
             "peer never reads",
             Box::new(move |attacker, target, stop| never_reads(attacker, target, stop, big)),
         ),
-        ("mail flood", Box::new(mail_flood)),
+        (
+            "mail flood",
+            Box::new(move |attacker, target, stop| mail_flood(attacker, target, stop, handle)),
+        ),
     ];
     for (label, body) in scenarios {
         let (stop, thread) = attack(Arc::clone(&target), body);
