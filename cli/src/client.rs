@@ -54,12 +54,12 @@ async fn open(vat: &Vat, stream: UnixStream, as_agent: Option<&str>) -> anyhow::
     Ok(Client { host, agent })
 }
 
-/// Awaits a promise, turning a rejection into an error with its message.
+/// Awaits a promise, turning a rejection into an error with its message
+/// (never an empty one, nor a bare `null`).
 pub async fn settle(value: &Value) -> anyhow::Result<Value> {
-    when(value).await.map_err(|reason| match reason {
-        Value::Error(error) => anyhow!("{}", error.message),
-        other => anyhow!("{}", crate::inspect::inspect(&other)),
-    })
+    when(value)
+        .await
+        .map_err(|reason| anyhow!("{}", crate::inspect::describe_reason(&reason)))
 }
 
 /// Sends `method` to `target` and awaits the result.
