@@ -4,7 +4,7 @@
 use std::future::Future;
 
 use anyhow::{Context, anyhow};
-use capstan_node::runtime::{E, Vat, connect, when};
+use capstan_node::runtime::{E, SessionOptions, Vat, connect_with, when};
 use capstan_protocol::captp::Limits;
 use capstan_protocol::{Value, list};
 use tokio::net::UnixStream;
@@ -40,7 +40,14 @@ where
 
 async fn open(vat: &Vat, stream: UnixStream, as_agent: Option<&str>) -> anyhow::Result<Client> {
     let (reader, writer) = stream.into_split();
-    let connection = connect(vat, reader, writer, None, Limits::default());
+    // The node is ours: a large reply read slowly must not end the session.
+    let connection = connect_with(
+        vat,
+        reader,
+        writer,
+        None,
+        SessionOptions::toward_own_node(Limits::default()),
+    );
     let host = connection.bootstrap();
     let agent = match as_agent {
         None => host.clone(),
@@ -54,12 +61,12 @@ async fn open(vat: &Vat, stream: UnixStream, as_agent: Option<&str>) -> anyhow::
     Ok(Client { host, agent })
 }
 
-/// Awaits a promise, turning a rejection into an error with its message.
+/// Awaits a promise, turning a rejection into an error with its message
+/// (never an empty one, nor a bare `null`).
 pub async fn settle(value: &Value) -> anyhow::Result<Value> {
-    when(value).await.map_err(|reason| match reason {
-        Value::Error(error) => anyhow!("{}", error.message),
-        other => anyhow!("{}", crate::inspect::inspect(&other)),
-    })
+    when(value)
+        .await
+        .map_err(|reason| anyhow!("{}", crate::inspect::describe_reason(&reason)))
 }
 
 /// Sends `method` to `target` and awaits the result.

@@ -13,6 +13,15 @@ pub fn inspect_top(value: &Value) -> String {
     }
 }
 
+/// A rejection reason for a person: its message, which is never empty
+/// (`null`, `undefined` and other non-errors are described as such; see
+/// `reason_to_error`).
+pub fn describe_reason(reason: &Value) -> String {
+    capstan_node::runtime::reason_to_error(reason.clone())
+        .message
+        .to_string()
+}
+
 /// A value in JavaScript-like notation.
 pub fn inspect(value: &Value) -> String {
     let mut out = String::new();
@@ -66,6 +75,7 @@ fn write(out: &mut String, value: &Value) {
         }
         Value::Remotable(reference) => out.push_str(&format!("Object [{}] {{}}", reference.interface())),
         Value::Promise(_) => out.push_str("Promise { <pending> }"),
+        Value::Error(error) if error.message.is_empty() => out.push_str(&error.name),
         Value::Error(error) => out.push_str(&format!("{}: {}", error.name, error.message)),
     }
 }
@@ -88,5 +98,22 @@ mod tests {
         assert_eq!(inspect(&list![1, 2]), "[1, 2]");
         assert_eq!(inspect(&far("Counter")), "Object [Alleged: Counter] {}");
         assert_eq!(inspect(&record! { "a" => 1, "b c" => "x" }), "{ a: 1, \"b c\": \"x\" }");
+    }
+
+    #[test]
+    fn every_rejection_reason_has_a_text() {
+        use capstan_protocol::ErrorValue;
+        assert_eq!(describe_reason(&Value::error(ErrorValue::plain("boom"))), "boom");
+        assert_eq!(describe_reason(&Value::Null), "rejected with null, not an Error");
+        assert_eq!(
+            describe_reason(&Value::Undefined),
+            "rejected with undefined, not an Error"
+        );
+        assert_eq!(describe_reason(&Value::from("")), "rejected with \"\", not an Error");
+        assert_eq!(
+            describe_reason(&Value::error(ErrorValue::new("TypeError", ""))),
+            "TypeError with no message"
+        );
+        assert_eq!(inspect(&Value::error(ErrorValue::new("TypeError", ""))), "TypeError");
     }
 }

@@ -73,6 +73,9 @@ pub(crate) struct ExoMethod {
     pub declared: usize,
 }
 
+/// Whether the current entry was stopped (out of time or memory), and why.
+pub(crate) type StopCheck = Box<dyn Fn() -> Option<crate::error::GuestError>>;
+
 pub(crate) struct Engine {
     pub id: u64,
     pub host: Rc<dyn Host>,
@@ -82,12 +85,15 @@ pub(crate) struct Engine {
     library: RefCell<Option<Persistent<Object<'static>>>>,
     /// Set while guest code may run: a native called with none is a bug.
     pub entered: Cell<bool>,
+    /// Whether the current entry hit its time budget or the memory cap:
+    /// what the guest does from then on does not count.
+    pub stopped: StopCheck,
 }
 
 static NEXT_ENGINE: AtomicU64 = AtomicU64::new(1);
 
 impl Engine {
-    pub fn new(host: Rc<dyn Host>, conversion: ConversionLimits) -> Engine {
+    pub fn new(host: Rc<dyn Host>, conversion: ConversionLimits, stopped: StopCheck) -> Engine {
         Engine {
             id: NEXT_ENGINE.fetch_add(1, Ordering::Relaxed),
             host,
@@ -96,6 +102,7 @@ impl Engine {
             classes: RefCell::default(),
             library: RefCell::new(None),
             entered: Cell::new(false),
+            stopped,
         }
     }
 

@@ -40,6 +40,17 @@ pub(crate) fn describe_bytes(bytes: usize) -> String {
     }
 }
 
+/// A size for people, to a tenth of a MiB (or KiB).
+pub(crate) fn describe_size(bytes: usize) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let bytes_f = bytes as f64;
+    if bytes_f >= MIB {
+        format!("{:.1} MiB", bytes_f / MIB)
+    } else {
+        format!("{:.1} KiB", bytes_f / 1024.0)
+    }
+}
+
 impl From<rquickjs::Error> for GuestError {
     fn from(error: rquickjs::Error) -> GuestError {
         GuestError::Engine(error.to_string())

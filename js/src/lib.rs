@@ -94,6 +94,7 @@ mod engine;
 mod error;
 mod host;
 mod limits;
+mod memory;
 mod modules;
 mod natives;
 mod realm;

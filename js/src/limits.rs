@@ -6,8 +6,10 @@ use std::time::Duration;
 /// Limits for a [`GuestRuntime`](crate::GuestRuntime).
 #[derive(Clone, Debug)]
 pub struct GuestLimits {
-    /// The most memory the JavaScript heap may use (QuickJS's allocator
-    /// refuses more and the guest sees an out-of-memory error).
+    /// The most memory the JavaScript heap may use: the runtime's
+    /// allocator refuses more, and the entry that asked for it fails with
+    /// [`GuestError::MemoryLimitExceeded`](crate::GuestError) whatever the
+    /// guest does with the out-of-memory error.
     pub memory_bytes: usize,
     /// How long one entry (an evaluation, a delivery, a settlement, with
     /// the promise jobs it causes) may run before it is interrupted.

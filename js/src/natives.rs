@@ -526,7 +526,17 @@ fn or_rejected<'js>(
     }
 }
 
+/// Refuses a send or get of a turn that ran out of time or memory: once a
+/// limit tripped, nothing the guest does leaves the engine.
+fn refuse_if_stopped<'js>(engine: &Engine, ctx: &Ctx<'js>) -> rquickjs::Result<()> {
+    match (engine.stopped)() {
+        Some(stopped) => Err(throw_error(ctx, "Error", &stopped.to_string())),
+        None => Ok(()),
+    }
+}
+
 fn host_send<'js>(engine: &Engine, ctx: &Ctx<'js>, args: &[JsValue<'js>]) -> rquickjs::Result<JsValue<'js>> {
+    refuse_if_stopped(engine, ctx)?;
     let wants_result = arg(ctx, args, 3).as_bool().unwrap_or(true);
     or_rejected(ctx, || {
         let mut converter = Converter::new(engine, ctx, Mode::Export)?;
@@ -552,6 +562,7 @@ fn host_send<'js>(engine: &Engine, ctx: &Ctx<'js>, args: &[JsValue<'js>]) -> rqu
 }
 
 fn host_get<'js>(engine: &Engine, ctx: &Ctx<'js>, args: &[JsValue<'js>]) -> rquickjs::Result<JsValue<'js>> {
+    refuse_if_stopped(engine, ctx)?;
     or_rejected(ctx, || {
         let mut converter = Converter::new(engine, ctx, Mode::Export)?;
         let target = converter.passable(&arg(ctx, args, 0))?;
@@ -584,6 +595,13 @@ fn export_settled<'js>(engine: &Engine, ctx: &Ctx<'js>, args: &[JsValue<'js>]) -
     let Some(reference) = reference else {
         return Ok(JsValue::new_undefined(ctx.clone()));
     };
+    // Settled by a turn that ran out of time or memory: whatever the guest
+    // settled it with, the host learns that (and at once, so that a failed
+    // conversion cannot leave it waiting).
+    if let Some(stopped) = (engine.stopped)() {
+        engine.host.promise_settled(&reference, &Err(stopped.passable()));
+        return Ok(JsValue::new_undefined(ctx.clone()));
+    }
     let value = arg(ctx, args, 2);
     let settlement: Settlement = if fulfilled {
         let mut converter = Converter::new(engine, ctx, Mode::Export)?;

@@ -7,8 +7,20 @@
 //! returns (a delivery and its microtasks are one turn of the vat). Once
 //! the deadline passes, the handler keeps interrupting until the entry
 //! returns, so a guest that catches the interruption cannot run on.
+//!
+//! The memory cap works the same way: the runtime's allocator refuses what
+//! would pass the cap and trips (see `memory.rs`); from then on the
+//! handler interrupts too, and the entry ends with the memory error even
+//! if the guest caught the out-of-memory error and finished.
+//!
+//! After an entry that ran out of time or memory, the runtime collects its
+//! garbage and says whether it should be replaced
+//! ([`GuestRuntime::replacement_reason`]): when its heap stays high, when
+//! the runaway turn left jobs that could not be stopped, or when the turn
+//! shared the runtime's long-lived objects (a delivery, a settlement),
+//! whose pending promise reactions the stop may have cut off.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -22,12 +34,16 @@ use crate::engine::Engine;
 use crate::error::GuestError;
 use crate::host::{Host, Outcome, Settlement};
 use crate::limits::GuestLimits;
+use crate::memory::{CappedAllocator, Gauge};
 use crate::modules::SyntheticModules;
 use crate::{natives, realm};
 
 const LIBRARY_SOURCE: &str = include_str!("library.js");
 const OUT_OF_MEMORY: &str = "out of memory";
 const MODULE_WAITING: &str = "Module evaluation is waiting on a promise the host has not settled";
+/// How long the jobs left by a runaway turn are given to fail before the
+/// runtime counts itself poisoned (at most the time budget).
+const PURGE_TIME: Duration = Duration::from_secs(2);
 
 /// How the evaluation of a guest module came out.
 enum ModuleEvaluation<'js> {
@@ -70,6 +86,15 @@ impl Budget {
     }
 }
 
+/// Whether an entry ran in a compartment of its own (an evaluation, a
+/// module, a vat program) or among the runtime's long-lived objects (a
+/// delivery, a get, a settlement, jobs).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    Fresh,
+    Shared,
+}
+
 /// The confined JavaScript engine of one worker.
 ///
 /// Not `Send`: it belongs to the single thread of its vat loop.
@@ -77,8 +102,10 @@ pub struct GuestRuntime {
     engine: Rc<Engine>,
     root: Context,
     budget: Rc<Budget>,
+    gauge: Rc<Gauge>,
     limits: GuestLimits,
     poisoned: Cell<bool>,
+    replacement: RefCell<Option<String>>,
     runtime: Runtime,
 }
 
@@ -88,21 +115,39 @@ type Called<'js> = Result<JsValue<'js>, JsValue<'js>>;
 impl GuestRuntime {
     /// A runtime with the given limits that calls out to `host`.
     pub fn new(host: Rc<dyn Host>, limits: GuestLimits) -> Result<GuestRuntime, GuestError> {
-        let runtime = Runtime::new()?;
-        runtime.set_memory_limit(limits.memory_bytes);
+        let gauge = Rc::new(Gauge::new(limits.memory_bytes));
+        let runtime = Runtime::new_with_alloc(CappedAllocator::new(Rc::clone(&gauge)))?;
         runtime.set_max_stack_size(limits.stack_bytes);
         let budget = Rc::new(Budget::default());
         let handler_budget = Rc::clone(&budget);
-        runtime.set_interrupt_handler(Some(Box::new(move || handler_budget.should_interrupt())));
-        let engine = Rc::new(Engine::new(host, limits.conversion));
+        let handler_gauge = Rc::clone(&gauge);
+        runtime.set_interrupt_handler(Some(Box::new(move || {
+            handler_gauge.tripped() || handler_budget.should_interrupt()
+        })));
+        let stopped = {
+            let (gauge, budget) = (Rc::clone(&gauge), Rc::clone(&budget));
+            let (limit_bytes, budget_ms) = (limits.memory_bytes, limits.time_budget.as_millis());
+            Box::new(move || {
+                if gauge.tripped() {
+                    Some(GuestError::MemoryLimitExceeded { limit_bytes })
+                } else if budget.tripped.get() {
+                    Some(GuestError::TimeBudgetExceeded { budget_ms })
+                } else {
+                    None
+                }
+            })
+        };
+        let engine = Rc::new(Engine::new(host, limits.conversion, stopped));
         runtime.set_loader(SyntheticModules, SyntheticModules);
         let root = Context::full(&runtime)?;
         let guest_runtime = GuestRuntime {
             engine,
             root,
             budget,
+            gauge,
             limits,
             poisoned: Cell::new(false),
+            replacement: RefCell::new(None),
             runtime,
         };
         let root = guest_runtime.root.clone();
@@ -127,14 +172,32 @@ impl GuestRuntime {
 
     /// Bytes the JavaScript heap holds now.
     pub fn memory_usage(&self) -> usize {
-        usize::try_from(self.runtime.memory_usage().malloc_size).unwrap_or(usize::MAX)
+        self.gauge.used()
     }
 
-    /// Whether a turn that ran out of time left promise jobs that could
-    /// not be dropped (an endless chain of short jobs): they will eat into
-    /// every later entry's budget, so the worker should be replaced.
+    /// Whether a turn that ran out of time or memory left promise jobs
+    /// that could not be dropped (an endless chain of short jobs): they
+    /// will eat into every later entry's budget, so the worker should be
+    /// replaced.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned.get()
+    }
+
+    /// Why this runtime should be replaced by a new one, if it should: set
+    /// after an entry that ran out of time or memory when
+    ///
+    /// - the heap still holds more than half the cap after a garbage
+    ///   collection (the next entries would fail the same way);
+    /// - the runaway turn left promise jobs that could not be stopped
+    ///   ([`GuestRuntime::is_poisoned`]);
+    /// - the entry was a delivery, a get, a settlement or a run of jobs:
+    ///   it ran among long-lived objects, and stopping it may have left
+    ///   promises other callers wait on pending forever (QuickJS drops the
+    ///   reactions it cannot run or allocate).
+    ///
+    /// The runtime goes on answering, but its owner should retire it.
+    pub fn replacement_reason(&self) -> Option<String> {
+        self.replacement.borrow().clone()
     }
 
     /// Whether `reference` is one this runtime exported (a guest object).
@@ -146,8 +209,7 @@ impl GuestRuntime {
     /// new compartment whose globals are the guest globals plus
     /// `endowments`; the outcome is its completion value.
     pub fn evaluate(&mut self, source: &str, endowments: &[(&str, Value)]) -> Result<Outcome, GuestError> {
-        let compartment = self.compartment()?;
-        self.enter(&compartment, |ctx| {
+        let result = self.in_compartment(|ctx| {
             let globals = ctx.globals();
             let mut converter = js(Converter::new(&self.engine, ctx, Mode::Export))?;
             for (name, value) in endowments {
@@ -156,7 +218,8 @@ impl GuestRuntime {
             }
             let called = self.call_guest(ctx, realm::eval_strict(ctx, source))?;
             self.turn(ctx, called)
-        })
+        });
+        self.finish(Scope::Fresh, result)
     }
 
     /// Evaluates `source` as an ES module in a new compartment (it may
@@ -169,8 +232,7 @@ impl GuestRuntime {
     /// Evaluates `source` as an ES module in a new compartment and calls
     /// its export `export` with `args`.
     pub fn call_module_export(&mut self, source: &str, export: &str, args: &[Value]) -> Result<Outcome, GuestError> {
-        let compartment = self.compartment()?;
-        self.enter(&compartment, |ctx| {
+        let result = self.in_compartment(|ctx| {
             let module = match self.evaluate_module(ctx, source)? {
                 ModuleEvaluation::Done(module) => module,
                 ModuleEvaluation::Threw(thrown) => return self.settled_error(ctx, &thrown),
@@ -195,7 +257,8 @@ impl GuestRuntime {
             js(call.push_args(js_args))?;
             let called = self.call_guest(ctx, call.apply::<JsValue>(&function))?;
             self.turn(ctx, called)
-        })
+        });
+        self.finish(Scope::Fresh, result)
     }
 
     /// Runs a vat program: evaluates `source` (an ES module exporting
@@ -221,13 +284,12 @@ impl GuestRuntime {
         store: &Value,
         powers: &Value,
     ) -> Result<Outcome, GuestError> {
-        let compartment = self.compartment()?;
         let entries = Value::array(
             entries
                 .iter()
                 .map(|(key, value)| Value::array([Value::from(key.as_str()), value.clone()])),
         );
-        self.enter(&compartment, |ctx| {
+        let result = self.in_compartment(|ctx| {
             let undefined = JsValue::new_undefined(ctx.clone());
             let (namespace, threw, thrown) = match self.evaluate_module(ctx, source)? {
                 ModuleEvaluation::Done(module) => (js(module.namespace())?.into_value(), false, undefined),
@@ -247,7 +309,8 @@ impl GuestRuntime {
             let build_vat = js(converter.library().function("buildVat"))?;
             let called = self.call_guest(ctx, call.apply::<JsValue>(&build_vat))?;
             self.turn(ctx, called)
-        })
+        });
+        self.finish(Scope::Fresh, result)
     }
 
     /// Declares and evaluates `source` as the module of the compartment
@@ -280,7 +343,7 @@ impl GuestRuntime {
     /// checked by the method's guard here in Rust, before and after.
     pub fn deliver(&mut self, target: &Reference, method: Option<&str>, args: &[Value]) -> Result<Outcome, GuestError> {
         let root = self.root.clone();
-        self.enter(&root, |ctx| {
+        let result = self.enter(&root, |ctx| {
             let object = self.export_object(ctx, target)?;
             if let Some(method) = method
                 && let Some(outcome) = self.deliver_to_exo(ctx, &object, method, args)?
@@ -298,14 +361,15 @@ impl GuestRuntime {
                 deliver_local.call::<_, JsValue>((object.clone(), method, js_args, object.is_promise())),
             )?;
             self.turn(ctx, called)
-        })
+        });
+        self.finish(Scope::Shared, result)
     }
 
     /// Reads `property` of a guest object this runtime exported (a CapTP
     /// get); for an exported promise, of what it settles to.
     pub fn get(&mut self, target: &Reference, property: &str) -> Result<Outcome, GuestError> {
         let root = self.root.clone();
-        self.enter(&root, |ctx| {
+        let result = self.enter(&root, |ctx| {
             let object = self.export_object(ctx, target)?;
             let library = js(self.engine.library(ctx))?;
             let deliver_get = js(library.function("deliverGet"))?;
@@ -314,7 +378,8 @@ impl GuestRuntime {
                 deliver_get.call::<_, JsValue>((object.clone(), property, object.is_promise())),
             )?;
             self.turn(ctx, called)
-        })
+        });
+        self.finish(Scope::Shared, result)
     }
 
     /// Settles a promise the host gave the engine (the result of a
@@ -334,7 +399,7 @@ impl GuestRuntime {
             return Ok(());
         };
         let root = self.root.clone();
-        self.enter(&root, |ctx| {
+        let result = self.enter(&root, |ctx| {
             let mut converter = js(Converter::new(&self.engine, ctx, Mode::Export))?;
             let (fulfilled, value) = match &settlement {
                 Ok(value) => (true, value),
@@ -346,13 +411,15 @@ impl GuestRuntime {
             self.call_guest(ctx, settled)?.ok();
             self.drain(ctx)?;
             Ok(())
-        })
+        });
+        self.finish(Scope::Shared, result)
     }
 
     /// Runs pending promise jobs until none are left; returns how many ran.
     pub fn run_jobs(&mut self) -> Result<usize, GuestError> {
         let root = self.root.clone();
-        self.enter(&root, |ctx| self.drain(ctx))
+        let result = self.enter(&root, |ctx| self.drain(ctx));
+        self.finish(Scope::Shared, result)
     }
 
     /// Forgets a reference: an export the host no longer holds, or an
@@ -376,17 +443,25 @@ impl GuestRuntime {
         };
         if let Some(id) = forgotten_promise {
             let root = self.root.clone();
-            let _ = self.enter(&root, |ctx| {
+            let result = self.enter(&root, |ctx| {
                 let library = js(self.engine.library(ctx))?;
                 let forget = js(library.function("forgetHostPromise"))?;
                 js(forget.call::<_, JsValue>((id,)))?;
                 Ok(())
             });
+            let _ = self.finish(Scope::Shared, result);
         }
         true
     }
 
     // ---- entries ---------------------------------------------------------
+
+    /// Runs `body` in a fresh, locked-down compartment, dropped before
+    /// this returns (its garbage is the next collection's).
+    fn in_compartment<R>(&self, body: impl FnOnce(&Ctx<'_>) -> Result<R, GuestError>) -> Result<R, GuestError> {
+        let compartment = self.compartment()?;
+        self.enter(&compartment, body)
+    }
 
     /// A fresh, locked-down compartment.
     fn compartment(&self) -> Result<Context, GuestError> {
@@ -395,22 +470,26 @@ impl GuestRuntime {
         Ok(context)
     }
 
-    /// Runs `body` in `context` under the time budget.
+    /// Runs `body` in `context` under the time budget and the memory cap.
+    /// Once either trips, the interrupt handler stops the guest at every
+    /// poll until this returns, and the entry fails with that limit's
+    /// error whatever the guest did after (caught it, returned a value).
     fn enter<R>(
         &self,
         context: &Context,
         body: impl FnOnce(&Ctx<'_>) -> Result<R, GuestError>,
     ) -> Result<R, GuestError> {
+        self.gauge.rearm();
         self.budget.start(self.limits.time_budget);
         self.engine.entered.set(true);
         let result = context.with(|ctx| {
             let result = body(&ctx);
-            if self.budget.tripped.get() {
+            if self.stopped() {
                 // The interrupt handler still says stop, so jobs left by the
                 // runaway turn fail when QuickJS next polls it. A chain of
                 // short jobs can outlive this (QuickJS polls every 10 000
                 // ticks): then the runtime reports itself poisoned.
-                let purge_until = Instant::now() + self.limits.time_budget;
+                let purge_until = Instant::now() + self.limits.time_budget.min(PURGE_TIME);
                 let mut emptied = false;
                 while Instant::now() < purge_until {
                     if !ctx.execute_pending_job() {
@@ -420,36 +499,120 @@ impl GuestRuntime {
                 }
                 self.poisoned.set(self.poisoned.get() || !emptied);
             }
-            if let Err(GuestError::Engine(message)) = &result {
-                if message == OUT_OF_MEMORY {
-                    return Err(self.memory_exceeded());
-                }
-                if ctx.has_exception() {
-                    let thrown = ctx.catch();
-                    if is_out_of_memory(&thrown) {
-                        return Err(self.memory_exceeded());
-                    }
-                    let stack: String = thrown
-                        .as_object()
-                        .and_then(|object| object.get::<_, String>("stack").ok())
-                        .unwrap_or_default();
-                    return Err(GuestError::Engine(format!(
-                        "{message}: {} {stack}",
-                        crate::convert::describe_thrown(&ctx, &thrown)
-                    )));
-                }
+            let result = match result {
+                Err(GuestError::Engine(message)) if !self.stopped() => Err(self.describe_failure(&ctx, message)),
+                other => other,
+            };
+            // An exception left pending would keep its realm (and all the
+            // realm's globals) alive.
+            if ctx.has_exception() {
+                drop(ctx.catch());
             }
+            self.cap_gc_threshold(&ctx);
             result
         });
         self.engine.entered.set(false);
-        let tripped = self.budget.finish();
-        if tripped {
+        let out_of_time = self.budget.finish();
+        let out_of_memory = self.gauge.tripped();
+        self.gauge.rearm();
+        if out_of_memory {
+            return Err(self.memory_exceeded());
+        }
+        if out_of_time {
             return Err(GuestError::TimeBudgetExceeded {
                 budget_ms: self.limits.time_budget.as_millis(),
             });
         }
-        if let Err(GuestError::MemoryLimitExceeded { .. }) = &result {
-            self.runtime.run_gc();
+        result
+    }
+
+    /// Whether the current entry hit the time budget or the memory cap.
+    fn stopped(&self) -> bool {
+        self.gauge.tripped() || self.budget.tripped.get()
+    }
+
+    /// A host-side step failed: says how, with what the engine threw.
+    fn describe_failure(&self, ctx: &Ctx<'_>, message: String) -> GuestError {
+        if message == OUT_OF_MEMORY {
+            return self.memory_exceeded();
+        }
+        if !ctx.has_exception() {
+            return GuestError::Engine(message);
+        }
+        let thrown = ctx.catch();
+        if is_out_of_memory(&thrown) {
+            return self.memory_exceeded();
+        }
+        let stack: String = thrown
+            .as_object()
+            .and_then(|object| object.get::<_, String>("stack").ok())
+            .unwrap_or_default();
+        let described = if thrown.is_object() {
+            crate::convert::describe_thrown(ctx, &thrown)
+        } else if let Some(text) = thrown.as_string().and_then(|text| text.to_string().ok()) {
+            format!("the guest threw {text:?}")
+        } else {
+            format!("the guest threw {}", crate::convert::describe_thrown(ctx, &thrown))
+        };
+        GuestError::Engine(format!("{message}: {described} {stack}").trim_end().to_string())
+    }
+
+    /// QuickJS collects cycles when its heap grows past a threshold it
+    /// sets to 1.5 times what a collection left. Near the cap that is past
+    /// the cap, and cycles would then never be collected: keep the
+    /// threshold at most halfway between what is used and the cap.
+    fn cap_gc_threshold(&self, ctx: &Ctx<'_>) {
+        let used = self.gauge.used();
+        let limit = self.gauge.limit();
+        let highest = used.saturating_add(limit.saturating_sub(used) / 2);
+        // SAFETY: `ctx` is a live context of this runtime, entered on this
+        // thread (the runtime is locked by `Context::with`, so rquickjs's
+        // own setter cannot be used here); the threshold is a plain field.
+        unsafe {
+            let runtime = rquickjs::qjs::JS_GetRuntime(ctx.as_raw().as_ptr());
+            let threshold = usize::try_from(rquickjs::qjs::JS_GetGCThreshold(runtime)).unwrap_or(usize::MAX);
+            if threshold > highest {
+                rquickjs::qjs::JS_SetGCThreshold(runtime, highest.try_into().unwrap_or(rquickjs::qjs::size_t::MAX));
+            }
+        }
+    }
+
+    /// After an entry: when it ran out of time or memory, collects the
+    /// garbage (its compartment is gone by now) and decides whether the
+    /// runtime should be replaced (see [`GuestRuntime::replacement_reason`]).
+    fn finish<R>(&self, scope: Scope, result: Result<R, GuestError>) -> Result<R, GuestError> {
+        let what = match &result {
+            Err(GuestError::MemoryLimitExceeded { limit_bytes }) => {
+                format!(
+                    "it ran out of memory (cap {})",
+                    crate::error::describe_bytes(*limit_bytes)
+                )
+            }
+            Err(GuestError::TimeBudgetExceeded { budget_ms }) => format!("it ran out of time (budget {budget_ms} ms)"),
+            _ => return result,
+        };
+        self.runtime.run_gc();
+        let used = self.gauge.used();
+        // As QuickJS does after its own collections (`cap_gc_threshold`
+        // keeps it under the cap at the end of each entry).
+        self.runtime
+            .set_gc_threshold(used.saturating_add(used / 2).max(256 * 1024));
+        let reason = if self.poisoned.get() {
+            Some(format!("{what} and left promise jobs that could not be stopped"))
+        } else if used > self.gauge.limit() / 2 {
+            Some(format!(
+                "{what} and its heap still holds {} after a collection",
+                crate::error::describe_size(used)
+            ))
+        } else if scope == Scope::Shared {
+            Some(format!(
+                "{what} during a delivery or settlement, which may have left its promises pending forever"
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            self.replacement.borrow_mut().get_or_insert(reason);
         }
         result
     }
@@ -478,6 +641,9 @@ impl GuestRuntime {
             Ok(value) => Ok(Ok(value)),
             Err(rquickjs::Error::Exception) => {
                 let thrown = ctx.catch();
+                if self.gauge.tripped() {
+                    return Err(self.memory_exceeded());
+                }
                 if self.budget.tripped.get() {
                     return Err(GuestError::TimeBudgetExceeded {
                         budget_ms: self.limits.time_budget.as_millis(),
@@ -496,6 +662,9 @@ impl GuestRuntime {
     fn drain(&self, ctx: &Ctx<'_>) -> Result<usize, GuestError> {
         let mut ran = 0;
         loop {
+            if self.gauge.tripped() {
+                return Err(self.memory_exceeded());
+            }
             if self.budget.tripped.get() {
                 return Err(GuestError::TimeBudgetExceeded {
                     budget_ms: self.limits.time_budget.as_millis(),
@@ -563,7 +732,7 @@ impl GuestRuntime {
     }
 
     fn settled_error<'js>(&self, ctx: &Ctx<'js>, thrown: &JsValue<'js>) -> Result<Outcome, GuestError> {
-        if is_out_of_memory(thrown) {
+        if self.gauge.tripped() || is_out_of_memory(thrown) {
             return Err(self.memory_exceeded());
         }
         Ok(Outcome::Settled(Err(reason_to_value(&self.engine, ctx, thrown))))

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use capstan_node::daemon::{DaemonError, NodeOptions};
+use capstan_node::workers;
 use capstan_protocol::{Value, list};
 
 use crate::client::{call, with_client};
@@ -130,8 +131,8 @@ fn run_foreground(state: &StateDir, listen: &[String]) -> anyhow::Result<()> {
     init_logging(&state.paths.log())?;
     let options = NodeOptions {
         paths: state.paths.clone(),
-        worker_memory_bytes: env_number("CAPSTAN_WORKER_MEMORY_BYTES", 256 * 1024 * 1024),
-        worker_time_budget_ms: env_number("CAPSTAN_WORKER_TIME_BUDGET_MS", 10_000),
+        worker_memory_bytes: env_number("CAPSTAN_WORKER_MEMORY_BYTES", workers::DEFAULT_MEMORY_BYTES),
+        worker_time_budget_ms: env_number("CAPSTAN_WORKER_TIME_BUDGET_MS", workers::DEFAULT_TIME_BUDGET_MS),
         worker_program: std::env::current_exe().context("cannot find the capstan program")?,
         listen_addresses: listen.to_vec(),
     };

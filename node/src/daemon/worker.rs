@@ -67,14 +67,26 @@ impl Workers {
             },
         );
         tracing::info!(worker = %log_name(id), pid, "worker started");
-        // When the session ends (the process died or was stopped), forget
-        // the worker so its formula is made again on next use.
+        // When the session ends (the process died, was stopped, or retired
+        // itself after a runaway evaluation), forget the worker at once so
+        // its formula (and what was made in it) is made again on next use,
+        // then reap the process. A worker started since for the same
+        // formula is not this one's to forget.
         let watcher = Rc::clone(daemon);
         daemon.vat.spawn(async move {
             let reason = connection.closed().await;
+            let current = watcher
+                .workers
+                .running
+                .borrow()
+                .get(&id)
+                .is_some_and(|running| running.connection.id() == connection.id());
+            if current {
+                tracing::info!(worker = %log_name(id), %reason, "worker session ended; it is made again on next use");
+                watcher.workers.running.borrow_mut().remove(&id);
+                watcher.cancel(id);
+            }
             reap(&child, &log_name(id), &reason).await;
-            watcher.workers.running.borrow_mut().remove(&id);
-            watcher.cancel(id);
         });
         ready(&bootstrap).await
     }

@@ -136,11 +136,15 @@ impl Kernel {
         tracing::info!(vat = %vat_id, pid = process.pid, "vat process started");
         let watcher = self.rc();
         let watched = vat_id.clone();
+        // The vat is stopped as soon as its session ends (a crash, or its
+        // worker retiring after a runaway delivery), so the next send
+        // restarts it rather than reaching the closed session; then the
+        // process is reaped.
         self.vat.spawn(async move {
             let reason = connection.closed().await;
-            reap(&child, &format!("vat-{watched}"), &reason).await;
             watcher.sessions.borrow_mut().remove(&connection.id());
             watcher.vat_exited(&watched, incarnation, &reason);
+            reap(&child, &format!("vat-{watched}"), &reason).await;
         });
         let worker = ready(&process.bootstrap).await?;
         if let Some(vat) = self.vats.borrow_mut().get_mut(vat_id)

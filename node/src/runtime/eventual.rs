@@ -81,12 +81,26 @@ pub fn when(value: &Value) -> When {
     }
 }
 
-/// A rejection reason as an error value: an error as it is, anything
-/// else quoted.
+/// A rejection reason as an error value whose message says something: an
+/// error as it is, unless its message is empty (then the message says
+/// so); anything else (`null`, `undefined`, a string, a record: guests
+/// may reject with any passable) described as such.
 pub fn reason_to_error(reason: Value) -> ErrorValue {
     match reason {
-        Value::Error(error) => (*error).clone(),
-        other => ErrorValue::plain(capstan_protocol::quote::quote(&other)),
+        Value::Error(error) if !error.message.trim().is_empty() => (*error).clone(),
+        Value::Error(error) => ErrorValue {
+            message: format!("{} with no message", error.name).into(),
+            ..(*error).clone()
+        },
+        other => ErrorValue::plain(format!("rejected with {}, not an Error", describe_value(&other))),
+    }
+}
+
+/// A passable in a sentence: `undefined`, `null`, or quoted as Endo does.
+pub fn describe_value(value: &Value) -> String {
+    match value {
+        Value::Undefined => "undefined".to_string(),
+        other => capstan_protocol::quote::quote(other),
     }
 }
 
@@ -166,5 +180,29 @@ impl IntoFuture for PromiseKit {
 
     fn into_future(self) -> When {
         when(&self.promise.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rejection_reason_reads_as_an_error_with_a_message() {
+        let error = ErrorValue::new("TypeError", "not a function");
+        assert_eq!(reason_to_error(Value::error(error.clone())), error);
+        for (reason, message) in [
+            (Value::Null, "rejected with null, not an Error"),
+            (Value::Undefined, "rejected with undefined, not an Error"),
+            (Value::from(""), "rejected with \"\", not an Error"),
+            (Value::from("nope"), "rejected with \"nope\", not an Error"),
+            (
+                Value::error(ErrorValue::new("RangeError", "")),
+                "RangeError with no message",
+            ),
+            (Value::error(ErrorValue::plain("  ")), "Error with no message"),
+        ] {
+            assert_eq!(&*reason_to_error(reason.clone()).message, message, "{reason:?}");
+        }
     }
 }

@@ -4,8 +4,10 @@
 //! vats (the kernel's) both start this way; this module knows nothing of
 //! either.
 //!
-//! - [`spawner`]: starting a worker process with its limits and log, and
-//!   reaping it when its session ends;
+//! - [`spawner`]: starting a worker process with its limits and log (and
+//!   an empty environment), and reaping it when its session ends;
+//! - [`fence`]: the resource limits and descriptors a worker process sets
+//!   for itself at startup, behind the engine's own limits;
 //! - [`protocol`]: what the node and a worker agree on: the hidden
 //!   subcommand, the session's limits, and readiness;
 //! - `process` (with the `js` feature, the default): the worker process's
@@ -13,6 +15,7 @@
 //!   no engine, so a program that embeds the kernel without it starts its
 //!   vats with a `capstan` binary built with it.
 
+pub mod fence;
 #[cfg(feature = "js")]
 pub mod process;
 pub mod protocol;

@@ -6,25 +6,42 @@
 //! [`Foreign`](crate::runtime::Foreign)), so they travel to the node and
 //! back like any reference. Guest output goes to standard error, which the
 //! node keeps in the worker's log.
+//!
+//! Before anything else the process fences itself ([`super::fence`]).
+//! When the engine asks to be replaced after a runaway turn
+//! ([`GuestRuntime::replacement_reason`]), the worker answers the call at
+//! hand (its error says `the worker was restarted`), then ends its session
+//! with that reason, which every call still pending gets as its rejection,
+//! and exits: the node starts a new worker on next use, as after a crash.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::io::Write;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
-use capstan_js::{GuestLimits, GuestRuntime, Host, LogLevel, Outcome};
+use capstan_js::{GuestError, GuestLimits, GuestRuntime, Host, LogLevel, Outcome};
 use capstan_protocol::guards::DefaultGuards;
 use capstan_protocol::patterns::M;
 use capstan_protocol::{ErrorValue, Reference, Value};
 
 use crate::runtime::args::decode;
 use crate::runtime::{
-    ExoClass, Foreign, Message, MethodResult, Resolver, SessionOptions, Settlement, Vat, Waiter, connect_with,
-    type_error,
+    ConnectionHandle, ExoClass, Foreign, Message, MethodResult, Resolver, SessionOptions, Settlement, Vat, Waiter,
+    connect_with, type_error,
 };
 
-/// Runs a worker until the node closes its session. Blocks.
+/// What the error of a call adds when the call made the worker retire.
+const RESTARTED: &str = "the worker was restarted";
+
+/// How long a retiring worker lets its last answers reach the node (which
+/// ends the process as soon as it reads them).
+const RETIRE_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs a worker until the node closes its session (or the worker retires).
+/// Blocks.
 pub fn run(memory_bytes: u64, time_budget_ms: u64) -> Result<(), String> {
+    super::fence::fence(memory_bytes).map_err(|error| format!("cannot fence the worker process: {error}"))?;
     let vat = Vat::new();
     let limits = GuestLimits {
         memory_bytes: usize::try_from(memory_bytes).unwrap_or(usize::MAX),
@@ -44,6 +61,8 @@ async fn serve(vat: Vat, limits: GuestLimits) -> Result<(), String> {
         guest: RefCell::new(guest),
         waiters: RefCell::new(HashMap::new()),
         settled: RefCell::new(HashMap::new()),
+        connection: RefCell::new(None),
+        retiring: RefCell::new(None),
     });
     *host.bridge.borrow_mut() = Rc::downgrade(&bridge);
     vat.set_foreign(bridge.clone());
@@ -59,9 +78,21 @@ async fn serve(vat: Vat, limits: GuestLimits) -> Result<(), String> {
         Some(worker),
         SessionOptions::toward_own_node(super::protocol::worker_session_limits()),
     );
+    *bridge.connection.borrow_mut() = Some(connection.clone());
     let reason = connection.closed().await;
-    eprintln!("worker: the session with the node ended: {reason}");
+    note(&format!("worker: the session with the node ended: {reason}"));
+    if bridge.retiring.borrow().is_some() {
+        // The answers and the Abort are queued for the writer: let them go
+        // out (the node reads them, then ends this process).
+        tokio::time::sleep(RETIRE_GRACE).await;
+    }
     Ok(())
+}
+
+/// A line in the worker's log. The log may be full (see `fence`): then the
+/// line is lost, and the worker runs on.
+fn note(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// The engine's view of the vat: guest sends become vat sends, and
@@ -83,11 +114,17 @@ impl HostSide {
             &promise,
             Box::new(move |vat: &Vat, outcome: &Settlement| {
                 let outcome = outcome.clone();
-                vat.queue_turn(move |_| {
-                    if let Some(bridge) = bridge.upgrade() {
+                vat.queue_turn(move |vat| {
+                    if let Some(bridge) = bridge.upgrade()
+                        && bridge.retiring.borrow().is_none()
+                    {
                         let result = bridge.guest.borrow_mut().settle(&reference, outcome);
+                        let restarted = bridge.retire_if_asked(vat);
                         if let Err(error) = result {
-                            eprintln!("worker: settling a guest promise failed: {error}");
+                            note(&format!(
+                                "worker: settling a guest promise failed: {}",
+                                failure_text(&error, restarted)
+                            ));
                         }
                     }
                 });
@@ -155,7 +192,7 @@ impl Host for HostSide {
     }
 
     fn log(&self, level: LogLevel, text: &str) {
-        eprintln!("{level:?}: {text}");
+        note(&format!("{level:?}: {text}"));
     }
 }
 
@@ -165,11 +202,48 @@ struct Bridge {
     waiters: RefCell<HashMap<usize, Vec<Waiter>>>,
     /// How the engine's exported promises settled, for late waiters.
     settled: RefCell<HashMap<usize, Settlement>>,
+    /// The session with the node, once it is up.
+    connection: RefCell<Option<ConnectionHandle>>,
+    /// Why the worker retires, once the engine asked to be replaced: the
+    /// session ends after the turn that learned it, and the engine is not
+    /// entered again meanwhile.
+    retiring: RefCell<Option<String>>,
 }
 
 impl Bridge {
+    /// After each entry into the engine: if the engine asks to be replaced,
+    /// ends the session in a later turn (after the answer to the call at
+    /// hand is out) with the reason, which every pending call on either
+    /// side gets as its rejection. Says whether the worker is retiring.
+    fn retire_if_asked(&self, vat: &Vat) -> bool {
+        if self.retiring.borrow().is_some() {
+            return true;
+        }
+        let Some(reason) = self.guest.borrow().replacement_reason() else {
+            return false;
+        };
+        let message = format!("{RESTARTED} because {reason}");
+        *self.retiring.borrow_mut() = Some(message.clone());
+        note(&format!("worker: {message}"));
+        let connection = self.connection.borrow().clone();
+        vat.queue_turn(move |_| {
+            if let Some(connection) = connection {
+                connection.close(&message);
+            }
+        });
+        true
+    }
+
+    /// The error for a call that arrives while the worker retires.
+    fn refusal(&self) -> Option<ErrorValue> {
+        self.retiring
+            .borrow()
+            .as_ref()
+            .map(|message| ErrorValue::plain(message.clone()))
+    }
+
     /// Turns an engine outcome into a settlement, waiting for a pending one.
-    fn finish(&self, vat: &Vat, outcome: Result<Outcome, capstan_js::GuestError>, resolver: Resolver) {
+    fn finish(&self, vat: &Vat, outcome: Result<Outcome, GuestError>, resolver: Resolver, restarted: bool) {
         match outcome {
             Ok(Outcome::Settled(settlement)) => vat.settle(resolver, settlement),
             // A host promise handed straight back (`return E(x).m()`):
@@ -183,8 +257,27 @@ impl Bridge {
                 &promise,
                 Box::new(move |vat: &Vat, settlement: &Settlement| vat.settle(resolver, settlement.clone())),
             ),
-            Err(error) => vat.settle(resolver, Err(Value::error(ErrorValue::plain(error.to_string())))),
+            Err(error) => vat.settle(
+                resolver,
+                Err(Value::error(ErrorValue::plain(failure_text(&error, restarted)))),
+            ),
         }
+    }
+}
+
+/// The text of an entry that failed as a whole (out of time or memory, an
+/// engine failure), and whether the worker is being replaced for it.
+fn failure_text(error: &GuestError, restarted: bool) -> String {
+    let text = error.to_string();
+    let text = if text.trim().is_empty() {
+        "the JavaScript engine failed without saying why".to_string()
+    } else {
+        text
+    };
+    if restarted {
+        format!("{text}; {RESTARTED}")
+    } else {
+        text
     }
 }
 
@@ -198,6 +291,10 @@ impl Foreign for Bridge {
             vat.settle(resolver, Err(type_error("not a guest object")));
             return;
         };
+        if let Some(refusal) = self.refusal() {
+            vat.settle(resolver, Err(Value::error(refusal)));
+            return;
+        }
         let outcome = {
             let mut guest = self.guest.borrow_mut();
             match &message {
@@ -205,7 +302,8 @@ impl Foreign for Bridge {
                 Message::Get { field } => guest.get(reference, field),
             }
         };
-        self.finish(vat, outcome, resolver);
+        let restarted = self.retire_if_asked(vat);
+        self.finish(vat, outcome, resolver, restarted);
     }
 
     fn when_settled(&self, vat: &Vat, promise: &Reference, waiter: Waiter) {
@@ -222,15 +320,24 @@ impl Foreign for Bridge {
     }
 }
 
-/// The engine's answer as a method result: a value, or a guest promise
-/// the node can wait on.
-fn outcome_value(outcome: Result<Outcome, capstan_js::GuestError>) -> MethodResult {
+/// The engine's answer to an evaluation (a module, a vat program) as a
+/// method result: a value, or a guest promise the node can wait on.
+/// Checks first whether the engine asks to be replaced.
+fn outcome_value(bridge: &Bridge, outcome: Result<Outcome, GuestError>) -> MethodResult {
+    let restarted = Vat::current().is_some_and(|vat| bridge.retire_if_asked(&vat));
     match outcome {
         Ok(Outcome::Settled(Ok(value))) => Ok(value),
-        Ok(Outcome::Settled(Err(Value::Error(error)))) => Err((*error).clone()),
-        Ok(Outcome::Settled(Err(other))) => Err(ErrorValue::plain(capstan_protocol::quote::quote(&other))),
+        Ok(Outcome::Settled(Err(Value::Error(error)))) if !error.message.trim().is_empty() => Err((*error).clone()),
+        Ok(Outcome::Settled(Err(Value::Error(error)))) => Err(ErrorValue::new(
+            error.name.clone(),
+            format!("the guest threw {} with no message", error.name),
+        )),
+        Ok(Outcome::Settled(Err(other))) => Err(ErrorValue::plain(format!(
+            "the guest threw {}, not an Error",
+            crate::runtime::eventual::describe_value(&other)
+        ))),
         Ok(Outcome::Pending(promise)) => Ok(Value::Promise(promise)),
-        Err(error) => Err(ErrorValue::plain(error.to_string())),
+        Err(error) => Err(ErrorValue::plain(failure_text(&error, restarted))),
     }
 }
 
@@ -272,32 +379,44 @@ fn make_worker_object(bridge: &Rc<Bridge>) -> MethodResult {
         ))
         .method("evaluate", |cx, args| {
             let (source, names, values): (String, Vec<String>, Vec<Value>) = decode(args)?;
+            if let Some(refusal) = cx.state().refusal() {
+                return Err(refusal);
+            }
             let endowments: Vec<(&str, Value)> = names.iter().map(String::as_str).zip(values).collect();
             let outcome = cx.state().guest.borrow_mut().evaluate(&source, &endowments);
-            outcome_value(outcome)
+            outcome_value(&cx.state(), outcome)
         })
         .method("makeUnconfined", |cx, args| {
             let (specifier, powers): (String, Value) = decode(args)?;
+            if let Some(refusal) = cx.state().refusal() {
+                return Err(refusal);
+            }
             let source = std::fs::read_to_string(&specifier)
                 .map_err(|error| ErrorValue::plain(format!("cannot read the module {specifier}: {error}")))?;
             let outcome = cx.state().guest.borrow_mut().make_module(&source, powers);
-            outcome_value(outcome)
+            outcome_value(&cx.state(), outcome)
         })
         .method("makeBundle", |cx, args| {
             let (source, powers): (String, Value) = decode(args)?;
+            if let Some(refusal) = cx.state().refusal() {
+                return Err(refusal);
+            }
             let outcome = cx.state().guest.borrow_mut().make_module(&source, powers);
-            outcome_value(outcome)
+            outcome_value(&cx.state(), outcome)
         })
         .method("buildVat", |cx, args| {
             let (source, parameters, entries, baggage_store, vat_powers): (String, Value, Value, Value, Value) =
                 decode(args)?;
+            if let Some(refusal) = cx.state().refusal() {
+                return Err(refusal);
+            }
             let entries = baggage_entries(&entries)?;
             let outcome =
                 cx.state()
                     .guest
                     .borrow_mut()
                     .build_vat(&source, &parameters, &entries, &baggage_store, &vat_powers);
-            outcome_value(outcome)
+            outcome_value(&cx.state(), outcome)
         })
         .method("ping", |_, _| Ok(Value::from("pong")))
         .method("terminate", |_, _| {

@@ -60,7 +60,10 @@ impl WorkerSpawner {
             .append(true)
             .open(&log_path)
             .map_err(|error| ErrorValue::plain(format!("cannot open the worker log: {error}")))?;
+        // Nothing of the node's environment: a worker needs none of it
+        // (its limits come as arguments, see `fence` for the rest).
         let mut child = Command::new(&self.program)
+            .env_clear()
             .arg(WORKER_SUBCOMMAND)
             .arg("--memory-bytes")
             .arg(self.memory_bytes.to_string())
