@@ -17,10 +17,8 @@ use capstan_node::runtime::E;
 use capstan_protocol::Value;
 use capstan_protocol::captp::{Body, FrameDecoder, Limits, Message, Positions, Target as Position};
 use capstan_tests::hostile::{Attacker, Target, args_body, frame, rss_kib};
-use capstan_tests::{Node, process_alive, use_binary, wait_until};
+use capstan_tests::{Node, introduce, process_alive, use_binary, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const LISTEN: &str = "/ip4/127.0.0.1/tcp/0";
 
 /// What the node allows one peer (`NetConfig::default()`).
 const INBOUND_CAP: usize = 64;
@@ -37,10 +35,7 @@ fn started() -> Node {
 /// A node started with `config` as its `config.toml`.
 fn started_with(config: &str) -> Node {
     use_binary(env!("CARGO_BIN_EXE_capstan"));
-    let node = Node::new(&[]);
-    std::fs::write(node.state_dir().join("config.toml"), config).expect("write config.toml");
-    node.run(&["start", "--listen", LISTEN]).ok();
-    node
+    Node::started_on_loopback(config)
 }
 
 /// alice and bob, introduced; bob holds alice's counter as `c`.
@@ -51,8 +46,7 @@ fn alice_serving_bob() -> (Node, Node) {
 /// [`alice_serving_bob`], alice started with `config` as her `config.toml`.
 fn alice_with_serving_bob(config: &str) -> (Node, Node) {
     let (alice, bob) = (started_with(config), started());
-    let locator = alice.run(&["invite", "bob"]).ok().trim().to_string();
-    bob.run(&["accept", "alice", &locator]).ok();
+    introduce(&alice, "bob", &bob, "alice");
     alice.run(&["eval", COUNTER, "-n", "counter"]).ok();
     alice.run(&["send", "bob", "a counter @counter"]).ok();
     bob.run(&["adopt", "0", "counter", "-n", "c"]).ok();

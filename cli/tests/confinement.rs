@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 use capstan_node::runtime::{Exo, MethodResult};
 use capstan_protocol::{ErrorValue, Value};
 use capstan_tests::hostile::{Attacker, Target};
-use capstan_tests::{Node, kill, use_binary, wait_until};
-
-const LISTEN: &str = "/ip4/127.0.0.1/tcp/0";
+use capstan_tests::{Node, introduce, kill, use_binary, wait_until};
 
 const COUNTER: &str = "let n = 0; makeExo('Counter', M.interface('Counter', { incr: M.call().returns(M.number()), never: M.call().returns(M.any()) }), { incr() { n += 1; return n; }, never() { return new Promise(() => {}); } })";
 
@@ -34,9 +32,7 @@ export const make = (powers) => Far('Probe', {
 
 fn started() -> Node {
     use_binary(env!("CARGO_BIN_EXE_capstan"));
-    let node = Node::new(&[]);
-    node.run(&["start", "--listen", LISTEN]).ok();
-    node
+    Node::started_on_loopback("")
 }
 
 /// Whether `text` holds something that identifies a node, a formula or an
@@ -86,8 +82,7 @@ async fn ended(child: &mut Child, limit: Duration) {
 #[test]
 fn what_a_guest_catches_names_no_identifier() {
     let (alice, bob) = (started(), started());
-    let locator = alice.run(&["invite", "bob"]).ok().trim().to_string();
-    bob.run(&["accept", "alice", &locator]).ok();
+    introduce(&alice, "bob", &bob, "alice");
     alice.run(&["eval", COUNTER, "-n", "counter"]).ok();
     alice.run(&["send", "bob", "a counter @counter"]).ok();
     bob.run(&["adopt", "0", "counter", "-n", "c"]).ok();

@@ -14,25 +14,19 @@ use capstan_protocol::Value;
 use capstan_protocol::captp::Limits;
 use capstan_store::{FormulaId, STORE_FILE_NAME, Store};
 use capstan_tests::hostile::{Attacker, Target};
-use capstan_tests::{Node, process_alive, use_binary, wait_until};
-
-const LISTEN: &str = "/ip4/127.0.0.1/tcp/0";
+use capstan_tests::{LOOPBACK, Node, introduce, process_alive, use_binary, wait_until};
 
 /// A started node whose `config.toml` is `config`.
 fn started_with(config: &str) -> Node {
     use_binary(env!("CARGO_BIN_EXE_capstan"));
-    let node = Node::new(&[]);
-    std::fs::write(node.state_dir().join("config.toml"), config).expect("write config.toml");
-    node.run(&["start", "--listen", LISTEN]).ok();
-    node
+    Node::started_on_loopback(config)
 }
 
 /// `alice` (configured with `config`) has invited `bob`, who accepted:
 /// alice's host names bob's handle `bob`, bob's names alice's `alice`.
 fn introduced(config: &str) -> (Node, Node) {
     let (alice, bob) = (started_with(config), started_with(""));
-    let locator = alice.run(&["invite", "bob"]).ok().trim().to_string();
-    bob.run(&["accept", "alice", &locator]).ok();
+    introduce(&alice, "bob", &bob, "alice");
     (alice, bob)
 }
 
@@ -293,7 +287,7 @@ fn the_inbox_lists_and_follows_100_000_held_messages() {
         assert_eq!(store.read().unwrap().next_message_number(agent).unwrap(), HELD);
         store.close().unwrap();
     }
-    alice.run(&["start", "--listen", LISTEN]).ok();
+    alice.run(&["start", "--listen", LOOPBACK]).ok();
 
     let started = Instant::now();
     let listed = alice.run(&["inbox"]);

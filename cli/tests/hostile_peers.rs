@@ -12,24 +12,19 @@ use std::time::Duration;
 use capstan_protocol::Value;
 use capstan_protocol::captp::Limits;
 use capstan_tests::hostile::{Attacker, Target};
-use capstan_tests::{Node, use_binary, wait_until};
-
-const LISTEN: &str = "/ip4/127.0.0.1/tcp/0";
+use capstan_tests::{LOOPBACK, Node, introduce, use_binary, wait_until};
 
 const COUNTER: &str = "let n = 0; makeExo('Counter', M.interface('Counter', { incr: M.call().returns(M.number()) }), { incr() { n += 1; return n; } })";
 
 fn started() -> Node {
     use_binary(env!("CARGO_BIN_EXE_capstan"));
-    let node = Node::new(&[]);
-    node.run(&["start", "--listen", LISTEN]).ok();
-    node
+    Node::started_on_loopback("")
 }
 
 /// alice, and bob who was introduced to her and holds her counter as `c`.
 fn honest_pair() -> (Node, Node) {
     let (alice, bob) = (started(), started());
-    let locator = alice.run(&["invite", "bob"]).ok().trim().to_string();
-    bob.run(&["accept", "alice", &locator]).ok();
+    introduce(&alice, "bob", &bob, "alice");
     alice.run(&["eval", COUNTER, "-n", "counter"]).ok();
     alice.run(&["send", "bob", "a counter @counter"]).ok();
     bob.run(&["adopt", "0", "counter", "-n", "c"]).ok();
@@ -139,7 +134,7 @@ fn a_strangers_hello_and_forged_redemption_make_no_peer_and_nothing_is_dialed() 
     );
 
     // After a restart the node greets its known peers, and only them.
-    alice.run(&["restart", "--listen", LISTEN]).ok();
+    alice.run(&["restart", "--listen", LOOPBACK]).ok();
     assert!(
         wait_until(Duration::from_secs(15), || log_of(&alice)
             .matches("told a peer where we listen")

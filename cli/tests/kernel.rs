@@ -10,10 +10,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use capstan_tests::{Node, Run, use_binary, wait_until};
+use capstan_tests::{LOOPBACK, Node, Run, use_binary, wait_until};
 use serde_json::Value as Json;
 
-const LISTEN: &str = "/ip4/127.0.0.1/tcp/0";
 /// How long a condition may take to hold (process exits).
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -120,26 +119,9 @@ fn children(parent: i32) -> BTreeSet<i32> {
     found
 }
 
-/// Runs a command that a node bug could leave waiting for ever: waits
-/// for it patiently, and fails (killing it) if it does not end.
+/// [`Node::run_patiently`] with this suite's [`PATIENCE`].
 fn run_patiently(node: &Node, args: &[&str]) -> Run {
-    let mut child = node
-        .command(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn capstan");
-    let ended = wait_until(PATIENCE, || matches!(child.try_wait(), Ok(Some(_))));
-    if !ended {
-        let _ = child.kill();
-    }
-    let output = child.wait_with_output().expect("wait for capstan");
-    assert!(ended, "capstan {args:?} never answered");
-    Run {
-        status: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    node.run_patiently(args, PATIENCE)
 }
 
 /// The bootstrap vat of the revocation tests: it is given another vat's
@@ -397,8 +379,8 @@ fn a_method_may_answer_with_another_vats_promise() {
 fn a_revoked_object_fails_for_a_peer_that_got_it_in_mail() {
     use_binary(env!("CARGO_BIN_EXE_capstan"));
     let (alice, bob) = (Node::new(&[]), Node::new(&[]));
-    alice.run(&["start", "--listen", LISTEN]).ok();
-    bob.run(&["start", "--listen", LISTEN]).ok();
+    alice.run(&["start", "--listen", LOOPBACK]).ok();
+    bob.run(&["start", "--listen", LOOPBACK]).ok();
     let locator = alice.run(&["invite", "bob"]).ok().trim().to_string();
     bob.run(&["accept", "alice", &locator]).ok();
 
@@ -415,7 +397,7 @@ fn a_revoked_object_fails_for_a_peer_that_got_it_in_mail() {
     assert!(run.err().contains("revoked"), "{run:?}");
 
     // Still revoked once alice's node has restarted (on a new port).
-    alice.run(&["restart", "--listen", LISTEN]).ok();
+    alice.run(&["restart", "--listen", LOOPBACK]).ok();
     let run = bob.run(&["eval", "E(t).hello('bob')", "t:t"]);
     assert!(run.err().contains("revoked"), "{run:?}");
 }

@@ -5,17 +5,13 @@
 
 use std::time::{Duration, Instant};
 
-use capstan_tests::{Node, kill, use_binary, wait_until};
-
-const LISTEN: &str = "/ip4/127.0.0.1/tcp/0";
+use capstan_tests::{LOOPBACK, Node, introduce, kill, use_binary, wait_until};
 
 const COUNTER: &str = "let n = 0; const counter = makeExo('Counter', M.interface('Counter', { incr: M.call().returns(M.number()), twin: M.call().returns(M.remotable()), never: M.call().returns(M.any()) }), { incr() { n += 1; return n; }, twin() { return counter; }, never() { return new Promise(() => {}); } }); counter";
 
 fn started() -> Node {
     use_binary(env!("CARGO_BIN_EXE_capstan"));
-    let node = Node::new(&[]);
-    node.run(&["start", "--listen", LISTEN]).ok();
-    node
+    Node::started_on_loopback("")
 }
 
 fn node_id(node: &Node) -> String {
@@ -35,9 +31,7 @@ fn listen_addresses(node: &Node) -> Vec<String> {
 /// handle `bob`, bob's names alice's `alice`.
 fn introduced() -> (Node, Node) {
     let (alice, bob) = (started(), started());
-    let locator = alice.run(&["invite", "bob"]).ok().trim().to_string();
-    assert!(locator.starts_with("capstan://"), "{locator}");
-    bob.run(&["accept", "alice", &locator]).ok();
+    introduce(&alice, "bob", &bob, "alice");
     (alice, bob)
 }
 
@@ -119,12 +113,12 @@ fn a_counter_sent_in_mail_is_called_from_the_other_node_and_survives_restarts() 
     assert_eq!(alice.eval("E(c).incr()", &["c:counter"]), "4");
 
     // bob restarts: the name still works (same counter, same count).
-    bob.run(&["restart", "--listen", LISTEN]).ok();
+    bob.run(&["restart", "--listen", LOOPBACK]).ok();
     assert_eq!(bob.eval("E(c).incr()", &["c:c"]), "5");
 
     // alice restarts (on the same port, which is free): bob sees her
     // address, and his name gets the counter made again on her node.
-    alice.run(&["restart", "--listen", LISTEN]).ok();
+    alice.run(&["restart", "--listen", LOOPBACK]).ok();
     let address = listen_addresses(&alice).remove(0);
     assert!(
         wait_until(Duration::from_secs(10), || bob
@@ -219,7 +213,7 @@ fn when_a_peer_dies_calls_fail_with_a_fixed_text_and_the_next_use_reconnects() {
     );
 
     // alice comes back (on a new port, which she tells bob): bob reconnects.
-    alice.run(&["start", "--listen", LISTEN]).ok();
+    alice.run(&["start", "--listen", LOOPBACK]).ok();
     let address = listen_addresses(&alice).remove(0);
     assert!(wait_until(Duration::from_secs(10), || bob
         .run(&["peers"])
@@ -263,7 +257,7 @@ fn a_reference_to_a_third_nodes_counter_is_passed_on_and_called() {
     assert!(connected.contains(&node_id(&carol).as_str()), "{connected:?}");
 
     // After bob restarts the name still reaches carol's counter.
-    bob.run(&["restart", "--listen", LISTEN]).ok();
+    bob.run(&["restart", "--listen", LOOPBACK]).ok();
     assert_eq!(bob.eval("E(c).incr()", &["c:c"]), "5");
 }
 
@@ -325,7 +319,7 @@ fn a_request_to_a_peer_is_answered_from_its_inbox() {
     assert!(again.contains("Counter"), "{again}");
     assert!(!alice.run(&["inbox"]).ok().contains("another"));
     // The name survives bob's restart.
-    bob.run(&["restart", "--listen", LISTEN]).ok();
+    bob.run(&["restart", "--listen", LOOPBACK]).ok();
     assert_eq!(bob.eval("E(c).incr()", &["c:granted"]), "3");
 
     // A refusal reaches bob with alice's reason.
@@ -350,8 +344,8 @@ fn two_nodes_on_port_zero_find_each_other_after_both_restart_while_apart() {
     // Both stop; neither is running while the other starts again.
     alice.run(&["stop"]).ok();
     bob.run(&["stop"]).ok();
-    alice.run(&["start", "--listen", LISTEN]).ok();
-    bob.run(&["start", "--listen", LISTEN]).ok();
+    alice.run(&["start", "--listen", LOOPBACK]).ok();
+    bob.run(&["start", "--listen", LOOPBACK]).ok();
     assert_eq!(listen_addresses(&alice), alice_before, "alice kept her port");
     assert_eq!(listen_addresses(&bob), bob_before, "bob kept his port");
     // The counter is made again on alice's node, and mail flows both ways.

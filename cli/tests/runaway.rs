@@ -43,26 +43,9 @@ fn only_worker(node: &Node) -> i32 {
     pids[0]
 }
 
-/// Runs a command a node bug could leave waiting for ever: fails (killing
-/// it) if it does not end within [`PATIENCE`].
+/// [`Node::run_patiently`] with this suite's [`PATIENCE`].
 fn run_patiently(node: &Node, args: &[&str]) -> Run {
-    let mut child = node
-        .command(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn capstan");
-    let ended = wait_until(PATIENCE, || matches!(child.try_wait(), Ok(Some(_))));
-    if !ended {
-        let _ = child.kill();
-    }
-    let output = child.wait_with_output().expect("wait for capstan");
-    assert!(ended, "capstan {args:?} never answered");
-    Run {
-        status: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    node.run_patiently(args, PATIENCE)
 }
 
 /// The message of a failed command, checked to say something.

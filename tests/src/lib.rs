@@ -80,6 +80,19 @@ impl Run {
     }
 }
 
+/// Where end-to-end nodes listen for peers: loopback, a free port.
+pub const LOOPBACK: &str = "/ip4/127.0.0.1/tcp/0";
+
+/// Introduces two nodes as two people would: `inviter` invites
+/// `invitee_name`, and `invitee` accepts the locator, naming the inviter
+/// `inviter_name`. Returns the locator.
+pub fn introduce(inviter: &Node, invitee_name: &str, invitee: &Node, inviter_name: &str) -> String {
+    let locator = inviter.run(&["invite", invitee_name]).ok().trim().to_string();
+    assert!(locator.starts_with("capstan://"), "{locator}");
+    invitee.run(&["accept", inviter_name, &locator]).ok();
+    locator
+}
+
 /// A node on a temporary state directory.
 pub struct Node {
     state: tempfile::TempDir,
@@ -107,6 +120,17 @@ impl Node {
         node
     }
 
+    /// A node started listening for peers on a free loopback port
+    /// ([`LOOPBACK`]), with `config` as its `config.toml` unless empty.
+    pub fn started_on_loopback(config: &str) -> Node {
+        let node = Node::new(&[]);
+        if !config.is_empty() {
+            std::fs::write(node.state_dir().join("config.toml"), config).expect("write config.toml");
+        }
+        node.run(&["start", "--listen", LOOPBACK]).ok();
+        node
+    }
+
     pub fn state_dir(&self) -> &Path {
         self.state.path()
     }
@@ -120,6 +144,24 @@ impl Node {
         }
         command.stdin(Stdio::null());
         command
+    }
+
+    /// Runs a command that a node bug could leave waiting for ever: fails
+    /// (killing it) if it does not end within `patience`.
+    pub fn run_patiently(&self, args: &[&str], patience: Duration) -> Run {
+        let mut child = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn capstan");
+        let ended = wait_until(patience, || matches!(child.try_wait(), Ok(Some(_))));
+        if !ended {
+            let _ = child.kill();
+        }
+        let output = child.wait_with_output().expect("wait for capstan");
+        assert!(ended, "capstan {args:?} never answered");
+        Run::from(output)
     }
 
     /// Runs `capstan --state DIR args...`.
