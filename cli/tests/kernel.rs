@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use capstan_tests::{LOOPBACK, Node, Run, use_binary, wait_until};
+use capstan_tests::{LOOPBACK, Node, Run, use_binary, wait_until, write_cluster};
 use serde_json::Value as Json;
 
 /// How long a condition may take to hold (process exits).
@@ -31,26 +31,6 @@ fn example() -> PathBuf {
 /// `NAME.js`; the first is the bootstrap vat.
 fn cluster(node: &Node, name: &str, services: &[&str], vats: &[(&str, &str)]) -> PathBuf {
     write_cluster(&node.state_dir().join("clusters").join(name), services, vats)
-}
-
-fn write_cluster(dir: &Path, services: &[&str], vats: &[(&str, &str)]) -> PathBuf {
-    std::fs::create_dir_all(dir).expect("cluster directory");
-    let mut configs = serde_json::Map::new();
-    for (name, source) in vats {
-        std::fs::write(dir.join(format!("{name}.js")), source).expect("write vat program");
-        configs.insert(
-            (*name).to_string(),
-            serde_json::json!({ "sourceSpec": format!("./{name}.js") }),
-        );
-    }
-    let config = serde_json::json!({
-        "bootstrap": vats[0].0,
-        "services": services,
-        "vats": configs,
-    });
-    let path = dir.join("cluster.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&config).expect("JSON")).expect("write config");
-    path
 }
 
 /// `kernel launch`: the subcluster id and the root kref.

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use capstan_tests::{LOOPBACK, Node, introduce, kill, use_binary, wait_until};
+use capstan_tests::{LOOPBACK, Node, introduce, kill, names_an_identifier, use_binary, wait_until};
 
 const COUNTER: &str = "let n = 0; const counter = makeExo('Counter', M.interface('Counter', { incr: M.call().returns(M.number()), twin: M.call().returns(M.remotable()), never: M.call().returns(M.any()) }), { incr() { n += 1; return n; }, twin() { return counter; }, never() { return new Promise(() => {}); } }); counter";
 
@@ -148,20 +148,6 @@ fn a_worker_sent_in_mail_evaluates_on_the_granting_node() {
     assert_eq!(bob_workers, Some(0), "bob started no worker");
 }
 
-/// Whether `text` holds something that identifies a node or where it
-/// listens: a long hex run, a libp2p peer id, a multiaddr or a locator.
-fn names_a_node(text: &str) -> bool {
-    let mut run = 0;
-    let long_hex = text.chars().any(|c| {
-        run = if c.is_ascii_hexdigit() { run + 1 } else { 0 };
-        run >= 12
-    });
-    long_hex
-        || ["12D3KooW", "/ip4/", "/ip6/", "/dns", "capstan://"]
-            .iter()
-            .any(|m| text.contains(m))
-}
-
 #[test]
 fn when_a_peer_dies_calls_fail_with_a_fixed_text_and_the_next_use_reconnects() {
     let (alice, bob) = introduced();
@@ -189,7 +175,7 @@ fn when_a_peer_dies_calls_fail_with_a_fixed_text_and_the_next_use_reconnects() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("the peer that holds this object went away"), "{stderr}");
-    assert!(!names_a_node(&stderr), "{stderr}");
+    assert!(!names_an_identifier(&stderr), "{stderr}");
     assert!(killed.elapsed() < Duration::from_secs(15));
 
     // The next call fails at once: the peer cannot be reached. The node's
@@ -203,7 +189,7 @@ fn when_a_peer_dies_calls_fail_with_a_fixed_text_and_the_next_use_reconnects() {
         "{}",
         failed.err()
     );
-    assert!(!names_a_node(failed.err()), "{}", failed.err());
+    assert!(!names_an_identifier(failed.err()), "{}", failed.err());
     assert!(started_at.elapsed() < Duration::from_secs(15));
     let log = std::fs::read_to_string(bob.state_dir().join("node.log")).expect("bob's log");
     assert!(

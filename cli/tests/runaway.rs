@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use capstan_tests::{Node, Run, use_binary, wait_until};
+use capstan_tests::{Node, Run, use_binary, wait_until, write_cluster};
 
 /// How long a command that a bug could leave waiting may take.
 const PATIENCE: Duration = Duration::from_secs(180);
@@ -315,22 +315,6 @@ export function buildRootObject(vatPowers, parameters, baggage) {
   });
 }
 "#;
-
-fn write_cluster(dir: &Path, services: &[&str], vats: &[(&str, &str)]) -> PathBuf {
-    std::fs::create_dir_all(dir).expect("cluster directory");
-    let mut configs = serde_json::Map::new();
-    for (name, source) in vats {
-        std::fs::write(dir.join(format!("{name}.js")), source).expect("write vat program");
-        configs.insert(
-            (*name).to_string(),
-            serde_json::json!({ "sourceSpec": format!("./{name}.js") }),
-        );
-    }
-    let config = serde_json::json!({ "bootstrap": vats[0].0, "services": services, "vats": configs });
-    let path = dir.join("cluster.json");
-    std::fs::write(&path, config.to_string()).expect("write config");
-    path
-}
 
 /// `kernel launch`: the root kref.
 fn launch(node: &Node, config: &Path) -> String {

@@ -250,3 +250,41 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
     }
     condition()
 }
+
+/// Whether `text` names something a guest must never learn: a run of 12
+/// or more hex digits (node and formula ids), a libp2p peer id, a
+/// multiaddr or a locator.
+pub fn names_an_identifier(text: &str) -> bool {
+    let mut run = 0;
+    let long_hex = text.chars().any(|c| {
+        run = if c.is_ascii_hexdigit() { run + 1 } else { 0 };
+        run >= 12
+    });
+    long_hex
+        || ["12D3KooW", "/ip4/", "/ip6/", "/dns", "capstan://"]
+            .iter()
+            .any(|marker| text.contains(marker))
+}
+
+/// Writes a subcluster config `cluster.json` into `dir`: `vats` are
+/// (name, source) pairs, written as `NAME.js`, the first the bootstrap
+/// vat; `services` are the kernel services it asks for.
+pub fn write_cluster(dir: &Path, services: &[&str], vats: &[(&str, &str)]) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("cluster directory");
+    let mut configs = serde_json::Map::new();
+    for (name, source) in vats {
+        std::fs::write(dir.join(format!("{name}.js")), source).expect("write vat program");
+        configs.insert(
+            (*name).to_string(),
+            serde_json::json!({ "sourceSpec": format!("./{name}.js") }),
+        );
+    }
+    let config = serde_json::json!({
+        "bootstrap": vats[0].0,
+        "services": services,
+        "vats": configs,
+    });
+    let path = dir.join("cluster.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&config).expect("JSON")).expect("write config");
+    path
+}
