@@ -253,6 +253,42 @@ fn a_stranger_who_knows_a_handle_id_cannot_deliver_or_request() {
     assert!(inbox(&alice).is_empty());
     assert_eq!(store_bytes(&alice), before);
     assert!(process_alive(alice.pid().expect("alice runs")));
+    // The log says who was refused and why, and a flood of refusals does
+    // not flood it: at most 20 lines a second, the rest counted.
+    let log = std::fs::read_to_string(alice.state_dir().join("node.log")).expect("alice's log");
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("refused mail from a peer") || line.contains("refused a request from a peer"))
+        .collect();
+    assert!(!refusals.is_empty(), "{log}");
+    assert!(
+        refusals
+            .iter()
+            .all(|line| line.contains(&attacker.node_id()) && line.contains("you were not introduced to that agent")),
+        "{refusals:?}"
+    );
+    let attacker_node = attacker.node_id();
+    // A new second, so the refusals above do not use up this one's lines.
+    std::thread::sleep(Duration::from_millis(1100));
+    let flood = attacker.run(async {
+        let (connection, gateway) = attacker.session(&Target::of(&alice), Limits::default()).await;
+        let started = std::time::Instant::now();
+        let calls: Vec<_> = (0..500)
+            .map(|_| Attacker::call(&gateway, "provide", vec![text("not an id")]))
+            .collect();
+        for call in calls {
+            assert!(call.await.is_err());
+        }
+        connection.close("done");
+        started.elapsed()
+    });
+    let log = std::fs::read_to_string(alice.state_dir().join("node.log")).expect("alice's log");
+    let logged = log
+        .lines()
+        .filter(|line| line.contains("refused to provide an id") && line.contains(&attacker_node))
+        .count();
+    let most = 20 * (flood.as_secs() as usize + 2);
+    assert!((1..=most).contains(&logged), "{logged} refusals logged in {flood:?}");
 }
 
 #[test]

@@ -27,7 +27,7 @@ use super::agents::mail::Mailbox;
 use super::formula::{Formula, Id};
 use super::message::{Content, StoredMessage, now_rfc3339};
 use super::names::{hub_of_agent, parse_pet_name};
-use super::peers::{self, AddressSource, MAX_HINTED_ADDRESSES, MAX_HINTED_NODES, remember_addresses};
+use super::peers::{self, AddressSource, MAX_HINTED_ADDRESSES, MAX_HINTED_NODES, log_refusal, remember_addresses};
 use crate::net::InboundStream;
 use crate::runtime::args::{FromArgs, decode};
 use crate::runtime::{ExoClass, MethodResult};
@@ -153,7 +153,7 @@ impl Gateway {
     fn provide(&self, (id,): (String,)) -> MethodResult {
         let daemon = &self.daemon;
         let refuse = |why: &str| {
-            tracing::info!(peer = %self.remote, why, "refused to provide an id");
+            log_refusal(self.remote, "refused to provide an id", why);
             ErrorValue::plain(CANNOT_PROVIDE)
         };
         let id: FormulaId = id.parse().map_err(|_| refuse("malformed"))?;
@@ -173,7 +173,11 @@ impl Gateway {
     async fn hello(self, (addresses,): (Vec<String>,)) -> MethodResult {
         let kept = remember_addresses(&self.daemon, self.remote, addresses, AddressSource::Peer).await?;
         if !kept {
-            tracing::info!(peer = %self.remote, "hello from a node that is not a known peer; ignored");
+            log_refusal(
+                self.remote,
+                "hello from a node that is not a known peer; ignored",
+                "a stranger",
+            );
         }
         Ok(Value::Undefined)
     }
@@ -263,9 +267,12 @@ impl Gateway {
         };
         // Nothing of a package is kept, its hints neither, unless the
         // sender was introduced and within its quotas.
-        let admitted = Mailbox::admit_from_peer(daemon, self.remote, message)?;
+        let admitted =
+            Mailbox::admit_from_peer(daemon, self.remote, message).map_err(|error| self.refused_mail(error))?;
         self.remember_hints(hints.unwrap_or_default(), &ids).await;
-        Mailbox::deliver_from_peer(daemon, self.remote, admitted).await
+        Mailbox::deliver_from_peer(daemon, self.remote, admitted)
+            .await
+            .map_err(|error| self.refused_mail(error))
     }
 
     /// Remembers the address hints of a package, for the nodes its
@@ -283,7 +290,11 @@ impl Gateway {
             .and_then(|snapshot| snapshot.get_peer(remote))
             .is_ok_and(|record| record.is_some());
         if !sender_is_known {
-            tracing::info!(peer = %remote, "address hints from a node that is not a known peer; ignored");
+            log_refusal(
+                remote,
+                "address hints from a node that is not a known peer; ignored",
+                "a stranger",
+            );
             return;
         }
         let referenced: Vec<NodeId> = ids.iter().filter_map(|id| id.get().ok()).map(|id| id.node()).collect();
@@ -312,6 +323,12 @@ impl Gateway {
         let (to, from) = self.mail_handles(&to, &from, ("requester", "requesting"))?;
         let id = Mailbox::request_from_peer(&self.daemon, self.remote, to, from, description).await?;
         Ok(Value::from(id.to_string()))
+    }
+
+    /// Logs why mail from the peer was refused, and passes the error on.
+    fn refused_mail(&self, error: ErrorValue) -> ErrorValue {
+        log_refusal(self.remote, "refused mail from a peer", &error.message);
+        error
     }
 
     /// The handles of a message from the peer: `from` must be one of the

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use capstan_protocol::captp::Limits;
 use capstan_protocol::{ErrorValue, Value, list};
@@ -37,6 +37,50 @@ use super::message::{Content, StoredMessage};
 use crate::net::{Multiaddr, PeerId, StreamReader, StreamWriter, peer_id_of};
 use crate::runtime::reason_to_error;
 use crate::runtime::{ConnectionHandle, E, PromiseKit, SessionOptions, connect_with, when};
+
+/// Refusals of peers' calls logged per second at most, all peers
+/// together: a peer repeating a refused call must not fill the node's disk
+/// with log lines. The rest are counted, and the next line logged says how
+/// many were left out.
+const REFUSALS_LOGGED_PER_SECOND: u32 = 20;
+
+/// The refusals logged in the current second, and those left out.
+struct RefusalLog {
+    second_began: Instant,
+    logged: u32,
+    left_out: u64,
+}
+
+thread_local! {
+    static REFUSALS: RefCell<RefusalLog> = RefCell::new(RefusalLog {
+        second_began: Instant::now(),
+        logged: 0,
+        left_out: 0,
+    });
+}
+
+/// Logs that a call of `peer`'s was refused (`what`, and `why`), within
+/// [`REFUSALS_LOGGED_PER_SECOND`].
+pub(super) fn log_refusal(peer: NodeId, what: &str, why: &str) {
+    REFUSALS.with(|refusals| {
+        let mut refusals = refusals.borrow_mut();
+        if refusals.second_began.elapsed() >= Duration::from_secs(1) {
+            refusals.second_began = Instant::now();
+            refusals.logged = 0;
+        }
+        if refusals.logged >= REFUSALS_LOGGED_PER_SECOND {
+            refusals.left_out += 1;
+            return;
+        }
+        refusals.logged += 1;
+        let left_out = std::mem::take(&mut refusals.left_out);
+        if left_out > 0 {
+            tracing::info!(peer = %peer, why, refusals_not_logged = left_out, "{what}");
+        } else {
+            tracing::info!(peer = %peer, why, "{what}");
+        }
+    });
+}
 
 /// How long a call to a peer's gateway may take before it fails.
 const REMOTE_PROVIDE_TIMEOUT: Duration = Duration::from_secs(20);

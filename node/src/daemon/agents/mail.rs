@@ -182,17 +182,21 @@ impl Mailbox {
                 settled: None,
             },
         };
-        let admitted = admit_from_peer(daemon, remote, message)?;
+        let refused = |error: ErrorValue| {
+            peers::log_refusal(remote, "refused a request from a peer", &error.message);
+            error
+        };
+        let admitted = admit_from_peer(daemon, remote, message).map_err(refused)?;
         let agent = admitted.agent;
         let slot: PendingSlot<'_> = daemon
             .requests
             .reserve(remote, daemon.mail_quotas.pending_requests)
             .map_err(|TooManyPending(most)| {
-                ErrorValue::plain(format!(
+                refused(ErrorValue::plain(format!(
                     "{most} of your requests already wait for an answer here (the most allowed)"
-                ))
+                )))
             })?;
-        let number = store_from_peer(daemon, remote, admitted).await?;
+        let number = store_from_peer(daemon, remote, admitted).await.map_err(refused)?;
         let promise = slot.wait(agent, number);
         // Settled either way; the stored message says how.
         let _ = when(&promise).await;
