@@ -210,12 +210,6 @@ pub(super) fn note_seen(daemon: &Rc<Daemon>, node: NodeId) {
     });
 }
 
-/// A short form of a node id for messages.
-pub fn short_node(node: &NodeId) -> String {
-    let text = node.to_string();
-    text[..text.len().min(12)].to_string()
-}
-
 /// The gateway of `node`, opening a session with it if there is none.
 pub fn gateway_of(daemon: &Rc<Daemon>, node: NodeId) -> Value {
     if let Some(gateway) = daemon.peers.gateways.borrow().get(&node) {
