@@ -227,9 +227,9 @@ impl Drop for Node {
     }
 }
 
+/// Whether `pid` runs (an exited process not yet reaped does not).
 pub fn process_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid, 0) == 0 }
+    capstan_node::daemon::control::process_running(pid)
 }
 
 pub fn kill(pid: i32, signal: i32) {

@@ -185,19 +185,14 @@ pub fn stop(state: &StateDir) -> anyhow::Result<()> {
         call(&endo, "stop", list![]).await
     })?;
     let started = Instant::now();
-    while pid > 0 && process_exists(pid) {
+    while pid > 0 && capstan_node::daemon::control::process_running(pid) {
         if started.elapsed() > STOP_TIMEOUT {
             bail!("the node (pid {pid}) did not stop within {} s", STOP_TIMEOUT.as_secs());
         }
-        std::thread::sleep(Duration::from_millis(40));
+        std::thread::sleep(Duration::from_millis(5));
     }
     println!("Stopped the node (pid {pid})");
     Ok(())
-}
-
-fn process_exists(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid, 0) == 0 }
 }
 
 pub fn restart(state: &StateDir, args: &Start) -> anyhow::Result<()> {

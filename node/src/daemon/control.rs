@@ -182,6 +182,28 @@ thread_local! {
 }
 
 /// The node's root object (`ENDO`): its life and status.
+/// Whether process `pid` still runs. One that has exited but waits to be
+/// reaped (a zombie: a node started in the background outlives its
+/// parent, and some init processes reap slowly) has stopped: it holds no
+/// lock, socket or file any more.
+pub fn process_running(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let exists = unsafe { libc::kill(pid, 0) == 0 };
+    exists && !is_zombie(pid)
+}
+
+/// Whether `/proc` says `pid` has exited and waits to be reaped (state
+/// `Z`, the field after the parenthesised command name in `stat`).
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, after_name) = stat.rsplit_once(')')?;
+            after_name.split_whitespace().next().map(|state| state == "Z")
+        })
+        .unwrap_or(false)
+}
+
 pub fn make_endo_object(daemon: &Rc<Daemon>) -> Value {
     match ExoClass::make_local(&ENDO, Rc::clone(daemon)) {
         Ok(value) => value,
