@@ -280,12 +280,26 @@ pub async fn provide_remote(daemon: &Rc<Daemon>, id: FormulaId) -> Result<Value,
 
 /// This node's addresses as strings.
 pub fn own_addresses(daemon: &Daemon) -> Vec<String> {
-    daemon
-        .network
-        .listen_addresses()
-        .iter()
-        .map(ToString::to_string)
-        .collect()
+    let mut addresses = daemon.network.listen_addresses();
+    // Those another machine (or container) can reach first: a peer tries
+    // them in order, and loopback reaches only this host.
+    addresses.sort_by_key(reach_rank);
+    addresses.iter().map(ToString::to_string).collect()
+}
+
+/// How widely an address of ours can be reached: 0 from anywhere (a
+/// global IP or a DNS name), 1 from a private network, 2 on the link
+/// only, 3 on this host only.
+fn reach_rank(address: &Multiaddr) -> u8 {
+    match address.iter().next() {
+        Some(Protocol::Ip4(ip)) if ip.is_loopback() || ip.is_unspecified() => 3,
+        Some(Protocol::Ip4(ip)) if ip.is_link_local() => 2,
+        Some(Protocol::Ip4(ip)) if ip.is_private() => 1,
+        Some(Protocol::Ip6(ip)) if ip.is_loopback() || ip.is_unspecified() => 3,
+        Some(Protocol::Ip6(ip)) if ip.is_unicast_link_local() => 2,
+        Some(Protocol::Ip6(ip)) if ip.is_unique_local() => 1,
+        _ => 0,
+    }
 }
 
 /// Who gave the addresses [`remember_addresses`] is asked to keep.
@@ -601,6 +615,28 @@ mod tests {
     fn node() -> NodeId {
         let keypair = crate::net::keypair_from_seed(&[7; 32]).unwrap();
         crate::net::identity::node_id_of_keypair(&keypair).unwrap()
+    }
+
+    #[test]
+    fn addresses_others_can_reach_come_first() {
+        let mut addresses: Vec<Multiaddr> = [
+            "/ip4/127.0.0.1/tcp/1",
+            "/ip6/::1/tcp/2",
+            "/ip4/169.254.3.4/tcp/3",
+            "/ip4/172.18.0.3/tcp/4",
+            "/ip4/203.0.113.9/tcp/5",
+            "/ip6/fd00::7/tcp/6",
+            "/dns4/node.example/tcp/7",
+        ]
+        .iter()
+        .map(|text| text.parse().unwrap())
+        .collect();
+        addresses.sort_by_key(reach_rank);
+        let ports: Vec<String> = addresses
+            .iter()
+            .map(|address| address.to_string().rsplit('/').next().unwrap().to_string())
+            .collect();
+        assert_eq!(ports, ["5", "7", "4", "6", "3", "1", "2"]);
     }
 
     #[test]
