@@ -149,7 +149,8 @@ fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// The node logs to its log file, and to the terminal when attached to one.
+/// The node logs to its log file, and to standard error when that is a
+/// terminal or `CAPSTAN_LOG_STDERR=1` asks for it (containers, systemd).
 fn init_logging(log_path: &Path) -> anyhow::Result<()> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -163,9 +164,13 @@ fn init_logging(log_path: &Path) -> anyhow::Result<()> {
     let to_file = tracing_subscriber::fmt::layer()
         .with_ansi(false)
         .with_writer(std::sync::Mutex::new(file));
-    let to_terminal = std::io::stderr()
-        .is_terminal()
-        .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    let asked = std::env::var("CAPSTAN_LOG_STDERR").is_ok_and(|value| value == "1");
+    let to_terminal = (asked || std::io::stderr().is_terminal())
+        .then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+    });
     tracing_subscriber::registry()
         .with(filter)
         .with(to_file)
