@@ -165,8 +165,7 @@ fn init_logging(log_path: &Path) -> anyhow::Result<()> {
         .with_ansi(false)
         .with_writer(std::sync::Mutex::new(file));
     let asked = std::env::var("CAPSTAN_LOG_STDERR").is_ok_and(|value| value == "1");
-    let to_terminal = (asked || std::io::stderr().is_terminal())
-        .then(|| {
+    let to_terminal = (asked || std::io::stderr().is_terminal()).then(|| {
         tracing_subscriber::fmt::layer()
             .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
