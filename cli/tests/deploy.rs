@@ -61,6 +61,8 @@ struct Network {
     project: String,
     image: String,
     compose_file: PathBuf,
+    /// Container ids by service (a container keeps its id across `start`).
+    containers: std::cell::RefCell<std::collections::HashMap<String, String>>,
 }
 
 impl Network {
@@ -77,6 +79,7 @@ impl Network {
             image: format!("capstan-test:{unique}"),
             project: unique,
             compose_file: repo().join("deploy/docker-compose.yml"),
+            containers: std::cell::RefCell::default(),
         }
     }
 
@@ -103,8 +106,12 @@ impl Network {
 
     /// The container running `service`.
     fn container(&self, service: &str) -> String {
+        if let Some(id) = self.containers.borrow().get(service) {
+            return id.clone();
+        }
         let id = self.compose_ok(&["ps", "-q", service]);
         assert!(!id.is_empty(), "no container for {service}");
+        self.containers.borrow_mut().insert(service.to_string(), id.clone());
         id
     }
 
@@ -305,13 +312,17 @@ fn three_nodes_in_containers_mail_call_and_survive_a_killed_peer() {
 
     // alice is killed: bob's pending and new calls on her counter fail
     // within the bound, with a clear error.
-    let pending = network
+    let mut pending = network
         .command("bob", &["eval", "E(c).never()", "c:c"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("pending eval");
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        pending.try_wait().expect("pending eval").is_none(),
+        "the call ended before alice was killed"
+    );
     let alice = network.container("alice");
     assert!(succeeds("docker", &["kill", &alice]), "docker kill failed");
     let killed = Instant::now();
