@@ -159,10 +159,10 @@ impl Network {
 
 impl Drop for Network {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            if let Ok(output) = self.compose().args(["logs", "--no-color", "--tail", "15"]).output() {
-                eprintln!("{}", String::from_utf8_lossy(&output.stdout));
-            }
+        if std::thread::panicking()
+            && let Ok(output) = self.compose().args(["logs", "--no-color", "--tail", "15"]).output()
+        {
+            eprintln!("{}", String::from_utf8_lossy(&output.stdout));
         }
         let _ = self
             .compose()
