@@ -24,6 +24,30 @@ pub fn run(options: NodeOptions) -> Result<(), DaemonError> {
     vat.run_until(serve(options, vat.clone()))
 }
 
+/// Tells a service manager the node is ready (its control socket answers)
+/// when one asked by setting `NOTIFY_SOCKET`, as systemd does for a
+/// `Type=notify` unit: one datagram `READY=1` to that socket, an abstract
+/// one when its name starts with `@`. A failure is logged, never fatal.
+fn notify_service_manager_ready() {
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sent = std::os::unix::net::UnixDatagram::unbound().and_then(|socket| {
+        use std::os::unix::ffi::OsStrExt;
+        let name = target.as_bytes();
+        #[cfg(target_os = "linux")]
+        if let Some(abstract_name) = name.strip_prefix(b"@") {
+            use std::os::linux::net::SocketAddrExt;
+            let address = std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)?;
+            return socket.send_to_addr(b"READY=1", &address);
+        }
+        socket.send_to(b"READY=1", std::path::Path::new(std::ffi::OsStr::from_bytes(name)))
+    });
+    if let Err(error) = sent {
+        tracing::warn!(%error, "cannot tell the service manager that the node is ready (NOTIFY_SOCKET)");
+    }
+}
+
 async fn serve(options: NodeOptions, vat: Vat) -> Result<(), DaemonError> {
     let started = Instant::now();
     let daemon = Daemon::open(options, vat.clone()).await?;
@@ -45,6 +69,7 @@ async fn serve(options: NodeOptions, vat: Vat) -> Result<(), DaemonError> {
     })?;
     STARTED_AT.with(|cell| cell.set(Some(started)));
     tracing::info!(node = %daemon.node_id, socket = %socket_path.display(), "node ready");
+    notify_service_manager_ready();
     make_pins(&daemon);
     let kernel = Rc::clone(&daemon.kernel);
     vat.spawn(async move {
