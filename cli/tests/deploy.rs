@@ -369,4 +369,60 @@ fn three_nodes_in_containers_mail_call_and_survive_a_killed_peer() {
     network.ok("bob", &["send", "alice", "back? @note"]);
     let inbox = network.ok("alice", &["inbox"]);
     assert!(inbox.contains("\"bob\" sent \"back? @note\""), "{inbox}");
+
+    // Acknowledged writes survive SIGKILL: every name the CLI acknowledged
+    // on carol is there, with its value, after `docker kill` and `start`.
+    for i in 0..10 {
+        network.ok("carol", &["eval", &format!("{i} * 7"), "-n", &format!("w{i}")]);
+    }
+    assert!(
+        succeeds("docker", &["kill", &network.container("carol")]),
+        "docker kill failed"
+    );
+    network.compose_ok(&["start", "carol"]);
+    assert!(
+        network.wait_ready(&["carol"], Duration::from_secs(30)),
+        "carol did not come back"
+    );
+    for i in 0..10 {
+        let value = network.ok("carol", &["eval", "w", &format!("w:w{i}")]);
+        assert_eq!(value, (i * 7).to_string(), "w{i} after the kill");
+    }
+
+    // A rolling restart of the three nodes loses no name and no message.
+    let services = ["alice", "bob", "carol"];
+    let before: Vec<(String, String)> = services
+        .iter()
+        .map(|service| (network.ok(service, &["list"]), network.ok(service, &["inbox"])))
+        .collect();
+    let rolling = Instant::now();
+    for service in services {
+        network.compose_ok(&["restart", "--timeout", "10", service]);
+        assert!(
+            network.wait_ready(&[service], Duration::from_secs(30)),
+            "{service} did not come back"
+        );
+    }
+    eprintln!("rolling restart took {} ms", rolling.elapsed().as_millis());
+    for (service, (names, inbox)) in services.iter().zip(&before) {
+        assert_eq!(&network.ok(service, &["list"]), names, "{service}'s names");
+        assert_eq!(&network.ok(service, &["inbox"]), inbox, "{service}'s inbox");
+    }
+    // bob's adopted counter from alice works (a new incarnation) and mail
+    // works both ways.
+    let deadline = Instant::now() + FAILURE_BOUND;
+    let again = loop {
+        let output = network.run("bob", &["eval", "E(c).incr()", "c:c"]);
+        if output.status.success() || Instant::now() > deadline {
+            break text(&output);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(again.0.parse::<u64>().is_ok(), "{} {}", again.0, again.1);
+    network.ok("bob", &["send", "alice", "after the restart @note"]);
+    let inbox = network.ok("alice", &["inbox"]);
+    assert!(inbox.contains("\"bob\" sent \"after the restart @note\""), "{inbox}");
+    network.ok("alice", &["send", "bob", "and back @counter"]);
+    let inbox = network.ok("bob", &["inbox"]);
+    assert!(inbox.contains("\"alice\" sent \"and back @counter\""), "{inbox}");
 }
