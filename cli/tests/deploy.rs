@@ -390,7 +390,21 @@ fn three_nodes_in_containers_mail_call_and_survive_a_killed_peer() {
         assert_eq!(value, (i * 7).to_string(), "w{i} after the kill");
     }
 
-    // A rolling restart of the three nodes loses no name and no message.
+    // A kernel subcluster on alice whose counter vat keeps its count in baggage.
+    let copied = Command::new("docker")
+        .arg("cp")
+        .arg(repo().join("examples/kernel"))
+        .arg(format!("{}:/data/kernel", network.container("alice")))
+        .output()
+        .expect("docker cp");
+    assert!(copied.status.success(), "docker cp failed: {:?}", text(&copied));
+    let launched = network.ok("alice", &["kernel", "launch", "/data/kernel/cluster.json"]);
+    let root = launched.lines().nth(1).expect("root kref").to_string();
+    assert!(root.starts_with("ko"), "{launched}");
+    assert_eq!(network.ok("alice", &["kernel", "queue", &root, "incr"]), "1");
+    assert_eq!(network.ok("alice", &["kernel", "queue", &root, "incr"]), "2");
+
+    // A rolling restart of the three nodes loses no name, no message and no baggage.
     let services = ["alice", "bob", "carol"];
     let before: Vec<(String, String)> = services
         .iter()
@@ -409,6 +423,11 @@ fn three_nodes_in_containers_mail_call_and_survive_a_killed_peer() {
         assert_eq!(&network.ok(service, &["list"]), names, "{service}'s names");
         assert_eq!(&network.ok(service, &["inbox"]), inbox, "{service}'s inbox");
     }
+    assert_eq!(
+        network.ok("alice", &["kernel", "queue", &root, "incr"]),
+        "3",
+        "baggage kept"
+    );
     // bob's adopted counter from alice works (a new incarnation) and mail
     // works both ways.
     let deadline = Instant::now() + FAILURE_BOUND;
