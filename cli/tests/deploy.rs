@@ -2,7 +2,8 @@
 //! `deploy/build-image`, the three-node network from
 //! `deploy/docker-compose.yml`, introductions by `deploy/introduce`, then
 //! mail, calls, a worker and a third party's reference between containers,
-//! and a node killed and started again.
+//! a node killed and started again, acknowledged names surviving SIGKILL, a
+//! rolling restart of the three nodes, and a partition that heals.
 //!
 //! Needs Docker Engine and `docker-compose`. Without them the suite fails
 //! when `CI` is set (CI installs them) and skips, saying so, elsewhere.
@@ -369,4 +370,152 @@ fn three_nodes_in_containers_mail_call_and_survive_a_killed_peer() {
     network.ok("bob", &["send", "alice", "back? @note"]);
     let inbox = network.ok("alice", &["inbox"]);
     assert!(inbox.contains("\"bob\" sent \"back? @note\""), "{inbox}");
+
+    // Acknowledged writes survive SIGKILL: every name the CLI acknowledged
+    // on carol is there, with its value, after `docker kill` and `start`.
+    for i in 0..10 {
+        network.ok("carol", &["eval", &format!("{i} * 7"), "-n", &format!("w{i}")]);
+    }
+    assert!(
+        succeeds("docker", &["kill", &network.container("carol")]),
+        "docker kill failed"
+    );
+    network.compose_ok(&["start", "carol"]);
+    assert!(
+        network.wait_ready(&["carol"], Duration::from_secs(30)),
+        "carol did not come back"
+    );
+    for i in 0..10 {
+        let value = network.ok("carol", &["eval", "w", &format!("w:w{i}")]);
+        assert_eq!(value, (i * 7).to_string(), "w{i} after the kill");
+    }
+
+    // A kernel subcluster on alice whose counter vat keeps its count in baggage.
+    let copied = Command::new("docker")
+        .arg("cp")
+        .arg(repo().join("examples/kernel"))
+        .arg(format!("{}:/data/kernel", network.container("alice")))
+        .output()
+        .expect("docker cp");
+    assert!(copied.status.success(), "docker cp failed: {:?}", text(&copied));
+    let launched = network.ok("alice", &["kernel", "launch", "/data/kernel/cluster.json"]);
+    let root = launched.lines().nth(1).expect("root kref").to_string();
+    assert!(root.starts_with("ko"), "{launched}");
+    assert_eq!(network.ok("alice", &["kernel", "queue", &root, "incr"]), "1");
+    assert_eq!(network.ok("alice", &["kernel", "queue", &root, "incr"]), "2");
+
+    // A rolling restart of the three nodes loses no name, no message and no baggage.
+    let services = ["alice", "bob", "carol"];
+    let before: Vec<(String, String)> = services
+        .iter()
+        .map(|service| (network.ok(service, &["list"]), network.ok(service, &["inbox"])))
+        .collect();
+    let rolling = Instant::now();
+    for service in services {
+        network.compose_ok(&["restart", "--timeout", "10", service]);
+        assert!(
+            network.wait_ready(&[service], Duration::from_secs(30)),
+            "{service} did not come back"
+        );
+    }
+    eprintln!("rolling restart took {} ms", rolling.elapsed().as_millis());
+    for (service, (names, inbox)) in services.iter().zip(&before) {
+        assert_eq!(&network.ok(service, &["list"]), names, "{service}'s names");
+        assert_eq!(&network.ok(service, &["inbox"]), inbox, "{service}'s inbox");
+    }
+    assert_eq!(
+        network.ok("alice", &["kernel", "queue", &root, "incr"]),
+        "3",
+        "baggage kept"
+    );
+    // bob's adopted counter from alice works (a new incarnation) and mail
+    // works both ways.
+    let deadline = Instant::now() + FAILURE_BOUND;
+    let again = loop {
+        let output = network.run("bob", &["eval", "E(c).incr()", "c:c"]);
+        if output.status.success() || Instant::now() > deadline {
+            break text(&output);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(again.0.parse::<u64>().is_ok(), "{} {}", again.0, again.1);
+    network.ok("bob", &["send", "alice", "after the restart @note"]);
+    let inbox = network.ok("alice", &["inbox"]);
+    assert!(inbox.contains("\"bob\" sent \"after the restart @note\""), "{inbox}");
+    network.ok("alice", &["send", "bob", "and back @counter"]);
+    let inbox = network.ok("bob", &["inbox"]);
+    assert!(inbox.contains("\"alice\" sent \"and back @counter\""), "{inbox}");
+
+    // A partition: bob is cut off the network while a call to alice's
+    // counter is pending. The pending and a new call fail within the
+    // bound; after bob is connected again his calls work, with no new
+    // introduction.
+    let mut pending = network
+        .command("bob", &["eval", "E(c).never()", "c:c"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("pending eval");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        pending.try_wait().expect("pending eval").is_none(),
+        "the call ended before the partition"
+    );
+    let compose_network = format!("{}_default", network.project);
+    let bob = network.container("bob");
+    assert!(
+        succeeds("docker", &["network", "disconnect", &compose_network, &bob]),
+        "docker network disconnect failed"
+    );
+    let cut = Instant::now();
+    let output = ended_within(pending, FAILURE_BOUND).expect("the pending call did not fail within the bound");
+    assert!(!output.status.success());
+    let stderr = text(&output).1;
+    assert!(
+        stderr.contains("the peer that holds this object went away")
+            || stderr.contains("the peer that holds this object cannot be reached"),
+        "{stderr}"
+    );
+    eprintln!(
+        "pending call failed {} ms after the partition",
+        cut.elapsed().as_millis()
+    );
+    let started = Instant::now();
+    let failed = network.run("bob", &["eval", "E(c).incr()", "c:c"]);
+    assert!(!failed.status.success());
+    let stderr = text(&failed).1;
+    assert!(
+        stderr.contains("the peer that holds this object cannot be reached"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < FAILURE_BOUND,
+        "the new call took {:?}",
+        started.elapsed()
+    );
+    eprintln!(
+        "new call failed in {} ms during the partition",
+        started.elapsed().as_millis()
+    );
+    assert!(
+        succeeds(
+            "docker",
+            &["network", "connect", "--alias", "bob", &compose_network, &bob]
+        ),
+        "docker network connect failed"
+    );
+    let healed = Instant::now();
+    let deadline = Instant::now() + FAILURE_BOUND;
+    let again = loop {
+        let output = network.run("bob", &["eval", "E(c).incr()", "c:c"]);
+        if output.status.success() || Instant::now() > deadline {
+            break text(&output);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(again.0.parse::<u64>().is_ok(), "{} {}", again.0, again.1);
+    eprintln!("bob's calls work {} ms after `connect`", healed.elapsed().as_millis());
+    network.ok("bob", &["send", "alice", "healed @note"]);
+    let inbox = network.ok("alice", &["inbox"]);
+    assert!(inbox.contains("\"bob\" sent \"healed @note\""), "{inbox}");
 }
