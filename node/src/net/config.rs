@@ -52,8 +52,8 @@ impl Default for NetConfig {
             max_pending_connections: 128,
             dial_timeout: Duration::from_secs(10),
             idle_connection_timeout: Duration::from_secs(60),
-            ping_interval: Duration::from_secs(5),
-            ping_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(15),
+            ping_timeout: Duration::from_secs(20),
             quic_max_idle_timeout: Duration::from_secs(30),
             port_memory: None,
         }
