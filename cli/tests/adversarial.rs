@@ -16,7 +16,7 @@ use capstan_node::net::StreamReader;
 use capstan_node::runtime::E;
 use capstan_protocol::Value;
 use capstan_protocol::captp::{Body, FrameDecoder, Limits, Message, Positions, Target as Position};
-use capstan_tests::hostile::{Attacker, Target, args_body, frame, rss_kib};
+use capstan_tests::hostile::{Attacker, BIG_ANSWERS, Target, args_body, frame, pipelined_after_provide, rss_kib};
 use capstan_tests::{Node, introduce, process_alive, use_binary, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -274,8 +274,6 @@ fn a_hostile_peer_ends_only_its_own_sessions() {
 
 /// An exo whose one method answers about a MiB of text (strings are
 /// bounded at 100 000 characters each, so eleven of them).
-const BIG: &str = "makeExo('Big', M.interface('Big', { big: M.call().returns(M.any()) }), { big() { return Array.from({ length: 11 }, () => 'x'.repeat(95000)); } })";
-
 /// The formula id (`number:node`) in a `capstan locate` locator.
 fn formula_id(node: &Node, name: &str) -> String {
     let locator = node.run(&["locate", name]).ok().trim().to_string();
@@ -294,7 +292,7 @@ fn a_peer_that_stops_reading_is_cut_off_and_memory_stays_bounded() {
     let (alice, bob) = alice_with_serving_bob("[peers]\noutbound_queue_bytes = 8388608\n");
     let mut count = 0;
     assert_still_serving(&alice, &bob, &mut count);
-    alice.run(&["eval", BIG, "-n", "big"]).ok();
+    alice.run(&["eval", BIG_ANSWERS, "-n", "big"]).ok();
     let big = formula_id(&alice, "big");
     let before = rss_of(&alice);
     let target = Target::of(&alice);
@@ -318,25 +316,7 @@ fn a_peer_that_stops_reading_is_cut_off_and_memory_stays_bounded() {
     // provide(big), then 96 calls of big() pipelined on it: 96 MiB of
     // answers for a peer that never reads one.
     let calls: usize = 96;
-    let mut bytes = frame(&Message::Bootstrap { answer: 1 });
-    let provide_args = args_body(vec![Value::from(big.as_str())]);
-    bytes.extend(frame(&Message::Deliver {
-        target: Position::Answer(1),
-        method: "provide",
-        args: Body(&provide_args),
-        answer: Some(2),
-        resolver: None,
-    }));
-    let no_args = args_body(vec![]);
-    for index in 0..calls as u64 {
-        bytes.extend(frame(&Message::Deliver {
-            target: Position::Answer(2),
-            method: "big",
-            args: Body(&no_args),
-            answer: Some(3 + index),
-            resolver: None,
-        }));
-    }
+    let bytes = pipelined_after_provide(&big, "big", calls as u64);
     // The attacker's network runs only inside `run`: it stays there, not
     // reading, until alice's log says she cut it off.
     let streams = attacker.run(async {

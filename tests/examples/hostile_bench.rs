@@ -16,16 +16,14 @@ use std::time::{Duration, Instant};
 
 use capstan_node::runtime::{E, when};
 use capstan_protocol::Value;
-use capstan_protocol::captp::{Body, Limits, Message, Target as Position};
-use capstan_tests::hostile::{Attacker, Target, args_body, frame, rss_kib};
+use capstan_protocol::captp::Limits;
+use capstan_tests::hostile::{Attacker, BIG_ANSWERS, Target, pipelined_after_provide, rss_kib};
 use capstan_tests::{Node, capstan_binary};
 use tokio::io::AsyncWriteExt;
 
 const ROUND_TRIPS: usize = 300;
 
 const COUNTER: &str = "let n = 0; makeExo('Counter', M.interface('Counter', { incr: M.call().returns(M.number()) }), { incr() { n += 1; return n; } })";
-
-const BIG: &str = "makeExo('Big', M.interface('Big', { big: M.call().returns(M.any()) }), { big() { return Array.from({ length: 11 }, () => 'x'.repeat(95000)); } })";
 
 fn formula_id(node: &Node, name: &str) -> String {
     let locator = node.run(&["locate", name]).ok().trim().to_string();
@@ -87,25 +85,7 @@ fn call_flood(attacker: Attacker, target: Arc<Target>, stop: Arc<AtomicBool>) {
 }
 
 fn never_reads(attacker: Attacker, target: Arc<Target>, stop: Arc<AtomicBool>, big_id: String) {
-    let mut bytes = frame(&Message::Bootstrap { answer: 1 });
-    let provide = args_body(vec![Value::from(big_id.as_str())]);
-    bytes.extend(frame(&Message::Deliver {
-        target: Position::Answer(1),
-        method: "provide",
-        args: Body(&provide),
-        answer: Some(2),
-        resolver: None,
-    }));
-    let none = args_body(vec![]);
-    for index in 0..128u64 {
-        bytes.extend(frame(&Message::Deliver {
-            target: Position::Answer(2),
-            method: "big",
-            args: Body(&none),
-            answer: Some(3 + index),
-            resolver: None,
-        }));
-    }
+    let bytes = pipelined_after_provide(&big_id, "big", 128);
     attacker.run(async {
         let (_reader, mut writer) = attacker.open(&target).await;
         let _ = writer.write_all(&bytes).await;
@@ -171,7 +151,7 @@ fn main() {
     let node = Node::new(&[]);
     node.run(&["start", "--listen", "/ip4/127.0.0.1/tcp/0"]).ok();
     node.run(&["eval", COUNTER, "-n", "counter"]).ok();
-    node.run(&["eval", BIG, "-n", "big"]).ok();
+    node.run(&["eval", BIG_ANSWERS, "-n", "big"]).ok();
     let pid = node.pid().expect("the node's pid");
     let target = Arc::new(Target::of(&node));
     let (counter, big) = (formula_id(&node, "counter"), formula_id(&node, "big"));

@@ -17,7 +17,7 @@ use std::hash::{BuildHasher, Hasher};
 
 use capstan_node::net::{InboundStreams, Multiaddr, NetConfig, Network, StreamReader, StreamWriter};
 use capstan_node::runtime::{ConnectionHandle, E, Vat, connect, when};
-use capstan_protocol::captp::{Limits, Message, codec};
+use capstan_protocol::captp::{Body, Limits, Message, Target as Position, codec};
 use capstan_protocol::marshal::{self, MarshalLimits, NoSlots};
 use capstan_protocol::{Reference, Value};
 use capstan_store::NodeId;
@@ -62,6 +62,36 @@ pub fn export_args_body(position: u64) -> Vec<u8> {
         })
     };
     marshal::encode(&Value::array([gift]), &mut slots, &MarshalLimits::default()).expect("marshal the gift")
+}
+
+/// An exo whose `big()` answers about a MiB (11 strings of 95 000
+/// bytes): what a peer that never reads makes a node queue.
+pub const BIG_ANSWERS: &str = "makeExo('Big', M.interface('Big', { big: M.call().returns(M.any()) }), { big() { return Array.from({ length: 11 }, () => 'x'.repeat(95000)); } })";
+
+/// Frames for a raw stream: the bootstrap, `provide(id)` on it, then
+/// `calls` calls of `method` (no arguments) pipelined on what `provide`
+/// answers.
+pub fn pipelined_after_provide(id: &str, method: &str, calls: u64) -> Vec<u8> {
+    let mut bytes = frame(&Message::Bootstrap { answer: 1 });
+    let provide_args = args_body(vec![Value::from(id)]);
+    bytes.extend(frame(&Message::Deliver {
+        target: Position::Answer(1),
+        method: "provide",
+        args: Body(&provide_args),
+        answer: Some(2),
+        resolver: None,
+    }));
+    let no_args = args_body(vec![]);
+    for index in 0..calls {
+        bytes.extend(frame(&Message::Deliver {
+            target: Position::Answer(2),
+            method,
+            args: Body(&no_args),
+            answer: Some(3 + index),
+            resolver: None,
+        }));
+    }
+    bytes
 }
 
 /// The resident memory of process `pid`, in KiB (`VmRSS`), if it runs.
