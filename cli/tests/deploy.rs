@@ -3,7 +3,7 @@
 //! `deploy/docker-compose.yml`, introductions by `deploy/introduce`, then
 //! mail, calls, a worker and a third party's reference between containers,
 //! a node killed and started again, acknowledged names surviving SIGKILL, a
-//! rolling restart of the three nodes (names, mail and a vat's baggage kept).
+//! rolling restart of the three nodes, and a partition that heals.
 //!
 //! Needs Docker Engine and `docker-compose`. Without them the suite fails
 //! when `CI` is set (CI installs them) and skips, saying so, elsewhere.
@@ -16,8 +16,12 @@ use std::time::{Duration, Instant};
 
 const COUNTER: &str = "let n = 0; const counter = makeExo('Counter', M.interface('Counter', { incr: M.call().returns(M.number()), twin: M.call().returns(M.remotable()), never: M.call().returns(M.any()) }), { incr() { n += 1; return n; }, twin() { return counter; }, never() { return new Promise(() => {}); } }); counter";
 
-/// The longest a call may take to fail once the node holding its object is killed.
-const FAILURE_BOUND: Duration = Duration::from_secs(30);
+/// The longest a call may take to fail once the node holding its object
+/// is killed or cut off. A kill closes the connection at once; a silent
+/// partition is noticed by keep-alives within ping interval plus timeout
+/// (5 s + 10 s) and a 1 s check, so 16 s; a new call during it fails after
+/// the 10 s dial timeout.
+const FAILURE_BOUND: Duration = Duration::from_secs(20);
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -445,4 +449,77 @@ fn three_nodes_in_containers_mail_call_and_survive_a_killed_peer() {
     network.ok("alice", &["send", "bob", "and back @counter"]);
     let inbox = network.ok("bob", &["inbox"]);
     assert!(inbox.contains("\"alice\" sent \"and back @counter\""), "{inbox}");
+
+    // A partition: bob is cut off the network while a call to alice's
+    // counter is pending. The pending and a new call fail within the
+    // bound; after bob is connected again his calls work, with no new
+    // introduction.
+    let mut pending = network
+        .command("bob", &["eval", "E(c).never()", "c:c"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("pending eval");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        pending.try_wait().expect("pending eval").is_none(),
+        "the call ended before the partition"
+    );
+    let compose_network = format!("{}_default", network.project);
+    let bob = network.container("bob");
+    assert!(
+        succeeds("docker", &["network", "disconnect", &compose_network, &bob]),
+        "docker network disconnect failed"
+    );
+    let cut = Instant::now();
+    let output = ended_within(pending, FAILURE_BOUND).expect("the pending call did not fail within the bound");
+    assert!(!output.status.success());
+    let stderr = text(&output).1;
+    assert!(
+        stderr.contains("the peer that holds this object went away")
+            || stderr.contains("the peer that holds this object cannot be reached"),
+        "{stderr}"
+    );
+    eprintln!(
+        "pending call failed {} ms after the partition",
+        cut.elapsed().as_millis()
+    );
+    let started = Instant::now();
+    let failed = network.run("bob", &["eval", "E(c).incr()", "c:c"]);
+    assert!(!failed.status.success());
+    let stderr = text(&failed).1;
+    assert!(
+        stderr.contains("the peer that holds this object cannot be reached"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < FAILURE_BOUND,
+        "the new call took {:?}",
+        started.elapsed()
+    );
+    eprintln!(
+        "new call failed in {} ms during the partition",
+        started.elapsed().as_millis()
+    );
+    assert!(
+        succeeds(
+            "docker",
+            &["network", "connect", "--alias", "bob", &compose_network, &bob]
+        ),
+        "docker network connect failed"
+    );
+    let healed = Instant::now();
+    let deadline = Instant::now() + FAILURE_BOUND;
+    let again = loop {
+        let output = network.run("bob", &["eval", "E(c).incr()", "c:c"]);
+        if output.status.success() || Instant::now() > deadline {
+            break text(&output);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(again.0.parse::<u64>().is_ok(), "{} {}", again.0, again.1);
+    eprintln!("bob's calls work {} ms after `connect`", healed.elapsed().as_millis());
+    network.ok("bob", &["send", "alice", "healed @note"]);
+    let inbox = network.ok("alice", &["inbox"]);
+    assert!(inbox.contains("\"bob\" sent \"healed @note\""), "{inbox}");
 }

@@ -30,7 +30,8 @@ pub struct NetConfig {
     pub idle_connection_timeout: Duration,
     /// How often each connection is pinged.
     pub ping_interval: Duration,
-    /// A ping unanswered this long closes the connection.
+    /// A ping unanswered this long fails; a connection that has answered
+    /// no ping for `ping_interval + ping_timeout` is closed.
     pub ping_timeout: Duration,
     /// A QUIC connection that hears nothing for this long is closed (QUIC
     /// sends keep-alives at half of it).
@@ -52,8 +53,8 @@ impl Default for NetConfig {
             max_pending_connections: 128,
             dial_timeout: Duration::from_secs(10),
             idle_connection_timeout: Duration::from_secs(60),
-            ping_interval: Duration::from_secs(15),
-            ping_timeout: Duration::from_secs(20),
+            ping_interval: Duration::from_secs(5),
+            ping_timeout: Duration::from_secs(10),
             quic_max_idle_timeout: Duration::from_secs(30),
             port_memory: None,
         }

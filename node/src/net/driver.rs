@@ -4,7 +4,7 @@
 //! the command channel and read what it publishes in a watch channel.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use capstan_store::NodeId;
 use futures::StreamExt;
@@ -31,6 +31,9 @@ use super::{CAPTP_PROTOCOL, IDENTIFY_PROTOCOL};
 /// caller's timer fires first (so the error says the dial timed out), and
 /// the transport's own bound still frees an abandoned attempt.
 const HANDSHAKE_MARGIN: Duration = Duration::from_secs(1);
+
+/// How often connections are checked for unanswered pings.
+const LIVENESS_CHECK: Duration = Duration::from_secs(1);
 
 /// How long shutting down waits for connections to close cleanly (so peers
 /// learn at once, rather than by a timeout).
@@ -143,6 +146,8 @@ struct Driver {
     state: watch::Sender<NetState>,
     /// Callers waiting for a dial to each peer to succeed or fail.
     dials: HashMap<PeerId, Vec<DialWaiter>>,
+    /// When each open connection last answered a ping (or opened).
+    last_heard: HashMap<ConnectionId, (PeerId, Instant)>,
 }
 
 impl Driver {
@@ -173,6 +178,7 @@ impl Driver {
             commands,
             state,
             dials: HashMap::new(),
+            last_heard: HashMap::new(),
         };
         // Port 0 is only resolved once the listener reports its address.
         let mut bound_ports: Vec<(Multiaddr, u16)> = Vec::new();
@@ -235,6 +241,8 @@ impl Driver {
 
     /// Runs until a shutdown command or every handle is gone.
     async fn run(mut self) -> Option<oneshot::Sender<()>> {
+        let mut liveness = tokio::time::interval(LIVENESS_CHECK);
+        liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let done = loop {
             tokio::select! {
                 command = self.commands.recv() => match command {
@@ -243,6 +251,7 @@ impl Driver {
                     None => break None,
                 },
                 event = self.swarm.select_next_some() => self.handle_event(event),
+                _ = liveness.tick() => self.close_silent_connections(),
             }
         };
         self.close_connections().await;
@@ -361,6 +370,7 @@ impl Driver {
             SwarmEvent::ListenerError { error, .. } => tracing::warn!(%error, "listener error"),
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 endpoint,
                 num_established,
                 ..
@@ -372,15 +382,18 @@ impl Driver {
                     connections = num_established.get(),
                     "connection established"
                 );
+                self.last_heard.insert(connection_id, (peer_id, Instant::now()));
                 self.dial_ended(peer_id, Ok(()));
                 self.publish_connected();
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 num_established,
                 cause,
                 ..
             } => {
+                self.last_heard.remove(&connection_id);
                 tracing::info!(
                     peer = %describe_peer(&peer_id),
                     connections = num_established,
@@ -413,6 +426,15 @@ impl Driver {
                 tracing::debug!(address = %send_back_addr, %error, "incoming connection failed");
             }
             SwarmEvent::Behaviour(NodeBehaviourEvent::Ping(ping::Event {
+                connection,
+                result: Ok(_),
+                ..
+            })) => {
+                if let Some((_, heard)) = self.last_heard.get_mut(&connection) {
+                    *heard = Instant::now();
+                }
+            }
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Ping(ping::Event {
                 peer,
                 connection,
                 result: Err(failure),
@@ -435,10 +457,39 @@ impl Driver {
     /// so its streams end rather than hang.
     fn ping_failed(&mut self, peer: PeerId, connection: ConnectionId, failure: ping::Failure) {
         if matches!(failure, ping::Failure::Unsupported) {
+            // Nothing to measure it by: it is closed only when idle.
+            self.last_heard.remove(&connection);
             return;
         }
         tracing::warn!(peer = %describe_peer(&peer), %failure, "ping failed; closing the connection");
+        self.last_heard.remove(&connection);
         self.swarm.close_connection(connection);
+    }
+
+    /// Closes connections that have answered no ping for an interval plus
+    /// the timeout. libp2p's ping reports only a second failure in a row
+    /// (the first is "free"), after another interval and a stream
+    /// negotiation, which left a silent partition unnoticed for about
+    /// 30 s; this bounds it by `ping_interval + ping_timeout`.
+    fn close_silent_connections(&mut self) {
+        let bound = self.config.ping_interval + self.config.ping_timeout;
+        let silent: Vec<(ConnectionId, PeerId, Duration)> = self
+            .last_heard
+            .iter()
+            .filter_map(|(connection, (peer, heard))| {
+                let silence = heard.elapsed();
+                (silence > bound).then_some((*connection, *peer, silence))
+            })
+            .collect();
+        for (connection, peer, silence) in silent {
+            tracing::warn!(
+                peer = %describe_peer(&peer),
+                silent_ms = silence.as_millis(),
+                "no ping answered; closing the connection"
+            );
+            self.last_heard.remove(&connection);
+            self.swarm.close_connection(connection);
+        }
     }
 
     fn publish_connected(&mut self) {

@@ -67,9 +67,11 @@ where
 
     fn poll_close(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         let this = self.get_mut();
-        let closed = ready!(Pin::new(&mut this.inner).poll_close(context));
+        // A close from our side ends the streams at once: a graceful close
+        // over a dead link can take many seconds, and no caller should
+        // wait for it to learn the peer is gone.
         this.end.end();
-        Poll::Ready(closed)
+        Pin::new(&mut this.inner).poll_close(context)
     }
 
     fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Result<StreamMuxerEvent, Self::Error>> {
