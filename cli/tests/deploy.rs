@@ -233,8 +233,15 @@ fn three_nodes_in_containers_mail_call_and_survive_a_killed_peer() {
         .output()
         .expect("docker inspect");
     assert_eq!(text(&user).0, "capstan");
-    let logs = network.compose_ok(&["logs", "alice"]);
-    assert!(logs.contains("INFO"), "no log on standard output: {logs}");
+    let logs = Command::new("docker")
+        .args(["logs", &network.container("alice")])
+        .output()
+        .expect("docker logs");
+    let (stdout, stderr) = text(&logs);
+    assert!(
+        stdout.contains("INFO") && stdout.contains("network listening"),
+        "no log on standard output: {stdout}\n{stderr}"
+    );
 
     let introduced = Command::new(repo().join("deploy/introduce"))
         .env("CAPSTAN_IMAGE", &network.image)

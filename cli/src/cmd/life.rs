@@ -149,9 +149,11 @@ fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// The node logs to its log file, and to standard error when that is a
-/// terminal or `CAPSTAN_LOG_STDERR=1` asks for it (containers, systemd).
+/// The node logs to its log file, and also to standard error when that is
+/// a terminal or `CAPSTAN_LOG_STDERR=1` asks for it (systemd), or to
+/// standard output when `CAPSTAN_LOG_STDOUT=1` does (containers).
 fn init_logging(log_path: &Path) -> anyhow::Result<()> {
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let file = OpenOptions::new()
@@ -164,16 +166,20 @@ fn init_logging(log_path: &Path) -> anyhow::Result<()> {
     let to_file = tracing_subscriber::fmt::layer()
         .with_ansi(false)
         .with_writer(std::sync::Mutex::new(file));
-    let asked = std::env::var("CAPSTAN_LOG_STDERR").is_ok_and(|value| value == "1");
-    let to_terminal = (asked || std::io::stderr().is_terminal()).then(|| {
-        tracing_subscriber::fmt::layer()
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr)
-    });
+    let asked = |variable: &str| std::env::var(variable).is_ok_and(|value| value == "1");
+    let console = if asked("CAPSTAN_LOG_STDOUT") {
+        Some((BoxMakeWriter::new(std::io::stdout), std::io::stdout().is_terminal()))
+    } else if asked("CAPSTAN_LOG_STDERR") || std::io::stderr().is_terminal() {
+        Some((BoxMakeWriter::new(std::io::stderr), std::io::stderr().is_terminal()))
+    } else {
+        None
+    };
+    let to_console =
+        console.map(|(writer, terminal)| tracing_subscriber::fmt::layer().with_ansi(terminal).with_writer(writer));
     tracing_subscriber::registry()
         .with(filter)
         .with(to_file)
-        .with(to_terminal)
+        .with(to_console)
         .try_init()
         .map_err(|error| anyhow!("cannot start logging: {error}"))
 }
