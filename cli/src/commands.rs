@@ -232,11 +232,14 @@ pub struct Start {
     /// Stay attached to the terminal.
     #[arg(long)]
     pub foreground: bool,
-    /// A libp2p address to listen on (repeatable; default
-    /// /ip4/127.0.0.1/tcp/0, loopback on a free port; a server passes a
-    /// fixed port so peers find it again after a restart).
+    /// A libp2p address to listen on (repeatable). By default the node
+    /// listens on every interface, IPv4 and IPv6, TCP and QUIC, on one
+    /// port picked at its first start and kept.
     #[arg(long, value_name = "MULTIADDR")]
     pub listen: Vec<String>,
+    /// Listen on loopback only (reachable from this machine alone).
+    #[arg(long, conflicts_with = "listen")]
+    pub local: bool,
 }
 
 #[derive(Args, Debug)]

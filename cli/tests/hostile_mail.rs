@@ -136,7 +136,7 @@ fn an_introduced_peer_flooding_mail_is_held_to_every_quota() {
     );
     // The count is the store's: it holds after a restart, and a dismissal
     // makes room for one more.
-    alice.run(&["restart"]).ok();
+    alice.run(&["restart", "--listen", LOOPBACK]).ok();
     std::thread::sleep(Duration::from_millis(400));
     let refused = send_one(&bob, "after the restart").unwrap_err();
     assert!(refused.contains("holds 4 messages from you already"), "{refused}");

@@ -14,6 +14,7 @@
 )]
 
 pub mod hostile;
+pub mod netns;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -136,7 +137,12 @@ impl Node {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(capstan_binary());
+        self.command_with(Command::new(capstan_binary()), args)
+    }
+
+    /// `command`, with `capstan --state DIR args…` appended to its
+    /// arguments and the node's environment.
+    fn command_with(&self, mut command: Command, args: &[&str]) -> Command {
         command.arg("--state").arg(self.state.path()).args(args);
         command.env_remove("CAPSTAN_STATE");
         for (key, value) in &self.env {
@@ -162,6 +168,21 @@ impl Node {
         let output = child.wait_with_output().expect("wait for capstan");
         assert!(ended, "capstan {args:?} never answered");
         Run::from(output)
+    }
+
+    /// Runs `capstan --state DIR start args…` inside network namespace
+    /// `namespace` (see [`netns`]): the node and its workers live there;
+    /// other commands reach it through its control socket as usual.
+    pub fn start_in(&self, namespace: &str, args: &[&str]) -> Run {
+        let mut prefix = Command::new("ip");
+        prefix.args(["netns", "exec", namespace]).arg(capstan_binary());
+        let mut all = vec!["start"];
+        all.extend_from_slice(args);
+        Run::from(
+            self.command_with(prefix, &all)
+                .output()
+                .expect("run capstan in a namespace"),
+        )
     }
 
     /// Runs `capstan --state DIR args...`.

@@ -58,7 +58,7 @@ pub fn start(state: &StateDir, args: &Start) -> anyhow::Result<()> {
         libc::umask(0o077);
     }
     if args.foreground {
-        return run_foreground(state, &args.listen);
+        return run_foreground(state, args);
     }
     state.paths.create()?;
     let log_path = state.paths.log();
@@ -80,6 +80,9 @@ pub fn start(state: &StateDir, args: &Start) -> anyhow::Result<()> {
         .stderr(log);
     for address in &args.listen {
         command.arg("--listen").arg(address);
+    }
+    if args.local {
+        command.arg("--local");
     }
     // SAFETY: setsid is async-signal-safe; the child leaves the terminal's
     // session so closing the terminal does not stop the node.
@@ -126,7 +129,7 @@ fn log_since(path: &Path, offset: u64) -> String {
     text.trim_end().to_string()
 }
 
-fn run_foreground(state: &StateDir, listen: &[String]) -> anyhow::Result<()> {
+fn run_foreground(state: &StateDir, args: &Start) -> anyhow::Result<()> {
     state.paths.create()?;
     init_logging(&state.paths.log())?;
     let options = NodeOptions {
@@ -134,7 +137,8 @@ fn run_foreground(state: &StateDir, listen: &[String]) -> anyhow::Result<()> {
         worker_memory_bytes: env_number("CAPSTAN_WORKER_MEMORY_BYTES", workers::DEFAULT_MEMORY_BYTES),
         worker_time_budget_ms: env_number("CAPSTAN_WORKER_TIME_BUDGET_MS", workers::DEFAULT_TIME_BUDGET_MS),
         worker_program: std::env::current_exe().context("cannot find the capstan program")?,
-        listen_addresses: listen.to_vec(),
+        listen_addresses: args.listen.clone(),
+        local: args.local,
     };
     capstan_node::daemon::control::run(options).map_err(|error| match error {
         DaemonError::Store(capstan_node_store_error) => anyhow!("{capstan_node_store_error}"),

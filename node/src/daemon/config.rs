@@ -31,6 +31,8 @@ struct ConfigFile {
     #[serde(default)]
     listen: Vec<String>,
     #[serde(default)]
+    local: bool,
+    #[serde(default)]
     system_subclusters: Vec<SystemEntry>,
     #[serde(default)]
     mail: MailQuotas,
@@ -124,6 +126,8 @@ struct SystemEntry {
 pub struct NodeConfig {
     /// libp2p addresses to listen on when `start` is given none.
     pub listen: Vec<String>,
+    /// Listen on loopback only when no addresses are given.
+    pub local: bool,
     pub system_subclusters: Vec<SystemSubclusterConfig>,
     pub mail: MailQuotas,
     pub peers: PeerLimits,
@@ -172,6 +176,7 @@ impl NodeConfig {
         }
         Ok(NodeConfig {
             listen: file.listen,
+            local: file.local,
             system_subclusters,
             mail: file.mail,
             peers: file.peers,

@@ -33,6 +33,7 @@ pub mod directory;
 pub mod formula;
 pub mod gateway;
 mod incarnate;
+mod listen;
 pub mod locator;
 pub mod message;
 pub mod names;
@@ -111,15 +112,14 @@ pub struct NodeOptions {
     pub worker_time_budget_ms: u64,
     /// The program to run workers with (this binary, normally).
     pub worker_program: std::path::PathBuf,
-    /// libp2p addresses to listen on; none means
-    /// [`DEFAULT_LISTEN_ADDRESS`].
+    /// libp2p addresses to listen on; none means the config file's, or
+    /// else the defaults (see `daemon::listen`).
     pub listen_addresses: Vec<String>,
+    /// Listen on loopback only (`--local`) when no addresses are given.
+    pub local: bool,
 }
 
-/// Where a node listens when told nothing: loopback, a free port. Suits a
-/// laptop; a server passes `--listen` with a fixed port (and a public
-/// interface) so its peers can find it again after a restart.
-pub const DEFAULT_LISTEN_ADDRESS: &str = "/ip4/127.0.0.1/tcp/0";
+pub use listen::LOCAL_LISTEN_ADDRESS;
 
 /// The formulas every node has, made on first start.
 #[derive(Clone, Copy, Debug)]
@@ -244,13 +244,7 @@ impl Daemon {
             })
             .await?;
         let config = config::NodeConfig::read(&options.paths.config())?;
-        let listen = if !options.listen_addresses.is_empty() {
-            options.listen_addresses.clone()
-        } else if !config.listen.is_empty() {
-            config.listen.clone()
-        } else {
-            vec![DEFAULT_LISTEN_ADDRESS.to_string()]
-        };
+        let (listen, listen_best_effort) = listen::listen_plan(&options, &config);
         let mut addresses = Vec::with_capacity(listen.len());
         for text in &listen {
             let address: Multiaddr = text.parse().map_err(|error| DaemonError::ListenAddress {
@@ -267,6 +261,7 @@ impl Daemon {
             max_connections_per_peer: config.peers.connections,
             max_connections_total: config.peers.connections_total,
             max_pending_connections: config.peers.pending_connections,
+            listen_best_effort,
             ..NetConfig::listening_on(addresses)
         };
         let (network, inbound) = Network::start(secret.seed(), net_config)

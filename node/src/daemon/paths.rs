@@ -24,11 +24,12 @@ const MARKER_TEXT: &str = "This directory holds a Capstan node's state.\n\
 
 /// The entries Capstan makes in a state directory, and so the only ones
 /// `purge` deletes (`config.toml` is the user's).
-const MADE_BY_CAPSTAN: [&str; 6] = [
+const MADE_BY_CAPSTAN: [&str; 7] = [
     MARKER_FILE,
     STORE_FILE_NAME,
     "node.log",
     "listen-ports",
+    "listen-port",
     "run",
     "workers",
 ];

@@ -282,10 +282,18 @@ pub async fn provide_remote(daemon: &Rc<Daemon>, id: FormulaId) -> Result<Value,
 pub fn own_addresses(daemon: &Daemon) -> Vec<String> {
     let mut addresses = daemon.network.listen_addresses();
     // Those another machine (or container) can reach first: a peer tries
-    // them in order, and loopback reaches only this host.
+    // them in order. Loopback and link-local addresses reach only this
+    // host or link, and a peer on this host reaches the others too, so
+    // they are given only when there is nothing else (a `--local` node).
     addresses.sort_by_key(reach_rank);
+    if addresses.iter().any(|address| reach_rank(address) < LINK_ONLY) {
+        addresses.retain(|address| reach_rank(address) < LINK_ONLY);
+    }
     addresses.iter().map(ToString::to_string).collect()
 }
+
+/// The [`reach_rank`] of link-local addresses; loopback is above it.
+const LINK_ONLY: u8 = 2;
 
 /// How widely an address of ours can be reached: 0 from anywhere (a
 /// global IP or a DNS name), 1 from a private network, 2 on the link

@@ -41,6 +41,10 @@ pub struct NetConfig {
     /// free (and peers' stored addresses stay good); a taken port falls
     /// back to a new one. `None` picks new ports on every start.
     pub port_memory: Option<PathBuf>,
+    /// The addresses are defaults, not the user's: one whose port is taken
+    /// is bound on a new port, one that cannot be bound at all (no IPv6,
+    /// say) is skipped with a warning; starting fails only if none binds.
+    pub listen_best_effort: bool,
 }
 
 impl Default for NetConfig {
@@ -57,6 +61,7 @@ impl Default for NetConfig {
             ping_timeout: Duration::from_secs(10),
             quic_max_idle_timeout: Duration::from_secs(30),
             port_memory: None,
+            listen_best_effort: false,
         }
     }
 }

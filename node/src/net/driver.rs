@@ -165,9 +165,13 @@ impl Driver {
 
         let remembered = config.port_memory.as_deref().map(ports::read).unwrap_or_default();
         let mut pending: HashMap<ListenerId, Listening> = HashMap::new();
+        let best_effort = config.listen_best_effort;
         for address in &config.listen_addresses {
-            let (listener, listening) = start_listening(&mut swarm, address, remembered.get(address).copied())?;
-            pending.insert(listener, listening);
+            if let Some((listener, listening)) =
+                start_listening(&mut swarm, address, remembered.get(address).copied(), best_effort)?
+            {
+                pending.insert(listener, listening);
+            }
         }
         let (state, state_receiver) = watch::channel(NetState::default());
         let (command_sender, commands) = mpsc::unbounded_channel();
@@ -212,15 +216,32 @@ impl Driver {
             };
             driver.handle_event(event);
             if let Some((listener, listening, reason)) = failed {
-                if !listening.on_remembered_port {
+                driver.swarm.remove_listener(listener);
+                let retry = if listening.on_remembered_port {
+                    tracing::info!(address = %listening.configured, %reason, "the port used last time failed; picking a new one");
+                    listening.configured
+                } else if best_effort && ports::port_of(&listening.configured) != Some(0) {
+                    tracing::warn!(address = %listening.configured, %reason, "cannot listen on this port; picking a new one");
+                    ports::with_port(&listening.configured, 0)
+                } else if best_effort {
+                    tracing::warn!(address = %listening.configured, %reason, "cannot listen here; going on without it");
+                    continue;
+                } else {
                     let address = listening.configured;
                     return Err(NetError::Listen { address, reason });
+                };
+                if let Some((listener, listening)) = start_listening(&mut driver.swarm, &retry, None, best_effort)? {
+                    pending.insert(listener, listening);
                 }
-                tracing::info!(address = %listening.configured, %reason, "the port used last time failed; picking a new one");
-                driver.swarm.remove_listener(listener);
-                let (listener, listening) = start_listening(&mut driver.swarm, &listening.configured, None)?;
-                pending.insert(listener, listening);
             }
+        }
+        if driver.state.borrow().listen_addresses.is_empty()
+            && let Some(address) = driver.config.listen_addresses.first()
+        {
+            return Err(NetError::Listen {
+                address: address.clone(),
+                reason: "no listen address could be bound".to_string(),
+            });
         }
         if let Some(path) = &driver.config.port_memory
             && let Err(error) = ports::write(path, &bound_ports)
@@ -536,11 +557,15 @@ struct Listening {
 
 /// Listens on `configured`, or first on it with `remembered` as its port
 /// (the one picked last time for a port-0 address) if that port is free.
+/// With `best_effort` (the default addresses), a taken port falls back to
+/// a new one and an address that cannot be bound at all (no IPv6 here,
+/// say) is skipped with a warning: `None`.
 fn start_listening(
     swarm: &mut Swarm<NodeBehaviour>,
     configured: &Multiaddr,
     remembered: Option<u16>,
-) -> Result<(ListenerId, Listening), NetError> {
+    best_effort: bool,
+) -> Result<Option<(ListenerId, Listening)>, NetError> {
     if let Some(port) = remembered {
         let previous = ports::with_port(configured, port);
         match swarm.listen_on(previous.clone()) {
@@ -549,22 +574,35 @@ fn start_listening(
                     configured: configured.clone(),
                     on_remembered_port: true,
                 };
-                return Ok((listener, listening));
+                return Ok(Some((listener, listening)));
             }
             Err(error) => {
                 tracing::info!(address = %previous, %error, "the port used last time is taken; picking a new one");
             }
         }
     }
-    let listener = swarm.listen_on(configured.clone()).map_err(|error| NetError::Listen {
-        address: configured.clone(),
-        reason: error.to_string(),
-    })?;
+    let listener = match swarm.listen_on(configured.clone()) {
+        Ok(listener) => listener,
+        Err(error) if best_effort && ports::port_of(configured).is_some_and(|port| port != 0) => {
+            tracing::warn!(address = %configured, %error, "cannot listen on this port; picking a new one");
+            return start_listening(swarm, &ports::with_port(configured, 0), None, best_effort);
+        }
+        Err(error) if best_effort => {
+            tracing::warn!(address = %configured, %error, "cannot listen here; going on without it");
+            return Ok(None);
+        }
+        Err(error) => {
+            return Err(NetError::Listen {
+                address: configured.clone(),
+                reason: error.to_string(),
+            });
+        }
+    };
     let listening = Listening {
         configured: configured.clone(),
         on_remembered_port: false,
     };
-    Ok((listener, listening))
+    Ok(Some((listener, listening)))
 }
 
 fn build_swarm(keypair: &Keypair, config: &NetConfig) -> Result<Swarm<NodeBehaviour>, NetError> {
