@@ -61,6 +61,30 @@ fn an_invitation_made_with_the_defaults_is_accepted_from_another_routed_lan() {
     counter_travels(&alice, "bob", &bob, "alice");
     // And back: bob's node is reached at the address it gave alice.
     counter_travels(&bob, "alice", &alice, "bob");
+    // Bob sees alice connected directly, with a measured round trip.
+    let alice_id = alice.status()["nodeId"].as_str().unwrap().to_string();
+    let peers: serde_json::Value = serde_json::from_str(bob.run(&["peers", "--json"]).ok()).unwrap();
+    let record = peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|peer| peer["node"] == alice_id.as_str())
+        .unwrap_or_else(|| panic!("alice is not among bob's peers: {peers}"))
+        .clone();
+    assert_eq!(record["connected"], true, "{record}");
+    assert_eq!(record["connection"], "direct", "{record}");
+    assert!(
+        record["rttMicros"].as_f64().is_some_and(|micros| micros > 0.0),
+        "{record}"
+    );
+    assert!(
+        record["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|address| address.as_str().unwrap().contains("10.1.0.2")),
+        "{record}"
+    );
 }
 
 #[test]

@@ -264,13 +264,26 @@ fn status(daemon: &Daemon) -> Value {
 /// Every known peer: node id, addresses, when last seen.
 fn known_peers(daemon: &Daemon) -> MethodResult {
     let peers = daemon.store.read().and_then(|snapshot| snapshot.list_peers())?;
-    let connected = daemon.network.connected_peers();
+    let links = daemon.network.links();
     Ok(Value::array(peers.into_iter().map(|(node, record)| {
-        record! {
-            "nodeId" => node.to_string(),
-            "addresses" => Value::array(record.addresses.iter().map(|a| Value::from(a.as_str()))),
-            "lastSeenUnixMs" => record.last_seen_unix_ms as f64,
-            "connected" => connected.contains(&node),
+        let link = links.get(&node);
+        let mut fields = vec![
+            ("node", Value::from(node.to_string())),
+            ("nodeId", Value::from(node.to_string())),
+            (
+                "addresses",
+                Value::array(record.addresses.iter().map(|a| Value::from(a.as_str()))),
+            ),
+            ("lastSeenUnixMs", Value::from(record.last_seen_unix_ms as f64)),
+            ("connected", Value::from(link.is_some())),
+        ];
+        if let Some(link) = link {
+            let connection = if link.relayed { "relayed" } else { "direct" };
+            fields.push(("connection", Value::from(connection)));
+            if let Some(round_trip) = link.round_trip {
+                fields.push(("rttMicros", Value::from(round_trip.as_micros() as f64)));
+            }
         }
+        Value::record(fields)
     })))
 }

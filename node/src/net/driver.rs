@@ -11,6 +11,7 @@ use futures::StreamExt;
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::{Boxed, ListenerId};
 use libp2p::core::{Transport, upgrade};
+use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, ListenError, SwarmEvent};
 use libp2p::{
@@ -67,6 +68,30 @@ pub(crate) enum Command {
 pub(crate) struct NetState {
     pub(crate) listen_addresses: Vec<Multiaddr>,
     pub(crate) connected: Vec<NodeId>,
+    /// For each connected peer, how it is reached.
+    pub(crate) links: HashMap<NodeId, Link>,
+}
+
+/// How this node is connected to a peer now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Link {
+    /// Every connection to the peer goes through a relay.
+    pub relayed: bool,
+    /// The last ping round trip on a direct connection (or a relayed one
+    /// when there is none), once measured.
+    pub round_trip: Option<Duration>,
+}
+
+/// What the network thread knows of one open connection.
+struct ConnectionInfo {
+    peer: PeerId,
+    /// When it last answered a ping (or opened).
+    heard: Instant,
+    relayed: bool,
+    round_trip: Option<Duration>,
+    /// Closed for silence when it stays unanswered: false once it is
+    /// closing, or for a peer without ping.
+    watched: bool,
 }
 
 /// What a started network thread hands back.
@@ -146,8 +171,8 @@ struct Driver {
     state: watch::Sender<NetState>,
     /// Callers waiting for a dial to each peer to succeed or fail.
     dials: HashMap<PeerId, Vec<DialWaiter>>,
-    /// When each open connection last answered a ping (or opened).
-    last_heard: HashMap<ConnectionId, (PeerId, Instant)>,
+    /// Every open connection.
+    connections: HashMap<ConnectionId, ConnectionInfo>,
 }
 
 impl Driver {
@@ -182,7 +207,7 @@ impl Driver {
             commands,
             state,
             dials: HashMap::new(),
-            last_heard: HashMap::new(),
+            connections: HashMap::new(),
         };
         // Port 0 is only resolved once the listener reports its address.
         let mut bound_ports: Vec<(Multiaddr, u16)> = Vec::new();
@@ -403,7 +428,20 @@ impl Driver {
                     connections = num_established.get(),
                     "connection established"
                 );
-                self.last_heard.insert(connection_id, (peer_id, Instant::now()));
+                let relayed = endpoint
+                    .get_remote_address()
+                    .iter()
+                    .any(|protocol| matches!(protocol, Protocol::P2pCircuit));
+                self.connections.insert(
+                    connection_id,
+                    ConnectionInfo {
+                        peer: peer_id,
+                        heard: Instant::now(),
+                        relayed,
+                        round_trip: None,
+                        watched: true,
+                    },
+                );
                 self.dial_ended(peer_id, Ok(()));
                 self.publish_connected();
             }
@@ -414,7 +452,7 @@ impl Driver {
                 cause,
                 ..
             } => {
-                self.last_heard.remove(&connection_id);
+                self.connections.remove(&connection_id);
                 tracing::info!(
                     peer = %describe_peer(&peer_id),
                     connections = num_established,
@@ -448,12 +486,14 @@ impl Driver {
             }
             SwarmEvent::Behaviour(NodeBehaviourEvent::Ping(ping::Event {
                 connection,
-                result: Ok(_),
+                result: Ok(round_trip),
                 ..
             })) => {
-                if let Some((_, heard)) = self.last_heard.get_mut(&connection) {
-                    *heard = Instant::now();
+                if let Some(info) = self.connections.get_mut(&connection) {
+                    info.heard = Instant::now();
+                    info.round_trip = Some(round_trip);
                 }
+                self.publish_connected();
             }
             SwarmEvent::Behaviour(NodeBehaviourEvent::Ping(ping::Event {
                 peer,
@@ -479,11 +519,12 @@ impl Driver {
     fn ping_failed(&mut self, peer: PeerId, connection: ConnectionId, failure: ping::Failure) {
         if matches!(failure, ping::Failure::Unsupported) {
             // Nothing to measure it by: it is closed only when idle.
-            self.last_heard.remove(&connection);
+            if let Some(info) = self.connections.get_mut(&connection) {
+                info.watched = false;
+            }
             return;
         }
         tracing::warn!(peer = %describe_peer(&peer), %failure, "ping failed; closing the connection");
-        self.last_heard.remove(&connection);
         self.swarm.close_connection(connection);
     }
 
@@ -494,12 +535,13 @@ impl Driver {
     /// 30 s; this bounds it by `ping_interval + ping_timeout`.
     fn close_silent_connections(&mut self) {
         let bound = self.config.ping_interval + self.config.ping_timeout;
+        let now = Instant::now();
         let silent: Vec<(ConnectionId, PeerId, Duration)> = self
-            .last_heard
+            .connections
             .iter()
-            .filter_map(|(connection, (peer, heard))| {
-                let silence = heard.elapsed();
-                (silence > bound).then_some((*connection, *peer, silence))
+            .filter_map(|(connection, info)| {
+                let silence = now.saturating_duration_since(info.heard);
+                (info.watched && silence > bound).then_some((*connection, info.peer, silence))
             })
             .collect();
         for (connection, peer, silence) in silent {
@@ -508,7 +550,10 @@ impl Driver {
                 silent_ms = silence.as_millis(),
                 "no ping answered; closing the connection"
             );
-            self.last_heard.remove(&connection);
+            // Closed once: its entry goes when the close completes.
+            if let Some(info) = self.connections.get_mut(&connection) {
+                info.watched = false;
+            }
             self.swarm.close_connection(connection);
         }
     }
@@ -519,9 +564,29 @@ impl Driver {
             .connected_peers()
             .filter_map(|peer| node_id_of(peer).ok())
             .collect();
+        let mut links: HashMap<NodeId, Link> = HashMap::new();
+        for info in self.connections.values() {
+            let Ok(node) = node_id_of(&info.peer) else { continue };
+            let link = links.entry(node).or_insert(Link {
+                relayed: true,
+                round_trip: None,
+            });
+            // A direct connection wins, and so does its round trip.
+            if !info.relayed && link.relayed {
+                *link = Link {
+                    relayed: false,
+                    round_trip: info.round_trip,
+                };
+            } else if info.relayed == link.relayed && info.round_trip.is_some() {
+                link.round_trip = info.round_trip;
+            }
+        }
         let mut connected: Vec<NodeId> = connected.into_iter().collect();
         connected.sort();
-        self.state.send_modify(|state| state.connected = connected);
+        self.state.send_modify(|state| {
+            state.connected = connected;
+            state.links = links;
+        });
     }
 
     /// Closes every connection and waits (briefly) for them to go, so

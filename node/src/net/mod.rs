@@ -50,6 +50,7 @@ mod stream;
 use libp2p::StreamProtocol;
 
 pub use config::NetConfig;
+pub use driver::Link;
 pub use error::NetError;
 pub use identity::{keypair_from_seed, node_id_of, peer_id_of};
 pub use libp2p::{Multiaddr, PeerId};

@@ -78,6 +78,11 @@ impl Network {
         self.shared.state.borrow().connected.clone()
     }
 
+    /// How this node reaches each peer it is connected to now.
+    pub fn links(&self) -> std::collections::HashMap<NodeId, super::Link> {
+        self.shared.state.borrow().links.clone()
+    }
+
     pub fn is_connected(&self, node: &NodeId) -> bool {
         self.shared.state.borrow().connected.contains(node)
     }
