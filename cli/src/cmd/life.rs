@@ -23,16 +23,38 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `stop` waits for the node's process to exit.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// How long a node whose process is alive may take to answer `status`
+/// before it is taken for not running.
+const STATUS_PATIENCE: Duration = Duration::from_secs(5);
+
 /// The node's status if one answers on the socket.
 fn running_status(state: &StateDir) -> Option<Value> {
     if !state.paths.socket().exists() {
         return None;
     }
-    with_client(state, None, |client| async move {
-        let endo = call(&client.host, "lookup", list!["ENDO"]).await?;
-        call(&endo, "status", list![]).await
-    })
-    .ok()
+    let deadline = Instant::now() + STATUS_PATIENCE;
+    loop {
+        let status = with_client(state, None, |client| async move {
+            let endo = call(&client.host, "lookup", list!["ENDO"]).await?;
+            call(&endo, "status", list![]).await
+        });
+        if let Ok(status) = status {
+            return Some(status);
+        }
+        // A node whose pid file names a live process runs, busy or still
+        // starting: `stop` must not take it for gone.
+        if !pid_file_names_a_live_process(state) || Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn pid_file_names_a_live_process(state: &StateDir) -> bool {
+    std::fs::read_to_string(state.paths.pid_file())
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok())
+        .is_some_and(|pid| pid > 0 && capstan_node::daemon::control::process_running(pid))
 }
 
 fn field(status: &Value, name: &str) -> String {

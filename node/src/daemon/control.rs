@@ -218,15 +218,19 @@ pub fn process_running(pid: i32) -> bool {
 }
 
 /// Whether `/proc` says `pid` has exited and waits to be reaped (state
-/// `Z`, the field after the parenthesised command name in `stat`).
+/// `Z`, the field after the parenthesised command name in `stat`), with
+/// no thread left. While a process exits, its main thread shows `Z`
+/// before the others are gone, and the files they share (the store's
+/// lock) close only with the last of them.
 fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+    let leader_exited = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|stat| {
             let (_, after_name) = stat.rsplit_once(')')?;
             after_name.split_whitespace().next().map(|state| state == "Z")
         })
-        .unwrap_or(false)
+        .unwrap_or(false);
+    leader_exited && std::fs::read_dir(format!("/proc/{pid}/task")).map_or(true, |threads| threads.count() <= 1)
 }
 
 pub fn make_endo_object(daemon: &Rc<Daemon>) -> Value {
