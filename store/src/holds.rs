@@ -145,7 +145,9 @@ impl Tx<'_> {
         for id in ids {
             let key = (*giver.as_bytes(), id.to_key());
             let count = self.tables.holds_taken.get(key)?.map_or(0, |value| value.value().0);
-            self.tables.holds_taken.insert(key, (count.saturating_add(1), self.seq))?;
+            self.tables
+                .holds_taken
+                .insert(key, (count.saturating_add(1), self.seq))?;
         }
         Ok(())
     }

@@ -53,7 +53,10 @@ fn holds_given_are_counted_released_and_kept_across_a_reopen() {
     drop(snapshot);
 
     // A refused send takes its giving back.
-    store.transact(move |tx| tx.ungive_holds(bob, &[forwarded])).wait().unwrap();
+    store
+        .transact(move |tx| tx.ungive_holds(bob, &[forwarded]))
+        .wait()
+        .unwrap();
     assert!(
         !store
             .read()
@@ -201,8 +204,18 @@ fn ids_let_go_of_are_queued_per_giver_and_removed_once_acknowledged() {
     assert_eq!(snapshot.next_release_batch(alice).unwrap(), 2);
     drop(snapshot);
 
-    assert!(store.transact(move |tx| tx.remove_release_batch(alice, 1)).wait().unwrap());
-    assert!(!store.transact(move |tx| tx.remove_release_batch(alice, 1)).wait().unwrap());
+    assert!(
+        store
+            .transact(move |tx| tx.remove_release_batch(alice, 1))
+            .wait()
+            .unwrap()
+    );
+    assert!(
+        !store
+            .transact(move |tx| tx.remove_release_batch(alice, 1))
+            .wait()
+            .unwrap()
+    );
     let batches = store.read().unwrap().pending_release_batches().unwrap();
     assert_eq!(batches.len(), 1);
     assert_eq!(batches[0].giver, carol);
@@ -217,7 +230,10 @@ fn an_id_received_after_the_collection_looked_is_kept() {
     store.transact(move |tx| tx.take_holds(alice, &[a1])).wait().unwrap();
     let marked = commit_seq(&store);
     // a2 arrives, and a1 again, after the collection's snapshot.
-    store.transact(move |tx| tx.take_holds(alice, &[a2, a1])).wait().unwrap();
+    store
+        .transact(move |tx| tx.take_holds(alice, &[a2, a1]))
+        .wait()
+        .unwrap();
     let queued = store
         .transact(move |tx| tx.queue_hold_releases(&HashSet::new(), marked))
         .wait()
