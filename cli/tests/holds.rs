@@ -299,3 +299,35 @@ fn release_touches_only_the_callers_holds_once_per_batch_and_refuses_the_malform
     release("3", &[id], &["1"]).expect("taken");
     assert!(holds(&alice, "heldByPeers").is_empty());
 }
+
+#[test]
+fn a_third_nodes_id_passed_on_is_held_along_the_way_it_came_and_an_id_sent_home_is_not() {
+    let (alice, bob) = alice_and_bob();
+    let carol = started();
+    introduce(&carol, "alice", &alice, "carol");
+    let (alice_id, bob_id, carol_id) = (node_id(&alice), node_id(&bob), node_id(&carol));
+    carol.run(&["eval", COUNTER, "-n", "counter"]).ok();
+    carol.run(&["send", "alice", "@counter"]).ok();
+    alice.run(&["adopt", "0", "counter", "-n", "carols"]).ok();
+    alice.run(&["send", "bob", "from carol @carols"]).ok();
+
+    // carol's id went carol → alice → bob: each hold is on the node that
+    // gave it, so alice keeps holding it from carol while bob holds it
+    // from her.
+    assert_eq!(holds(&carol, "heldByPeers"), [(alice_id.clone(), 1)]);
+    assert_eq!(holds(&alice, "heldFromPeers"), [(carol_id.clone(), 1)]);
+    assert_eq!(holds(&alice, "heldByPeers"), [(bob_id.clone(), 1)]);
+    assert_eq!(holds(&bob, "heldFromPeers"), [(alice_id.clone(), 1)]);
+    bob.run(&["adopt", "0", "carols", "-n", "c"]).ok();
+    assert_eq!(bob.eval("E(c).incr()", &["c:c"]), "1");
+
+    // alice's own counter sent to bob and back: bob holds it from her,
+    // she holds nothing of her own from him.
+    alice.run(&["send", "bob", "mine @counter"]).ok();
+    assert_eq!(holds(&alice, "heldByPeers"), [(bob_id, 2)]);
+    bob.run(&["adopt", "1", "counter", "-n", "alices"]).ok();
+    bob.run(&["send", "alice", "yours @alices"]).ok();
+    assert!(holds(&bob, "heldByPeers").is_empty());
+    assert_eq!(holds(&alice, "heldFromPeers"), [(carol_id, 1)]);
+    assert_eq!(holds(&bob, "heldFromPeers"), [(alice_id, 2)]);
+}

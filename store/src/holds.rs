@@ -316,6 +316,15 @@ impl Snapshot {
         }
     }
 
+    /// Whether release batches wait to be sent to `giver`.
+    pub fn releases_wait_for(&self, giver: NodeId) -> Result<bool> {
+        let Some(releases) = self.hold_table(HOLD_RELEASES)? else {
+            return Ok(false);
+        };
+        let range = (*giver.as_bytes(), 0u64, [0u8; 64])..=(*giver.as_bytes(), u64::MAX, [0xffu8; 64]);
+        Ok(releases.range(range)?.next().is_some())
+    }
+
     /// The last release batch of `peer` applied here (0 if none).
     pub fn hold_releases_applied(&self, peer: NodeId) -> Result<u64> {
         Ok(match self.hold_table(HOLD_RELEASES_APPLIED)? {

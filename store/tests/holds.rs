@@ -202,6 +202,8 @@ fn ids_let_go_of_are_queued_per_giver_and_removed_once_acknowledged() {
         ]
     );
     assert_eq!(snapshot.next_release_batch(alice).unwrap(), 2);
+    assert!(snapshot.releases_wait_for(alice).unwrap());
+    assert!(!snapshot.releases_wait_for(node(7)).unwrap());
     drop(snapshot);
 
     assert!(
@@ -219,6 +221,7 @@ fn ids_let_go_of_are_queued_per_giver_and_removed_once_acknowledged() {
     let batches = store.read().unwrap().pending_release_batches().unwrap();
     assert_eq!(batches.len(), 1);
     assert_eq!(batches[0].giver, carol);
+    assert!(!store.read().unwrap().releases_wait_for(alice).unwrap());
 }
 
 #[test]

@@ -181,6 +181,6 @@ pub fn releases_wait_for(daemon: &Daemon, giver: NodeId) -> bool {
     daemon
         .store
         .read()
-        .and_then(|snapshot| snapshot.pending_release_batches())
-        .is_ok_and(|batches| batches.iter().any(|batch| batch.giver == giver))
+        .and_then(|snapshot| snapshot.releases_wait_for(giver))
+        .unwrap_or(false)
 }
