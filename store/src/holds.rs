@@ -283,6 +283,14 @@ impl Snapshot {
         }
     }
 
+    /// Whether `peer` holds anything here.
+    pub fn holds_any(&self, peer: NodeId) -> Result<bool> {
+        match self.hold_table(HOLDS_GIVEN)? {
+            Some(given) => Ok(given.range(node_range(peer))?.next().is_some()),
+            None => Ok(false),
+        }
+    }
+
     /// How many ids each peer holds here, in node order.
     pub fn holds_by_peer(&self) -> Result<Vec<(NodeId, u64)>> {
         match self.hold_table(HOLDS_GIVEN)? {

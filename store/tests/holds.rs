@@ -120,6 +120,8 @@ fn a_peer_releases_only_its_own_holds_and_a_stranger_leaves_no_trace() {
     let snapshot = store.read().unwrap();
     assert_eq!(snapshot.holds_of(bob).unwrap(), vec![(x, 1)]);
     assert_eq!(snapshot.hold_releases_applied(mallory).unwrap(), 0);
+    assert!(snapshot.holds_any(bob).unwrap());
+    assert!(!snapshot.holds_any(mallory).unwrap());
 }
 
 #[test]

@@ -383,6 +383,13 @@ impl Gateway {
                 .ok_or_else(|| refuse("a malformed count"))?;
             released.push((id, count));
         }
+        // Nothing to apply (a stranger, a batch sent again): answered
+        // without a commit, so repeating it costs no write.
+        let snapshot = self.daemon.store.read()?;
+        if batch <= snapshot.hold_releases_applied(remote)? || !snapshot.holds_any(remote)? {
+            return Ok(Value::Undefined);
+        }
+        drop(snapshot);
         let applied = self
             .daemon
             .store
