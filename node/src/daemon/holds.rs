@@ -101,18 +101,22 @@ const RETRY_LONGEST: Duration = Duration::from_secs(300);
 
 thread_local! {
     /// Whether a task sending releases runs on this (the vat's) thread,
-    /// and whether more were asked for while it ran.
+    /// and whether more were asked for while it ran; asking also ends its
+    /// pause.
     static SENDING: Cell<bool> = const { Cell::new(false) };
     static ASKED_AGAIN: Cell<bool> = const { Cell::new(false) };
+    static WAKE: Rc<tokio::sync::Notify> = Rc::new(tokio::sync::Notify::new());
 }
 
 /// Sends the queued release batches to their givers, in order, each until
 /// it is acknowledged, then removes it. One task does it; asked while it
-/// runs, it goes round once more. A giver that cannot be reached is tried
-/// again after a pause that doubles, from 5 s to 5 min.
+/// runs, it goes round once more (at once, if it was pausing). A giver that
+/// cannot be reached is tried again after a pause that doubles, from 5 s
+/// to 5 min.
 pub fn send_releases(daemon: &Rc<Daemon>) {
     if SENDING.with(Cell::get) {
         ASKED_AGAIN.with(|again| again.set(true));
+        WAKE.with(|wake| wake.notify_one());
         return;
     }
     SENDING.with(|sending| sending.set(true));
@@ -125,9 +129,12 @@ pub fn send_releases(daemon: &Rc<Daemon>) {
             if all_sent && !ASKED_AGAIN.with(Cell::get) {
                 break;
             }
-            if !all_sent {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(RETRY_LONGEST);
+            if !all_sent && !ASKED_AGAIN.with(Cell::get) {
+                let wake = WAKE.with(Rc::clone);
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => pause = (pause * 2).min(RETRY_LONGEST),
+                    () = wake.notified() => {}
+                }
             }
         }
         SENDING.with(|sending| sending.set(false));
