@@ -124,7 +124,14 @@ fn a_requests_answer_is_held_by_the_requester() {
 /// Queues, in the stopped `holder`'s store, the releases a collection
 /// that reached none of the other nodes' ids would; how many ids.
 fn queue_releases_reaching_nothing(holder: &Node) -> u64 {
-    let store = capstan_store::Store::open(holder.state_dir()).expect("the holder's store");
+    // `stop` can return while the store is still locked, for a moment
+    // (seen now and then: `StoreError::Locked`).
+    let mut opened = Err(capstan_store::StoreError::WriterStopped);
+    wait_until(Duration::from_secs(10), || {
+        opened = capstan_store::Store::open(holder.state_dir());
+        opened.is_ok()
+    });
+    let store = opened.expect("the holder's store");
     let marked = store.read().unwrap().commit_seq().unwrap();
     let queued = store
         .transact(move |tx| tx.queue_hold_releases(&HashSet::new(), marked))
