@@ -170,6 +170,15 @@ pub enum Command {
     Resolve { number: u64, name: String },
     /// Refuse a request.
     Reject { number: u64, message: Option<String> },
+    /// Drop every hold a peer's node has on this node's values (PEER names
+    /// its handle, as `send` takes); prints how many ids it held.
+    Forget { peer: String },
+    /// Show how many of this node's ids each peer holds, and how many ids
+    /// it holds from each peer.
+    Holds {
+        #[arg(long)]
+        json: bool,
+    },
     /// The kernel: subclusters of vats, their objects and services.
     #[command(subcommand)]
     Kernel(KernelCommand),

@@ -9,7 +9,8 @@
 //! - What is kept: the node identity ([`NodeSecret`], [`NodeId`]), formulas
 //!   ([`FormulaRecord`]), pet stores (pet name → formula id, with a reverse
 //!   index), mailboxes, blobs ([`BlobWriter`], [`BlobReader`]), known peers
-//!   ([`PeerRecord`]) and the kernel's tables (krefs, c-lists, subclusters,
+//!   ([`PeerRecord`]), holds across nodes (ids peers hold here, ids held
+//!   from peers, releases owed: [`ReleaseBatch`]) and the kernel's tables (krefs, c-lists, subclusters,
 //!   vat configs, baggage, revocations).
 //! - Followers ([`NameFollower`], [`MessageFollower`]) stream a pet store's
 //!   or a mailbox's changes after a consistent snapshot of it.
@@ -20,6 +21,7 @@ mod blobs;
 mod error;
 mod events;
 mod formulas;
+mod holds;
 mod identity;
 mod ids;
 mod kernel;
@@ -35,6 +37,7 @@ pub use blobs::{BLOB_CHUNK_LEN, BlobReader, BlobWriter};
 pub use error::{Result, StoreError};
 pub use events::{Follower, MessageEvent, MessageEventKind, NameChange, NameChangeKind, Sequenced};
 pub use formulas::FormulaRecord;
+pub use holds::{RELEASE_BATCH_MAX, ReleaseBatch};
 pub use identity::NodeSecret;
 pub use ids::{
     BAGGAGE_KEY_MAX_LEN, BaggageKey, BlobHash, FormulaId, KERNEL_NAME_MAX_LEN, Kref, KrefKind, NodeId,

@@ -171,6 +171,11 @@ pub(crate) fn initialize(txn: &WriteTransaction, node_secret: &[u8; 32]) -> Resu
     txn.open_table(VAT_CONFIGS)?;
     txn.open_table(BAGGAGE)?;
     txn.open_table(REVOKED)?;
+    txn.open_table(HOLDS_GIVEN)?;
+    txn.open_table(HOLDS_TAKEN)?;
+    txn.open_table(HOLD_RELEASES)?;
+    txn.open_table(HOLD_RELEASE_NEXT)?;
+    txn.open_table(HOLD_RELEASES_APPLIED)?;
     Ok(())
 }
 
@@ -252,3 +257,22 @@ pub(crate) fn read_counter(counters: &impl ReadableTable<&'static str, u64>, key
             detail: format!("the counter {key:?} is missing"),
         })
 }
+
+// Holds across nodes (`holds.rs`). Made by `Tables::open` in a store
+// older than them too, so adding them needs no schema version.
+
+/// (peer node, formula id) → how many times the id was given to that peer
+/// and not released yet: the peer's hold on it.
+pub(crate) const HOLDS_GIVEN: TableDefinition<(HashKey, IdKey), u64> = TableDefinition::new("holds_given");
+/// (giving node, formula id) → (times received and not released yet, the
+/// commit sequence number of the last receipt): ids of other nodes this
+/// node holds, by the node that gave them.
+pub(crate) const HOLDS_TAKEN: TableDefinition<(HashKey, IdKey), (u64, u64)> = TableDefinition::new("holds_taken");
+/// (giving node, batch number, formula id) → count: releases queued for
+/// the giver, sent a batch at a time in batch order.
+pub(crate) const HOLD_RELEASES: TableDefinition<(HashKey, u64, IdKey), u64> = TableDefinition::new("hold_releases");
+/// giving node → the next release batch number for it (from 1).
+pub(crate) const HOLD_RELEASE_NEXT: TableDefinition<HashKey, u64> = TableDefinition::new("hold_release_next");
+/// peer node → the last of its release batches applied here, so that a
+/// batch sent again (its answer was lost) is not applied twice.
+pub(crate) const HOLD_RELEASES_APPLIED: TableDefinition<HashKey, u64> = TableDefinition::new("hold_releases_applied");

@@ -3,7 +3,7 @@
 //!
 //! Their methods for each kind of record live beside that record's types:
 //! `formulas.rs`, `pet_names.rs`, `mailboxes.rs`, `blobs.rs`, `peers.rs`,
-//! `kernel.rs`. A `Tx` reads its own uncommitted writes.
+//! `kernel.rs`, `holds.rs`. A `Tx` reads its own uncommitted writes.
 
 use std::sync::Arc;
 
@@ -36,6 +36,11 @@ pub(crate) struct Tables<'t> {
     pub vat_configs: Table<'t, &'static [u8], &'static [u8]>,
     pub baggage: Table<'t, VatTextKey, &'static [u8]>,
     pub revoked: Table<'t, KrefKey, ()>,
+    pub holds_given: Table<'t, (HashKey, IdKey), u64>,
+    pub holds_taken: Table<'t, (HashKey, IdKey), (u64, u64)>,
+    pub hold_releases: Table<'t, (HashKey, u64, IdKey), u64>,
+    pub hold_release_next: Table<'t, HashKey, u64>,
+    pub hold_releases_applied: Table<'t, HashKey, u64>,
 }
 
 impl<'t> Tables<'t> {
@@ -67,6 +72,12 @@ impl<'t> Tables<'t> {
             vat_configs: txn.open_table(schema::VAT_CONFIGS)?,
             baggage: txn.open_table(schema::BAGGAGE)?,
             revoked: txn.open_table(schema::REVOKED)?,
+            // The hold tables are made here in older stores too.
+            holds_given: txn.open_table(schema::HOLDS_GIVEN)?,
+            holds_taken: txn.open_table(schema::HOLDS_TAKEN)?,
+            hold_releases: txn.open_table(schema::HOLD_RELEASES)?,
+            hold_release_next: txn.open_table(schema::HOLD_RELEASE_NEXT)?,
+            hold_releases_applied: txn.open_table(schema::HOLD_RELEASES_APPLIED)?,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! Carries out each command; one module per group of commands.
 
 pub mod eval;
+pub mod holds;
 pub mod kernel;
 pub mod life;
 pub mod mail;
@@ -71,6 +72,8 @@ pub fn run(command: &Command, state: &StateDir, as_agent: Option<&str>) -> anyho
         }
         Command::Resolve { number, name } => mail::resolve(state, as_agent, *number, name),
         Command::Reject { number, message } => mail::reject(state, as_agent, *number, message.as_deref()),
+        Command::Forget { peer } => holds::forget(state, as_agent, peer),
+        Command::Holds { json } => holds::holds(state, as_agent, *json),
         Command::Kernel(command) => kernel::run(state, as_agent, command),
         Command::Worker { .. } => Ok(()),
     }

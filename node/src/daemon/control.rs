@@ -78,6 +78,7 @@ async fn serve(options: NodeOptions, vat: Vat) -> Result<(), DaemonError> {
         }
     });
     peers::greet_peers(&daemon);
+    super::holds::send_releases(&daemon);
 
     let mut terminate =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|source| {

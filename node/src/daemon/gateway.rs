@@ -11,7 +11,8 @@
 //! invitation), `hello` (new addresses; from a node that is not a known
 //! peer it is ignored), `deliver` (a package, with address hints for the
 //! third nodes its references belong to, kept only from known peers) and
-//! `request` (answered once resolved). Each session has its own gateway,
+//! `request` (answered once resolved), and `release` (ids we gave the
+//! peer that it let go of; see [`super::holds`]). Each session has its own gateway,
 //! which knows the peer at the other end. How we reach peers, and which
 //! addresses are kept, is [`super::peers`]'s.
 
@@ -20,11 +21,12 @@ use std::rc::Rc;
 use capstan_protocol::guards::DefaultGuards;
 use capstan_protocol::patterns::M;
 use capstan_protocol::{ErrorValue, Value, record};
-use capstan_store::{FormulaId, NodeId, PEER_ADDRESS_MAX_LEN, PEER_ADDRESSES_MAX};
+use capstan_store::{FormulaId, NodeId, PEER_ADDRESS_MAX_LEN, PEER_ADDRESSES_MAX, RELEASE_BATCH_MAX};
 
 use super::Daemon;
 use super::agents::mail::Mailbox;
 use super::formula::{Formula, Id};
+use super::holds;
 use super::message::{Content, StoredMessage, now_rfc3339};
 use super::names::{hub_of_agent, parse_pet_name};
 use super::peers::{self, AddressSource, MAX_HINTED_ADDRESSES, MAX_HINTED_NODES, log_refusal, remember_addresses};
@@ -34,6 +36,9 @@ use crate::runtime::{ExoClass, MethodResult};
 
 /// The one error the gateway gives for any id it will not provide.
 const CANNOT_PROVIDE: &str = "Cannot provide that";
+
+/// The one error the gateway gives for a release it will not apply.
+const CANNOT_RELEASE: &str = "Cannot release that";
 
 /// The error every failed redemption gives: the invitation is gone once
 /// used, and an unknown one looks the same.
@@ -74,6 +79,10 @@ fn define_gateway() -> Result<ExoClass<Gateway>, ErrorValue> {
                     "redeem",
                     M::call([M::string(), M::string(), peer_addresses()]).returns_undefined(),
                 ),
+                (
+                    "release",
+                    M::call([M::string(), released_list(), released_list()]).returns_undefined(),
+                ),
             ],
             DefaultGuards::None,
         ))
@@ -82,6 +91,7 @@ fn define_gateway() -> Result<ExoClass<Gateway>, ErrorValue> {
         .async_state_method("deliver", |gateway, args| async move { gateway.deliver(args).await })
         .async_state_method("request", |gateway, args| async move { gateway.request(args).await })
         .async_state_method("redeem", |gateway, args| async move { gateway.redeem(args).await })
+        .async_state_method("release", |gateway, args| async move { gateway.release(args).await })
         .build()
 }
 
@@ -93,6 +103,19 @@ fn peer_addresses() -> Value {
         Some(record! { "arrayLengthLimit" => PEER_ADDRESSES_MAX as f64 }),
     )
 }
+
+/// The pattern of a release's ids or counts: at most a batch of strings,
+/// each no longer than an id.
+fn released_list() -> Value {
+    M::array_of(
+        M::string_limited(Some(record! { "stringLengthLimit" => FORMULA_ID_LEN as f64 })),
+        Some(record! { "arrayLengthLimit" => RELEASE_BATCH_MAX as f64 }),
+    )
+}
+
+/// The length of a formula id's text: two halves of 64 hex digits and a
+/// colon.
+const FORMULA_ID_LEN: usize = 129;
 
 thread_local! {
     static GATEWAY: Result<ExoClass<Gateway>, ErrorValue> = define_gateway();
@@ -117,6 +140,10 @@ pub fn serve_inbound(daemon: &Rc<Daemon>, stream: InboundStream) {
     let InboundStream { remote, reader, writer } = stream;
     let connection = peers::start_session(daemon, remote, reader, writer);
     tracing::debug!(peer = %remote, session = connection.id().0, "peer session opened to us");
+    // The peer is back: releases we owe it need not wait for the retry.
+    if holds::releases_wait_for(daemon, remote) {
+        holds::send_releases(daemon);
+    }
     daemon.vat.spawn(async move {
         let reason = connection.closed().await;
         tracing::info!(peer = %remote, session = connection.id().0, %reason, "peer session to us ended");
@@ -322,7 +349,56 @@ impl Gateway {
     async fn request(self, (to, from, description): (String, String, String)) -> MethodResult {
         let (to, from) = self.mail_handles(&to, &from, ("requester", "requesting"))?;
         let id = Mailbox::request_from_peer(&self.daemon, self.remote, to, from, description).await?;
+        // The answer's id leaves: the requester holds it from now.
+        holds::give(&self.daemon, self.remote, &[id]).await?;
         Ok(Value::from(id.to_string()))
+    }
+
+    /// `release(batch, ids, counts)`: the peer lets go of ids we gave it,
+    /// each `counts[i]` times (decimal strings). A batch is applied once:
+    /// one numbered no higher than the last applied is acknowledged and
+    /// ignored. Only the peer's own holds change; anything malformed gets
+    /// one vague refusal.
+    async fn release(self, (batch, ids, counts): (String, Vec<String>, Vec<String>)) -> MethodResult {
+        let remote = self.remote;
+        let refuse = |why: &str| {
+            log_refusal(remote, "refused a release", why);
+            ErrorValue::plain(CANNOT_RELEASE)
+        };
+        let batch: u64 = batch
+            .parse()
+            .ok()
+            .filter(|number| *number > 0)
+            .ok_or_else(|| refuse("a malformed batch number"))?;
+        if ids.len() != counts.len() || ids.len() > RELEASE_BATCH_MAX {
+            return Err(refuse("ids and counts do not match"));
+        }
+        let mut released = Vec::with_capacity(ids.len());
+        for (id, count) in ids.iter().zip(&counts) {
+            let id: FormulaId = id.parse().map_err(|_| refuse("a malformed id"))?;
+            let count: u64 = count
+                .parse()
+                .ok()
+                .filter(|count| *count > 0)
+                .ok_or_else(|| refuse("a malformed count"))?;
+            released.push((id, count));
+        }
+        // Nothing to apply (a stranger, a batch sent again): answered
+        // without a commit, so repeating it costs no write.
+        let snapshot = self.daemon.store.read()?;
+        if batch <= snapshot.hold_releases_applied(remote)? || !snapshot.holds_any(remote)? {
+            return Ok(Value::Undefined);
+        }
+        drop(snapshot);
+        let applied = self
+            .daemon
+            .store
+            .transact(move |tx| tx.apply_hold_releases(remote, batch, &released))
+            .await?;
+        tracing::debug!(peer = %remote, batch, applied, "a peer released ids");
+        // TODO(gc): schedule a collection here once the daemon has the
+        // hook: released formulas may now be unreachable.
+        Ok(Value::Undefined)
     }
 
     /// Logs why mail from the peer was refused, and passes the error on.

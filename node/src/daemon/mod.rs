@@ -14,7 +14,8 @@
 //!   references and streaming; [`message`]: mail as stored;
 //!   [`locator`]: the `capstan://` locator format;
 //! - [`peers`]: the sessions we open to other nodes, and what we ask of
-//!   them;
+//!   them; [`holds`]: which ids peers hold here and which we hold from
+//!   them, and the releases we owe;
 //! - [`agents`]: hosts, guests and their mail;
 //! - [`gateway`]: what other nodes may ask of this one;
 //! - [`incarnate`]: making a formula's value, by type; [`control`]: the
@@ -32,6 +33,7 @@ pub mod control;
 pub mod directory;
 pub mod formula;
 pub mod gateway;
+pub mod holds;
 mod incarnate;
 mod listen;
 pub mod locator;

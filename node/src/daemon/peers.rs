@@ -4,7 +4,8 @@
 //!
 //! [`provide_remote`] is how the daemon gets the value of another node's
 //! formula; [`deliver_remote`] and [`request_remote`] carry mail to a
-//! peer's agents; [`redeem_remote`] uses up an invitation on the
+//! peer's agents; [`release_remote`] tells a peer which of the ids it
+//! gave us we let go of; [`redeem_remote`] uses up an invitation on the
 //! inviter's node; [`greet_peers`] tells known peers where we listen. The
 //! known-peers table (addresses, when last seen) is kept here too: a
 //! record is made only by an introduction ([`AddressSource::Introduction`]),
@@ -442,13 +443,20 @@ pub fn offer_addresses(daemon: &Daemon, node: NodeId, addresses: Vec<Multiaddr>)
     }
 }
 
-/// Sends a package to a peer's handle, through the peer's gateway.
+/// Sends a package to a peer's handle, through the peer's gateway. The
+/// peer's holds on the package's ids are recorded before they leave, and
+/// taken back if the peer refuses the package.
 pub async fn deliver_remote(daemon: &Rc<Daemon>, message: &StoredMessage) -> Result<Value, ErrorValue> {
     let Content::Package { strings, names, ids } = &message.content else {
         return Err(ErrorValue::plain("only packages can be sent to a peer"));
     };
     let to = message.to.get().map_err(ErrorValue::from)?;
     let node = to.node();
+    let mut formula_ids = Vec::with_capacity(ids.len());
+    for id in ids {
+        formula_ids.push(id.get().map_err(ErrorValue::from)?);
+    }
+    let given = super::holds::give(daemon, node, &formula_ids).await?;
     let gateway = gateway_of(daemon, to.node());
     let strs = |items: &[String]| Value::array(items.iter().map(|s| Value::from(s.as_str())));
     let delivered = E(&gateway).call(
@@ -464,7 +472,16 @@ pub async fn deliver_remote(daemon: &Rc<Daemon>, message: &StoredMessage) -> Res
     );
     match tokio::time::timeout(REMOTE_PROVIDE_TIMEOUT, when(&delivered)).await {
         Ok(Ok(_)) => Ok(Value::Undefined),
-        Ok(Err(reason)) => Err(from_peer(node, "deliver", reason)),
+        Ok(Err(reason)) => {
+            let error = from_peer(node, "deliver", reason);
+            // Refused, or never reached the peer: it holds nothing. A
+            // session that ended mid-call may have delivered; the hold is
+            // kept (a hold too many only keeps a formula longer).
+            if &*error.message != PEER_WENT_AWAY {
+                super::holds::ungive(daemon, node, given).await;
+            }
+            Err(error)
+        }
         Err(_) => Err(timed_out(node, "deliver")),
     }
 }
@@ -526,6 +543,25 @@ pub async fn request_remote(
             tracing::info!(peer = %node, "a peer answered a request with no formula id");
             ErrorValue::plain(PEER_REFUSED)
         })
+}
+
+/// Sends release batch `batch` to `giver`, the node that gave us the
+/// ids: each id with the count of receipts released.
+pub async fn release_remote(
+    daemon: &Rc<Daemon>,
+    giver: NodeId,
+    batch: u64,
+    released: &[(FormulaId, u64)],
+) -> Result<(), ErrorValue> {
+    let gateway = gateway_of(daemon, giver);
+    let ids = Value::array(released.iter().map(|(id, _)| Value::from(id.to_string())));
+    let counts = Value::array(released.iter().map(|(_, count)| Value::from(count.to_string())));
+    let sent = E(&gateway).call("release", list![batch.to_string(), ids, counts]);
+    match tokio::time::timeout(REMOTE_PROVIDE_TIMEOUT, when(&sent)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(reason)) => Err(from_peer(giver, "release", reason)),
+        Err(_) => Err(timed_out(giver, "release")),
+    }
 }
 
 /// Uses up `invitation` on its node, for our agent whose handle is

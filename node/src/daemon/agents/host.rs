@@ -1,14 +1,14 @@
 //! The host agent: the user's full-authority agent. It names values (the
 //! directory methods over its pet store plus its special names), evaluates
-//! code in workers, makes programs, stores blobs and values, cancels, and
-//! invites and accepts peers. Every call that makes a formula and names
-//! it is one store commit.
+//! code in workers, makes programs, stores blobs and values, cancels,
+//! invites and accepts peers, and lists and forgets peers' holds. Every
+//! call that makes a formula and names it is one store commit.
 
 use std::rc::Rc;
 
 use capstan_protocol::guards::DefaultGuards;
 use capstan_protocol::patterns::M;
-use capstan_protocol::{ErrorValue, Value};
+use capstan_protocol::{ErrorValue, Value, record};
 use capstan_store::FormulaId;
 
 use super::mail::mail_method_guards;
@@ -18,7 +18,7 @@ use crate::daemon::directory::directory_method_guards;
 use crate::daemon::formula::Formula;
 use crate::daemon::locator::{Locator, parse_invitation};
 use crate::daemon::names::{Hub, Path, parse_path, parse_pet_name};
-use crate::daemon::{blob, peers};
+use crate::daemon::{blob, holds, peers};
 use crate::runtime::args::decode;
 use crate::runtime::{ExoClass, MethodResult};
 
@@ -64,6 +64,8 @@ fn host_guards() -> Vec<(&'static str, Value)> {
             M::call_when([M::await_(M::any()), path()]).returns_undefined(),
         ),
         ("cancel", M::call([path()]).optional([M::any()]).returns(M::number())),
+        ("forget", M::call([path()]).returns(M::number())),
+        ("listHolds", M::call([]).returns(M::record())),
         (
             "provideGuest",
             M::call_when([path()])
@@ -97,6 +99,8 @@ fn define_host() -> Result<ExoClass<Agent>, ErrorValue> {
         .async_state_method("storeBlob", store_blob)
         .async_state_method("storeValue", store_value)
         .method("cancel", |cx, args| cancel(&cx.state(), decode(args)?))
+        .async_state_method("forget", forget)
+        .method("listHolds", |cx, _| list_holds(&cx.state()))
         .build()
 }
 
@@ -276,6 +280,50 @@ fn cancel(host: &Agent, (Path(path),): (Path,)) -> MethodResult {
     let daemon = host.daemon();
     let id = host.directory.hub.resolve(daemon, &path)?;
     Ok(Value::from(daemon.cancel(id) as u32))
+}
+
+/// `forget(path)`: drops every hold the node of the peer whose handle (or
+/// any of whose values) `path` names has on this node; how many ids it
+/// held.
+async fn forget(host: Agent, (Path(path),): (Path,)) -> MethodResult {
+    let daemon = host.daemon();
+    let id = host.directory.hub.resolve(daemon, &path)?;
+    let peer = id.node();
+    if peer == daemon.node_id {
+        return Err(ErrorValue::type_error(format!(
+            "{} names a value of this node, not a peer's",
+            path.join(".")
+        )));
+    }
+    let forgotten = holds::forget(daemon, peer).await?;
+    // TODO(gc): schedule a collection here once the daemon has the hook:
+    // what only that peer held may now be unreachable.
+    Ok(Value::from(forgotten as f64))
+}
+
+/// `listHolds()`: `{heldByPeers, heldFromPeers, releasesPending}`, each a
+/// list of `{nodeId, formulas}`: how many of our ids each peer holds, how
+/// many ids we hold from each node that gave them, and how many releases
+/// wait to be sent to each.
+fn list_holds(host: &Agent) -> MethodResult {
+    let snapshot = host.daemon().store.read()?;
+    let counts = |counts: Vec<(capstan_store::NodeId, u64)>| {
+        Value::array(counts.into_iter().map(|(node, formulas)| {
+            record! { "nodeId" => node.to_string(), "formulas" => formulas as f64 }
+        }))
+    };
+    let mut pending: Vec<(capstan_store::NodeId, u64)> = Vec::new();
+    for batch in snapshot.pending_release_batches()? {
+        match pending.last_mut() {
+            Some((giver, formulas)) if *giver == batch.giver => *formulas += batch.released.len() as u64,
+            _ => pending.push((batch.giver, batch.released.len() as u64)),
+        }
+    }
+    Ok(record! {
+        "heldByPeers" => counts(snapshot.holds_by_peer()?),
+        "heldFromPeers" => counts(snapshot.holds_taken_by_giver()?),
+        "releasesPending" => counts(pending),
+    })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

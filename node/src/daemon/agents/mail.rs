@@ -11,6 +11,10 @@
 //! the store, a rate, a message size, requests waiting). Listing and
 //! following read the mailbox a page at a time, so no reply outgrows a
 //! CapTP frame however much mail is held.
+//!
+//! Other nodes' ids a peer's package carries, and a peer's answer to our
+//! request, are recorded as held from that peer in the commit that keeps
+//! them ([`crate::daemon::holds`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
@@ -22,7 +26,7 @@ use capstan_store::{FormulaId, MessageEventKind, MessageFollower, NodeId, PageLi
 use super::{Agent, agent_and_handle, agent_pet_store, handle_agent};
 use crate::daemon::message::{Content, PendingSlot, Settled, StoredMessage, TooManyPending, now_rfc3339};
 use crate::daemon::names::{Hub, parse_path, parse_pet_name, redact_identifiers};
-use crate::daemon::{Daemon, DaemonError, peers};
+use crate::daemon::{Daemon, DaemonError, holds, peers};
 use crate::runtime::args::{ArgError, FromArg, decode};
 use crate::runtime::reason_to_error;
 use crate::runtime::{ExoClass, ExoClassBuilder, MethodResult, iterator, when};
@@ -135,13 +139,22 @@ impl Mailbox {
         if recipient_handle.node() != daemon.node_id {
             // A peer's agent: it answers with the id of a formula of its
             // node, which the name (if any) keeps, as a package's would.
+            // We hold the answer from that node, recorded with its name.
             let id = peers::request_remote(daemon, recipient_handle, self.handle, &description).await?;
-            if let Some(name) = &response_name {
-                daemon
-                    .store
-                    .write_name(self.hub.pet_store, parse_pet_name(name)?, id)
-                    .await?;
-            }
+            let name = match &response_name {
+                Some(name) => Some(parse_pet_name(name)?),
+                None => None,
+            };
+            let (pet_store, giver, taken) = (self.hub.pet_store, recipient_handle.node(), holds::taken(daemon, [id]));
+            daemon
+                .store
+                .transact(move |tx| {
+                    if let Some(name) = &name {
+                        tx.write_name(pet_store, name, id)?;
+                    }
+                    tx.take_holds(giver, &taken)
+                })
+                .await?;
             return daemon.provide_settled(id).await;
         }
         let message = StoredMessage {
@@ -471,10 +484,12 @@ const FOLLOW_PAGE: PageLimit = PageLimit {
 };
 
 /// A peer's message that may be stored if the held quotas let it: the
-/// recipient agent and the encoded message.
+/// recipient agent, the encoded message, and the other nodes' ids it
+/// carries (held from the sender once it is stored).
 pub struct Admitted {
     agent: FormulaId,
     body: Vec<u8>,
+    holds: Vec<FormulaId>,
 }
 
 /// Checks a message `remote` wants to put in one of our mailboxes against
@@ -509,7 +524,11 @@ fn admit_from_peer(daemon: &Daemon, remote: NodeId, message: StoredMessage) -> R
             quotas.message_bytes
         )));
     }
-    Ok(Admitted { agent, body })
+    let holds = match &message.content {
+        Content::Package { ids, .. } => holds::taken(daemon, ids.iter().filter_map(|id| id.get().ok())),
+        Content::Request { .. } => Vec::new(),
+    };
+    Ok(Admitted { agent, body, holds })
 }
 
 /// Why the store refused a peer's message.
@@ -523,7 +542,7 @@ enum OverQuota {
 async fn store_from_peer(
     daemon: &Daemon,
     remote: NodeId,
-    Admitted { agent, body }: Admitted,
+    Admitted { agent, body, holds }: Admitted,
 ) -> Result<u64, ErrorValue> {
     let quotas = daemon.mail_quotas.clone();
     let len = body.len() as u64;
@@ -540,7 +559,10 @@ async fn store_from_peer(
                     most: quotas.held_bytes,
                 }));
             }
-            Ok::<_, StoreError>(Ok(tx.append_message_from(agent, remote, &body)?))
+            let number = tx.append_message_from(agent, remote, &body)?;
+            // The package's ids are held from the sender from this commit.
+            tx.take_holds(remote, &holds)?;
+            Ok::<_, StoreError>(Ok(number))
         })
         .await?;
     stored.map_err(|over| match over {
