@@ -558,7 +558,13 @@ impl<'a, 'js> Converter<'a, 'js> {
         if let Some(object) = self.checked_back.get(reference) {
             return Ok(object.clone());
         }
-        let known = self.engine.tables.borrow().imports.get(reference).map(|import| import.id);
+        let known = self
+            .engine
+            .tables
+            .borrow()
+            .imports
+            .get(reference)
+            .map(|import| import.id);
         if let Some(id) = known {
             let lookup = self.library.function("lookupImport")?;
             let object: JsValue = lookup.call((id,))?;
@@ -577,10 +583,7 @@ impl<'a, 'js> Converter<'a, 'js> {
             make.call((id, reference.interface().to_string()))?
         };
         let mut tables = self.engine.tables.borrow_mut();
-        tables.imports.insert(
-            reference.clone(),
-            Import { id, is_promise },
-        );
+        tables.imports.insert(reference.clone(), Import { id, is_promise });
         tables.import_by_id.insert(id, reference.clone());
         Ok(object)
     }

@@ -60,7 +60,10 @@ fn a_presence_still_held_keeps_its_identity_until_let_go() {
     assert_eq!(collected.imports, 100);
     assert!(kept.holders() > 1);
     let same = fulfilled(guest.deliver(&holder, Some("isKept"), &[Value::Remotable(kept.clone())]));
-    assert!(matches!(same, Value::Boolean(true)), "one object per host reference while alive");
+    assert!(
+        matches!(same, Value::Boolean(true)),
+        "one object per host reference while alive"
+    );
 
     fulfilled(guest.deliver(&holder, Some("release"), &[]));
     assert_eq!(guest.collect_garbage().unwrap().imports, 1);

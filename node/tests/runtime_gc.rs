@@ -119,11 +119,18 @@ fn presences_let_go_are_dropped_and_freed_by_the_exporter() {
     run_pair(|pair| async move {
         let factory = when(&pair.to_bob.bootstrap()).await.unwrap();
         let kept = when(&E(&factory).call("make", list![])).await.unwrap();
-        assert_eq!(when(&E(&kept).call("incr", list![])).await.unwrap().as_number(), Some(1.0));
+        assert_eq!(
+            when(&E(&kept).call("incr", list![])).await.unwrap().as_number(),
+            Some(1.0)
+        );
         let alice_baseline = only_session(&pair.alice);
         let bob_baseline = only_session(&pair.bob);
         assert_eq!(alice_baseline.kind, Some(SessionKind::Peer { node: "bob".into() }));
-        assert_eq!((alice_baseline.imports, bob_baseline.exports), (2, 2), "factory and kept");
+        assert_eq!(
+            (alice_baseline.imports, bob_baseline.exports),
+            (2, 2),
+            "factory and kept"
+        );
 
         let mut most_imports = 0;
         for _ in 0..TRANSIENT / 1_000 {
@@ -131,12 +138,18 @@ fn presences_let_go_are_dropped_and_freed_by_the_exporter() {
             for (index, result) in made.iter().enumerate() {
                 let counter = when(result).await.unwrap();
                 if index % 100 == 0 {
-                    assert_eq!(when(&E(&counter).call("incr", list![])).await.unwrap().as_number(), Some(1.0));
+                    assert_eq!(
+                        when(&E(&counter).call("incr", list![])).await.unwrap().as_number(),
+                        Some(1.0)
+                    );
                 }
             }
             most_imports = most_imports.max(only_session(&pair.alice).imports);
         }
-        assert!(most_imports > 100, "the presences were imported ({most_imports} at most)");
+        assert!(
+            most_imports > 100,
+            "the presences were imported ({most_imports} at most)"
+        );
 
         let bound = GC_INTERVAL * 8;
         let took = within(bound, || {
@@ -154,7 +167,10 @@ fn presences_let_go_are_dropped_and_freed_by_the_exporter() {
         assert_eq!(only_session(&pair.bob).answers, 0);
 
         // The presence still held survived every scan and still works.
-        assert_eq!(when(&E(&kept).call("incr", list![])).await.unwrap().as_number(), Some(2.0));
+        assert_eq!(
+            when(&E(&kept).call("incr", list![])).await.unwrap().as_number(),
+            Some(2.0)
+        );
     });
 }
 
@@ -163,7 +179,9 @@ fn references_passed_to_an_idle_peer_that_ignores_them_are_dropped() {
     run_pair(|pair| async move {
         let factory = when(&pair.to_bob.bootstrap()).await.unwrap();
         let held_token = token();
-        when(&E(&factory).call("take", list![held_token.clone()])).await.unwrap();
+        when(&E(&factory).call("take", list![held_token.clone()]))
+            .await
+            .unwrap();
         let alice_baseline = only_session(&pair.alice);
         let bob_baseline = only_session(&pair.bob);
 

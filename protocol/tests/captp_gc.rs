@@ -156,7 +156,10 @@ fn a_reference_resent_while_its_drop_is_in_flight_survives_and_works() {
     drop((presence, echoed));
     assert_eq!(pair.right.session.drop_unheld(), 1);
     pair.run(10);
-    assert!(!pair.left.session.is_exported(gift), "freed once every send was acknowledged");
+    assert!(
+        !pair.left.session.is_exported(gift),
+        "freed once every send was acknowledged"
+    );
     assert!(pair.left.session.close_reason().is_none());
     assert!(pair.right.session.close_reason().is_none());
 }

@@ -268,7 +268,10 @@ fn status(daemon: &Daemon) -> Value {
 fn session_status(counts: &crate::runtime::SessionCounts) -> Value {
     let mut fields = vec![(
         "kind",
-        counts.kind.as_ref().map_or(Value::Null, |kind| Value::from(kind.label())),
+        counts
+            .kind
+            .as_ref()
+            .map_or(Value::Null, |kind| Value::from(kind.label())),
     )];
     if let Some(SessionKind::Peer { node }) = &counts.kind {
         fields.push(("peer", Value::from(node.as_str())));

@@ -321,6 +321,19 @@ impl ConnectionHandle {
         }
     }
 
+    /// Drops at once the imports nobody holds any more (instead of at the
+    /// next [`GC_INTERVAL`] tick), and sends the drops; returns how many.
+    pub fn collect_garbage(&self) -> usize {
+        let Some(connection) = self.vat.connection(self.id) else {
+            return 0;
+        };
+        let dropped = connection.collect_garbage(true);
+        if dropped > 0 {
+            connection.flush(&self.vat);
+        }
+        dropped
+    }
+
     /// Tells the session the runtime no longer needs `reference` (an
     /// import or question it made).
     pub fn release(&self, reference: &Reference) {
