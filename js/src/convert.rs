@@ -404,7 +404,7 @@ impl<'a, 'js> Converter<'a, 'js> {
                         Export {
                             object: Persistent::save(&self.ctx, value.clone()),
                             reference: reference.clone(),
-                            pending_promise: is_promise,
+                            is_promise,
                         },
                     );
                     tables.export_by_address.insert(address, id);

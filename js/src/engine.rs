@@ -15,8 +15,8 @@
 //! code let go is forgotten at the next [`crate::GuestRuntime::collect_garbage`]
 //! and a reference seen again after that gets a new object. Exports are
 //! held strongly until the host lets go of their reference (only the
-//! table still holds it) and they are not pending promises the host
-//! waits on.
+//! table still holds it); exported promises are kept, since the host
+//! knows them by identity.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -41,9 +41,10 @@ pub(crate) struct GuestExport {
 pub(crate) struct Export {
     pub object: Persistent<JsValue<'static>>,
     pub reference: Reference,
-    /// A promise whose settlement the host has not been told yet: kept
-    /// even if the host holds no reference, since it waits by identity.
-    pub pending_promise: bool,
+    /// Exported promises are never forgotten: the host may wait on them,
+    /// and remember how they settled, by reference identity (an address
+    /// that must not be reused for another promise).
+    pub is_promise: bool,
 }
 
 /// What the reference tables remember about an import; its object is
@@ -81,12 +82,12 @@ impl Tables {
     }
 
     /// Forgets the exports whose reference only this table still holds
-    /// (the host let go), except pending promises; returns how many.
+    /// (the host let go), except promises; returns how many.
     pub fn forget_unheld_exports(&mut self) -> usize {
         let unheld: Vec<u64> = self
             .exports
             .iter()
-            .filter(|(_, export)| !export.pending_promise && export.reference.is_only_holder())
+            .filter(|(_, export)| !export.is_promise && export.reference.is_only_holder())
             .map(|(&id, _)| id)
             .collect();
         for id in &unheld {

@@ -589,11 +589,8 @@ fn export_settled<'js>(engine: &Engine, ctx: &Ctx<'js>, args: &[JsValue<'js>]) -
     let id = arg(ctx, args, 0).as_number().unwrap_or(-1.0);
     let fulfilled = arg(ctx, args, 1).as_bool().unwrap_or(false);
     let reference = {
-        let mut tables = engine.tables.borrow_mut();
-        tables.exports.get_mut(&(id as u64)).map(|export| {
-            export.pending_promise = false;
-            export.reference.clone()
-        })
+        let tables = engine.tables.borrow();
+        tables.exports.get(&(id as u64)).map(|export| export.reference.clone())
     };
     let Some(reference) = reference else {
         return Ok(JsValue::new_undefined(ctx.clone()));
