@@ -404,6 +404,7 @@ impl<'a, 'js> Converter<'a, 'js> {
                         Export {
                             object: Persistent::save(&self.ctx, value.clone()),
                             reference: reference.clone(),
+                            is_promise,
                         },
                     );
                     tables.export_by_address.insert(address, id);
@@ -557,8 +558,21 @@ impl<'a, 'js> Converter<'a, 'js> {
         if let Some(object) = self.checked_back.get(reference) {
             return Ok(object.clone());
         }
-        if let Some(import) = self.engine.tables.borrow().imports.get(reference) {
-            return import.object.clone().restore(&self.ctx);
+        let known = self
+            .engine
+            .tables
+            .borrow()
+            .imports
+            .get(reference)
+            .map(|import| import.id);
+        if let Some(id) = known {
+            let lookup = self.library.function("lookupImport")?;
+            let object: JsValue = lookup.call((id,))?;
+            if !object.is_undefined() {
+                return Ok(object);
+            }
+            // Collected, and its finalizer has not run yet: a new object.
+            self.engine.tables.borrow_mut().forget_import(id);
         }
         let id = self.engine.tables.borrow_mut().next_id();
         let object: JsValue = if is_promise {
@@ -569,14 +583,7 @@ impl<'a, 'js> Converter<'a, 'js> {
             make.call((id, reference.interface().to_string()))?
         };
         let mut tables = self.engine.tables.borrow_mut();
-        tables.imports.insert(
-            reference.clone(),
-            Import {
-                id,
-                object: Persistent::save(&self.ctx, object.clone()),
-                is_promise,
-            },
-        );
+        tables.imports.insert(reference.clone(), Import { id, is_promise });
         tables.import_by_id.insert(id, reference.clone());
         Ok(object)
     }

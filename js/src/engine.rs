@@ -8,6 +8,15 @@
 //! presence or a promise) until released. Conversions done only to run a
 //! check (patterns, guards, `passStyleOf`) use short-lived references that
 //! never leave that check, so they do not fill the tables.
+//!
+//! GC: imports are held weakly (the guest library keeps a `WeakRef` of
+//! each presence or host promise, and a `FinalizationRegistry` reports
+//! the ones QuickJS collected), so the host reference of a presence guest
+//! code let go is forgotten at the next [`crate::GuestRuntime::collect_garbage`]
+//! and a reference seen again after that gets a new object. Exports are
+//! held strongly until the host lets go of their reference (only the
+//! table still holds it); exported promises are kept, since the host
+//! knows them by identity.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -32,12 +41,16 @@ pub(crate) struct GuestExport {
 pub(crate) struct Export {
     pub object: Persistent<JsValue<'static>>,
     pub reference: Reference,
+    /// Exported promises are never forgotten: the host may wait on them,
+    /// and remember how they settled, by reference identity (an address
+    /// that must not be reused for another promise).
+    pub is_promise: bool,
 }
 
-/// What the reference tables remember about an import.
+/// What the reference tables remember about an import; its object is
+/// held weakly by the guest library (`lookupImport`).
 pub(crate) struct Import {
     pub id: u64,
-    pub object: Persistent<JsValue<'static>>,
     pub is_promise: bool,
 }
 
@@ -54,6 +67,37 @@ impl Tables {
     pub fn next_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
+    }
+
+    /// Forgets import `id` (its object was collected); a newer import of
+    /// the same reference is kept. Returns whether it was known.
+    pub fn forget_import(&mut self, id: u64) -> bool {
+        let Some(reference) = self.import_by_id.remove(&id) else {
+            return false;
+        };
+        if self.imports.get(&reference).is_some_and(|import| import.id == id) {
+            self.imports.remove(&reference);
+        }
+        true
+    }
+
+    /// Forgets the exports whose reference only this table still holds
+    /// (the host let go), except promises; returns how many.
+    pub fn forget_unheld_exports(&mut self) -> usize {
+        let unheld: Vec<u64> = self
+            .exports
+            .iter()
+            .filter(|(_, export)| !export.is_promise && export.reference.is_only_holder())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in &unheld {
+            self.exports.remove(id);
+        }
+        if !unheld.is_empty() {
+            let exports = &self.exports;
+            self.export_by_address.retain(|_, id| exports.contains_key(id));
+        }
+        unheld.len()
     }
 }
 

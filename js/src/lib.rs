@@ -103,4 +103,4 @@ mod runtime;
 pub use error::GuestError;
 pub use host::{Host, LogLevel, Outcome, Settlement};
 pub use limits::{ConversionLimits, GuestLimits};
-pub use runtime::GuestRuntime;
+pub use runtime::{Collected, GuestRuntime};

@@ -40,6 +40,19 @@
   // Promises standing for host promises: promise -> import id.
   const hostPromises = new WeakMap();
   const pendingResolvers = new Map();
+  // Host references are held weakly, so that QuickJS can collect a
+  // presence (or a settled host promise) guest code no longer holds:
+  // import id -> WeakRef of its object. The ids of collected ones wait in
+  // `collectedImports` until the engine takes them and lets the host
+  // reference go (`takeCollectedImports`). Captured before lockdown
+  // removes these from the globals.
+  const WeakRefCtor = WeakRef;
+  const liveImports = new Map();
+  let collectedImports = [];
+  const importRegistry = new FinalizationRegistry(importId => {
+    liveImports.delete(importId);
+    collectedImports.push(importId);
+  });
 
   const isObject = value =>
     (typeof value === 'object' && value !== null) || typeof value === 'function';
@@ -311,7 +324,22 @@
     hardened.add(proto);
     hardened.add(presence);
     remotables.set(presence, freeze({ iface, importId }));
+    trackImport(importId, presence);
     return presence;
+  };
+
+  const trackImport = (importId, object) => {
+    liveImports.set(importId, new WeakRefCtor(object));
+    importRegistry.register(object, importId);
+  };
+
+  // The object standing for an import, if QuickJS has not collected it.
+  const lookupImport = importId => liveImports.get(importId)?.deref();
+
+  const takeCollectedImports = () => {
+    const ids = collectedImports;
+    collectedImports = [];
+    return ids;
   };
 
   const makeHostPromise = importId => {
@@ -321,7 +349,9 @@
     });
     freeze(promise);
     hostPromises.set(promise, importId);
+    // Held by its resolvers until it settles; weakly after.
     pendingResolvers.set(importId, resolvers);
+    trackImport(importId, promise);
     return promise;
   };
 
@@ -1035,6 +1065,8 @@
     makeHostPromise,
     settleHostPromise,
     forgetHostPromise,
+    lookupImport,
+    takeCollectedImports,
     watchPromise,
     exoInfo,
     deliverLocal,

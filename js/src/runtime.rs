@@ -95,6 +95,15 @@ enum Scope {
     Shared,
 }
 
+/// What one [`GuestRuntime::collect_garbage`] let go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Collected {
+    /// Imports whose objects QuickJS collected.
+    pub imports: usize,
+    /// Exports the host no longer held.
+    pub exports: usize,
+}
+
 /// The confined JavaScript engine of one worker.
 ///
 /// Not `Send`: it belongs to the single thread of its vat loop.
@@ -420,6 +429,38 @@ impl GuestRuntime {
         let root = self.root.clone();
         let result = self.enter(&root, |ctx| self.drain(ctx));
         self.finish(Scope::Shared, result)
+    }
+
+    /// Lets go of what nobody uses any more: runs QuickJS's cycle
+    /// collector and the finalizers it queued, forgets the imports whose
+    /// objects were collected (dropping their host references, which the
+    /// host's session then drops on the wire), and forgets the exports
+    /// whose reference only the engine still holds (so their objects can
+    /// be collected). A worker calls it on a timer.
+    pub fn collect_garbage(&mut self) -> Result<Collected, GuestError> {
+        self.runtime.run_gc();
+        let root = self.root.clone();
+        let result = self.enter(&root, |ctx| {
+            self.drain(ctx)?;
+            let library = js(self.engine.library(ctx))?;
+            let take = js(library.function("takeCollectedImports"))?;
+            let ids: Vec<f64> = js(take.call(()))?;
+            Ok(ids)
+        });
+        let ids = self.finish(Scope::Shared, result)?;
+        let mut tables = self.engine.tables.borrow_mut();
+        let imports = ids
+            .into_iter()
+            .filter(|&id| id >= 0.0 && tables.forget_import(id as u64))
+            .count();
+        let exports = tables.forget_unheld_exports();
+        Ok(Collected { imports, exports })
+    }
+
+    /// How many imports and exports the engine's tables hold.
+    pub fn table_sizes(&self) -> (usize, usize) {
+        let tables = self.engine.tables.borrow();
+        (tables.imports.len(), tables.exports.len())
     }
 
     /// Forgets a reference: an export the host no longer holds, or an

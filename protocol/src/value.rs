@@ -457,6 +457,12 @@ impl Reference {
         Arc::strong_count(&self.inner)
     }
 
+    /// Whether this handle is the only one left: a table holding it can
+    /// let the reference go, since nobody else can use it any more.
+    pub fn is_only_holder(&self) -> bool {
+        Arc::strong_count(&self.inner) == 1
+    }
+
     /// A number unique to this reference while it is alive.
     pub fn identity(&self) -> usize {
         Arc::as_ptr(&self.inner) as *const () as usize

@@ -16,7 +16,7 @@ use tokio::net::UnixListener;
 
 use super::names::{Hub, hub_of_agent};
 use super::{Daemon, DaemonError, NodeOptions, gateway, paths, peers};
-use crate::runtime::{ExoClass, MethodResult, Vat, connect, when};
+use crate::runtime::{ExoClass, MethodResult, SessionKind, SessionOptions, Vat, connect_with, when};
 
 /// Runs a node until it is asked to stop. Blocks the calling thread.
 pub fn run(options: NodeOptions) -> Result<(), DaemonError> {
@@ -114,7 +114,8 @@ async fn serve(options: NodeOptions, vat: Vat) -> Result<(), DaemonError> {
                             }
                         };
                         let (reader, writer) = stream.into_split();
-                        let connection = connect(&vat, reader, writer, Some(host), Limits::default());
+                        let options = SessionOptions::new(Limits::default()).with_kind(SessionKind::Client);
+                        let connection = connect_with(&vat, reader, writer, Some(host), options);
                         tracing::debug!(session = connection.id().0, "control client connected");
                     });
                 }
@@ -263,7 +264,32 @@ fn status(daemon: &Daemon) -> Value {
         "names" => names as u32,
         "listenAddresses" => Value::array(daemon.network.listen_addresses().iter().map(|a| Value::from(a.to_string()))),
         "connectedPeers" => Value::array(daemon.network.connected_peers().iter().map(|n| Value::from(n.to_string()))),
+        "sessions" => Value::array(daemon.vat.session_counts().iter().map(session_status)),
     }
+}
+
+/// One live CapTP session in the status answer: who is at the other end
+/// and its table sizes.
+fn session_status(counts: &crate::runtime::SessionCounts) -> Value {
+    let mut fields = vec![(
+        "kind",
+        counts
+            .kind
+            .as_ref()
+            .map_or(Value::Null, |kind| Value::from(kind.label())),
+    )];
+    if let Some(SessionKind::Peer { node }) = &counts.kind {
+        fields.push(("peer", Value::from(node.as_str())));
+    }
+    for (name, count) in [
+        ("imports", counts.imports),
+        ("exports", counts.exports),
+        ("questions", counts.questions),
+        ("answers", counts.answers),
+    ] {
+        fields.push((name, Value::from(count as f64)));
+    }
+    Value::record(fields)
 }
 
 /// Every known peer: node id, addresses, when last seen.

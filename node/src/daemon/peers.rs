@@ -37,7 +37,7 @@ use super::formula::Id;
 use super::message::{Content, StoredMessage};
 use crate::net::{Multiaddr, PeerId, StreamReader, StreamWriter, peer_id_of};
 use crate::runtime::reason_to_error;
-use crate::runtime::{ConnectionHandle, E, PromiseKit, SessionOptions, connect_with, when};
+use crate::runtime::{ConnectionHandle, E, PromiseKit, SessionKind, SessionOptions, connect_with, when};
 
 /// Refusals of peers' calls logged per second at most, all peers
 /// together: a peer repeating a refused call must not fill the node's disk
@@ -182,6 +182,7 @@ pub fn start_session(
         },
         outbound_queue_bytes: usize::try_from(peer_limits.outbound_queue_bytes).unwrap_or(usize::MAX),
         calls_per_second: std::num::NonZeroU32::new(peer_limits.calls_per_second),
+        kind: Some(SessionKind::Peer { node: node.to_string() }),
     };
     let connection = connect_with(
         &daemon.vat,

@@ -7,6 +7,13 @@
 //! hold or do ([`SessionOptions`]): bytes queued for a peer that does not
 //! read them (past the bound the session ends), and the peer's calls per
 //! second (past the rate its stream is read more slowly).
+//!
+//! Distributed GC: the runtime holds imports as plain [`Reference`]
+//! clones, so a connection finds the ones nobody holds any more by asking
+//! its session ([`Session::drop_unheld`]): at the end of a batch of turns
+//! when the import table has grown enough ([`Session::is_gc_due`]), and
+//! every [`GC_INTERVAL`] while the session has imports or questions, so an
+//! idle session drops what it let go within that bound.
 
 use std::cell::{Cell, RefCell};
 use std::num::NonZeroU32;
@@ -30,6 +37,45 @@ const READ_CHUNK: usize = 64 * 1024;
 /// What [`connect`] bounds a session's output by unless told otherwise.
 pub const DEFAULT_OUTBOUND_QUEUE_BYTES: usize = 64 << 20;
 
+/// How often a connection with imports looks for ones the runtime let
+/// go: an import nobody holds is dropped on the wire within this (plus
+/// the time its last turn takes).
+pub const GC_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Who is at the other end of a session, as its creator says: shown with
+/// its table sizes ([`SessionCounts`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionKind {
+    /// Another node; `node` is its id.
+    Peer { node: String },
+    /// One of this node's workers.
+    Worker,
+    /// A control client (the CLI).
+    Client,
+}
+
+impl SessionKind {
+    /// `peer`, `worker` or `client`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            SessionKind::Peer { .. } => "peer",
+            SessionKind::Worker => "worker",
+            SessionKind::Client => "client",
+        }
+    }
+}
+
+/// The sizes of one live session's tables, counted by the session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionCounts {
+    pub session: SessionId,
+    pub kind: Option<SessionKind>,
+    pub exports: usize,
+    pub imports: usize,
+    pub questions: usize,
+    pub answers: usize,
+}
+
 /// How a session on a byte stream is bounded: its CapTP [`Limits`], and
 /// what the transport side bounds.
 #[derive(Clone, Debug)]
@@ -42,6 +88,9 @@ pub struct SessionOptions {
     /// in bursts of up to this many; beyond it its stream is read more
     /// slowly. `None` reads as fast as the peer sends.
     pub calls_per_second: Option<NonZeroU32>,
+    /// Who is at the other end, for status; `None` if the creator did not
+    /// say.
+    pub kind: Option<SessionKind>,
 }
 
 impl SessionOptions {
@@ -51,6 +100,7 @@ impl SessionOptions {
             limits,
             outbound_queue_bytes: DEFAULT_OUTBOUND_QUEUE_BYTES,
             calls_per_second: None,
+            kind: None,
         }
     }
 
@@ -63,13 +113,21 @@ impl SessionOptions {
             limits,
             outbound_queue_bytes: usize::MAX,
             calls_per_second: None,
+            kind: None,
         }
+    }
+
+    /// These options, naming who is at the other end.
+    pub fn with_kind(mut self, kind: SessionKind) -> SessionOptions {
+        self.kind = Some(kind);
+        self
     }
 }
 
 /// One session and the channel to its writer.
 pub struct Connection {
     id: SessionId,
+    kind: Option<SessionKind>,
     pub(crate) session: RefCell<Session>,
     outbound: RefCell<Option<mpsc::UnboundedSender<Vec<u8>>>>,
     /// Bytes handed to the writer and not yet written (shared with it).
@@ -83,6 +141,30 @@ pub struct Connection {
 impl Connection {
     pub fn id(&self) -> SessionId {
         self.id
+    }
+
+    /// The session's table sizes.
+    pub(crate) fn counts(&self) -> SessionCounts {
+        let session = self.session.borrow();
+        SessionCounts {
+            session: self.id,
+            kind: self.kind.clone(),
+            exports: session.export_count(),
+            imports: session.import_count(),
+            questions: session.question_count(),
+            answers: session.answer_count(),
+        }
+    }
+
+    /// Drops the imports nobody holds any more if the table has grown
+    /// enough since the last look, or always when `now`; returns how many.
+    pub(crate) fn collect_garbage(&self, now: bool) -> usize {
+        let mut session = self.session.borrow_mut();
+        if now || session.is_gc_due() {
+            session.drop_unheld()
+        } else {
+            0
+        }
     }
 
     /// Runs every event the session has queued.
@@ -239,6 +321,19 @@ impl ConnectionHandle {
         }
     }
 
+    /// Drops at once the imports nobody holds any more (instead of at the
+    /// next [`GC_INTERVAL`] tick), and sends the drops; returns how many.
+    pub fn collect_garbage(&self) -> usize {
+        let Some(connection) = self.vat.connection(self.id) else {
+            return 0;
+        };
+        let dropped = connection.collect_garbage(true);
+        if dropped > 0 {
+            connection.flush(&self.vat);
+        }
+        dropped
+    }
+
     /// Tells the session the runtime no longer needs `reference` (an
     /// import or question it made).
     pub fn release(&self, reference: &Reference) {
@@ -281,6 +376,7 @@ where
     let cut_off = Rc::new(Notify::new());
     let connection = Rc::new(Connection {
         id,
+        kind: options.kind,
         session: RefCell::new(session),
         outbound: RefCell::new(Some(sender)),
         queued: Rc::clone(&queued),
@@ -303,10 +399,31 @@ where
         pacer,
         closed_receiver.clone(),
     ));
+    vat.spawn(gc_loop(vat.clone(), Rc::clone(&connection), closed_receiver.clone()));
     ConnectionHandle {
         vat: vat.clone(),
         id,
         closed: closed_receiver,
+    }
+}
+
+/// Every [`GC_INTERVAL`], drops the imports the runtime let go (see the
+/// module docs), until the session ends.
+async fn gc_loop(vat: Vat, connection: Rc<Connection>, mut closed: watch::Receiver<Option<String>>) {
+    let mut ticks = tokio::time::interval(GC_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = closed.wait_for(Option::is_some) => return,
+        }
+        let worth_a_look = {
+            let session = connection.session.borrow();
+            !session.is_closed() && (session.import_count() > 0 || session.question_count() > 0)
+        };
+        if worth_a_look && connection.collect_garbage(true) > 0 {
+            vat.enter(|| connection.flush(&vat));
+        }
     }
 }
 

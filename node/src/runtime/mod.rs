@@ -20,7 +20,9 @@ pub mod exo;
 pub mod iterator;
 pub mod vat;
 
-pub use connection::{ConnectionHandle, SessionOptions, connect, connect_with};
+pub use connection::{
+    ConnectionHandle, GC_INTERVAL, SessionCounts, SessionKind, SessionOptions, connect, connect_with,
+};
 pub use eventual::{E, EProxy, PromiseKit, Settle, When, reason_to_error, when};
 pub use exo::{Context, Exo, ExoClass, ExoClassBuilder, ExoClassKit, LocalClass, MethodResult, Methods};
 pub use vat::{Behavior, DeliveryGate, Foreign, Invocation, Message, Resolver, Settlement, Vat, Waiter, type_error};

@@ -21,7 +21,7 @@ use capstan_protocol::captp::{AnswerId, RemoteTarget, Session, SessionId};
 use capstan_protocol::{ErrorValue, Reference, Value};
 use tokio::sync::Notify;
 
-use super::connection::Connection;
+use super::connection::{Connection, SessionCounts};
 
 pub use capstan_protocol::Settlement;
 
@@ -783,11 +783,28 @@ impl Vat {
         self.wake();
     }
 
+    /// Drops what each session's runtime let go when a scan is due (see
+    /// [`super::connection`]), then hands each connection's output to its
+    /// writer.
     fn flush_connections(&self) {
         let connections: Vec<Rc<Connection>> = self.0.connections.borrow().values().cloned().collect();
         for connection in connections {
+            connection.collect_garbage(false);
             connection.flush(self);
         }
+    }
+
+    /// The table sizes of every live session, by session id.
+    pub fn session_counts(&self) -> Vec<SessionCounts> {
+        let mut counts: Vec<SessionCounts> = self
+            .0
+            .connections
+            .borrow()
+            .values()
+            .map(|connection| connection.counts())
+            .collect();
+        counts.sort_unstable_by_key(|counts| counts.session);
+        counts
     }
 
     /// Makes a CapTP session bound to this vat (its transport is attached

@@ -27,8 +27,8 @@ use capstan_protocol::{ErrorValue, Reference, Value};
 
 use crate::runtime::args::decode;
 use crate::runtime::{
-    ConnectionHandle, ExoClass, Foreign, Message, MethodResult, Resolver, SessionOptions, Settlement, Vat, Waiter,
-    connect_with, type_error,
+    ConnectionHandle, ExoClass, Foreign, GC_INTERVAL, Message, MethodResult, Resolver, SessionOptions, Settlement, Vat,
+    Waiter, connect_with, type_error,
 };
 
 /// What the error of a call adds when the call made the worker retire.
@@ -79,6 +79,7 @@ async fn serve(vat: Vat, limits: GuestLimits) -> Result<(), String> {
         SessionOptions::toward_own_node(super::protocol::worker_session_limits()),
     );
     *bridge.connection.borrow_mut() = Some(connection.clone());
+    vat.spawn(collect_guest_garbage(Rc::clone(&bridge)));
     let reason = connection.closed().await;
     note(&format!("worker: the session with the node ended: {reason}"));
     if bridge.retiring.borrow().is_some() {
@@ -87,6 +88,38 @@ async fn serve(vat: Vat, limits: GuestLimits) -> Result<(), String> {
         tokio::time::sleep(RETIRE_GRACE).await;
     }
     Ok(())
+}
+
+/// Every [`GC_INTERVAL`]: the engine forgets the presences QuickJS
+/// collected and the exports the node let go, and the session drops the
+/// imports that leaves unheld at once, so a presence guest code let go is
+/// dropped on the wire within about one interval.
+async fn collect_guest_garbage(bridge: Rc<Bridge>) {
+    let mut ticks = tokio::time::interval(GC_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if bridge.retiring.borrow().is_some() {
+            return;
+        }
+        let Ok(mut guest) = bridge.guest.try_borrow_mut() else {
+            continue;
+        };
+        let collected = guest.collect_garbage();
+        drop(guest);
+        match collected {
+            Ok(collected) if collected.imports > 0 => {
+                if let Some(connection) = bridge.connection.borrow().clone() {
+                    connection.collect_garbage();
+                }
+            }
+            Ok(_) => {}
+            Err(error) => note(&format!("worker: collecting garbage failed: {error}")),
+        }
+        if let Some(vat) = Vat::current() {
+            bridge.retire_if_asked(&vat);
+        }
+    }
 }
 
 /// A line in the worker's log. The log may be full (see `fence`): then the

@@ -11,7 +11,7 @@ use capstan_protocol::{ErrorValue, Value};
 use tokio::process::{Child, Command};
 
 use super::protocol::{WORKER_SUBCOMMAND, worker_session_limits};
-use crate::runtime::{ConnectionHandle, Vat, connect};
+use crate::runtime::{ConnectionHandle, SessionKind, SessionOptions, Vat, connect_with};
 
 /// A worker's memory cap unless told otherwise, bytes.
 pub const DEFAULT_MEMORY_BYTES: u64 = 256 << 20;
@@ -79,7 +79,8 @@ impl WorkerSpawner {
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(ErrorValue::plain("the worker process has no pipes"));
         };
-        let connection = connect(vat, stdout, stdin, None, worker_session_limits());
+        let options = SessionOptions::new(worker_session_limits()).with_kind(SessionKind::Worker);
+        let connection = connect_with(vat, stdout, stdin, None, options);
         let bootstrap = connection.bootstrap();
         Ok(WorkerProcess {
             child: Rc::new(RefCell::new(Some(child))),

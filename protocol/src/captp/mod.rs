@@ -36,9 +36,11 @@
 //! - **Settlements** of questions and imported promises arrive as
 //!   [`Event::Settled`], after any disembargo needed for E-order.
 //! - **GC**: when the runtime no longer holds an import it calls
-//!   [`Session::drop_reference`]; the session sends `DropExports` with wire
-//!   deltas, and the exporter frees an export only when every send of it
-//!   was acknowledged.
+//!   [`Session::drop_reference`], or lets the session find every import
+//!   only its table still holds with [`Session::drop_unheld`] (when
+//!   [`Session::is_gc_due`], and on a timer); the session sends
+//!   `DropExports` with wire deltas, and the exporter frees an export only
+//!   when every send of it was acknowledged.
 //! - **Abort**: any malformed or hostile input, or a limit exceeded, ends
 //!   the session with `Abort { reason }`; every pending question on both
 //!   sides settles rejected with the reason, and [`Event::Aborted`] is

@@ -2,6 +2,12 @@
 //! of what we received) and `DropAnswers` for what the runtime let go, and
 //! freeing our exports and answers when the peer's drops arrive. An export
 //! is freed only when every send of it has been acknowledged.
+//!
+//! A runtime that holds imports as plain [`Reference`] clones lets the
+//! session find the ones it let go: [`Session::drop_unheld`] drops every
+//! import whose only holder left is the session's own table, and
+//! [`Session::is_gc_due`] says when the table has grown enough since the
+//! last scan for another to be worth its cost.
 
 use crate::captp::codec;
 use crate::captp::message::{MAX_POSITIONS_PER_MESSAGE, Message, Positions};
@@ -9,9 +15,61 @@ use crate::captp::message::{MAX_POSITIONS_PER_MESSAGE, Message, Positions};
 use super::outbound::SettlementMessage;
 use super::routing::Work;
 use super::tables::AnswerState;
-use super::{Session, error_value, protocol_error};
+use super::{RemoteKind, RemoteTarget, Session, error_value, protocol_error};
+use crate::value::Reference;
+
+/// Imports a table may gain past twice what survived the last scan before
+/// another scan is due: small tables are not scanned on every turn.
+const SCAN_FLOOR: usize = 256;
 
 impl Session {
+    /// Drops every import (presence or imported promise) that only the
+    /// session's table still holds, as [`Session::drop_reference`] would,
+    /// and lets go of the promises of our questions that nobody holds
+    /// (their answers are dropped when they return, as always). Returns
+    /// how many imports were dropped; the drops reach the peer with the
+    /// next transmit, batched. Costs one pass over the imports and
+    /// questions.
+    pub fn drop_unheld(&mut self) -> usize {
+        let unheld: Vec<u64> = self
+            .tables
+            .imports
+            .iter()
+            .filter(|(_, import)| import.reference.is_only_holder())
+            .map(|(&position, _)| position)
+            .collect();
+        for &position in &unheld {
+            self.drop_import(position);
+        }
+        for question in self.tables.questions.values_mut() {
+            if question.promise.as_ref().is_some_and(Reference::is_only_holder) {
+                question.promise = None;
+            }
+        }
+        self.imports_after_scan = self.tables.imports.len();
+        unheld.len()
+    }
+
+    /// Whether the import table has grown past twice what survived the
+    /// last [`Session::drop_unheld`] (plus a floor), so that a scan now
+    /// keeps the table within a constant factor of what is really held at
+    /// a cost amortized over the imports received. A runtime also scans
+    /// on a timer, so that an idle session drops what it let go.
+    pub fn is_gc_due(&self) -> bool {
+        !self.is_closed()
+            && self.tables.imports.len() >= self.imports_after_scan.saturating_mul(2).saturating_add(SCAN_FLOOR)
+    }
+
+    /// Forgets import `position` and queues its drop with its wire delta.
+    pub(super) fn drop_import(&mut self, position: u64) {
+        if let Some(entry) = self.tables.imports.remove(&position) {
+            if RemoteTarget::of(&entry.reference).map(RemoteTarget::kind) == Some(RemoteKind::Presence) {
+                self.tables.remember_interface(position, entry.reference.interface());
+            }
+            self.export_drops.push((position, entry.received));
+        }
+    }
+
     /// Writes the drops gathered since the last transmit, in messages of
     /// bounded size.
     pub(super) fn flush_drops(&mut self) {

@@ -200,6 +200,9 @@ pub struct Session {
     embargoes: OwnKeyMap<u64, u64>,
     export_drops: Vec<(u64, u64)>,
     answer_drops: Vec<u64>,
+    /// Imports left after the last scan for unheld ones (see
+    /// [`Session::is_gc_due`]).
+    imports_after_scan: usize,
     scratch_positions: Vec<u64>,
     scratch_deltas: Vec<u64>,
 }
@@ -250,6 +253,7 @@ impl Session {
             embargoes: OwnKeyMap::default(),
             export_drops: Vec::new(),
             answer_drops: Vec::new(),
+            imports_after_scan: 0,
             scratch_positions: Vec::new(),
             scratch_deltas: Vec::new(),
         }
@@ -360,7 +364,8 @@ impl Session {
 
     /// Tells the session the runtime no longer holds `reference` (a
     /// presence, imported promise or question it made). The drop reaches
-    /// the peer with the next transmit.
+    /// the peer with the next transmit. A runtime that cannot tell when it
+    /// lets go calls [`Session::drop_unheld`] instead.
     pub fn drop_reference(&mut self, reference: &Reference) {
         let Some(target) = self.tables.ours(reference) else {
             return;
@@ -374,12 +379,7 @@ impl Session {
                 if !entry.reference.same(reference) {
                     return;
                 }
-                if let Some(entry) = self.tables.imports.remove(&position) {
-                    if kind == RemoteKind::Presence {
-                        self.tables.remember_interface(position, entry.reference.interface());
-                    }
-                    self.export_drops.push((position, entry.received));
-                }
+                self.drop_import(position);
             }
             RemoteKind::Question => {
                 if let Some(question) = self.tables.questions.get_mut(&position) {
