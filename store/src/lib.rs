@@ -17,6 +17,7 @@
 //! `store/DESIGN.md` describes the tables and how each operation commits.
 
 mod blobs;
+mod collect;
 mod error;
 mod events;
 mod formulas;
