@@ -303,8 +303,15 @@ impl Daemon {
             }
             remembered.extend(gone.iter().copied());
         }
+        let mut stopped_workers = false;
         for id in &collected.formulas {
+            stopped_workers |= self.workers.is_running(*id);
             self.cancel(*id);
+        }
+        // A stopped worker's session held what it was given; once that
+        // session has ended those values may be free too.
+        if stopped_workers {
+            self.schedule_collection();
         }
         // What was made from a collected formula was collected with it;
         // drop the stale records the other way round.
