@@ -551,11 +551,11 @@ mod tests {
 
             let check = |store: &capstan_store::Store| -> Result<(), TestCaseError> {
                 let snapshot = store.read().unwrap();
-                for index in 0..count {
-                    prop_assert_eq!(snapshot.has_formula(ids[index]).unwrap(), reached.contains(&index), "formula {}", index);
+                for (index, id) in ids.iter().enumerate().take(count) {
+                    prop_assert_eq!(snapshot.has_formula(*id).unwrap(), reached.contains(&index), "formula {}", index);
                     if !reached.contains(&index) {
-                        prop_assert!(snapshot.list_names(ids[index]).unwrap().is_empty());
-                        prop_assert!(snapshot.list_messages(ids[index]).unwrap().is_empty());
+                        prop_assert!(snapshot.list_names(*id).unwrap().is_empty());
+                        prop_assert!(snapshot.list_messages(*id).unwrap().is_empty());
                     }
                 }
                 for (blob, hash) in hashes.iter().enumerate() {

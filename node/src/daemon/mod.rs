@@ -202,7 +202,7 @@ struct GcState {
 
 /// Collected ids remembered for their clear error, at most; past this the
 /// set starts again (an old id then gets the plain unknown-formula error).
-const COLLECTED_IDS_KEPT: usize = 1 << 20;
+const COLLECTED_IDS_KEPT: usize = 1 << 18;
 
 /// Derives a well-known formula id from the node's secret, so the root
 /// formulas are found again on every start without being looked up.
