@@ -132,6 +132,12 @@ pub enum Command {
     Store(StoreArgs),
     /// Forget a value and everything made from it; it is remade on next use.
     Cancel { name: String },
+    /// Collect every value nothing names or holds any more, and print
+    /// what was collected.
+    Gc {
+        #[arg(long)]
+        json: bool,
+    },
     /// Make (or get) a host agent under a name.
     Mkhost { name: String },
     /// Make (or get) a guest agent under a name.

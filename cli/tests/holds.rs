@@ -5,9 +5,10 @@
 //! giver is back) and applied once; the gateway's `release` refuses what
 //! is malformed and touches only the caller's own holds.
 //!
-//! Deciding *what* a holder lets go of is the collector's (not here yet):
-//! these tests queue the releases the collection would, in the holder's
-//! store while it is stopped, for ids it no longer reaches.
+//! With the collector: a value only a peer holds outlives collections and
+//! restarts until the peer lets go (its collection releases it) or is
+//! forgotten. One test queues releases directly in a stopped holder's
+//! store, to check they wait for a giver that is down.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, reason = "a test fails by panicking")]
 
@@ -21,7 +22,7 @@ use capstan_node::runtime::Exo;
 use capstan_protocol::Value;
 use capstan_protocol::captp::Limits;
 use capstan_tests::hostile::{Attacker, Target};
-use capstan_tests::{LOOPBACK, Node, introduce, use_binary, wait_until};
+use capstan_tests::{LOOPBACK, Node, introduce, names_an_identifier, use_binary, wait_until};
 
 const COUNTER: &str = "let n = 0; makeExo('Counter', M.interface('Counter', { incr: M.call().returns(M.number()) }), { incr() { n += 1; return n; } })";
 
@@ -337,4 +338,75 @@ fn a_third_nodes_id_passed_on_is_held_along_the_way_it_came_and_an_id_sent_home_
     assert!(holds(&bob, "heldByPeers").is_empty());
     assert_eq!(holds(&alice, "heldFromPeers"), [(carol_id, 1)]);
     assert_eq!(holds(&bob, "heldFromPeers"), [(alice_id, 2)]);
+}
+
+/// Two introduced nodes that collect only when asked and give new
+/// formulas no grace; alice has a counter she has given bob, named `c`
+/// there, and no longer names herself.
+fn counter_only_bob_holds() -> (Node, Node) {
+    use_binary(env!("CARGO_BIN_EXE_capstan"));
+    let config = "[gc]\ngrace_seconds = 0\ndelay_ms = 3600000\n";
+    let (alice, bob) = (Node::started_on_loopback(config), Node::started_on_loopback(config));
+    introduce(&alice, "bob", &bob, "alice");
+    alice.run(&["eval", COUNTER, "-n", "counter"]).ok();
+    alice.run(&["send", "bob", "for you @counter"]).ok();
+    bob.run(&["adopt", "0", "counter", "-n", "c"]).ok();
+    alice.run(&["remove", "counter"]).ok();
+    (alice, bob)
+}
+
+fn evals_collected(node: &Node) -> u64 {
+    let collected: serde_json::Value = serde_json::from_str(node.run(&["gc", "--json"]).ok()).expect("gc JSON");
+    collected["byType"]["eval"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn a_value_a_peer_holds_outlives_collections_and_restarts_until_the_peer_lets_go() {
+    let (alice, bob) = counter_only_bob_holds();
+    assert_eq!(evals_collected(&alice), 0, "alice collected what bob holds");
+    assert_eq!(bob.eval("E(c).incr()", &["c:c"]), "1");
+
+    alice.run(&["restart", "--listen", LOOPBACK]).ok();
+    bob.run(&["restart", "--listen", LOOPBACK]).ok();
+    assert_eq!(
+        evals_collected(&alice),
+        0,
+        "alice collected what bob holds after restarts"
+    );
+    // Made again from its formula after the restart, so it counts from 1.
+    assert_eq!(bob.eval("E(c).incr()", &["c:c"]), "1");
+
+    // Bob lets go: his collection releases the id to alice, whose next
+    // collection takes the counter.
+    bob.run(&["remove", "c"]).ok();
+    bob.run(&["dismiss", "0"]).ok();
+    let released = wait_until(Duration::from_secs(15), || {
+        bob.run(&["gc"]).ok();
+        holds(&alice, "heldByPeers").is_empty()
+    });
+    assert!(
+        released,
+        "bob's release never reached alice: {:?}",
+        holds(&alice, "heldByPeers")
+    );
+    assert!(holds(&bob, "heldFromPeers").is_empty());
+    // Bob's node also let go of the live presence; once its session has
+    // told alice's, the counter is alice's to collect.
+    let mut collected = 0;
+    wait_until(Duration::from_secs(10), || {
+        collected += evals_collected(&alice);
+        collected > 0
+    });
+    assert_eq!(collected, 1, "the counter nobody holds stayed");
+}
+
+#[test]
+fn after_forget_a_collection_takes_what_only_that_peer_held() {
+    let (alice, bob) = counter_only_bob_holds();
+    assert_eq!(evals_collected(&alice), 0);
+    alice.run(&["forget", "bob"]).ok();
+    assert_eq!(evals_collected(&alice), 1, "forget did not release bob's hold");
+    // Bob's name now leads to a value its owner no longer has.
+    let refused = bob.run(&["eval", "E(c).incr()", "c:c"]).err().to_string();
+    assert!(!names_an_identifier(&refused), "{refused}");
 }

@@ -18,6 +18,7 @@
 //! `store/DESIGN.md` describes the tables and how each operation commits.
 
 mod blobs;
+mod collect;
 mod error;
 mod events;
 mod formulas;

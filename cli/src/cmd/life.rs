@@ -265,6 +265,8 @@ pub fn status(state: &StateDir, json: bool) -> anyhow::Result<()> {
         ("uptime (s)", "uptimeSeconds"),
         ("workers", "workers"),
         ("names", "names"),
+        ("formulas", "formulas"),
+        ("values", "incarnations"),
     ] {
         println!("{label:<11} {}", field(&status, name));
     }

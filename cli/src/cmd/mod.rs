@@ -1,6 +1,7 @@
 //! Carries out each command; one module per group of commands.
 
 pub mod eval;
+pub mod gc;
 pub mod holds;
 pub mod kernel;
 pub mod life;
@@ -61,6 +62,7 @@ pub fn run(command: &Command, state: &StateDir, as_agent: Option<&str>) -> anyho
         Command::Locate { name } => names::locate(state, as_agent, name),
         Command::Store(args) => store::store(state, as_agent, args),
         Command::Cancel { name } => names::cancel(state, as_agent, name),
+        Command::Gc { json } => gc::gc(state, as_agent, *json),
         Command::Mkhost { name } => mail::make_agent(state, as_agent, "provideHost", name, &[]),
         Command::Mkguest { name, introduce } => mail::make_agent(state, as_agent, "provideGuest", name, introduce),
         Command::Inbox { follow } => mail::inbox(state, as_agent, *follow),

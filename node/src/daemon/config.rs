@@ -16,6 +16,9 @@
 //!
 //! [peers]                 # per peer unless named "total"
 //! calls_per_second = 100000
+//!
+//! [gc]                    # the formula collector
+//! grace_seconds = 10
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -38,6 +41,29 @@ struct ConfigFile {
     mail: MailQuotas,
     #[serde(default)]
     peers: PeerLimits,
+    #[serde(default)]
+    gc: GcOptions,
+}
+
+/// `[gc]`: when the formula collector runs and what it spares.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcOptions {
+    /// A formula made (or a value made from one) this recently is never
+    /// collected: it may be between its making and its naming or export.
+    pub grace_seconds: u64,
+    /// A collection runs this long after the last change that can free
+    /// something (a name removed, a message dismissed, a value cancelled).
+    pub delay_ms: u64,
+}
+
+impl Default for GcOptions {
+    fn default() -> GcOptions {
+        GcOptions {
+            grace_seconds: 10,
+            delay_ms: 1000,
+        }
+    }
 }
 
 /// `[mail]`: what one peer may put in this node's mailboxes. Over any of
@@ -131,6 +157,7 @@ pub struct NodeConfig {
     pub system_subclusters: Vec<SystemSubclusterConfig>,
     pub mail: MailQuotas,
     pub peers: PeerLimits,
+    pub gc: GcOptions,
 }
 
 impl NodeConfig {
@@ -180,6 +207,7 @@ impl NodeConfig {
             system_subclusters,
             mail: file.mail,
             peers: file.peers,
+            gc: file.gc,
         })
     }
 }
@@ -224,6 +252,9 @@ mod tests {
         assert_eq!(config.mail.held_messages, 5);
         assert_eq!(config.mail.message_bytes, MailQuotas::default().message_bytes);
         assert_eq!(config.peers.connections, 2);
+        assert_eq!(config.gc, GcOptions::default());
+        std::fs::write(&path, "[gc]\ngrace_seconds = 0\n").unwrap();
+        assert_eq!(NodeConfig::read(&path).unwrap().gc.grace_seconds, 0);
         std::fs::write(&path, "[mail]\nheld_mesages = 5\n").unwrap();
         let error = NodeConfig::read(&path).unwrap_err().to_string();
         assert!(error.contains("held_mesages"), "{error}");

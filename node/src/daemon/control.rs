@@ -262,6 +262,8 @@ fn status(daemon: &Daemon) -> Value {
         "workers" => daemon.workers.count() as u32,
         "workerPids" => Value::array(daemon.workers.pids().into_iter().map(Value::from)),
         "names" => names as u32,
+        "formulas" => daemon.store.read().and_then(|snapshot| snapshot.formula_count()).map_or(0.0, |count| count as f64),
+        "incarnations" => daemon.incarnation_count() as f64,
         "listenAddresses" => Value::array(daemon.network.listen_addresses().iter().map(|a| Value::from(a.to_string()))),
         "connectedPeers" => Value::array(daemon.network.connected_peers().iter().map(|n| Value::from(n.to_string()))),
         "sessions" => Value::array(daemon.vat.session_counts().iter().map(session_status)),

@@ -187,7 +187,11 @@ impl Directory {
         let (parent, name) = self.hub.resolve_parent(&self.daemon, &path)?;
         let pet = parse_pet_name(&name)?;
         match self.daemon.store.remove_name(parent.pet_store, pet).await? {
-            Some(_) => Ok(Value::Undefined),
+            Some(_) => {
+                // The name may have been the last thing holding a value.
+                self.daemon.schedule_collection();
+                Ok(Value::Undefined)
+            }
             None => Err(unknown_name(&path.join("."))),
         }
     }

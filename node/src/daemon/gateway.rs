@@ -396,8 +396,10 @@ impl Gateway {
             .transact(move |tx| tx.apply_hold_releases(remote, batch, &released))
             .await?;
         tracing::debug!(peer = %remote, batch, applied, "a peer released ids");
-        // TODO(gc): schedule a collection here once the daemon has the
-        // hook: released formulas may now be unreachable.
+        // Released formulas may now be unreachable.
+        if applied {
+            self.daemon.schedule_collection();
+        }
         Ok(Value::Undefined)
     }
 

@@ -19,7 +19,8 @@
 //! - [`agents`]: hosts, guests and their mail;
 //! - [`gateway`]: what other nodes may ask of this one;
 //! - [`incarnate`]: making a formula's value, by type; [`control`]: the
-//!   control socket, the node's root object and its life.
+//!   control socket, the node's root object and its life;
+//! - [`gc`]: the formula collector (what is reachable, and the sweep).
 //!
 //! This module wires the layers together: the daemon's state names the
 //! state types of [`worker`], [`message`] and [`peers`], gives
@@ -33,6 +34,7 @@ pub mod control;
 pub mod directory;
 pub mod formula;
 pub mod gateway;
+pub mod gc;
 pub mod holds;
 mod incarnate;
 mod listen;
@@ -43,12 +45,13 @@ pub mod paths;
 pub mod peers;
 pub mod worker;
 
-use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::{Rc, Weak};
+use std::time::Instant;
 
 use capstan_protocol::{ErrorValue, Value};
-use capstan_store::{FormulaId, NodeId, Store, StoreError};
+use capstan_store::{BlobHash, FormulaId, NodeId, Store, StoreError};
 
 use crate::net::{InboundStreams, Multiaddr, NetConfig, Network};
 use crate::runtime::{PromiseKit, Vat, reason_to_error, when};
@@ -92,6 +95,10 @@ pub enum DaemonError {
     /// this error (a name for a missing or another node's formula).
     #[error("there is no such formula on this node")]
     NoSuchFormula,
+    /// A formula the collector removed (nothing reached it), asked for by
+    /// someone who kept its id. Names no id either.
+    #[error("this value was collected: nothing named it any more")]
+    Collected,
 }
 
 /// A daemon error as the error a method call rejects with.
@@ -167,9 +174,37 @@ pub struct Daemon {
     pub mail_quotas: config::MailQuotas,
     /// What one peer may make us hold (`[peers]` in `config.toml`).
     pub peer_limits: config::PeerLimits,
+    /// When the collector runs and what it spares (`[gc]`).
+    pub gc_options: config::GcOptions,
+    /// The collector's in-memory state.
+    gc: GcState,
     stop: tokio::sync::watch::Sender<bool>,
     this: Weak<Daemon>,
 }
+
+/// What the collector keeps between runs, on the vat thread.
+#[derive(Default)]
+struct GcState {
+    /// Formulas made or incarnated lately, oldest first: spared for the
+    /// grace period.
+    recent: RefCell<VecDeque<(Instant, FormulaId)>>,
+    /// Blob hashes stored lately (their formula may not be written yet).
+    recent_blobs: RefCell<VecDeque<(Instant, BlobHash)>>,
+    /// Blob uploads in progress: while any runs no blob bytes are deleted.
+    uploads: Cell<u32>,
+    /// Ids collected in this run of the node, to say so when one is used.
+    collected: RefCell<HashSet<FormulaId>>,
+    /// One collection at a time.
+    running: tokio::sync::Mutex<()>,
+    /// When the next automatic collection is due, if one is.
+    due: Cell<Option<Instant>>,
+    /// Whether the task that waits for `due` is running.
+    timer: Cell<bool>,
+}
+
+/// Collected ids remembered for their clear error, at most; past this the
+/// set starts again (an old id then gets the plain unknown-formula error).
+const COLLECTED_IDS_KEPT: usize = 1 << 18;
 
 /// Derives a well-known formula id from the node's secret, so the root
 /// formulas are found again on every start without being looked up.
@@ -273,7 +308,7 @@ impl Daemon {
         let workers = worker::Workers::new(&options);
         let mut kernel_options = crate::kernel::KernelOptions::new(options.worker_spawner());
         kernel_options.system_subclusters = config.system_subclusters;
-        let (mail_quotas, peer_limits) = (config.mail, config.peers);
+        let (mail_quotas, peer_limits, gc_options) = (config.mail, config.peers, config.gc);
         let kernel = crate::kernel::Kernel::new(store.clone(), vat.clone(), kernel_options)
             .map_err(|source| DaemonError::Kernel { source })?;
         let comms_network = network.clone();
@@ -306,6 +341,8 @@ impl Daemon {
             kernel,
             mail_quotas,
             peer_limits,
+            gc_options,
+            gc: GcState::default(),
             stop,
             this: this.clone(),
         }))
@@ -335,13 +372,20 @@ impl Daemon {
 
     /// Reads a formula.
     pub fn formula(&self, id: FormulaId) -> Result<Formula, DaemonError> {
-        let record = self.store.read()?.get_formula(id)?.ok_or(DaemonError::NoSuchFormula)?;
+        let Some(record) = self.store.read()?.get_formula(id)? else {
+            return Err(if self.gc.collected.borrow().contains(&id) {
+                DaemonError::Collected
+            } else {
+                DaemonError::NoSuchFormula
+            });
+        };
         Formula::from_record(&record)
     }
 
     /// Stores a new formula under a fresh id.
     pub async fn make_formula(&self, formula: &Formula) -> Result<FormulaId, DaemonError> {
         let id = FormulaId::random(self.node_id)?;
+        self.note_recent(id);
         self.store.put_formula(id, formula.to_record()?).await?;
         Ok(id)
     }
@@ -355,6 +399,7 @@ impl Daemon {
     ) -> Result<(), ErrorValue> {
         let mut records = Vec::with_capacity(formulas.len());
         for (id, formula) in formulas {
+            self.note_recent(*id);
             records.push((*id, formula.to_record()?));
         }
         self.store
@@ -403,11 +448,15 @@ impl Daemon {
     }
 
     fn remember(&self, id: FormulaId, value: &Value) {
+        self.note_recent(id);
         // Keep the promise only if the value is still the current one.
         let mut live = self.live.borrow_mut();
-        if live.contains_key(&id) {
-            live.insert(id, value.clone());
+        if !live.contains_key(&id) {
+            return;
         }
+        live.insert(id, value.clone());
+        // Only while `live` holds the reference: an identity is an
+        // address, which a freed reference's successor may reuse.
         if let Value::Remotable(reference) | Value::Promise(reference) = value {
             self.identities.borrow_mut().insert(reference.identity(), id);
         }

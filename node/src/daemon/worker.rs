@@ -40,6 +40,11 @@ impl Workers {
         self.running.borrow().len()
     }
 
+    /// Whether the worker of formula `id` runs.
+    pub fn is_running(&self, id: FormulaId) -> bool {
+        self.running.borrow().contains_key(&id)
+    }
+
     /// The process ids of the running workers.
     pub fn pids(&self) -> Vec<u32> {
         self.running

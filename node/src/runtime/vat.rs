@@ -816,6 +816,17 @@ impl Vat {
         };
         Session::new(self.allocate_session_id(), bootstrap, limits)
     }
+
+    /// Whether some open session has `reference` in its export table: a
+    /// worker, a peer or a CLI holds it (the daemon's collector keeps
+    /// such values).
+    pub(crate) fn exported_on_any_session(&self, reference: &Reference) -> bool {
+        self.0
+            .connections
+            .borrow()
+            .values()
+            .any(|connection| connection.session.borrow().is_exported(reference))
+    }
 }
 
 /// A future polled with a given vat as the current one.

@@ -66,6 +66,7 @@ fn host_guards() -> Vec<(&'static str, Value)> {
         ("cancel", M::call([path()]).optional([M::any()]).returns(M::number())),
         ("forget", M::call([path()]).returns(M::number())),
         ("listHolds", M::call([]).returns(M::record())),
+        ("collectGarbage", M::call([]).returns(M::record())),
         (
             "provideGuest",
             M::call_when([path()])
@@ -101,6 +102,7 @@ fn define_host() -> Result<ExoClass<Agent>, ErrorValue> {
         .method("cancel", |cx, args| cancel(&cx.state(), decode(args)?))
         .async_state_method("forget", forget)
         .method("listHolds", |cx, _| list_holds(&cx.state()))
+        .async_state_method("collectGarbage", collect_garbage)
         .build()
 }
 
@@ -253,7 +255,10 @@ async fn make_bundle(
 /// `storeBlob(reader, name?)`.
 async fn store_blob(host: Agent, (reader, name): (Value, Option<Value>)) -> MethodResult {
     let (daemon, hub) = (host.daemon(), &host.directory.hub);
-    let hash = blob::store_from_reader(daemon, &reader).await?;
+    daemon.blob_upload_started();
+    let stored = blob::store_from_reader(daemon, &reader).await;
+    daemon.blob_upload_ended(stored.as_ref().ok().copied());
+    let hash = stored?;
     let formula = Formula::ReadableBlob { hash: hash.to_hex() };
     let id = make_named(daemon, hub, &formula, name.as_ref()).await?;
     Ok(daemon.provide(id))
@@ -279,7 +284,28 @@ async fn store_value(host: Agent, (value, name): (Value, Value)) -> MethodResult
 fn cancel(host: &Agent, (Path(path),): (Path,)) -> MethodResult {
     let daemon = host.daemon();
     let id = host.directory.hub.resolve(daemon, &path)?;
-    Ok(Value::from(daemon.cancel(id) as u32))
+    let cancelled = daemon.cancel(id);
+    daemon.schedule_collection();
+    Ok(Value::from(cancelled as u32))
+}
+
+/// `collectGarbage()`: collects every formula nothing reaches now, and
+/// answers `{formulas, byType: {type: count}, blobs, bytesFreed,
+/// formulasLeft}`.
+async fn collect_garbage(host: Agent, (): ()) -> MethodResult {
+    let collected = host.daemon().collect_garbage().await?;
+    let by_type = collected
+        .by_type
+        .iter()
+        .map(|(name, count)| (name.clone(), Value::from(*count as f64)))
+        .collect::<Vec<_>>();
+    Ok(capstan_protocol::record! {
+        "formulas" => collected.formulas.len() as f64,
+        "byType" => Value::record(by_type),
+        "blobs" => collected.blobs as f64,
+        "bytesFreed" => collected.bytes_freed as f64,
+        "formulasLeft" => collected.formulas_left as f64,
+    })
 }
 
 /// `forget(path)`: drops every hold the node of the peer whose handle (or
@@ -296,8 +322,8 @@ async fn forget(host: Agent, (Path(path),): (Path,)) -> MethodResult {
         )));
     }
     let forgotten = holds::forget(daemon, peer).await?;
-    // TODO(gc): schedule a collection here once the daemon has the hook:
-    // what only that peer held may now be unreachable.
+    // What only that peer held may now be unreachable.
+    daemon.schedule_collection();
     Ok(Value::from(forgotten as f64))
 }
 

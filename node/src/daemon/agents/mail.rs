@@ -335,6 +335,8 @@ impl Mailbox {
     pub async fn dismiss(&self, daemon: &Daemon, (MessageNumber(number),): (MessageNumber,)) -> MethodResult {
         let removed = daemon.store.dismiss_message(self.agent, number).await?;
         if removed {
+            // The message may have been the last thing holding a value.
+            daemon.schedule_collection();
             // A request dismissed unanswered is never answered.
             for mut kit in daemon.requests.take(self.agent, number) {
                 kit.reject(Value::error(ErrorValue::plain("the request was dismissed")));
