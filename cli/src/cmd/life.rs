@@ -279,6 +279,27 @@ pub fn status(state: &StateDir, json: bool) -> anyhow::Result<()> {
             println!("{label:<11} {item}");
         }
     }
+    let sessions = match status.as_record().and_then(|record| record.get("sessions")) {
+        Some(Value::Array(sessions)) => sessions.to_vec(),
+        _ => Vec::new(),
+    };
+    for session in &sessions {
+        let kind = field(session, "kind");
+        let peer = field(session, "peer");
+        let with = if peer.is_empty() {
+            kind
+        } else {
+            format!("{kind} {peer}")
+        };
+        println!(
+            "{:<11} {with}: {} imports, {} exports, {} questions, {} answers",
+            "session",
+            field(session, "imports"),
+            field(session, "exports"),
+            field(session, "questions"),
+            field(session, "answers")
+        );
+    }
     Ok(())
 }
 
