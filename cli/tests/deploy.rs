@@ -197,6 +197,39 @@ fn ended_within(mut child: Child, timeout: Duration) -> Option<Output> {
     None
 }
 
+/// A call pending on bob's side ends, failed with a clear error, within
+/// [`FAILURE_BOUND`] of `event` (which has just happened).
+fn pending_call_fails(pending: Child, event: &str) {
+    let since = Instant::now();
+    let output = ended_within(pending, FAILURE_BOUND).expect("the pending call did not fail within the bound");
+    assert!(!output.status.success());
+    let stderr = text(&output).1;
+    assert!(
+        stderr.contains("the peer that holds this object went away")
+            || stderr.contains("the peer that holds this object cannot be reached"),
+        "{stderr}"
+    );
+    eprintln!("pending call failed {} ms after {event}", since.elapsed().as_millis());
+}
+
+/// A new call from bob to alice's counter fails clearly within the bound.
+fn new_call_fails(network: &Network, when: &str) {
+    let started = Instant::now();
+    let failed = network.run("bob", &["eval", "E(c).incr()", "c:c"]);
+    assert!(!failed.status.success());
+    let stderr = text(&failed).1;
+    assert!(
+        stderr.contains("the peer that holds this object cannot be reached"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < FAILURE_BOUND,
+        "the new call took {:?}",
+        started.elapsed()
+    );
+    eprintln!("new call failed in {} ms {when}", started.elapsed().as_millis());
+}
+
 fn time_calls(network: &Network, service: &str, args: &[&str], count: u32) -> Duration {
     let started = Instant::now();
     for _ in 0..count {
@@ -337,30 +370,8 @@ fn three_nodes_in_containers_mail_call_and_survive_a_killed_peer() {
     );
     let alice = network.container("alice");
     assert!(succeeds("docker", &["kill", &alice]), "docker kill failed");
-    let killed = Instant::now();
-    let output = ended_within(pending, FAILURE_BOUND).expect("the pending call did not fail within the bound");
-    assert!(!output.status.success());
-    let stderr = text(&output).1;
-    assert!(
-        stderr.contains("the peer that holds this object went away")
-            || stderr.contains("the peer that holds this object cannot be reached"),
-        "{stderr}"
-    );
-    eprintln!("pending call failed {} ms after the kill", killed.elapsed().as_millis());
-    let started = Instant::now();
-    let failed = network.run("bob", &["eval", "E(c).incr()", "c:c"]);
-    assert!(!failed.status.success());
-    let stderr = text(&failed).1;
-    assert!(
-        stderr.contains("the peer that holds this object cannot be reached"),
-        "{stderr}"
-    );
-    assert!(
-        started.elapsed() < FAILURE_BOUND,
-        "the new call took {:?}",
-        started.elapsed()
-    );
-    eprintln!("new call failed in {} ms", started.elapsed().as_millis());
+    pending_call_fails(pending, "the kill");
+    new_call_fails(&network, "after the kill");
 
     // alice starts again: bob's names work again without a new introduction.
     network.compose_ok(&["start", "alice"]);
@@ -478,36 +489,8 @@ fn three_nodes_in_containers_mail_call_and_survive_a_killed_peer() {
         succeeds("docker", &["network", "disconnect", &compose_network, &bob]),
         "docker network disconnect failed"
     );
-    let cut = Instant::now();
-    let output = ended_within(pending, FAILURE_BOUND).expect("the pending call did not fail within the bound");
-    assert!(!output.status.success());
-    let stderr = text(&output).1;
-    assert!(
-        stderr.contains("the peer that holds this object went away")
-            || stderr.contains("the peer that holds this object cannot be reached"),
-        "{stderr}"
-    );
-    eprintln!(
-        "pending call failed {} ms after the partition",
-        cut.elapsed().as_millis()
-    );
-    let started = Instant::now();
-    let failed = network.run("bob", &["eval", "E(c).incr()", "c:c"]);
-    assert!(!failed.status.success());
-    let stderr = text(&failed).1;
-    assert!(
-        stderr.contains("the peer that holds this object cannot be reached"),
-        "{stderr}"
-    );
-    assert!(
-        started.elapsed() < FAILURE_BOUND,
-        "the new call took {:?}",
-        started.elapsed()
-    );
-    eprintln!(
-        "new call failed in {} ms during the partition",
-        started.elapsed().as_millis()
-    );
+    pending_call_fails(pending, "the partition");
+    new_call_fails(&network, "during the partition");
     assert!(
         succeeds(
             "docker",

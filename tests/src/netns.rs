@@ -130,11 +130,11 @@ impl Topology {
     pub fn nat(&self, namespace: &str, public: &Port) {
         self.router(namespace);
         let public = public.interface.as_str();
-        for rule in [
-            &["-t", "nat", "-A", "POSTROUTING", "-o", public, "-j", "MASQUERADE"][..],
-            &[
+        let mut rules: Vec<Vec<&str>> = vec![vec!["-t", "nat", "-A", "POSTROUTING", "-o", public, "-j", "MASQUERADE"]];
+        for chain in ["FORWARD", "INPUT"] {
+            rules.push(vec![
                 "-A",
-                "FORWARD",
+                chain,
                 "-i",
                 public,
                 "-m",
@@ -143,24 +143,12 @@ impl Topology {
                 "ESTABLISHED,RELATED",
                 "-j",
                 "ACCEPT",
-            ],
-            &["-A", "FORWARD", "-i", public, "-j", "DROP"],
-            &[
-                "-A",
-                "INPUT",
-                "-i",
-                public,
-                "-m",
-                "conntrack",
-                "--ctstate",
-                "ESTABLISHED,RELATED",
-                "-j",
-                "ACCEPT",
-            ],
-            &["-A", "INPUT", "-i", public, "-j", "DROP"],
-        ] {
+            ]);
+            rules.push(vec!["-A", chain, "-i", public, "-j", "DROP"]);
+        }
+        for rule in rules {
             let mut args = vec!["iptables"];
-            args.extend_from_slice(rule);
+            args.extend_from_slice(&rule);
             self.exec_ok(namespace, &args);
         }
     }
