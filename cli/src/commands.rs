@@ -255,6 +255,16 @@ pub struct Start {
     /// Listen on loopback only (reachable from this machine alone).
     #[arg(long, conflicts_with = "listen")]
     pub local: bool,
+    /// Keep a reservation on this relay (repeatable): nodes that cannot
+    /// dial this one reach it through the relay, and its invitations carry
+    /// the relayed address. The address ends with the relay's /p2p/ id
+    /// (`capstan status` on the relay prints it).
+    #[arg(long, value_name = "MULTIADDR")]
+    pub relay: Vec<String>,
+    /// Serve as a relay for other nodes, within the limits of the config
+    /// file's [relay] section.
+    #[arg(long)]
+    pub relay_service: bool,
 }
 
 #[derive(Args, Debug)]

@@ -1,15 +1,21 @@
 //! Nodes on different networks, built from network namespaces on this
 //! machine: a node started with no flags at all is invited from another
-//! routed LAN, and a node behind a home-router NAT reaches a node on the
-//! public side directly, both ways over the connection it opened.
+//! routed LAN; a node behind a home-router NAT reaches a node on the
+//! public side directly, both ways over the connection it opened; two
+//! nodes behind two NATs meet through a relay and punch a hole to a
+//! direct connection that outlives the relay; behind NATs that defeat
+//! hole punching they keep talking through the relay; and a relay keeps
+//! to its reservation limit.
 //!
 //! Needs root, `ip` and `iptables` (`.ci/run` installs them); without
 //! them the suite fails in CI and skips, saying so, elsewhere.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, reason = "a test fails by panicking")]
 
+use std::time::{Duration, Instant};
+
 use capstan_tests::netns::Topology;
-use capstan_tests::{Node, introduce, use_binary};
+use capstan_tests::{LOOPBACK, Node, introduce, use_binary};
 
 const COUNTER: &str = "let n = 0; makeExo('Counter', M.interface('Counter', { incr: M.call().returns(M.number()) }), { incr() { n += 1; return n; } })";
 
@@ -108,4 +114,237 @@ fn a_node_behind_a_nat_reaches_a_public_node_directly_and_is_called_back() {
     // The server calls an object at home over the connection home opened.
     counter_travels(&home_node, "server", &public_node, "home");
     counter_travels(&public_node, "home", &home_node, "server");
+}
+
+/// What `of` knows of `peer` in `peers --json`.
+fn peer_record(of: &Node, peer: &Node) -> serde_json::Value {
+    let id = peer.status()["nodeId"].as_str().unwrap().to_string();
+    let peers: serde_json::Value = serde_json::from_str(of.run(&["peers", "--json"]).ok()).unwrap();
+    peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|record| record["node"] == id.as_str())
+        .unwrap_or_else(|| panic!("{id} is not among the peers: {peers}"))
+        .clone()
+}
+
+/// The address other nodes give `--relay` to use `relay`, on TCP at `ip`.
+fn relay_address(relay: &Node, ip: &str) -> String {
+    let status = relay.status();
+    assert_eq!(status["relayService"], true, "{status}");
+    status["relayAddresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|address| address.as_str().unwrap().to_string())
+        .find(|address| address.contains(ip) && address.contains("/tcp/"))
+        .unwrap_or_else(|| panic!("no TCP relay address at {ip}: {status}"))
+}
+
+/// Waits until `node`'s relays all hold a reservation for it; its status.
+fn wait_until_reserved(node: &Node) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = node.status();
+        let relays = status["relays"].as_array().unwrap();
+        if !relays.is_empty() && relays.iter().all(|relay| relay["reserved"] == true) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "no reservation in time: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Makes a counter on `owner` named `counter`, mails it to `to`, and
+/// `holder` adopts it as `c` and calls it once; how long from the mail
+/// to the first answer.
+fn give_counter(owner: &Node, to: &str, holder: &Node) -> Duration {
+    owner.run(&["eval", COUNTER, "-n", "counter"]).ok();
+    let started = Instant::now();
+    owner.run(&["send", to, "a counter @counter"]).ok();
+    let inbox = holder.run(&["inbox"]).ok().to_string();
+    let number = inbox
+        .lines()
+        .last()
+        .unwrap()
+        .split('.')
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
+    holder.run(&["adopt", &number, "counter", "-n", "c"]).ok();
+    assert_eq!(holder.run(&["eval", "E(c).incr()", "c:c"]).ok(), "1");
+    started.elapsed()
+}
+
+/// `count` calls to `c` on `holder` in one eval, awaited one after the
+/// other; the last answer.
+fn call_counter(holder: &Node, count: u32) -> String {
+    let source = format!(
+        "(async () => {{ let last; for (let i = 0; i < {count}; i += 1) {{ last = await E(c).incr(); }} return last; }})()"
+    );
+    holder.run(&["eval", &source, "c:c"]).ok().to_string()
+}
+
+/// A public segment behind an ISP router with a relay on it, and two home
+/// LANs, each behind its own NAT (`symmetric` ones defeat hole punching),
+/// with the same private range, as real homes have. Namespaces: relay,
+/// alice, bob.
+struct TwoHomes {
+    topology: Topology,
+    relay: String,
+    alice: String,
+    bob: String,
+}
+
+/// The relay's address on the public segment.
+const RELAY_IP: &str = "198.51.100.2";
+
+fn two_homes(symmetric: bool) -> Option<TwoHomes> {
+    let mut topology = Topology::new()?;
+    let isp = topology.namespace("isp");
+    let relay = topology.namespace("relay");
+    let nat_a = topology.namespace("nat-a");
+    let nat_b = topology.namespace("nat-b");
+    let alice = topology.namespace("alice");
+    let bob = topology.namespace("bob");
+    topology.cable(&isp, "198.51.100.1/24", &relay, "198.51.100.2/24");
+    let (_, wan_a) = topology.cable(&isp, "100.64.1.1/24", &nat_a, "100.64.1.2/24");
+    let (_, wan_b) = topology.cable(&isp, "100.64.2.1/24", &nat_b, "100.64.2.2/24");
+    topology.cable(&nat_a, "192.168.1.1/24", &alice, "192.168.1.2/24");
+    topology.cable(&nat_b, "192.168.1.1/24", &bob, "192.168.1.2/24");
+    topology.router(&isp);
+    topology.default_route(&relay, "198.51.100.1");
+    topology.default_route(&nat_a, "100.64.1.1");
+    topology.default_route(&nat_b, "100.64.2.1");
+    if symmetric {
+        topology.symmetric_nat(&nat_a, &wan_a);
+        topology.symmetric_nat(&nat_b, &wan_b);
+    } else {
+        topology.nat(&nat_a, &wan_a);
+        topology.nat(&nat_b, &wan_b);
+    }
+    topology.default_route(&alice, "192.168.1.1");
+    topology.default_route(&bob, "192.168.1.1");
+    Some(TwoHomes {
+        topology,
+        relay,
+        alice,
+        bob,
+    })
+}
+
+/// A relay and two nodes using it, started in `homes`.
+fn start_relay_and_homes(homes: &TwoHomes) -> (Node, Node, Node) {
+    let relay = Node::new(&[]);
+    relay.start_in(&homes.relay, &["--relay-service"]).ok();
+    let address = relay_address(&relay, RELAY_IP);
+    let alice = Node::new(&[]);
+    let bob = Node::new(&[]);
+    alice.start_in(&homes.alice, &["--relay", &address]).ok();
+    bob.start_in(&homes.bob, &["--relay", &address]).ok();
+    let status = wait_until_reserved(&alice);
+    assert_eq!(status["relays"][0]["address"], address.as_str(), "{status}");
+    wait_until_reserved(&bob);
+    (relay, alice, bob)
+}
+
+#[test]
+fn two_nodes_behind_nats_meet_through_a_relay_and_punch_a_hole_to_a_direct_connection() {
+    use_binary(env!("CARGO_BIN_EXE_capstan"));
+    let Some(homes) = two_homes(false) else { return };
+    let (relay, alice, bob) = start_relay_and_homes(&homes);
+
+    let locator = introduce(&alice, "bob", &bob, "alice");
+    assert!(
+        locator.contains("p2p-circuit"),
+        "the invitation carries the relayed address: {locator}"
+    );
+    let first_answer = give_counter(&alice, "bob", &bob);
+    // The first connection went through the relay...
+    let relay_log = std::fs::read_to_string(relay.state_dir().join("node.log")).unwrap();
+    assert!(relay_log.contains("relay: circuit opened"), "{relay_log}");
+    // ...and is direct now.
+    let record = peer_record(&bob, &alice);
+    assert_eq!(record["connected"], true, "{record}");
+    assert_eq!(record["connection"], "direct", "{record}");
+    assert_eq!(peer_record(&alice, &bob)["connection"], "direct");
+    eprintln!("mail to first answer, hole punched: {first_answer:?}");
+    let started = Instant::now();
+    assert_eq!(call_counter(&bob, 100), "101");
+    eprintln!("100 calls direct: {:?}", started.elapsed());
+    // Alice reaches bob the same way.
+    give_counter(&bob, "alice", &alice);
+
+    // The relay goes away; the direct connection stays, and calls work.
+    relay.run(&["stop"]).ok();
+    assert_eq!(call_counter(&bob, 10), "111");
+    let record = peer_record(&bob, &alice);
+    assert_eq!(record["connection"], "direct", "{record}");
+    let status = alice.status();
+    assert_eq!(status["relays"][0]["reserved"], false, "{status}");
+    drop(homes.topology);
+}
+
+#[test]
+fn behind_nats_that_defeat_hole_punching_nodes_talk_through_the_relay() {
+    use_binary(env!("CARGO_BIN_EXE_capstan"));
+    let Some(homes) = two_homes(true) else { return };
+    let (_relay, alice, bob) = start_relay_and_homes(&homes);
+
+    introduce(&alice, "bob", &bob, "alice");
+    let first_answer = give_counter(&alice, "bob", &bob);
+    let record = peer_record(&bob, &alice);
+    assert_eq!(record["connected"], true, "{record}");
+    assert_eq!(record["connection"], "relayed", "{record}");
+    let started = Instant::now();
+    assert_eq!(call_counter(&bob, 100), "101");
+    eprintln!(
+        "mail to first answer, relayed: {first_answer:?}; 100 calls relayed: {:?}",
+        started.elapsed()
+    );
+    give_counter(&bob, "alice", &alice);
+    assert_eq!(peer_record(&alice, &bob)["connection"], "relayed");
+    drop(homes.topology);
+}
+
+#[test]
+fn a_relay_refuses_reservations_over_its_limit() {
+    use_binary(env!("CARGO_BIN_EXE_capstan"));
+    let relay = Node::new(&[]);
+    std::fs::write(
+        relay.state_dir().join("config.toml"),
+        "[relay]\nservice = true\nreservations = 1\n",
+    )
+    .unwrap();
+    relay.run(&["start", "--listen", LOOPBACK]).ok();
+    let address = relay_address(&relay, "127.0.0.1");
+    let first = Node::new(&[]);
+    first.run(&["start", "--local", "--relay", &address]).ok();
+    let status = wait_until_reserved(&first);
+    assert!(
+        status["listenAddresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|listening| listening.as_str().unwrap().contains("p2p-circuit")),
+        "{status}"
+    );
+    let second = Node::new(&[]);
+    second.run(&["start", "--local", "--relay", &address]).ok();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let status = second.status();
+        if status["relays"][0]["lastError"].is_string() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no refusal seen: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(refused["relays"][0]["reserved"], false, "{refused}");
+    let words = second.run(&["status"]).ok().to_string();
+    assert!(words.contains("no reservation"), "{words}");
+    // The first keeps its reservation.
+    assert_eq!(first.status()["relays"][0]["reserved"], true);
 }

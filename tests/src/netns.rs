@@ -128,9 +128,23 @@ impl Topology {
     /// behind `public`, and from the public side only established and
     /// related traffic let in, to the router or through it.
     pub fn nat(&self, namespace: &str, public: &Port) {
+        self.masquerade(namespace, public, &[]);
+    }
+
+    /// Like [`Topology::nat`], but each connection out gets a random
+    /// public port (a "symmetric" NAT, as some carrier-grade NATs are):
+    /// what a peer saw of one connection predicts nothing of the next, so
+    /// hole punching cannot work through it.
+    pub fn symmetric_nat(&self, namespace: &str, public: &Port) {
+        self.masquerade(namespace, public, &["--random-fully"]);
+    }
+
+    fn masquerade(&self, namespace: &str, public: &Port, options: &[&str]) {
         self.router(namespace);
         let public = public.interface.as_str();
-        let mut rules: Vec<Vec<&str>> = vec![vec!["-t", "nat", "-A", "POSTROUTING", "-o", public, "-j", "MASQUERADE"]];
+        let mut masquerade = vec!["-t", "nat", "-A", "POSTROUTING", "-o", public, "-j", "MASQUERADE"];
+        masquerade.extend_from_slice(options);
+        let mut rules: Vec<Vec<&str>> = vec![masquerade];
         for chain in ["FORWARD", "INPUT"] {
             rules.push(vec![
                 "-A",

@@ -106,6 +106,12 @@ pub fn start(state: &StateDir, args: &Start) -> anyhow::Result<()> {
     if args.local {
         command.arg("--local");
     }
+    for relay in &args.relay {
+        command.arg("--relay").arg(relay);
+    }
+    if args.relay_service {
+        command.arg("--relay-service");
+    }
     // SAFETY: setsid is async-signal-safe; the child leaves the terminal's
     // session so closing the terminal does not stop the node.
     unsafe {
@@ -161,6 +167,8 @@ fn run_foreground(state: &StateDir, args: &Start) -> anyhow::Result<()> {
         worker_program: std::env::current_exe().context("cannot find the capstan program")?,
         listen_addresses: args.listen.clone(),
         local: args.local,
+        relays: args.relay.clone(),
+        relay_service: args.relay_service,
     };
     capstan_node::daemon::control::run(options).map_err(|error| match error {
         DaemonError::Store(capstan_node_store_error) => anyhow!("{capstan_node_store_error}"),
@@ -278,6 +286,20 @@ pub fn status(state: &StateDir, json: bool) -> anyhow::Result<()> {
         for item in items {
             println!("{label:<11} {item}");
         }
+    }
+    println!("{:<11} {}", "reachable", field(&status, "reachability"));
+    if let Some(Value::Array(relays)) = status.as_record().and_then(|record| record.get("relays")) {
+        for relay in relays.iter() {
+            let state = if field(relay, "reserved") == "true" {
+                "reserved".to_string()
+            } else {
+                format!("no reservation: {}", field(relay, "lastError"))
+            };
+            println!("{:<11} {} ({state})", "relay", field(relay, "address"));
+        }
+    }
+    for address in list_field(&status, "relayAddresses") {
+        println!("{:<11} {address}", "relaying");
     }
     let sessions = match status.as_record().and_then(|record| record.get("sessions")) {
         Some(Value::Array(sessions)) => sessions.to_vec(),

@@ -19,14 +19,23 @@
 //!
 //! [gc]                    # the formula collector
 //! grace_seconds = 10
+//!
+//! relays = ["/ip4/203.0.113.7/tcp/4001/p2p/12D3KooW..."]  # keep reservations
+//!
+//! [relay]                 # serve as a relay for other nodes
+//! service = true
+//! circuit_bytes = 67108864
 //! ```
 
 use std::path::{Path, PathBuf};
+
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::DaemonError;
 use crate::kernel::{ClusterConfig, SystemSubclusterConfig};
+use crate::net::RelayLimits;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +52,63 @@ struct ConfigFile {
     peers: PeerLimits,
     #[serde(default)]
     gc: GcOptions,
+    #[serde(default)]
+    relays: Vec<String>,
+    #[serde(default)]
+    relay: RelayOptions,
+}
+
+/// `[relay]`: whether this node serves as a relay for others (as
+/// `--relay-service` does), and within what limits.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayOptions {
+    pub service: bool,
+    /// Reservations held at once, from all nodes.
+    pub reservations: usize,
+    /// Reservations one node may hold at once.
+    pub reservations_per_peer: usize,
+    /// How long a reservation lasts before the node must renew it.
+    pub reservation_seconds: u64,
+    /// Circuits open at once.
+    pub circuits: usize,
+    /// Circuits one node may have open at once.
+    pub circuits_per_peer: usize,
+    /// How long one circuit may stay open.
+    pub circuit_seconds: u64,
+    /// Bytes one circuit may carry.
+    pub circuit_bytes: u64,
+}
+
+impl Default for RelayOptions {
+    fn default() -> RelayOptions {
+        let limits = RelayLimits::default();
+        RelayOptions {
+            service: false,
+            reservations: limits.reservations,
+            reservations_per_peer: limits.reservations_per_peer,
+            reservation_seconds: limits.reservation_duration.as_secs(),
+            circuits: limits.circuits,
+            circuits_per_peer: limits.circuits_per_peer,
+            circuit_seconds: limits.circuit_duration.as_secs(),
+            circuit_bytes: limits.circuit_bytes,
+        }
+    }
+}
+
+impl RelayOptions {
+    /// The limits the network layer takes.
+    pub fn limits(&self) -> RelayLimits {
+        RelayLimits {
+            reservations: self.reservations,
+            reservations_per_peer: self.reservations_per_peer,
+            reservation_duration: Duration::from_secs(self.reservation_seconds),
+            circuits: self.circuits,
+            circuits_per_peer: self.circuits_per_peer,
+            circuit_duration: Duration::from_secs(self.circuit_seconds),
+            circuit_bytes: self.circuit_bytes,
+        }
+    }
 }
 
 /// `[gc]`: when the formula collector runs and what it spares.
@@ -158,6 +224,9 @@ pub struct NodeConfig {
     pub mail: MailQuotas,
     pub peers: PeerLimits,
     pub gc: GcOptions,
+    /// Relays to keep a reservation on, beside those given to `start`.
+    pub relays: Vec<String>,
+    pub relay: RelayOptions,
 }
 
 impl NodeConfig {
@@ -208,6 +277,8 @@ impl NodeConfig {
             mail: file.mail,
             peers: file.peers,
             gc: file.gc,
+            relays: file.relays,
+            relay: file.relay,
         })
     }
 }
@@ -255,6 +326,16 @@ mod tests {
         assert_eq!(config.gc, GcOptions::default());
         std::fs::write(&path, "[gc]\ngrace_seconds = 0\n").unwrap();
         assert_eq!(NodeConfig::read(&path).unwrap().gc.grace_seconds, 0);
+        assert_eq!(config.relay, RelayOptions::default());
+        std::fs::write(
+            &path,
+            "relays = [\"/ip4/10.0.0.1/tcp/1/p2p/x\"]\n[relay]\nservice = true\nreservations = 2\n",
+        )
+        .unwrap();
+        let config = NodeConfig::read(&path).unwrap();
+        assert!(config.relay.service);
+        assert_eq!(config.relay.limits().reservations, 2);
+        assert_eq!(config.relays.len(), 1);
         std::fs::write(&path, "[mail]\nheld_mesages = 5\n").unwrap();
         let error = NodeConfig::read(&path).unwrap_err().to_string();
         assert!(error.contains("held_mesages"), "{error}");

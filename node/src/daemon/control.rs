@@ -267,7 +267,39 @@ fn status(daemon: &Daemon) -> Value {
         "listenAddresses" => Value::array(daemon.network.listen_addresses().iter().map(|a| Value::from(a.to_string()))),
         "connectedPeers" => Value::array(daemon.network.connected_peers().iter().map(|n| Value::from(n.to_string()))),
         "sessions" => Value::array(daemon.vat.session_counts().iter().map(session_status)),
+        "reachability" => daemon.network.reachability().label(),
+        "externalAddresses" => Value::array(daemon.network.external_addresses().iter().map(|a| Value::from(a.to_string()))),
+        "relays" => Value::array(daemon.network.relays().iter().map(relay_status)),
+        "relayService" => daemon.network.is_relay_service(),
+        "relayAddresses" => Value::array(relay_addresses(daemon).into_iter().map(Value::from)),
     }
+}
+
+/// One configured relay in the status answer.
+fn relay_status(relay: &crate::net::RelayState) -> Value {
+    let mut fields = vec![
+        ("address", Value::from(relay.address.to_string())),
+        ("reserved", Value::from(relay.reserved)),
+    ];
+    if let Some(error) = &relay.last_error {
+        fields.push(("lastError", Value::from(error.as_str())));
+    }
+    Value::record(fields)
+}
+
+/// What other nodes give `--relay` to use this node as their relay: its
+/// announced addresses with its libp2p id. Empty unless it serves as one.
+fn relay_addresses(daemon: &Daemon) -> Vec<String> {
+    if !daemon.network.is_relay_service() {
+        return Vec::new();
+    }
+    let peer = daemon.network.peer_id();
+    daemon
+        .network
+        .external_addresses()
+        .into_iter()
+        .map(|address| address.with(crate::net::Protocol::P2p(peer)).to_string())
+        .collect()
 }
 
 /// One live CapTP session in the status answer: who is at the other end

@@ -80,6 +80,8 @@ pub enum DaemonError {
     SubclusterConfig { path: String, name: String, detail: String },
     #[error("bad listen address {text:?}: {detail}")]
     ListenAddress { text: String, detail: String },
+    #[error("bad relay address {text:?}: {detail}")]
+    RelayAddress { text: String, detail: String },
     #[error("cannot start networking: {source}")]
     Networking { source: crate::net::NetError },
     #[error("cannot start the kernel: {source}")]
@@ -126,6 +128,12 @@ pub struct NodeOptions {
     pub listen_addresses: Vec<String>,
     /// Listen on loopback only (`--local`) when no addresses are given.
     pub local: bool,
+    /// Relays to keep a reservation on (`--relay`), beside the config
+    /// file's `relays`.
+    pub relays: Vec<String>,
+    /// Serve as a relay for other nodes (`--relay-service`), whatever the
+    /// config file's `[relay] service` says.
+    pub relay_service: bool,
 }
 
 pub use listen::LOCAL_LISTEN_ADDRESS;
@@ -290,6 +298,17 @@ impl Daemon {
             })?;
             addresses.push(address);
         }
+        let mut relays: Vec<Multiaddr> = Vec::new();
+        for text in options.relays.iter().chain(&config.relays) {
+            let address: Multiaddr = text.parse().map_err(|error| DaemonError::RelayAddress {
+                text: text.clone(),
+                detail: format!("{error}"),
+            })?;
+            if !relays.contains(&address) {
+                relays.push(address);
+            }
+        }
+        let relay_service = (options.relay_service || config.relay.service).then(|| config.relay.limits());
         // A node listening on port 0 gets the same port again after a
         // restart when it is free, so peers that stored it find it.
         let net_config = NetConfig {
@@ -299,6 +318,8 @@ impl Daemon {
             max_connections_total: config.peers.connections_total,
             max_pending_connections: config.peers.pending_connections,
             listen_best_effort,
+            relays,
+            relay_service,
             ..NetConfig::listening_on(addresses)
         };
         let (network, inbound) = Network::start(secret.seed(), net_config)

@@ -283,8 +283,16 @@ pub async fn provide_remote(daemon: &Rc<Daemon>, id: FormulaId) -> Result<Value,
 /// This node's addresses as strings.
 pub fn own_addresses(daemon: &Daemon) -> Vec<String> {
     let mut addresses = daemon.network.listen_addresses();
-    // Those another machine (or container) can reach first: a peer tries
-    // them in order. Loopback and link-local addresses reach only this
+    // Addresses peers confirmed they can dial (a router's forwarded port,
+    // say) are ours too, though no socket is bound to them.
+    for external in daemon.network.external_addresses() {
+        if !addresses.contains(&external) {
+            addresses.push(external);
+        }
+    }
+    // Those another machine (or container) can reach first, then those
+    // through relays: a peer tries them in parallel, and in order when
+    // there are many. Loopback and link-local addresses reach only this
     // host or link, and a peer on this host reaches the others too, so
     // they are given only when there is nothing else (a `--local` node).
     addresses.sort_by_key(reach_rank);
@@ -295,19 +303,22 @@ pub fn own_addresses(daemon: &Daemon) -> Vec<String> {
 }
 
 /// The [`reach_rank`] of link-local addresses; loopback is above it.
-const LINK_ONLY: u8 = 2;
+const LINK_ONLY: u8 = 3;
 
 /// How widely an address of ours can be reached: 0 from anywhere (a
-/// global IP or a DNS name), 1 from a private network, 2 on the link
-/// only, 3 on this host only.
+/// global IP or a DNS name), 1 through a relay, 2 from a private
+/// network, 3 on the link only, 4 on this host only.
 fn reach_rank(address: &Multiaddr) -> u8 {
+    if address.iter().any(|protocol| matches!(protocol, Protocol::P2pCircuit)) {
+        return 1;
+    }
     match address.iter().next() {
-        Some(Protocol::Ip4(ip)) if ip.is_loopback() || ip.is_unspecified() => 3,
-        Some(Protocol::Ip4(ip)) if ip.is_link_local() => 2,
-        Some(Protocol::Ip4(ip)) if ip.is_private() => 1,
-        Some(Protocol::Ip6(ip)) if ip.is_loopback() || ip.is_unspecified() => 3,
-        Some(Protocol::Ip6(ip)) if ip.is_unicast_link_local() => 2,
-        Some(Protocol::Ip6(ip)) if ip.is_unique_local() => 1,
+        Some(Protocol::Ip4(ip)) if ip.is_loopback() || ip.is_unspecified() => 4,
+        Some(Protocol::Ip4(ip)) if ip.is_link_local() => 3,
+        Some(Protocol::Ip4(ip)) if ip.is_private() => 2,
+        Some(Protocol::Ip6(ip)) if ip.is_loopback() || ip.is_unspecified() => 4,
+        Some(Protocol::Ip6(ip)) if ip.is_unicast_link_local() => 3,
+        Some(Protocol::Ip6(ip)) if ip.is_unique_local() => 2,
         _ => 0,
     }
 }
@@ -354,7 +365,9 @@ pub fn checked_addresses(node: NodeId, offered: &[String]) -> Vec<Multiaddr> {
 }
 
 /// One address, if it is of a shape this node dials: an IP or DNS host,
-/// then TCP, or UDP with QUIC, then at most a `/p2p/` naming `peer`.
+/// then TCP, or UDP with QUIC, then either at most a `/p2p/` naming
+/// `peer`, or a relay's `/p2p/` id and `/p2p-circuit` (then at most a
+/// `/p2p/` naming `peer`).
 fn checked_address(peer: &PeerId, text: &str) -> Result<Multiaddr, &'static str> {
     if text.len() > PEER_ADDRESS_MAX_LEN {
         return Err("too long");
@@ -379,7 +392,19 @@ fn checked_address(peer: &PeerId, text: &str) -> Result<Multiaddr, &'static str>
         }
         _ => return Err("neither TCP nor UDP"),
     }
-    match parts.next() {
+    let mut last = parts.next();
+    if let Some(Protocol::P2p(relay)) = last
+        && relay != *peer
+    {
+        match parts.next() {
+            Some(Protocol::P2pCircuit) => {}
+            _ => return Err("names another node"),
+        }
+        dialable.push(Protocol::P2p(relay));
+        dialable.push(Protocol::P2pCircuit);
+        last = parts.next();
+    }
+    match last {
         None => {}
         Some(Protocol::P2p(named)) if named == *peer => {}
         Some(Protocol::P2p(_)) => return Err("names another node"),
@@ -672,6 +697,7 @@ mod tests {
             "/ip4/203.0.113.9/tcp/5",
             "/ip6/fd00::7/tcp/6",
             "/dns4/node.example/tcp/7",
+            "/ip4/203.0.113.1/tcp/8/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit",
         ]
         .iter()
         .map(|text| text.parse().unwrap())
@@ -679,21 +705,34 @@ mod tests {
         addresses.sort_by_key(reach_rank);
         let ports: Vec<String> = addresses
             .iter()
-            .map(|address| address.to_string().rsplit('/').next().unwrap().to_string())
+            .map(|address| {
+                address
+                    .iter()
+                    .nth(1)
+                    .unwrap()
+                    .to_string()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
             .collect();
-        assert_eq!(ports, ["5", "7", "4", "6", "3", "1", "2"]);
+        assert_eq!(ports, ["5", "7", "8", "4", "6", "3", "1", "2"]);
     }
 
     #[test]
     fn dialable_addresses_are_kept_without_their_p2p_part() {
         let node = node();
         let peer = peer_id_of(&node).unwrap();
+        let relay = crate::net::keypair_from_seed(&[9; 32]).unwrap().public().to_peer_id();
         let offered = vec![
             "/ip4/127.0.0.1/tcp/4001".to_string(),
             format!("/ip4/127.0.0.1/tcp/4002/p2p/{peer}"),
             "/ip6/::1/udp/4003/quic-v1".to_string(),
             "/dns4/example.org/tcp/4004".to_string(),
             "/ip4/127.0.0.1/tcp/4001".to_string(),
+            format!("/ip4/10.0.0.1/tcp/4005/p2p/{relay}/p2p-circuit/p2p/{peer}"),
+            format!("/ip4/10.0.0.1/udp/4006/quic-v1/p2p/{relay}/p2p-circuit"),
         ];
         let kept: Vec<String> = checked_addresses(node, &offered)
             .iter()
@@ -705,7 +744,9 @@ mod tests {
                 "/ip4/127.0.0.1/tcp/4001",
                 "/ip4/127.0.0.1/tcp/4002",
                 "/ip6/::1/udp/4003/quic-v1",
-                "/dns4/example.org/tcp/4004"
+                "/dns4/example.org/tcp/4004",
+                &format!("/ip4/10.0.0.1/tcp/4005/p2p/{relay}/p2p-circuit"),
+                &format!("/ip4/10.0.0.1/udp/4006/quic-v1/p2p/{relay}/p2p-circuit"),
             ]
         );
     }
@@ -722,6 +763,9 @@ mod tests {
             "/unix/tmp/socket".to_string(),
             format!("/ip4/127.0.0.1/tcp/1/p2p/{other}"),
             format!("/dns4/{}/tcp/1", "a".repeat(300)),
+            format!("/ip4/127.0.0.1/tcp/1/p2p/{other}/p2p/{other}"),
+            format!("/ip4/127.0.0.1/tcp/1/p2p/{other}/p2p-circuit/p2p/{other}"),
+            format!("/ip4/127.0.0.1/tcp/1/p2p/{other}/p2p-circuit/ws"),
         ];
         assert!(checked_addresses(node, &refused).is_empty());
         let many: Vec<String> = (1..=1000).map(|port| format!("/ip4/10.0.0.1/tcp/{port}")).collect();

@@ -1,6 +1,8 @@
 //! The node's libp2p behaviour: connection limits, identify, ping,
-//! `libp2p-stream` for the application streams, and a gate that keeps the
-//! address book and admits only peers whose `PeerId` is an ed25519 node id.
+//! AutoNAT, relay client and (optionally) server, DCUtR, `libp2p-stream`
+//! for the application streams (placed by [`DirectFirst`]), and a gate
+//! that keeps the address book and admits only peers whose `PeerId` is an
+//! ed25519 node id.
 
 use std::convert::Infallible;
 use std::num::NonZeroUsize;
@@ -9,13 +11,15 @@ use std::task::{Context, Poll};
 use libp2p::core::Endpoint;
 use libp2p::core::transport::PortUse;
 use libp2p::swarm::behaviour::PeerAddresses;
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{
     ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
     dummy,
 };
-use libp2p::{Multiaddr, PeerId, connection_limits, identify, ping};
+use libp2p::{Multiaddr, PeerId, autonat, connection_limits, dcutr, identify, ping, relay};
 
 use super::identity::node_id_of;
+use super::placement::DirectFirst;
 
 /// How many peers the address book remembers (least recently used go first).
 const ADDRESS_BOOK_PEERS: usize = 1024;
@@ -26,7 +30,11 @@ pub(crate) struct NodeBehaviour {
     pub(crate) gate: PeerGate,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
-    pub(crate) streams: libp2p_stream::Behaviour,
+    pub(crate) autonat: autonat::Behaviour,
+    pub(crate) relay_client: relay::client::Behaviour,
+    pub(crate) relay_service: Toggle<relay::Behaviour>,
+    pub(crate) dcutr: dcutr::Behaviour,
+    pub(crate) streams: DirectFirst,
 }
 
 /// Refuses connections with peers that are not Capstan nodes, and answers

@@ -1,6 +1,7 @@
 //! What the caller decides about the node's networking: where it listens,
 //! how long a dial may take, how many inbound streams and connections a
-//! peer (and all peers together) may hold.
+//! peer (and all peers together) may hold; which relays it keeps a
+//! reservation on, and whether it serves as one.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -45,6 +46,50 @@ pub struct NetConfig {
     /// is bound on a new port, one that cannot be bound at all (no IPv6,
     /// say) is skipped with a warning; starting fails only if none binds.
     pub listen_best_effort: bool,
+    /// Relays to keep a reservation on (each address ends with the
+    /// relay's `/p2p/` id), so that nodes that cannot dial us directly
+    /// reach us through them; the relayed addresses join our listen
+    /// addresses.
+    pub relays: Vec<Multiaddr>,
+    /// Serve as a relay for other nodes, within these limits.
+    pub relay_service: Option<RelayLimits>,
+}
+
+/// What a node serving as a relay allows. A circuit carries only
+/// end-to-end encrypted, authenticated streams between its two nodes; the
+/// limits bound what strangers can make the relay hold and forward.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayLimits {
+    /// Reservations held at once, from all nodes.
+    pub reservations: usize,
+    /// Reservations one node may hold at once.
+    pub reservations_per_peer: usize,
+    /// How long a reservation lasts before it must be renewed.
+    pub reservation_duration: Duration,
+    /// Circuits open at once.
+    pub circuits: usize,
+    /// Circuits one node may have open at once (as either end).
+    pub circuits_per_peer: usize,
+    /// How long one circuit may stay open.
+    pub circuit_duration: Duration,
+    /// Bytes one circuit may carry (both directions together).
+    pub circuit_bytes: u64,
+}
+
+impl Default for RelayLimits {
+    fn default() -> RelayLimits {
+        // Generous for people's own nodes (a session stays relayed when
+        // their NATs defeat hole punching), yet bounded.
+        RelayLimits {
+            reservations: 128,
+            reservations_per_peer: 4,
+            reservation_duration: Duration::from_secs(60 * 60),
+            circuits: 64,
+            circuits_per_peer: 8,
+            circuit_duration: Duration::from_secs(30 * 60),
+            circuit_bytes: 64 << 20,
+        }
+    }
 }
 
 impl Default for NetConfig {
@@ -62,6 +107,8 @@ impl Default for NetConfig {
             quic_max_idle_timeout: Duration::from_secs(30),
             port_memory: None,
             listen_best_effort: false,
+            relays: Vec::new(),
+            relay_service: None,
         }
     }
 }

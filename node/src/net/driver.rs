@@ -12,18 +12,21 @@ use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::core::transport::{Boxed, ListenerId};
 use libp2p::core::{Transport, upgrade};
 use libp2p::multiaddr::Protocol;
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, ListenError, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, Stream, Swarm, connection_limits, identify, identity::Keypair, noise, ping, quic, tcp, yamux,
+    Multiaddr, PeerId, Stream, Swarm, autonat, connection_limits, dcutr, identify, identity::Keypair, noise, ping,
+    quic, relay, tcp, yamux,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::behaviour::{NodeBehaviour, NodeBehaviourEvent, PeerGate};
-use super::config::NetConfig;
+use super::config::{NetConfig, RelayLimits};
 use super::error::NetError;
 use super::identity::{describe_peer, node_id_of};
 use super::muxer::EndingMuxer;
+use super::placement::DirectFirst;
 use super::ports;
 use super::stream::{InboundStream, accept_loop};
 use super::{CAPTP_PROTOCOL, IDENTIFY_PROTOCOL};
@@ -35,6 +38,17 @@ const HANDSHAKE_MARGIN: Duration = Duration::from_secs(1);
 
 /// How often connections are checked for unanswered pings.
 const LIVENESS_CHECK: Duration = Duration::from_secs(1);
+
+/// The first wait before asking a relay again for a reservation it
+/// refused or lost; it doubles up to [`RELAY_RETRY_MAX`].
+const RELAY_RETRY_FIRST: Duration = Duration::from_secs(1);
+const RELAY_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// How long a stream to a peer reached only through a relay waits for a
+/// hole punch to give a direct connection, so that sessions start there
+/// when one can be made (a punch takes well under a second when NATs
+/// allow it).
+const HOLE_PUNCH_WAIT: Duration = Duration::from_secs(3);
 
 /// How long shutting down waits for connections to close cleanly (so peers
 /// learn at once, rather than by a timeout).
@@ -70,6 +84,59 @@ pub(crate) struct NetState {
     pub(crate) connected: Vec<NodeId>,
     /// For each connected peer, how it is reached.
     pub(crate) links: HashMap<NodeId, Link>,
+    pub(crate) reachability: Reachability,
+    /// The relays this node keeps a reservation on, as configured.
+    pub(crate) relays: Vec<RelayState>,
+    /// Whether this node serves as a relay for others.
+    pub(crate) relay_service: bool,
+    /// The addresses of ours that others confirmed they can dial (AutoNAT)
+    /// or that a relay serves on.
+    pub(crate) external_addresses: Vec<Multiaddr>,
+}
+
+/// Whether other nodes can dial this node, as AutoNAT finds by asking the
+/// nodes it is connected to to dial it back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reachability {
+    /// Not known yet (no peer has been asked, or none answered).
+    #[default]
+    Unknown,
+    /// Peers could dial us at one of our addresses.
+    Public,
+    /// Peers could not: we sit behind a NAT or a firewall, and others
+    /// reach us only through a relay or a hole punch.
+    Private,
+}
+
+impl Reachability {
+    /// `unknown`, `public` or `private`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Reachability::Unknown => "unknown",
+            Reachability::Public => "public",
+            Reachability::Private => "private",
+        }
+    }
+}
+
+/// A relay this node keeps (or is trying to keep) a reservation on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayState {
+    /// The relay's address, as configured (with its `/p2p/` id).
+    pub address: Multiaddr,
+    /// The relay holds a reservation for us: nodes can reach us through it.
+    pub reserved: bool,
+    /// Why the last reservation attempt failed or ended, if it did.
+    pub last_error: Option<String>,
+}
+
+/// The network thread's side of one configured relay.
+struct RelayEntry {
+    state: RelayState,
+    listener: Option<ListenerId>,
+    /// When to ask again after a refusal or a loss.
+    retry_at: Option<Instant>,
+    backoff: Duration,
 }
 
 /// How this node is connected to a peer now.
@@ -171,8 +238,12 @@ struct Driver {
     state: watch::Sender<NetState>,
     /// Callers waiting for a dial to each peer to succeed or fail.
     dials: HashMap<PeerId, Vec<DialWaiter>>,
+    /// Callers connected to a peer through a relay only, waiting (until
+    /// the deadline) for a hole punch to give a direct connection.
+    punching: HashMap<PeerId, (Instant, Vec<DialWaiter>)>,
     /// Every open connection.
     connections: HashMap<ConnectionId, ConnectionInfo>,
+    relays: Vec<RelayEntry>,
 }
 
 impl Driver {
@@ -183,6 +254,25 @@ impl Driver {
     ) -> Result<(Driver, Started), NetError> {
         let mut swarm = build_swarm(&keypair, &config)?;
         let mut control = swarm.behaviour().streams.new_control();
+        let mut relays = Vec::with_capacity(config.relays.len());
+        for address in &config.relays {
+            if relay_peer(address).is_none() {
+                return Err(NetError::Listen {
+                    address: address.clone(),
+                    reason: "a relay's address must end with /p2p/ and the relay's id".to_string(),
+                });
+            }
+            relays.push(RelayEntry {
+                state: RelayState {
+                    address: address.clone(),
+                    reserved: false,
+                    last_error: None,
+                },
+                listener: None,
+                retry_at: Some(Instant::now()),
+                backoff: RELAY_RETRY_FIRST,
+            });
+        }
         let incoming = control.accept(CAPTP_PROTOCOL).map_err(|error| NetError::Start {
             reason: format!("cannot accept {CAPTP_PROTOCOL} streams: {error}"),
         })?;
@@ -207,7 +297,9 @@ impl Driver {
             commands,
             state,
             dials: HashMap::new(),
+            punching: HashMap::new(),
             connections: HashMap::new(),
+            relays,
         };
         // Port 0 is only resolved once the listener reports its address.
         let mut bound_ports: Vec<(Multiaddr, u16)> = Vec::new();
@@ -268,6 +360,11 @@ impl Driver {
                 reason: "no listen address could be bound".to_string(),
             });
         }
+        if driver.config.relay_service.is_some() {
+            driver.announce_relay_addresses();
+        }
+        driver.publish_relays();
+        driver.reserve_on_relays();
         if let Some(path) = &driver.config.port_memory
             && let Err(error) = ports::write(path, &bound_ports)
         {
@@ -297,7 +394,11 @@ impl Driver {
                     None => break None,
                 },
                 event = self.swarm.select_next_some() => self.handle_event(event),
-                _ = liveness.tick() => self.close_silent_connections(),
+                _ = liveness.tick() => {
+                    self.close_silent_connections();
+                    self.reserve_on_relays();
+                    self.stop_waiting_for_punches();
+                }
             }
         };
         self.close_connections().await;
@@ -360,6 +461,10 @@ impl Driver {
         for address in addresses {
             self.swarm.add_peer_address(peer, address);
         }
+        if let Some((_, waiters)) = self.punching.get_mut(&peer) {
+            waiters.push(DialWaiter { node, reply });
+            return connected;
+        }
         if self.swarm.is_connected(&peer) {
             let _ = reply.send(Ok(()));
             return connected;
@@ -395,16 +500,33 @@ impl Driver {
 
     fn handle_event(&mut self, event: SwarmEvent<NodeBehaviourEvent>) {
         match event {
-            SwarmEvent::NewListenAddr { address, .. } => {
+            SwarmEvent::NewListenAddr { listener_id, address } => {
                 tracing::debug!(%address, "listening");
+                if let Some(relay) = self.relays.iter_mut().find(|relay| relay.listener == Some(listener_id)) {
+                    tracing::info!(relay = %relay.state.address, %address, "reachable through a relay");
+                    relay.state.reserved = true;
+                    relay.state.last_error = None;
+                    relay.backoff = RELAY_RETRY_FIRST;
+                    self.publish_relays();
+                }
                 self.state.send_modify(|state| state.listen_addresses.push(address));
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.state
                     .send_modify(|state| state.listen_addresses.retain(|listening| *listening != address));
             }
-            SwarmEvent::ListenerClosed { addresses, reason, .. } => {
-                if let Err(error) = reason {
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                addresses,
+                reason,
+            } => {
+                if self.relays.iter().any(|relay| relay.listener == Some(listener_id)) {
+                    let why = match &reason {
+                        Ok(()) => "the relay closed the reservation".to_string(),
+                        Err(error) => error_chain(error),
+                    };
+                    self.relay_lost(listener_id, why);
+                } else if let Err(error) = reason {
                     tracing::warn!(?addresses, %error, "a listener closed");
                 }
                 self.state.send_modify(|state| {
@@ -428,10 +550,9 @@ impl Driver {
                     connections = num_established.get(),
                     "connection established"
                 );
-                let relayed = endpoint
-                    .get_remote_address()
-                    .iter()
-                    .any(|protocol| matches!(protocol, Protocol::P2pCircuit));
+                // On the listening side the remote address of a relayed
+                // connection is only the peer's id; the local one says.
+                let relayed = endpoint.is_relayed();
                 self.connections.insert(
                     connection_id,
                     ConnectionInfo {
@@ -442,7 +563,18 @@ impl Driver {
                         watched: true,
                     },
                 );
-                self.dial_ended(peer_id, Ok(()));
+                if relayed && !self.has_direct_connection(peer_id) {
+                    // Hold the callers until a hole punch or its deadline.
+                    let waiters = self.dials.remove(&peer_id).unwrap_or_default();
+                    let (_, punching) = self
+                        .punching
+                        .entry(peer_id)
+                        .or_insert_with(|| (Instant::now() + HOLE_PUNCH_WAIT, Vec::new()));
+                    punching.extend(waiters);
+                } else {
+                    self.dial_ended(peer_id, Ok(()));
+                    self.punch_ended(peer_id);
+                }
                 self.publish_connected();
             }
             SwarmEvent::ConnectionClosed {
@@ -453,6 +585,9 @@ impl Driver {
                 ..
             } => {
                 self.connections.remove(&connection_id);
+                if num_established == 0 {
+                    self.punch_ended(peer_id);
+                }
                 tracing::info!(
                     peer = %describe_peer(&peer_id),
                     connections = num_established,
@@ -500,6 +635,38 @@ impl Driver {
                 connection,
                 result: Err(failure),
             })) => self.ping_failed(peer, connection, failure),
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                tracing::info!(%address, "external address confirmed");
+                self.publish_external_addresses();
+            }
+            SwarmEvent::ExternalAddrExpired { address } => {
+                tracing::info!(%address, "external address expired");
+                self.publish_external_addresses();
+            }
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Autonat(autonat::Event::StatusChanged { new, .. })) => {
+                let reachability = match new {
+                    autonat::NatStatus::Public(_) => Reachability::Public,
+                    autonat::NatStatus::Private => Reachability::Private,
+                    autonat::NatStatus::Unknown => Reachability::Unknown,
+                };
+                tracing::info!(reachability = reachability.label(), "reachability found");
+                self.state.send_modify(|state| state.reachability = reachability);
+            }
+            SwarmEvent::Behaviour(NodeBehaviourEvent::RelayClient(event)) => {
+                tracing::debug!(?event, "relay client");
+            }
+            SwarmEvent::Behaviour(NodeBehaviourEvent::RelayService(event)) => log_relay_service(&event),
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Dcutr(dcutr::Event { remote_peer_id, result })) => {
+                match result {
+                    Ok(_) => tracing::info!(peer = %describe_peer(&remote_peer_id), "hole punched: direct connection"),
+                    Err(error) => tracing::info!(
+                        peer = %describe_peer(&remote_peer_id),
+                        error = %error_chain(&error),
+                        "hole punching failed; staying relayed"
+                    ),
+                }
+                self.punch_ended(remote_peer_id);
+            }
             SwarmEvent::Behaviour(NodeBehaviourEvent::Identify(identify::Event::Received {
                 peer_id, info, ..
             })) => {
@@ -511,6 +678,36 @@ impl Driver {
                 );
             }
             _ => {}
+        }
+    }
+
+    fn has_direct_connection(&self, peer: PeerId) -> bool {
+        self.connections.values().any(|info| info.peer == peer && !info.relayed)
+    }
+
+    /// The hole punch with `peer` succeeded, failed, or no longer matters:
+    /// its waiting callers go on (on whatever connection there is).
+    fn punch_ended(&mut self, peer: PeerId) {
+        if let Some((_, waiters)) = self.punching.remove(&peer) {
+            for waiter in waiters {
+                let _ = waiter.reply.send(Ok(()));
+            }
+        }
+    }
+
+    /// Lets go of callers whose punch deadline passed, so a punch that
+    /// never ends does not hold them.
+    fn stop_waiting_for_punches(&mut self) {
+        let now = Instant::now();
+        let due: Vec<PeerId> = self
+            .punching
+            .iter()
+            .filter(|(_, (deadline, _))| *deadline <= now)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in due {
+            tracing::debug!(peer = %describe_peer(&peer), "no hole punch in time; going on relayed");
+            self.punch_ended(peer);
         }
     }
 
@@ -558,6 +755,84 @@ impl Driver {
         }
     }
 
+    /// Asks each configured relay that holds no reservation for us (and is
+    /// due) for one, by listening on a circuit through it.
+    fn reserve_on_relays(&mut self) {
+        let now = Instant::now();
+        for index in 0..self.relays.len() {
+            let relay = &mut self.relays[index];
+            if relay.listener.is_some() || relay.retry_at.is_none_or(|at| at > now) {
+                continue;
+            }
+            relay.retry_at = None;
+            let circuit = relay.state.address.clone().with(Protocol::P2pCircuit);
+            match self.swarm.listen_on(circuit) {
+                Ok(listener) => {
+                    tracing::debug!(relay = %self.relays[index].state.address, "asking a relay for a reservation");
+                    self.relays[index].listener = Some(listener);
+                }
+                Err(error) => {
+                    let why = error_chain(&error);
+                    self.relay_failed(index, why);
+                }
+            }
+        }
+    }
+
+    /// A relay's reservation ended or was refused: try again later.
+    fn relay_lost(&mut self, listener: ListenerId, why: String) {
+        if let Some(index) = self.relays.iter().position(|relay| relay.listener == Some(listener)) {
+            self.relays[index].listener = None;
+            self.relay_failed(index, why);
+        }
+    }
+
+    fn relay_failed(&mut self, index: usize, why: String) {
+        let relay = &mut self.relays[index];
+        tracing::warn!(
+            relay = %relay.state.address,
+            reason = %why,
+            retry_in_ms = relay.backoff.as_millis(),
+            "no reservation on a relay"
+        );
+        relay.state.reserved = false;
+        relay.state.last_error = Some(why);
+        relay.retry_at = Some(Instant::now() + relay.backoff);
+        relay.backoff = (relay.backoff * 2).min(RELAY_RETRY_MAX);
+        self.publish_relays();
+    }
+
+    fn publish_relays(&mut self) {
+        let relays: Vec<RelayState> = self.relays.iter().map(|relay| relay.state.clone()).collect();
+        let relay_service = self.config.relay_service.is_some();
+        self.state.send_modify(|state| {
+            state.relays = relays;
+            state.relay_service = relay_service;
+        });
+    }
+
+    fn publish_external_addresses(&mut self) {
+        let addresses: Vec<Multiaddr> = self.swarm.external_addresses().cloned().collect();
+        self.state.send_modify(|state| state.external_addresses = addresses);
+    }
+
+    /// A relay must tell the nodes it serves where it can be reached: its
+    /// listen addresses others can dial (all of them on a loopback-only
+    /// node), taken as confirmed external addresses.
+    fn announce_relay_addresses(&mut self) {
+        let listening = self.state.borrow().listen_addresses.clone();
+        let reachable: Vec<Multiaddr> = listening
+            .iter()
+            .filter(|address| !is_host_only(address))
+            .cloned()
+            .collect();
+        let announced = if reachable.is_empty() { listening } else { reachable };
+        for address in announced {
+            self.swarm.add_external_address(address);
+        }
+        self.publish_external_addresses();
+    }
+
     fn publish_connected(&mut self) {
         let connected: HashSet<NodeId> = self
             .swarm
@@ -596,7 +871,10 @@ impl Driver {
         for peer in peers {
             let _ = self.swarm.disconnect_peer_id(peer);
         }
-        for waiters in std::mem::take(&mut self.dials).into_values() {
+        let punching = std::mem::take(&mut self.punching)
+            .into_values()
+            .map(|(_, waiters)| waiters);
+        for waiters in std::mem::take(&mut self.dials).into_values().chain(punching) {
             for waiter in waiters {
                 let _ = waiter.reply.send(Err(NetError::Stopped));
             }
@@ -671,7 +949,9 @@ fn start_listening(
 }
 
 fn build_swarm(keypair: &Keypair, config: &NetConfig) -> Result<Swarm<NodeBehaviour>, NetError> {
-    let transport = build_transport(keypair, config)?;
+    let peer = keypair.public().to_peer_id();
+    let (relay_transport, relay_client) = relay::client::new(peer);
+    let transport = build_transport(keypair, config, relay_transport)?;
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established_per_peer(Some(config.max_connections_per_peer))
         .with_max_established(Some(config.max_connections_total))
@@ -688,7 +968,16 @@ fn build_swarm(keypair: &Keypair, config: &NetConfig) -> Result<Swarm<NodeBehavi
                 .with_interval(config.ping_interval)
                 .with_timeout(config.ping_timeout),
         ),
-        streams: libp2p_stream::Behaviour::new(),
+        autonat: autonat::Behaviour::new(peer, autonat_config()),
+        relay_client,
+        relay_service: Toggle::from(
+            config
+                .relay_service
+                .as_ref()
+                .map(|limits| relay::Behaviour::new(peer, relay_config(limits))),
+        ),
+        dcutr: dcutr::Behaviour::new(peer),
+        streams: DirectFirst::new(),
     };
     let swarm_config =
         libp2p::swarm::Config::with_tokio_executor().with_idle_connection_timeout(config.idle_connection_timeout);
@@ -700,18 +989,58 @@ fn build_swarm(keypair: &Keypair, config: &NetConfig) -> Result<Swarm<NodeBehavi
     ))
 }
 
+/// AutoNAT asks peers soon after start, and again now and then, whether
+/// they can dial us back. Addresses in private ranges count: a node on a
+/// LAN is reachable from that LAN.
+fn autonat_config() -> autonat::Config {
+    autonat::Config {
+        boot_delay: Duration::from_secs(2),
+        retry_interval: Duration::from_secs(20),
+        refresh_interval: Duration::from_secs(5 * 60),
+        timeout: Duration::from_secs(10),
+        only_global_ips: false,
+        ..autonat::Config::default()
+    }
+}
+
+fn relay_config(limits: &RelayLimits) -> relay::Config {
+    relay::Config {
+        max_reservations: limits.reservations,
+        max_reservations_per_peer: limits.reservations_per_peer,
+        reservation_duration: limits.reservation_duration,
+        max_circuits: limits.circuits,
+        max_circuits_per_peer: limits.circuits_per_peer,
+        max_circuit_duration: limits.circuit_duration,
+        max_circuit_bytes: limits.circuit_bytes,
+        ..relay::Config::default()
+    }
+}
+
 /// TCP + Noise + yamux (with a bound on the whole handshake, which the
 /// stock builder does not set, and streams that end with their connection:
-/// see [`super::muxer`]), or QUIC.
-fn build_transport(keypair: &Keypair, config: &NetConfig) -> Result<Boxed<(PeerId, StreamMuxerBox)>, NetError> {
-    let noise = noise::Config::new(keypair).map_err(|error| NetError::Start {
-        reason: format!("cannot set up Noise: {error}"),
-    })?;
+/// see [`super::muxer`]), QUIC, or a relay circuit with Noise + yamux
+/// inside it (so the relay sees only ciphertext).
+fn build_transport(
+    keypair: &Keypair,
+    config: &NetConfig,
+    relay_transport: relay::client::Transport,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, NetError> {
+    let noise = || {
+        noise::Config::new(keypair).map_err(|error| NetError::Start {
+            reason: format!("cannot set up Noise: {error}"),
+        })
+    };
+    let handshake_bound = config.dial_timeout + HANDSHAKE_MARGIN;
     let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
         .upgrade(upgrade::Version::V1Lazy)
-        .authenticate(noise)
+        .authenticate(noise()?)
         .multiplex(yamux::Config::default())
-        .timeout(config.dial_timeout + HANDSHAKE_MARGIN);
+        .timeout(handshake_bound);
+    let relayed = relay_transport
+        .upgrade(upgrade::Version::V1Lazy)
+        .authenticate(noise()?)
+        .multiplex(yamux::Config::default())
+        .timeout(handshake_bound);
     let mut quic_config = quic::Config::new(keypair);
     quic_config.handshake_timeout = config.dial_timeout + HANDSHAKE_MARGIN;
     quic_config.max_idle_timeout = u32::try_from(config.quic_max_idle_timeout.as_millis()).unwrap_or(u32::MAX);
@@ -721,7 +1050,67 @@ fn build_transport(keypair: &Keypair, config: &NetConfig) -> Result<Boxed<(PeerI
         .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(EndingMuxer::new(muxer))))
         .or_transport(quic.map(|(peer, connection), _| (peer, StreamMuxerBox::new(connection))))
         .map(|either, _| either.into_inner())
+        .or_transport(relayed.map(|(peer, muxer), _| (peer, StreamMuxerBox::new(EndingMuxer::new(muxer)))))
+        .map(|either, _| either.into_inner())
         .boxed())
+}
+
+/// The relay's peer id: the last `/p2p/` of its address.
+fn relay_peer(address: &Multiaddr) -> Option<PeerId> {
+    address.iter().fold(None, |found, protocol| match protocol {
+        Protocol::P2p(peer) => Some(peer),
+        _ => found,
+    })
+}
+
+/// Loopback, unspecified and link-local addresses reach only this host
+/// (or link): never announced when there is anything else.
+fn is_host_only(address: &Multiaddr) -> bool {
+    match address.iter().next() {
+        Some(Protocol::Ip4(ip)) => ip.is_loopback() || ip.is_unspecified() || ip.is_link_local(),
+        Some(Protocol::Ip6(ip)) => ip.is_loopback() || ip.is_unspecified() || ip.is_unicast_link_local(),
+        _ => false,
+    }
+}
+
+fn log_relay_service(event: &relay::Event) {
+    match event {
+        relay::Event::ReservationReqAccepted { src_peer_id, renewed } => {
+            tracing::info!(peer = %describe_peer(src_peer_id), renewed, "relay: reservation accepted");
+        }
+        relay::Event::ReservationReqDenied { src_peer_id, status } => {
+            tracing::warn!(peer = %describe_peer(src_peer_id), ?status, "relay: reservation refused");
+        }
+        relay::Event::CircuitReqAccepted {
+            src_peer_id,
+            dst_peer_id,
+        } => tracing::info!(
+            from = %describe_peer(src_peer_id),
+            to = %describe_peer(dst_peer_id),
+            "relay: circuit opened"
+        ),
+        relay::Event::CircuitReqDenied {
+            src_peer_id,
+            dst_peer_id,
+            status,
+        } => tracing::warn!(
+            from = %describe_peer(src_peer_id),
+            to = %describe_peer(dst_peer_id),
+            ?status,
+            "relay: circuit refused"
+        ),
+        relay::Event::CircuitClosed {
+            src_peer_id,
+            dst_peer_id,
+            error,
+        } => tracing::info!(
+            from = %describe_peer(src_peer_id),
+            to = %describe_peer(dst_peer_id),
+            error = error.as_ref().map(|error| error.to_string()).unwrap_or_default(),
+            "relay: circuit closed"
+        ),
+        other => tracing::debug!(?other, "relay"),
+    }
 }
 
 /// A dial's failure, named for the node it was for.
@@ -751,8 +1140,13 @@ fn dial_error(node: NodeId, error: &DialError) -> NetError {
 
 /// A transport error with its causes, which libp2p keeps in `source()`.
 fn transport_error_text(error: &libp2p::TransportError<std::io::Error>) -> String {
+    error_chain(error)
+}
+
+/// An error and its causes, joined.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![error.to_string()];
-    let mut source = std::error::Error::source(error);
+    let mut source = error.source();
     while let Some(cause) = source {
         parts.push(cause.to_string());
         source = cause.source();

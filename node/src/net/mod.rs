@@ -11,7 +11,11 @@
 //! - `ports`: the ports picked for port-0 listen addresses, kept (when
 //!   [`NetConfig::port_memory`] names a file) so a restart reuses them.
 //!
-//! Transports: TCP + Noise + yamux, and QUIC; identify and ping. The
+//! Transports: TCP + Noise + yamux, QUIC, and circuits through relays
+//! (Circuit Relay v2, each circuit again Noise + yamux end to end);
+//! identify, ping, AutoNAT (is this node reachable from outside?) and
+//! DCUtR (hole punching from a relayed connection to a direct one); a
+//! node may also serve as a relay. The
 //! libp2p `PeerId` is the node's ed25519 key, so every connection
 //! authenticates the node id, and a dial where another node answers fails.
 //!
@@ -44,15 +48,17 @@ mod error;
 pub mod identity;
 mod muxer;
 mod network;
+mod placement;
 mod ports;
 mod stream;
 
 use libp2p::StreamProtocol;
 
-pub use config::NetConfig;
-pub use driver::Link;
+pub use config::{NetConfig, RelayLimits};
+pub use driver::{Link, Reachability, RelayState};
 pub use error::NetError;
 pub use identity::{keypair_from_seed, node_id_of, peer_id_of};
+pub use libp2p::multiaddr::Protocol;
 pub use libp2p::{Multiaddr, PeerId};
 pub use network::Network;
 pub use stream::{InboundStream, InboundStreams, StreamReader, StreamWriter};

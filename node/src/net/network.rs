@@ -83,6 +83,27 @@ impl Network {
         self.shared.state.borrow().links.clone()
     }
 
+    /// Whether other nodes can dial this one, as far as AutoNAT found.
+    pub fn reachability(&self) -> super::Reachability {
+        self.shared.state.borrow().reachability
+    }
+
+    /// The configured relays and whether each holds a reservation for us.
+    pub fn relays(&self) -> Vec<super::RelayState> {
+        self.shared.state.borrow().relays.clone()
+    }
+
+    /// Whether this node serves as a relay for others.
+    pub fn is_relay_service(&self) -> bool {
+        self.shared.state.borrow().relay_service
+    }
+
+    /// Addresses of ours that peers confirmed they can dial, or that this
+    /// node announces as a relay.
+    pub fn external_addresses(&self) -> Vec<Multiaddr> {
+        self.shared.state.borrow().external_addresses.clone()
+    }
+
     pub fn is_connected(&self, node: &NodeId) -> bool {
         self.shared.state.borrow().connected.contains(node)
     }
