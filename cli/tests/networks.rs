@@ -194,6 +194,8 @@ fn call_counter(holder: &Node, count: u32) -> String {
 struct TwoHomes {
     topology: Topology,
     relay: String,
+    nat_a: String,
+    nat_b: String,
     alice: String,
     bob: String,
 }
@@ -230,18 +232,26 @@ fn two_homes(symmetric: bool) -> Option<TwoHomes> {
     Some(TwoHomes {
         topology,
         relay,
+        nat_a,
+        nat_b,
         alice,
         bob,
     })
 }
 
-/// A relay and two nodes using it, started in `homes`.
-fn start_relay_and_homes(homes: &TwoHomes) -> (Node, Node, Node) {
+/// A relay and two nodes using it (with `config` as their `config.toml`
+/// unless empty), started in `homes`.
+fn start_relay_and_homes(homes: &TwoHomes, config: &str) -> (Node, Node, Node) {
     let relay = Node::new(&[]);
     relay.start_in(&homes.relay, &["--relay-service"]).ok();
     let address = relay_address(&relay, RELAY_IP);
     let alice = Node::new(&[]);
     let bob = Node::new(&[]);
+    if !config.is_empty() {
+        for node in [&alice, &bob] {
+            std::fs::write(node.state_dir().join("config.toml"), config).unwrap();
+        }
+    }
     alice.start_in(&homes.alice, &["--relay", &address]).ok();
     bob.start_in(&homes.bob, &["--relay", &address]).ok();
     let status = wait_until_reserved(&alice);
@@ -254,7 +264,7 @@ fn start_relay_and_homes(homes: &TwoHomes) -> (Node, Node, Node) {
 fn two_nodes_behind_nats_meet_through_a_relay_and_punch_a_hole_to_a_direct_connection() {
     use_binary(env!("CARGO_BIN_EXE_capstan"));
     let Some(homes) = two_homes(false) else { return };
-    let (relay, alice, bob) = start_relay_and_homes(&homes);
+    let (relay, alice, bob) = start_relay_and_homes(&homes, "");
 
     let locator = introduce(&alice, "bob", &bob, "alice");
     assert!(
@@ -291,7 +301,7 @@ fn two_nodes_behind_nats_meet_through_a_relay_and_punch_a_hole_to_a_direct_conne
 fn behind_nats_that_defeat_hole_punching_nodes_talk_through_the_relay() {
     use_binary(env!("CARGO_BIN_EXE_capstan"));
     let Some(homes) = two_homes(true) else { return };
-    let (_relay, alice, bob) = start_relay_and_homes(&homes);
+    let (_relay, alice, bob) = start_relay_and_homes(&homes, "");
 
     introduce(&alice, "bob", &bob, "alice");
     let first_answer = give_counter(&alice, "bob", &bob);
@@ -306,6 +316,107 @@ fn behind_nats_that_defeat_hole_punching_nodes_talk_through_the_relay() {
     );
     give_counter(&bob, "alice", &alice);
     assert_eq!(peer_record(&alice, &bob)["connection"], "relayed");
+    drop(homes.topology);
+}
+
+/// Each home router refuses (at once) what comes from the other's public
+/// address, or lets it be again: hole punching fails, or can work.
+fn refuse_each_other(homes: &TwoHomes, refuse: bool) {
+    let action = if refuse { "-I" } else { "-D" };
+    for (router, other) in [(&homes.nat_a, "100.64.2.2"), (&homes.nat_b, "100.64.1.2")] {
+        for chain in ["FORWARD", "INPUT"] {
+            for (protocol, reject) in [("tcp", "tcp-reset"), ("udp", "icmp-port-unreachable")] {
+                let rule = [
+                    "iptables",
+                    action,
+                    chain,
+                    "-s",
+                    other,
+                    "-p",
+                    protocol,
+                    "-j",
+                    "REJECT",
+                    "--reject-with",
+                    reject,
+                ];
+                let output = homes.topology.exec(router, &rule);
+                assert!(
+                    output.status.success(),
+                    "{rule:?}: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+        }
+    }
+}
+
+/// How many times `node`'s log says a session with a peer ended.
+fn peer_sessions_ended(node: &Node) -> usize {
+    let log = std::fs::read_to_string(node.state_dir().join("node.log")).unwrap();
+    log.lines()
+        .filter(|line| line.contains("peer session closed") || line.contains("peer session to us ended"))
+        .count()
+}
+
+#[test]
+fn calls_in_flight_when_a_relayed_session_goes_direct_are_neither_lost_nor_repeated() {
+    use_binary(env!("CARGO_BIN_EXE_capstan"));
+    let Some(homes) = two_homes(false) else { return };
+    // The first hole punch fails; later ones are tried every 0.5 s, 1 s, 2 s...
+    refuse_each_other(&homes, true);
+    let (relay, alice, bob) = start_relay_and_homes(&homes, "[peers]\nhole_punch_retry_ms = 500\n");
+    introduce(&alice, "bob", &bob, "alice");
+    give_counter(&alice, "bob", &bob);
+    let record = peer_record(&bob, &alice);
+    assert_eq!(record["connection"], "relayed", "{record}");
+    let ended = (peer_sessions_ended(&alice), peer_sessions_ended(&bob));
+
+    // Bob calls the counter in runs of 50 awaited calls while the routers
+    // let the punch through, until a while after the switch.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let lasts = std::thread::scope(|scope| {
+        let caller = scope.spawn(|| {
+            let mut lasts = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                lasts.push(call_counter(&bob, 50).parse::<u64>().unwrap());
+            }
+            lasts
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        refuse_each_other(&homes, false);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while peer_record(&bob, &alice)["connection"] != "direct" {
+            assert!(
+                Instant::now() < deadline,
+                "no direct connection: {}",
+                peer_record(&bob, &alice)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        caller.join().unwrap()
+    });
+    // Every run's 50 calls were answered once each, in order.
+    let expected: Vec<u64> = (1..=lasts.len() as u64).map(|run| 1 + 50 * run).collect();
+    assert_eq!(lasts, expected);
+    let bob_log = std::fs::read_to_string(bob.state_dir().join("node.log")).unwrap();
+    assert!(
+        bob_log.contains("moving a session stream to a direct connection"),
+        "{bob_log}"
+    );
+    assert_eq!(peer_record(&alice, &bob)["connection"], "direct");
+    // The sessions left the relay: they outlive it, and none ended, so no
+    // reference was broken.
+    relay.run(&["stop"]).ok();
+    let started = Instant::now();
+    assert_eq!(call_counter(&bob, 100), (1 + 50 * lasts.len() as u64 + 100).to_string());
+    eprintln!(
+        "runs across the switch: {}; 100 calls after it: {:?}",
+        lasts.len(),
+        started.elapsed()
+    );
+    assert_eq!((peer_sessions_ended(&alice), peer_sessions_ended(&bob)), ended);
     drop(homes.topology);
 }
 

@@ -307,11 +307,13 @@ fn stream_cap_over(listen: fn() -> Multiaddr) {
         assert_eq!(incr(&first).await, 1.0);
         assert_eq!(incr(&second).await, 2.0);
 
-        // Over the cap: the stream opens, then is reset at once.
+        // Over the cap: the stream opens, then is reset at once (opening
+        // fails if the reset comes before its token is written).
         for _ in 0..2 {
-            let (mut reader, mut writer) = alice_net.open_stream(&bob_id, &[]).await.expect("negotiated");
-            assert!(ends(&mut reader).await, "a stream over the cap must be reset");
-            let _ = writer.shutdown().await;
+            if let Ok((mut reader, mut writer)) = alice_net.open_stream(&bob_id, &[]).await {
+                assert!(ends(&mut reader).await, "a stream over the cap must be reset");
+                let _ = writer.shutdown().await;
+            }
         }
         assert_eq!(sessions.borrow().len(), 2);
 

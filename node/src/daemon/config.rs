@@ -188,6 +188,11 @@ pub struct PeerLimits {
     pub connections_total: u32,
     /// Connections being set up (handshakes) at once.
     pub pending_connections: u32,
+    /// How long a new session with a peer reached only through a relay
+    /// waits for a hole punch to give a direct connection.
+    pub hole_punch_wait_ms: u64,
+    /// After a failed hole punch, when to try again (doubling each time).
+    pub hole_punch_retry_ms: u64,
 }
 
 impl Default for PeerLimits {
@@ -202,6 +207,8 @@ impl Default for PeerLimits {
             connections: 8,
             connections_total: 1024,
             pending_connections: 128,
+            hole_punch_wait_ms: 3000,
+            hole_punch_retry_ms: 10_000,
         }
     }
 }

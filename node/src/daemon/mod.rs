@@ -320,6 +320,8 @@ impl Daemon {
             listen_best_effort,
             relays,
             relay_service,
+            hole_punch_wait: std::time::Duration::from_millis(config.peers.hole_punch_wait_ms),
+            hole_punch_retry: std::time::Duration::from_millis(config.peers.hole_punch_retry_ms.max(100)),
             ..NetConfig::listening_on(addresses)
         };
         let (network, inbound) = Network::start(secret.seed(), net_config)

@@ -53,6 +53,14 @@ pub struct NetConfig {
     pub relays: Vec<Multiaddr>,
     /// Serve as a relay for other nodes, within these limits.
     pub relay_service: Option<RelayLimits>,
+    /// How long a stream to a peer reached only through a relay waits for
+    /// a hole punch, so that sessions start on the direct connection when
+    /// one can be made (streams opened sooner move to it later).
+    pub hole_punch_wait: Duration,
+    /// After a failed hole punch, when to try again (a new circuit through
+    /// the relay starts a new punch); the wait doubles each time, up to
+    /// five minutes.
+    pub hole_punch_retry: Duration,
 }
 
 /// What a node serving as a relay allows. A circuit carries only
@@ -109,6 +117,8 @@ impl Default for NetConfig {
             listen_best_effort: false,
             relays: Vec::new(),
             relay_service: None,
+            hole_punch_wait: Duration::from_secs(3),
+            hole_punch_retry: Duration::from_secs(10),
         }
     }
 }

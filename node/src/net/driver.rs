@@ -16,20 +16,22 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, ListenError, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, Stream, Swarm, autonat, connection_limits, dcutr, identify, identity::Keypair, noise, ping,
-    quic, relay, tcp, yamux,
+    Multiaddr, PeerId, Swarm, autonat, connection_limits, dcutr, identify, identity::Keypair, noise, ping, quic, relay,
+    tcp, yamux,
 };
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::behaviour::{NodeBehaviour, NodeBehaviourEvent, PeerGate};
 use super::config::{NetConfig, RelayLimits};
 use super::error::NetError;
 use super::identity::{describe_peer, node_id_of};
+use super::movable::{StreamReader, StreamWriter, WeakMover, finish_move};
 use super::muxer::EndingMuxer;
 use super::placement::DirectFirst;
 use super::ports;
-use super::stream::{InboundStream, accept_loop};
-use super::{CAPTP_PROTOCOL, IDENTIFY_PROTOCOL};
+use super::stream::{InboundStream, MoveRegistry, OpenCounts, accept_loop, accept_moves, open_session_stream, split};
+use super::{CAPTP_MOVE_PROTOCOL, CAPTP_PROTOCOL, IDENTIFY_PROTOCOL};
 
 /// How much longer than the dial timeout a handshake may take: the
 /// caller's timer fires first (so the error says the dial timed out), and
@@ -44,11 +46,8 @@ const LIVENESS_CHECK: Duration = Duration::from_secs(1);
 const RELAY_RETRY_FIRST: Duration = Duration::from_secs(1);
 const RELAY_RETRY_MAX: Duration = Duration::from_secs(60);
 
-/// How long a stream to a peer reached only through a relay waits for a
-/// hole punch to give a direct connection, so that sessions start there
-/// when one can be made (a punch takes well under a second when NATs
-/// allow it).
-const HOLE_PUNCH_WAIT: Duration = Duration::from_secs(3);
+/// The longest wait between two hole punch attempts with one peer.
+const HOLE_PUNCH_RETRY_MAX: Duration = Duration::from_secs(5 * 60);
 
 /// How long shutting down waits for connections to close cleanly (so peers
 /// learn at once, rather than by a timeout).
@@ -61,7 +60,13 @@ pub(crate) enum Command {
         node: NodeId,
         peer: PeerId,
         addresses: Vec<Multiaddr>,
-        reply: oneshot::Sender<Result<Stream, NetError>>,
+        reply: oneshot::Sender<Result<(StreamReader, StreamWriter), NetError>>,
+    },
+    /// A session stream we opened: moved to a direct connection to the
+    /// peer when one comes, if it may be on a relayed one now.
+    Opened {
+        peer: PeerId,
+        mover: WeakMover,
     },
     AddAddresses {
         peer: PeerId,
@@ -244,6 +249,21 @@ struct Driver {
     /// Every open connection.
     connections: HashMap<ConnectionId, ConnectionInfo>,
     relays: Vec<RelayEntry>,
+    /// Session streams we opened that may be on a relayed connection, by
+    /// peer, with their tokens.
+    movable_streams: HashMap<PeerId, Vec<WeakMover>>,
+    /// For tasks to tell this loop what they did.
+    own_commands: mpsc::UnboundedSender<Command>,
+    /// Peers we reach only through a circuit we dialed: when to try a
+    /// hole punch again, through which relayed address.
+    punch_retries: HashMap<PeerId, PunchRetry>,
+}
+
+/// The next hole punch attempt with a peer reached through a relay.
+struct PunchRetry {
+    address: Multiaddr,
+    at: Instant,
+    backoff: Duration,
 }
 
 impl Driver {
@@ -276,7 +296,20 @@ impl Driver {
         let incoming = control.accept(CAPTP_PROTOCOL).map_err(|error| NetError::Start {
             reason: format!("cannot accept {CAPTP_PROTOCOL} streams: {error}"),
         })?;
-        tokio::spawn(accept_loop(incoming, config.max_inbound_streams_per_peer, inbound));
+        let moves = control.accept(CAPTP_MOVE_PROTOCOL).map_err(|error| NetError::Start {
+            reason: format!("cannot accept {CAPTP_MOVE_PROTOCOL} streams: {error}"),
+        })?;
+        let movers = MoveRegistry::default();
+        let counts = OpenCounts::default();
+        let cap = config.max_inbound_streams_per_peer;
+        tokio::spawn(accept_loop(
+            incoming,
+            cap,
+            inbound,
+            std::sync::Arc::clone(&movers),
+            counts.clone(),
+        ));
+        tokio::spawn(accept_moves(moves, cap, movers, counts));
 
         let remembered = config.port_memory.as_deref().map(ports::read).unwrap_or_default();
         let mut pending: HashMap<ListenerId, Listening> = HashMap::new();
@@ -300,6 +333,9 @@ impl Driver {
             punching: HashMap::new(),
             connections: HashMap::new(),
             relays,
+            movable_streams: HashMap::new(),
+            own_commands: command_sender.clone(),
+            punch_retries: HashMap::new(),
         };
         // Port 0 is only resolved once the listener reports its address.
         let mut bound_ports: Vec<(Multiaddr, u16)> = Vec::new();
@@ -398,6 +434,7 @@ impl Driver {
                     self.close_silent_connections();
                     self.reserve_on_relays();
                     self.stop_waiting_for_punches();
+                    self.retry_hole_punches();
                 }
             }
         };
@@ -416,17 +453,30 @@ impl Driver {
                 let connected = self.connect(node, peer, addresses);
                 let mut control = self.control.clone();
                 let timeout = self.config.dial_timeout;
+                let own_commands = self.own_commands.clone();
                 tokio::spawn(async move {
-                    let open = async {
-                        connected.await.map_err(|_| NetError::Stopped)??;
-                        control
-                            .open_stream(peer, CAPTP_PROTOCOL)
-                            .await
-                            .map_err(|error| NetError::OpenStream {
-                                node,
-                                reason: error.to_string(),
-                            })
-                    };
+                    let open =
+                        async {
+                            connected.await.map_err(|_| NetError::Stopped)??;
+                            let stream = control.open_stream(peer, CAPTP_PROTOCOL).await.map_err(|error| {
+                                NetError::OpenStream {
+                                    node,
+                                    reason: error.to_string(),
+                                }
+                            })?;
+                            let (reader, writer, mover, _) =
+                                open_session_stream(stream)
+                                    .await
+                                    .map_err(|error| NetError::OpenStream {
+                                        node,
+                                        reason: error.to_string(),
+                                    })?;
+                            let _ = own_commands.send(Command::Opened {
+                                peer,
+                                mover: mover.downgrade(),
+                            });
+                            Ok((reader, writer))
+                        };
                     let outcome = match tokio::time::timeout(timeout, open).await {
                         Ok(outcome) => outcome,
                         Err(_) => Err(NetError::DialTimeout { node, after: timeout }),
@@ -444,6 +494,20 @@ impl Driver {
             }
             Command::Disconnect { peer } => {
                 let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            Command::Opened { peer, mover } => {
+                let relayed = self.connections.values().any(|info| info.peer == peer && info.relayed);
+                if !relayed {
+                    return;
+                }
+                if self.has_direct_connection(peer) {
+                    // It may have gone on the relayed one just before.
+                    self.move_stream(peer, mover);
+                } else {
+                    let streams = self.movable_streams.entry(peer).or_default();
+                    streams.retain(|stream| !stream.is_gone());
+                    streams.push(mover);
+                }
             }
             Command::Shutdown { .. } => {}
         }
@@ -566,14 +630,27 @@ impl Driver {
                 if relayed && !self.has_direct_connection(peer_id) {
                     // Hold the callers until a hole punch or its deadline.
                     let waiters = self.dials.remove(&peer_id).unwrap_or_default();
+                    let wait = self.config.hole_punch_wait;
                     let (_, punching) = self
                         .punching
                         .entry(peer_id)
-                        .or_insert_with(|| (Instant::now() + HOLE_PUNCH_WAIT, Vec::new()));
+                        .or_insert_with(|| (Instant::now() + wait, Vec::new()));
                     punching.extend(waiters);
+                    if endpoint.is_dialer() {
+                        let first = self.config.hole_punch_retry;
+                        self.punch_retries.entry(peer_id).or_insert_with(|| PunchRetry {
+                            address: endpoint.get_remote_address().clone(),
+                            at: Instant::now() + first,
+                            backoff: first,
+                        });
+                    }
                 } else {
+                    self.punch_retries.remove(&peer_id);
                     self.dial_ended(peer_id, Ok(()));
                     self.punch_ended(peer_id);
+                    for stream in self.movable_streams.remove(&peer_id).unwrap_or_default() {
+                        self.move_stream(peer_id, stream);
+                    }
                 }
                 self.publish_connected();
             }
@@ -587,6 +664,8 @@ impl Driver {
                 self.connections.remove(&connection_id);
                 if num_established == 0 {
                     self.punch_ended(peer_id);
+                    self.punch_retries.remove(&peer_id);
+                    self.movable_streams.remove(&peer_id);
                 }
                 tracing::info!(
                     peer = %describe_peer(&peer_id),
@@ -679,6 +758,71 @@ impl Driver {
             }
             _ => {}
         }
+    }
+
+    /// Dials peers reached only through a relay again through it, when
+    /// due: DCUtR tries a hole punch on every new relayed connection, and
+    /// NATs (or the first attempt's timing) may allow it now.
+    fn retry_hole_punches(&mut self) {
+        let now = Instant::now();
+        let due: Vec<PeerId> = self
+            .punch_retries
+            .iter()
+            .filter(|(_, retry)| retry.at <= now)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in due {
+            if self.has_direct_connection(peer) || !self.swarm.is_connected(&peer) {
+                self.punch_retries.remove(&peer);
+                continue;
+            }
+            let Some(retry) = self.punch_retries.get_mut(&peer) else {
+                continue;
+            };
+            tracing::debug!(peer = %describe_peer(&peer), "trying a hole punch again");
+            let dial = DialOpts::peer_id(peer)
+                .addresses(vec![retry.address.clone()])
+                .condition(PeerCondition::Always)
+                .build();
+            retry.backoff = (retry.backoff * 2).min(HOLE_PUNCH_RETRY_MAX);
+            retry.at = now + retry.backoff;
+            if let Err(error) = self.swarm.dial(dial) {
+                tracing::debug!(peer = %describe_peer(&peer), %error, "cannot dial through the relay again");
+            }
+        }
+    }
+
+    /// Moves a session stream we opened to a new stream, which goes on a
+    /// direct connection (see `placement`).
+    fn move_stream(&mut self, peer: PeerId, stream: WeakMover) {
+        let mut control = self.control.clone();
+        let timeout = self.config.dial_timeout;
+        tokio::spawn(async move {
+            let moved = async {
+                let mover = stream.upgrade().map_err(|error| error.to_string())?;
+                let (reader, mut writer) = split(
+                    control
+                        .open_stream(peer, CAPTP_MOVE_PROTOCOL)
+                        .await
+                        .map_err(|error| error.to_string())?,
+                    None,
+                );
+                writer
+                    .write_all(&mover.token())
+                    .await
+                    .map_err(|error| error.to_string())?;
+                mover.offer(reader, writer).map_err(|error| error.to_string())?;
+                Ok::<_, String>(mover)
+            };
+            match tokio::time::timeout(timeout, moved).await {
+                Ok(Ok(mover)) => {
+                    tracing::info!(peer = %describe_peer(&peer), "moving a session stream to a direct connection");
+                    finish_move(mover.writer_state()).await;
+                }
+                Ok(Err(why)) => tracing::info!(peer = %describe_peer(&peer), %why, "cannot move a session stream"),
+                Err(_) => tracing::info!(peer = %describe_peer(&peer), "moving a session stream timed out"),
+            }
+        });
     }
 
     fn has_direct_connection(&self, peer: PeerId) -> bool {

@@ -46,6 +46,7 @@ mod config;
 mod driver;
 mod error;
 pub mod identity;
+mod movable;
 mod muxer;
 mod network;
 mod placement;
@@ -60,14 +61,19 @@ pub use error::NetError;
 pub use identity::{keypair_from_seed, node_id_of, peer_id_of};
 pub use libp2p::multiaddr::Protocol;
 pub use libp2p::{Multiaddr, PeerId};
+pub use movable::{StreamReader, StreamWriter};
 pub use network::Network;
-pub use stream::{InboundStream, InboundStreams, StreamReader, StreamWriter};
+pub use stream::{InboundStream, InboundStreams};
 
-/// The protocol name of CapTP streams between nodes.
-pub const CAPTP_PROTOCOL_NAME: &str = "/capstan/captp/1.0.0";
+/// The protocol name of CapTP streams between nodes (a session token,
+/// then chunks: see `movable`).
+pub const CAPTP_PROTOCOL_NAME: &str = "/capstan/captp/2.0.0";
 
 /// [`CAPTP_PROTOCOL_NAME`] as a libp2p protocol.
 pub const CAPTP_PROTOCOL: StreamProtocol = StreamProtocol::new(CAPTP_PROTOCOL_NAME);
+
+/// Streams that continue a session stream on another connection.
+const CAPTP_MOVE_PROTOCOL: StreamProtocol = StreamProtocol::new("/capstan/captp-move/1.0.0");
 
 /// The protocol version nodes announce through identify.
 const IDENTIFY_PROTOCOL: &str = "/capstan/1.0.0";

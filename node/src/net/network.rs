@@ -10,7 +10,8 @@ use super::config::NetConfig;
 use super::driver::{self, Command, NetState};
 use super::error::NetError;
 use super::identity::{keypair_from_seed, node_id_of_keypair, peer_id_of};
-use super::stream::{InboundStreams, StreamReader, StreamWriter, inbound_channel, split};
+use super::movable::{StreamReader, StreamWriter};
+use super::stream::{InboundStreams, inbound_channel};
 
 /// The node's libp2p swarm, running on its own thread. Cheap to clone; the
 /// network stops when [`Network::shutdown`] is called or the last clone is
@@ -136,8 +137,7 @@ impl Network {
             addresses: addresses.to_vec(),
             reply,
         })?;
-        let stream = opened.await.map_err(|_| NetError::Stopped)??;
-        Ok(split(stream, None))
+        opened.await.map_err(|_| NetError::Stopped)?
     }
 
     /// Closes every connection with `node` (its streams end).

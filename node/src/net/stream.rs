@@ -1,6 +1,9 @@
-//! Application streams (`/capstan/captp/1.0.0`) as tokio byte streams, and
+//! Application streams (`/capstan/captp/2.0.0`) as tokio byte streams, and
 //! the hand-off of inbound ones with the per-peer cap on how many may be
-//! open at once.
+//! open at once: each inbound stream's session token is read (bounded in
+//! time) before it is handed on, and inbound move streams
+//! (`/capstan/captp-move/1.0.0`) are given to the session whose token they
+//! carry (see [`super::movable`]).
 //!
 //! A libp2p stream is driven by its connection's task on the network
 //! thread; reading or writing it only touches shared buffers and wakers, so
@@ -15,11 +18,17 @@ use std::task::{Context, Poll};
 use capstan_store::NodeId;
 use futures::StreamExt;
 use libp2p::{PeerId, Stream};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf, WriteHalf};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 
 use super::identity::node_id_of;
+use super::movable::{
+    MoveError, Mover, SESSION_TOKEN_BYTES, SessionToken, StreamReader, StreamWriter, WeakMover, finish_move, movable,
+    new_token,
+};
 
 /// A libp2p stream, plus the inbound slot it holds (if it is inbound).
 struct PeerStream {
@@ -47,19 +56,19 @@ impl futures::AsyncWrite for PeerStream {
     }
 }
 
-/// The reading half of a stream to a peer. Reads return end-of-file when
-/// the peer closes its side, and end or fail when the connection drops.
-pub struct StreamReader {
+/// The reading half of a libp2p stream. Reads return end-of-file when the
+/// peer closes its side, and end or fail when the connection drops.
+pub(crate) struct RawReader {
     half: ReadHalf<Compat<PeerStream>>,
 }
 
-/// The writing half of a stream to a peer; shutting it down closes our
-/// side of the stream (the peer reads end-of-file).
-pub struct StreamWriter {
+/// The writing half of a libp2p stream; shutting it down closes our side
+/// of the stream (the peer reads end-of-file).
+pub(crate) struct RawWriter {
     half: WriteHalf<Compat<PeerStream>>,
 }
 
-impl AsyncRead for StreamReader {
+impl AsyncRead for RawReader {
     fn poll_read(
         mut self: Pin<&mut Self>,
         context: &mut Context<'_>,
@@ -69,7 +78,7 @@ impl AsyncRead for StreamReader {
     }
 }
 
-impl AsyncWrite for StreamWriter {
+impl AsyncWrite for RawWriter {
     fn poll_write(mut self: Pin<&mut Self>, context: &mut Context<'_>, buffer: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.half).poll_write(context, buffer)
     }
@@ -83,10 +92,37 @@ impl AsyncWrite for StreamWriter {
     }
 }
 
-/// Splits a stream into the halves `runtime::connect` takes.
-pub(crate) fn split(stream: Stream, slot: Option<InboundSlot>) -> (StreamReader, StreamWriter) {
+/// Splits a stream into its halves.
+pub(crate) fn split(stream: Stream, slot: Option<InboundSlot>) -> (RawReader, RawWriter) {
     let (read, write) = tokio::io::split(PeerStream { stream, _slot: slot }.compat());
-    (StreamReader { half: read }, StreamWriter { half: write })
+    (RawReader { half: read }, RawWriter { half: write })
+}
+
+/// Opens a session stream on a fresh libp2p stream we opened: writes a
+/// new token, and keeps the mover for a later move.
+pub(crate) async fn open_session_stream(
+    stream: Stream,
+) -> io::Result<(StreamReader, StreamWriter, Mover, SessionToken)> {
+    let (reader, mut writer) = split(stream, None);
+    let token = new_token()?;
+    writer.write_all(&token).await?;
+    let (reader, writer, mover) = movable(reader, writer, token);
+    Ok((reader, writer, mover, token))
+}
+
+/// The sessions peers opened to us, by peer and token, for their moves.
+pub(crate) type MoveRegistry = Arc<Mutex<HashMap<(PeerId, SessionToken), WeakMover>>>;
+
+/// How long a peer has to send a stream's token.
+const TOKEN_WAIT: Duration = Duration::from_secs(10);
+
+async fn read_token(reader: &mut RawReader) -> Result<SessionToken, String> {
+    let mut token = [0u8; SESSION_TOKEN_BYTES];
+    match tokio::time::timeout(TOKEN_WAIT, reader.read_exact(&mut token)).await {
+        Ok(Ok(_)) => Ok(token),
+        Ok(Err(error)) => Err(format!("the stream ended before its token: {error}")),
+        Err(_) => Err(format!("no token within {} s", TOKEN_WAIT.as_secs())),
+    }
 }
 
 /// A stream a peer opened to us; `remote` is authenticated by the
@@ -117,7 +153,7 @@ impl InboundStreams {
 
 /// How many inbound streams each peer has open.
 #[derive(Clone, Default)]
-struct OpenCounts(Arc<Mutex<HashMap<PeerId, usize>>>);
+pub(crate) struct OpenCounts(Arc<Mutex<HashMap<PeerId, usize>>>);
 
 impl OpenCounts {
     /// Takes a slot for `peer` unless it already holds `cap` of them.
@@ -169,8 +205,9 @@ pub(crate) async fn accept_loop(
     mut incoming: libp2p_stream::IncomingStreams,
     cap: usize,
     deliver: mpsc::UnboundedSender<InboundStream>,
+    movers: MoveRegistry,
+    counts: OpenCounts,
 ) {
-    let counts = OpenCounts::default();
     while let Some((peer, stream)) = incoming.next().await {
         let remote = match node_id_of(&peer) {
             Ok(remote) => remote,
@@ -188,9 +225,70 @@ pub(crate) async fn accept_loop(
             );
             continue;
         };
-        let (reader, writer) = split(stream, Some(slot));
-        if deliver.send(InboundStream { remote, reader, writer }).is_err() {
-            tracing::debug!(peer = %remote, "nobody takes inbound streams any more; resetting it");
-        }
+        let (mut reader, writer) = split(stream, Some(slot));
+        let deliver = deliver.clone();
+        let movers = Arc::clone(&movers);
+        // The token is read beside this loop, which must keep accepting.
+        tokio::spawn(async move {
+            let token = match read_token(&mut reader).await {
+                Ok(token) => token,
+                Err(why) => {
+                    tracing::info!(peer = %remote, %why, "dropping an inbound stream");
+                    return;
+                }
+            };
+            let (reader, writer, mover) = movable(reader, writer, token);
+            {
+                let mut movers = movers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                movers.retain(|_, mover| !mover.is_gone());
+                movers.insert((peer, token), mover.downgrade());
+            }
+            if deliver.send(InboundStream { remote, reader, writer }).is_err() {
+                tracing::debug!(peer = %remote, "nobody takes inbound streams any more; resetting it");
+            }
+        });
+    }
+}
+
+/// Gives each inbound move stream to the session it names (by its token
+/// and its authenticated peer); one naming no session is dropped.
+pub(crate) async fn accept_moves(
+    mut incoming: libp2p_stream::IncomingStreams,
+    cap: usize,
+    movers: MoveRegistry,
+    counts: OpenCounts,
+) {
+    while let Some((peer, stream)) = incoming.next().await {
+        let Some(slot) = counts.take(peer, cap) else {
+            tracing::warn!(%peer, cap, "resetting a move stream: the peer has the most inbound streams allowed");
+            continue;
+        };
+        let (mut reader, writer) = split(stream, Some(slot));
+        let movers = Arc::clone(&movers);
+        tokio::spawn(async move {
+            let token = match read_token(&mut reader).await {
+                Ok(token) => token,
+                Err(why) => {
+                    tracing::info!(%peer, %why, "dropping a move stream");
+                    return;
+                }
+            };
+            let found = movers
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .get(&(peer, token))
+                .cloned();
+            let offered = found
+                .ok_or(MoveError::Gone)
+                .and_then(|mover| mover.upgrade())
+                .and_then(|mover| mover.offer(reader, writer).map(|()| mover));
+            match offered {
+                Ok(mover) => {
+                    tracing::info!(%peer, "a peer moved a session stream to another connection");
+                    finish_move(mover.writer_state()).await;
+                }
+                Err(error) => tracing::info!(%peer, %error, "dropping a move stream"),
+            }
+        });
     }
 }
