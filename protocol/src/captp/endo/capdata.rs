@@ -116,7 +116,12 @@ pub fn decode(
     }
     // One JSON level more than values may nest: a slot or constant is an
     // object in the JSON but a leaf in the value.
-    let tree = json::parse(body, limits.max_depth.saturating_add(1))?;
+    let tree = json::parse(body, limits.max_depth.saturating_add(1)).map_err(|error| match error {
+        JsonError::TooDeep { .. } => CapDataError::TooDeep {
+            limit: limits.max_depth,
+        },
+        other => CapDataError::Json(other),
+    })?;
     let mut decoder = Decoder {
         limits,
         slots,
