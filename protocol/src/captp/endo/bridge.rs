@@ -44,7 +44,7 @@
 //! Anything malformed from the peer ends the session with a reason: the
 //! engine gets `Abort` and the peer `CTP_DISCONNECT`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::capdata::{self, CapData, CapDataError, SlotText};
@@ -142,6 +142,9 @@ pub struct EndoBridge {
     /// For each of our exports: bodies that carried it to the peer and
     /// that no `CTP_DROP` has acknowledged yet (the engine's count).
     export_sends: HashMap<u64, u64>,
+    /// Our questions the bridge settled itself (their call could not be
+    /// written): the peer never heard of them, so their drops stay here.
+    refused_questions: HashSet<u64>,
     epoch: u64,
     closed: Option<String>,
 }
@@ -158,6 +161,7 @@ impl EndoBridge {
             to_engine: Vec::new(),
             marshaller: Marshaller::new(),
             export_sends: HashMap::new(),
+            refused_questions: HashSet::new(),
             epoch: 0,
             closed: None,
         }
@@ -478,6 +482,9 @@ impl EndoBridge {
             }
             Message::DropAnswers { positions } => {
                 for &position in positions.as_slice() {
+                    if self.refused_questions.remove(&position) {
+                        continue;
+                    }
                     self.peer(&EndoMessage::Drop {
                         slot: EndoSlot::new(SlotLetter::Question, false, position),
                         dec_refs: 0,
@@ -501,13 +508,17 @@ impl EndoBridge {
     /// Sends a call (`[method, args]` or `[field]`), or if it cannot be
     /// written in capdata, settles its question rejected.
     fn engine_call(&mut self, target: Target, call: Result<Value, MarshalError>, answer: Option<u64>) {
+        let refused_target = matches!(target, Target::Answer(position) if self.refused_questions.contains(&position));
         let target = match target {
             Target::Export(position) => import_slot(position),
             Target::Answer(position) => EndoSlot::new(SlotLetter::Question, false, position),
         };
-        let method = call
-            .map_err(|error| error.to_string())
-            .and_then(|call| self.encode_for_peer(&call));
+        let method = if refused_target {
+            Err("the call it was pipelined on could not be sent".to_string())
+        } else {
+            call.map_err(|error| error.to_string())
+                .and_then(|call| self.encode_for_peer(&call))
+        };
         match method {
             Ok(method) => self.peer(&EndoMessage::Call {
                 epoch: self.epoch,
@@ -518,6 +529,7 @@ impl EndoBridge {
             }),
             Err(reason) => {
                 if let Some(answer) = answer {
+                    self.refused_questions.insert(answer);
                     let body = self.error_body(&reason);
                     self.engine(&Message::Return {
                         answer,
