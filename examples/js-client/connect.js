@@ -5,6 +5,7 @@
 import '@endo/init';
 
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { once } from 'node:events';
 
@@ -14,16 +15,17 @@ import { makeNodeReader, makeNodeWriter } from '@endo/stream-node';
 
 /**
  * Where the socket is: $CAPSTAN_CAPTP_SOCKET, or run/captp0.sock in the
- * state directory $CAPSTAN_STATE.
+ * node's state directory, found as the capstan command finds it:
+ * $CAPSTAN_STATE, else capstan/ in the XDG state directory.
  */
 export const defaultSocketPath = () => {
   if (process.env.CAPSTAN_CAPTP_SOCKET) {
     return process.env.CAPSTAN_CAPTP_SOCKET;
   }
-  if (process.env.CAPSTAN_STATE) {
-    return path.join(process.env.CAPSTAN_STATE, 'run', 'captp0.sock');
-  }
-  throw Error('set CAPSTAN_STATE (the node state directory) or CAPSTAN_CAPTP_SOCKET');
+  const state =
+    process.env.CAPSTAN_STATE ||
+    path.join(process.env.XDG_STATE_HOME || path.join(os.homedir(), '.local', 'state'), 'capstan');
+  return path.join(state, 'run', 'captp0.sock');
 };
 
 /**
