@@ -32,9 +32,11 @@ export const defaultSocketPath = () => {
  * @param {string} socketPath
  * @param {object} [options]
  * @param {boolean} [options.gcImports] drop imports JavaScript's GC collects
+ *   (on by default: without it @endo/captp never drops anything, and the
+ *   node keeps all it ever sent this connection until the connection ends)
  * @param {(direction: 'sent' | 'received', message: any) => void} [options.trace]
  */
-export const connect = async (socketPath = defaultSocketPath(), { gcImports = false, trace } = {}) => {
+export const connect = async (socketPath = defaultSocketPath(), { gcImports = true, trace } = {}) => {
   const socket = net.connect(socketPath);
   await once(socket, 'connect');
   const writer = makeNetstringWriter(makeNodeWriter(socket));

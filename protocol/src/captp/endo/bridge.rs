@@ -182,19 +182,22 @@ impl EndoBridge {
             let mut frames = std::mem::replace(&mut self.peer_frames, NetstringDecoder::new(0));
             let outcome = match frames.next_frame() {
                 Ok(Some(frame)) => match std::str::from_utf8(frame) {
-                    Ok(text) => self.on_peer_message(text).map(|()| true),
-                    Err(_) => Err(protocol("a message is not UTF-8")),
+                    Ok(text) => self
+                        .on_peer_message(text)
+                        .map(|()| true)
+                        .map_err(|error| format!("Endo CapTP protocol error: {error}")),
+                    Err(_) => Err("Endo CapTP protocol error: a message is not UTF-8".to_string()),
                 },
                 Ok(None) => Ok(false),
-                Err(error @ NetstringError::TooLarge { .. }) => Err(protocol(format!("CapTP limit exceeded: {error}"))),
-                Err(error) => Err(protocol(error.to_string())),
+                Err(error @ NetstringError::TooLarge { .. }) => Err(format!("CapTP limit exceeded: {error}")),
+                Err(error) => Err(format!("Endo CapTP protocol error: {error}")),
             };
             self.peer_frames = frames;
             match outcome {
                 Ok(true) if self.closed.is_none() => continue,
                 Ok(_) => break,
-                Err(error) => {
-                    self.abort(format!("Endo CapTP protocol error: {error}"));
+                Err(reason) => {
+                    self.abort(reason);
                     break;
                 }
             }
