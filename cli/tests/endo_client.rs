@@ -2,8 +2,8 @@
 //! JavaScript programs speaking Endo's CapTP, end to end: a real node
 //! serves `run/captp0.sock`, and the unmodified `@endo/captp` client of
 //! `examples/js-client` (Node.js, packages from npm) bootstraps, evaluates,
-//! calls an exo whose guard refuses, pipelines, settles promises both ways
-//! and drops what it let go. A raw netstring client checks the socket's
+//! calls an exo whose guard refuses, pipelines, is called back, settles
+//! promises both ways and drops what it let go. A raw netstring client checks the socket's
 //! own bounds without Node.js.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -250,6 +250,10 @@ fn an_unmodified_endo_captp_program_evaluates_calls_exos_pipelines_settles_and_d
         targets[1].as_str().unwrap().starts_with("q-") && targets[2].as_str().unwrap().starts_with("q-"),
         "{pipelined}"
     );
+
+    let callback = next("callback");
+    assert_eq!(callback["calledBack"], "hello back");
+    assert_eq!(callback["callsReceived"], 1, "{callback}");
 
     let promises = next("promises");
     assert_eq!(promises["fromNode"], "opened later");

@@ -9,7 +9,7 @@
 import '@endo/init';
 
 import readline from 'node:readline';
-import { E } from '@endo/far';
+import { E, Far } from '@endo/far';
 import { makePromiseKit } from '@endo/promise-kit';
 import { connect } from '../connect.js';
 
@@ -76,6 +76,24 @@ report({
   calls: calls.length,
   targets: calls.map(({ message }) => message.target),
   allSentBeforeAnyReturn: lastCall < firstReturn,
+});
+
+// The node calls one of ours: an exo in a worker calls back a JavaScript
+// object passed to it.
+await E(host).evaluate(
+  undefined,
+  "makeExo('Caller', M.interface('Caller', {}, { defaultGuards: 'passable' }), { call(callback, text) { return E(callback).got(text); } })",
+  [],
+  [],
+  'caller',
+);
+const callback = Far('Callback', { got: text => `${text} back` });
+const calledBack = await E(E(host).lookup('caller')).call(callback, 'hello');
+report({
+  check: 'callback',
+  calledBack,
+  callsReceived: trace.filter(({ direction, message }) => direction === 'received' && message.type === 'CTP_CALL')
+    .length,
 });
 
 // A promise the node resolves later (CTP_RESOLVE to us), and one we
