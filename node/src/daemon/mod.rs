@@ -18,10 +18,9 @@
 //!   them, and the releases we owe;
 //! - [`agents`]: hosts, guests and their mail;
 //! - [`gateway`]: what other nodes may ask of this one;
-//! - [`incarnate`]: making a formula's value, by type; [`control`]: the
-//!   control socket, the node's root object and its life;
-//!   [`endo_socket`]: the socket for JavaScript programs speaking Endo's
-//!   CapTP;
+//! - [`incarnate`]: making a formula's value, by type; [`endo_socket`]:
+//!   the socket for JavaScript programs speaking Endo's CapTP;
+//!   [`control`]: the control socket, the node's root object and its life;
 //! - [`gc`]: the formula collector (what is reachable, and the sweep).
 //!
 //! This module wires the layers together: the daemon's state names the
