@@ -581,3 +581,66 @@ impl Encoder<'_, '_> {
         self.out.push('}');
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_slots(_: usize, _: Option<&str>) -> Result<Value, String> {
+        Err("no slots here".into())
+    }
+
+    fn decode_with(body: &str, limits: &MarshalLimits) -> Result<Value, CapDataError> {
+        decode(body, 0, limits, &mut no_slots)
+    }
+
+    #[test]
+    fn bodies_beyond_the_marshal_limits_are_refused() {
+        let small = MarshalLimits {
+            max_depth: 2,
+            max_array_len: 3,
+            max_record_properties: 2,
+            max_string_bytes: 4,
+            max_bigint_bytes: 2,
+            max_slots: 1,
+            max_values: 5,
+            ..MarshalLimits::default()
+        };
+        assert!(decode_with("[[1]]", &small).is_ok());
+        assert!(matches!(
+            decode_with("[[[1]]]", &small),
+            Err(CapDataError::TooDeep { limit: 2 })
+        ));
+        assert!(matches!(
+            decode_with(r#"[{"@qclass":"tagged","tag":"t","payload":[1]}]"#, &small),
+            Err(CapDataError::TooDeep { limit: 2 })
+        ));
+        // A slot or constant object is a leaf, however deep its JSON.
+        assert!(decode_with(r#"[[{"@qclass":"undefined"}]]"#, &small).is_ok());
+        for (body, what) in [
+            ("[1,2,3,4]", "array length"),
+            (r#"{"a":1,"b":2,"c":3}"#, "record properties"),
+            (r#""hello""#, "string bytes"),
+            (r#"{"@qclass":"bigint","digits":"123456"}"#, "bigint digits"),
+            (r#"{"@qclass":"bigint","digits":"99999"}"#, "bigint bytes"),
+            ("[[1,1],[1,1]]", "values in body"),
+            (r##"#["a","b","c","d"]"##, "array length"),
+        ] {
+            match decode_with(body, &small) {
+                Err(CapDataError::TooLarge { what: found, .. }) => assert_eq!(found, what, "{body}"),
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            decode("1", 2, &small, &mut no_slots),
+            Err(CapDataError::TooLarge { what: "slots", .. })
+        ));
+    }
+
+    #[test]
+    fn byte_arrays_have_no_capdata_form() {
+        let value = Value::array([Value::bytes(vec![1u8])]);
+        let refused = encode(&value, &mut |_: &Reference, _: RefStyle| Err(String::new()));
+        assert_eq!(refused, Err(CapDataError::Unencodable("a byte array")));
+    }
+}
