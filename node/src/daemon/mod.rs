@@ -18,8 +18,9 @@
 //!   them, and the releases we owe;
 //! - [`agents`]: hosts, guests and their mail;
 //! - [`gateway`]: what other nodes may ask of this one;
-//! - [`incarnate`]: making a formula's value, by type; [`control`]: the
-//!   control socket, the node's root object and its life;
+//! - [`incarnate`]: making a formula's value, by type; [`endo_socket`]:
+//!   the socket for JavaScript programs speaking Endo's CapTP;
+//!   [`control`]: the control socket, the node's root object and its life;
 //! - [`gc`]: the formula collector (what is reachable, and the sweep).
 //!
 //! This module wires the layers together: the daemon's state names the
@@ -32,6 +33,7 @@ pub mod blob;
 pub mod config;
 pub mod control;
 pub mod directory;
+pub mod endo_socket;
 pub mod formula;
 pub mod gateway;
 pub mod gc;

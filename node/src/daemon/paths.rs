@@ -77,6 +77,11 @@ impl StatePaths {
         self.run_dir().join("capstan.sock")
     }
 
+    /// The socket serving Endo's CapTP to JavaScript programs.
+    pub fn captp_socket(&self) -> PathBuf {
+        self.run_dir().join("captp0.sock")
+    }
+
     pub fn pid_file(&self) -> PathBuf {
         self.run_dir().join("capstan.pid")
     }

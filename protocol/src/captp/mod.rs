@@ -7,7 +7,9 @@
 //! - [`session`]: the [`Session`] state machine;
 //! - [`limits`]: what a session accepts from its peer;
 //! - [`pair`]: an in-memory transport joining two sessions, for tests and
-//!   benchmarks.
+//!   benchmarks;
+//! - [`endo`]: Endo's JSON CapTP (`@endo/captp`) as a second encoding of
+//!   the same engine, for JavaScript peers.
 //!
 //! # Driving a session
 //!
@@ -84,6 +86,7 @@
 //! ```
 
 pub mod codec;
+pub mod endo;
 pub mod limits;
 pub mod message;
 pub mod pair;
