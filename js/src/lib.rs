@@ -92,6 +92,7 @@
 mod convert;
 mod engine;
 mod error;
+mod globals;
 mod host;
 mod limits;
 mod memory;
@@ -101,6 +102,7 @@ mod realm;
 mod runtime;
 
 pub use error::GuestError;
+pub use globals::{MAX_VAT_GLOBALS, VAT_GLOBAL_NAMES, VatGlobals};
 pub use host::{Host, LogLevel, Outcome, Settlement};
 pub use limits::{ConversionLimits, GuestLimits};
 pub use runtime::{Collected, GuestRuntime};
