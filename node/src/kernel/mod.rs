@@ -52,6 +52,7 @@
 //! `node/examples/kernel_embed.rs` is a complete, compiled program.
 
 pub mod config;
+pub mod fetch;
 mod krefs;
 mod launch;
 pub mod refs;
