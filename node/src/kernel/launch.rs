@@ -149,6 +149,7 @@ impl Kernel {
 
     /// Starts a new subcluster's vats and calls `bootstrap`.
     async fn boot(&self, subcluster_id: &SubclusterId, record: &SubclusterRecord) -> Result<Value, ErrorValue> {
+        self.open_io(subcluster_id, &record.io)?;
         let mut starting = Vec::with_capacity(record.vats.len());
         for (name, vat_id) in &record.vats {
             let vat_id: VatId = vat_id.parse()?;
@@ -202,6 +203,8 @@ impl Kernel {
                 })
                 .collect::<Vec<_>>()
         };
+        let io = self.io_service(subcluster_id);
+        let services: Vec<(&str, Value)> = services.into_iter().chain(io.map(|io| ("io", io))).collect();
         let Some(root) = bootstrap_root else {
             return Err(ErrorValue::plain(format!(
                 "the bootstrap vat {:?} of {subcluster_id} is not running",
