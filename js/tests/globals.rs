@@ -283,3 +283,35 @@ fn fetch_sends_the_request_to_the_fetch_power_and_reads_the_answer() {
         .expect("fulfilled");
     assert_eq!(settled.as_str(), Some("201|true|text/plain|pong|http://127.0.0.1:9/x"));
 }
+
+#[test]
+fn a_runaway_timer_callback_is_stopped_by_the_time_budget() {
+    let (host, mut guest) = support::guest_with(capstan_js::GuestLimits {
+        time_budget: std::time::Duration::from_millis(200),
+        ..capstan_js::GuestLimits::default()
+    });
+    let timer = Value::Remotable(Reference::new("Alleged: timer", ()));
+    let globals = VatGlobals::new(["setTimeout"]).unwrap().with_power("timer", timer);
+    let source = r#"
+        export function buildRootObject() {
+          return makeDefaultExo('root', { spin() { setTimeout(() => { for (;;) {} }, 1); return 'armed'; } });
+        }
+    "#;
+    let Value::Remotable(root) =
+        fulfilled(guest.build_vat_with_globals(source, &Value::Null, &[], &store(), &Value::Null, &globals))
+    else {
+        panic!("no root");
+    };
+    assert_eq!(
+        fulfilled(guest.deliver(&root, Some("spin"), &[])).as_str(),
+        Some("armed")
+    );
+    let (_, fired) = timer_sends(&host).pop().unwrap();
+    let started = std::time::Instant::now();
+    let error = guest.settle(&fired, Ok(Value::Undefined)).unwrap_err();
+    assert!(
+        matches!(error, GuestError::TimeBudgetExceeded { budget_ms: 200 }),
+        "{error}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
