@@ -50,8 +50,9 @@ pub const MAX_REDIRECTS: usize = 20;
 /// The largest request body a vat may send, bytes.
 pub const MAX_REQUEST_BODY_BYTES: usize = 4 << 20;
 
-/// The largest response body a fetch reads, bytes.
-pub const MAX_RESPONSE_BODY_BYTES: usize = 16 << 20;
+/// The largest response body a fetch reads, bytes: well under the 16 MiB
+/// CapTP frame the response must fit in on its way to the vat.
+pub const MAX_RESPONSE_BODY_BYTES: usize = 8 << 20;
 
 /// The most request headers a vat may set.
 pub const MAX_REQUEST_HEADERS: usize = 100;
