@@ -233,6 +233,10 @@ fn fetch_sends_the_request_to_the_fetch_power_and_reads_the_answer() {
     let source = r#"
         export function buildRootObject() {
           return makeDefaultExo('root', {
+            putBytes(url) {
+              fetch(url, { method: 'PUT', body: new Uint8Array([1, 2, 3]) });
+              return 'sent';
+            },
             async get(url) {
               const response = await fetch(url, { method: 'POST', body: 'ping', headers: { 'X-Test': 'yes' } });
               return [response.status, response.ok, response.headers.get('content-type'), await response.text(), response.url].join('|');
@@ -282,6 +286,26 @@ fn fetch_sends_the_request_to_the_fetch_power_and_reads_the_answer() {
         .expect("the answer settled")
         .expect("fulfilled");
     assert_eq!(settled.as_str(), Some("201|true|text/plain|pong|http://127.0.0.1:9/x"));
+
+    // A byte body goes to the host as bytes.
+    assert_eq!(
+        fulfilled(guest.deliver(&root, Some("putBytes"), &[Value::from("http://127.0.0.1:9/y")])).as_str(),
+        Some("sent")
+    );
+    let sends = host.sends.borrow();
+    let put = sends
+        .iter()
+        .filter(|sent| sent.method.as_deref() == Some("fetch"))
+        .nth(1)
+        .unwrap();
+    let Value::Record(fields) = &put.args[0] else {
+        panic!("the request is a record");
+    };
+    assert_eq!(fields.get("method").and_then(Value::as_str), Some("PUT"));
+    match fields.get("body") {
+        Some(Value::ByteArray(bytes)) => assert_eq!(&bytes[..], &[1, 2, 3]),
+        other => panic!("expected bytes, got {other:?}"),
+    }
 }
 
 #[test]
