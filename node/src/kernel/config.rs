@@ -719,6 +719,11 @@ mod tests {
             (vat(serde_json::json!({"globals": ["SubtleCrypto"]})), "cannot have"),
             (vat(serde_json::json!({"globals": "fetch"})), "array of global names"),
             (vat(serde_json::json!({"globals": [1]})), "array of global names"),
+            (vat(serde_json::json!({"globals": vec!["Date"; 65]})), "the limit is 64"),
+            (
+                vat(serde_json::json!({"network": {"allowedHosts": vec!["example.com"; 257]}})),
+                "the limit is 256",
+            ),
             (vat(serde_json::json!({"network": ["example.com"]})), "must be a record"),
             (vat(serde_json::json!({"network": {"hosts": []}})), "unknown field"),
             (
