@@ -9,7 +9,8 @@
 //! they are. The other globals are written in JavaScript in the vat's own
 //! realm (`globals.js`, so `instanceof` works in vat code), over a few
 //! natives made in that realm: UTF-8 coding, URL parsing (the `url`
-//! crate, WHATWG rules) and random bytes (the kernel's `getrandom`).
+//! crate, WHATWG rules) and random bytes (the operating system's
+//! `getrandom`).
 //!
 //! Timers and `fetch` reach out through powers the host hands in
 //! ([`VatGlobals::powers`]): `timer`, an object whose `delay(ms)`
@@ -53,9 +54,6 @@ pub const VAT_GLOBAL_NAMES: &[&str] = &[
     "AbortSignal",
 ];
 
-/// The most globals one vat may list (there are fewer names than this).
-pub const MAX_VAT_GLOBALS: usize = 64;
-
 /// The most bytes one `crypto.getRandomValues` call may ask for (the Web
 /// Crypto limit).
 const MAX_RANDOM_BYTES: usize = 65_536;
@@ -76,7 +74,7 @@ pub struct VatGlobals {
 }
 
 impl VatGlobals {
-    /// Checks `names` against [`VAT_GLOBAL_NAMES`].
+    /// Checks `names` against [`VAT_GLOBAL_NAMES`] (repeats count once).
     pub fn new<I, S>(names: I) -> Result<VatGlobals, GuestError>
     where
         I: IntoIterator<Item = S>,
@@ -89,9 +87,6 @@ impl VatGlobals {
                 return Err(GuestError::UnknownGlobal(name.chars().take(64).collect()));
             }
             granted.insert(name.to_string());
-        }
-        if granted.len() > MAX_VAT_GLOBALS {
-            return Err(GuestError::UnknownGlobal("(too many globals)".into()));
         }
         Ok(VatGlobals {
             names: granted,

@@ -107,7 +107,7 @@ mod realm;
 mod runtime;
 
 pub use error::GuestError;
-pub use globals::{MAX_VAT_GLOBALS, VAT_GLOBAL_NAMES, VatGlobals};
+pub use globals::{VAT_GLOBAL_NAMES, VatGlobals};
 pub use host::{Host, LogLevel, Outcome, Settlement};
 pub use limits::{ConversionLimits, GuestLimits};
 pub use runtime::{Collected, GuestRuntime};
