@@ -204,6 +204,20 @@ fn odd_channel_configs_fail_the_launch_and_leave_nothing_behind() {
     std::fs::create_dir_all(&dir).unwrap();
     let not_a_socket = dir.join("plain.txt");
     std::fs::write(&not_a_socket, "keep me").unwrap();
+    // A live channel, and a socket another program listens on.
+    let live = dir.join("live.sock");
+    let relay = cluster(
+        &node,
+        "live",
+        RELAY,
+        serde_json::json!({
+            "repl": { "type": "socket", "path": live },
+            "log": { "type": "file", "path": dir.join("live.log"), "direction": "out" },
+        }),
+    );
+    let relay_root = launch(&node, &relay);
+    let foreign = dir.join("foreign.sock");
+    let _foreign_listener = std::os::unix::net::UnixListener::bind(&foreign).unwrap();
     let before = node.run(&["kernel", "subclusters", "--json"]).ok().to_string();
     let long_socket = format!("/tmp/{}.sock", "x".repeat(120));
     let cases = [
@@ -237,6 +251,21 @@ fn odd_channel_configs_fail_the_launch_and_leave_nothing_behind() {
             serde_json::json!({ "a": { "type": "file", "path": dir.join("missing.txt"), "direction": "in" } }),
             "No such file",
         ),
+        (
+            serde_json::json!({ "a": { "type": "socket", "path": live } }),
+            "another IO channel listens there",
+        ),
+        (
+            serde_json::json!({
+                "a": { "type": "socket", "path": dir.join("twice.sock") },
+                "b": { "type": "socket", "path": dir.join("twice.sock") },
+            }),
+            "another IO channel listens there",
+        ),
+        (
+            serde_json::json!({ "a": { "type": "socket", "path": foreign } }),
+            "something listens on that socket already",
+        ),
     ];
     for (index, (io, expected)) in cases.into_iter().enumerate() {
         let config = cluster(&node, &format!("odd{index}"), RELAY, io.clone());
@@ -245,4 +274,11 @@ fn odd_channel_configs_fail_the_launch_and_leave_nothing_behind() {
         assert_eq!(node.run(&["kernel", "subclusters", "--json"]).ok(), before, "{io}");
     }
     assert_eq!(std::fs::read_to_string(&not_a_socket).unwrap(), "keep me");
+    assert!(
+        !dir.join("twice.sock").exists(),
+        "a failed launch closes what it opened"
+    );
+    // The live channel was not taken over.
+    let mut peer = connect(&live);
+    relay_through(&node, &relay_root, &mut peer, "still mine");
 }

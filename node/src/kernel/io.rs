@@ -15,7 +15,9 @@
 //! Channels:
 //!
 //! - `socket`: the kernel listens on a Unix socket at `path` (a stale
-//!   socket there is replaced; any other file is refused). Lines from
+//!   socket there, one nothing listens on, is replaced; a socket another
+//!   channel or program listens on, and any other file, are refused; a
+//!   launch that fails closes what it opened). Lines from
 //!   every connected peer queue up for `read`, in arrival order; `write`
 //!   goes to the peer that connected last.
 //! - `file`: `read` takes the file's lines in turn from its start (the
@@ -240,12 +242,20 @@ async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R) -> std::io::Result<O
     Ok(Some((String::from_utf8_lossy(&line).into_owned(), consumed)))
 }
 
-/// Binds a Unix socket at `path`, replacing a stale socket but no other
-/// kind of file.
+/// Binds a Unix socket at `path`, replacing a stale socket (one nothing
+/// listens on) but no other kind of file.
 fn bind_socket(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     use std::os::unix::fs::FileTypeExt;
     match std::fs::symlink_metadata(path) {
-        Ok(metadata) if metadata.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(metadata) if metadata.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "something listens on that socket already",
+                ));
+            }
+            std::fs::remove_file(path)?
+        }
         Ok(_) => {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AlreadyExists,
@@ -269,44 +279,73 @@ impl Kernel {
             return Ok(());
         }
         self.close_io(id);
-        let mut channels = BTreeMap::new();
-        for (name, config) in configs {
-            let fail = |error: std::io::Error| {
-                KernelError::Failed(format!("IO channel {name:?} ({}): {error}", config.path.display()))
-            };
-            let open = match config.kind {
-                IoKind::Socket => Open::Socket(self.open_socket(name, &config.path).map_err(fail)?),
-                IoKind::File => {
-                    if config.direction.writes() {
-                        std::fs::OpenOptions::new()
-                            .append(true)
-                            .create(true)
-                            .open(&config.path)
-                            .map_err(fail)?;
-                    } else {
-                        std::fs::File::open(&config.path).map_err(fail)?;
-                    }
-                    Open::File(FileChannel { offset: Mutex::new(0) })
-                }
-            };
-            channels.insert(
-                name.clone(),
-                Channel {
-                    config: config.clone(),
-                    open,
-                },
-            );
-        }
         let service_name = format!("{IO_SERVICE_PREFIX}{id}");
-        let set = Rc::new(IoSet {
+        let mut set = IoSet {
             subcluster: id.to_string(),
-            channels,
+            channels: BTreeMap::new(),
             service_name: service_name.clone(),
-        });
+        };
+        for (name, config) in configs {
+            match self.open_channel(name, config, &set) {
+                Ok(open) => {
+                    set.channels.insert(
+                        name.clone(),
+                        Channel {
+                            config: config.clone(),
+                            open,
+                        },
+                    );
+                }
+                Err(error) => {
+                    // What opened before this one closes again.
+                    set.shut();
+                    return Err(KernelError::Failed(format!(
+                        "IO channel {name:?} ({}): {error}",
+                        config.path.display()
+                    )));
+                }
+            }
+        }
+        let set = Rc::new(set);
         let object = make_io_service(&set).map_err(|error| KernelError::Failed(error.message.to_string()))?;
         self.register_kernel_service_object(&service_name, object, ServiceOptions { system_only: true })?;
         self.io.borrow_mut().insert(id.clone(), set);
         Ok(())
+    }
+
+    /// Opens one channel; `opening` holds the subcluster's channels opened
+    /// so far. Two open socket channels never share a path.
+    fn open_channel(&self, name: &str, config: &IoChannelConfig, opening: &IoSet) -> std::io::Result<Open> {
+        match config.kind {
+            IoKind::Socket => {
+                let open_sets = self.io.borrow();
+                let taken = open_sets
+                    .values()
+                    .map(|set| &**set)
+                    .chain([opening])
+                    .flat_map(|set| set.channels.values())
+                    .any(|channel| matches!(channel.open, Open::Socket(_)) && channel.config.path == config.path);
+                if taken {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::AddrInUse,
+                        "another IO channel listens there",
+                    ));
+                }
+                drop(open_sets);
+                Ok(Open::Socket(self.open_socket(name, &config.path)?))
+            }
+            IoKind::File => {
+                if config.direction.writes() {
+                    std::fs::OpenOptions::new()
+                        .append(true)
+                        .create(true)
+                        .open(&config.path)?;
+                } else {
+                    std::fs::File::open(&config.path)?;
+                }
+                Ok(Open::File(FileChannel { offset: Mutex::new(0) }))
+            }
+        }
     }
 
     fn open_socket(&self, name: &str, path: &Path) -> std::io::Result<SocketChannel> {
