@@ -11,7 +11,7 @@
 //! that vat with its list; the engine's `fetch` global sends each request
 //! to it (`capstan_js::VatGlobals`), and the node refuses a host not on the
 //! list before it resolves or connects anything. The cost is one CapTP
-//! round trip per request (see `examples/fetch_bench.rs` for the figure).
+//! round trip per request (`node/examples/fetch_bench.rs` measures it).
 //!
 //! Rules, all checked here:
 //!
