@@ -14,6 +14,10 @@ pub enum GuestError {
     UnknownTarget(String),
     #[error("JavaScript engine failure: {0}")]
     Engine(String),
+    /// A vat asked for a global that is not on the allowed list
+    /// ([`VAT_GLOBAL_NAMES`](crate::VAT_GLOBAL_NAMES)).
+    #[error("unknown vat global {0:?}; the allowed globals are {allowed}", allowed = crate::globals::VAT_GLOBAL_NAMES.join(", "))]
+    UnknownGlobal(String),
 }
 
 impl GuestError {

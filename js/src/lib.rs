@@ -15,6 +15,11 @@
 //! MetaMask packages (`@endo/eventual-send`, `@endo/far`, `@endo/patterns`,
 //! `@endo/exo`, `@metamask/kernel-utils/exo`).
 //!
+//! A vat ([`GuestRuntime::build_vat_with_globals`]) may be granted more
+//! globals ([`VatGlobals`], ocap-kernel's names: timers, `Date`, `Math`,
+//! `crypto`, `TextEncoder`, `URL`, `atob`, `fetch`, …); without a grant its
+//! `Date` has no clock and its `Math.random` throws, as under SES.
+//!
 //! Pass styles, patterns, guards and copy collections are the Rust value
 //! layer of `capstan-protocol`, so their messages are the same on both
 //! sides (and Endo's).
@@ -92,6 +97,7 @@
 mod convert;
 mod engine;
 mod error;
+mod globals;
 mod host;
 mod limits;
 mod memory;
@@ -101,6 +107,7 @@ mod realm;
 mod runtime;
 
 pub use error::GuestError;
+pub use globals::{VAT_GLOBAL_NAMES, VatGlobals};
 pub use host::{Host, LogLevel, Outcome, Settlement};
 pub use limits::{ConversionLimits, GuestLimits};
 pub use runtime::{Collected, GuestRuntime};

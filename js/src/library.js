@@ -1013,7 +1013,41 @@
   // from the global object; `strictEval`/`StrictFunction` replace `eval`
   // and `Function` so that no sloppy code (whose `this` is the global)
   // can be made.
-  const lockdownRealm = (global, hidden, strictEval, StrictFunction) => {
+  // SES's taming of a vat's clock and randomness: `Date` without a clock
+  // (`Date.now()` is NaN, `new Date()` an invalid date, `Date()` the text
+  // 'Invalid Date'), and a `Math.random` that throws. Granting the vat
+  // globals "Date" or "Math" leaves the real ones.
+  const tameDate = global => {
+    const RealDate = global.Date;
+    const Date = function Date(...args) {
+      if (new.target === undefined) {
+        return 'Invalid Date';
+      }
+      return Reflect.construct(RealDate, args.length === 0 ? [NaN] : args, new.target);
+    };
+    defineProperty(Date, 'prototype', { value: RealDate.prototype, writable: false, configurable: false });
+    defineProperty(Date, 'now', { value: freeze(() => NaN), writable: true, configurable: true });
+    defineProperty(Date, 'parse', { value: RealDate.parse, writable: true, configurable: true });
+    defineProperty(Date, 'UTC', { value: RealDate.UTC, writable: true, configurable: true });
+    defineProperty(RealDate.prototype, 'constructor', { value: Date, writable: true, configurable: true });
+    defineProperty(global, 'Date', { value: Date, writable: true, configurable: true });
+    return RealDate;
+  };
+  const tameRandom = global => {
+    const random = () => {
+      throw TypeError('Math.random is not available in this vat: ask for the "Math" global');
+    };
+    defineProperty(global.Math, 'random', { value: random, writable: true, configurable: true });
+  };
+
+  const lockdownRealm = (global, hidden, strictEval, StrictFunction, tameClock, tameRandomness) => {
+    const tamed = [];
+    if (tameClock) {
+      tamed.push(tameDate(global));
+    }
+    if (tameRandomness) {
+      tameRandom(global);
+    }
     const [FunctionPrototype, AsyncFunctionPrototype, GeneratorFunctionPrototype, AsyncGeneratorFunctionPrototype] =
       hidden;
     for (const prototype of [
@@ -1025,7 +1059,7 @@
       defineProperty(prototype, 'constructor', { value: inertConstructor, writable: false, configurable: false });
     }
     defineProperty(StrictFunction, 'prototype', { value: FunctionPrototype });
-    const roots = [...hidden];
+    const roots = [...hidden, ...tamed];
     for (const name of ownKeys(global)) {
       const descriptor = Reflect.getOwnPropertyDescriptor(global, name);
       if (name === 'globalThis') {

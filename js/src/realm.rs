@@ -53,8 +53,16 @@ pub(crate) fn eval_strict<'js>(ctx: &Ctx<'js>, source: &str) -> rquickjs::Result
     ctx.eval_with_options(source, strict_options())
 }
 
+/// What a compartment's lockdown takes away beyond the usual taming: a
+/// vat's clock and randomness, unless granted (see `globals.rs`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Taming {
+    pub date: bool,
+    pub random: bool,
+}
+
 /// Tames and freezes the realm of `ctx` and installs the guest globals.
-pub(crate) fn lockdown<'js>(ctx: &Ctx<'js>, engine: &Engine) -> rquickjs::Result<()> {
+pub(crate) fn lockdown<'js>(ctx: &Ctx<'js>, engine: &Engine, taming: Taming) -> rquickjs::Result<()> {
     let hidden: Array = ctx.eval(HIDDEN_INTRINSICS)?;
     let strict_eval = Function::new(ctx.clone(), |ctx: Ctx<'js>, source: Opt<JsValue<'js>>| match source.0 {
         Some(source) if source.is_string() => {
@@ -75,6 +83,13 @@ pub(crate) fn lockdown<'js>(ctx: &Ctx<'js>, engine: &Engine) -> rquickjs::Result
     .with_constructor(true);
     let library = engine.library(ctx)?;
     let lockdown_realm = library.function("lockdownRealm")?;
-    lockdown_realm.call::<_, JsValue>((ctx.globals(), hidden, strict_eval, strict_function))?;
+    lockdown_realm.call::<_, JsValue>((
+        ctx.globals(),
+        hidden,
+        strict_eval,
+        strict_function,
+        taming.date,
+        taming.random,
+    ))?;
     Ok(())
 }

@@ -32,6 +32,7 @@ use rquickjs::{Array, Context, Ctx, Function, Module, Object, Runtime, Value as 
 use crate::convert::{Converter, Mode, error_name_and_message, reason_to_value};
 use crate::engine::Engine;
 use crate::error::GuestError;
+use crate::globals::VatGlobals;
 use crate::host::{Host, Outcome, Settlement};
 use crate::limits::GuestLimits;
 use crate::memory::{CappedAllocator, Gauge};
@@ -167,7 +168,7 @@ impl GuestRuntime {
             guest_runtime
                 .engine
                 .set_library(rquickjs::Persistent::save(ctx, api.clone()));
-            js(realm::lockdown(ctx, &guest_runtime.engine))?;
+            js(realm::lockdown(ctx, &guest_runtime.engine, realm::Taming::default()))?;
             let freeze: Function = js(api.get("freeze"))?;
             js(freeze.call::<_, JsValue>((ctx.globals(),)))?;
             Ok(())
@@ -293,12 +294,33 @@ impl GuestRuntime {
         store: &Value,
         powers: &Value,
     ) -> Result<Outcome, GuestError> {
+        self.build_vat_with_globals(source, parameters, entries, store, powers, &VatGlobals::default())
+    }
+
+    /// [`GuestRuntime::build_vat`] with `globals` granted beyond the
+    /// standard confined set (see [`VatGlobals`]). A vat compartment's
+    /// `Date` has no clock and its `Math.random` throws unless `globals`
+    /// grants `"Date"` or `"Math"`.
+    pub fn build_vat_with_globals(
+        &mut self,
+        source: &str,
+        parameters: &Value,
+        entries: &[(String, Value)],
+        store: &Value,
+        powers: &Value,
+        globals: &VatGlobals,
+    ) -> Result<Outcome, GuestError> {
         let entries = Value::array(
             entries
                 .iter()
                 .map(|(key, value)| Value::array([Value::from(key.as_str()), value.clone()])),
         );
-        let result = self.in_compartment(|ctx| {
+        let taming = realm::Taming {
+            date: !globals.grants("Date"),
+            random: !globals.grants("Math"),
+        };
+        let result = self.in_tamed_compartment(taming, |ctx| {
+            js(crate::globals::install(ctx, &self.engine, globals))?;
             let undefined = JsValue::new_undefined(ctx.clone());
             let (namespace, threw, thrown) = match self.evaluate_module(ctx, source)? {
                 ModuleEvaluation::Done(module) => (js(module.namespace())?.into_value(), false, undefined),
@@ -500,14 +522,22 @@ impl GuestRuntime {
     /// Runs `body` in a fresh, locked-down compartment, dropped before
     /// this returns (its garbage is the next collection's).
     fn in_compartment<R>(&self, body: impl FnOnce(&Ctx<'_>) -> Result<R, GuestError>) -> Result<R, GuestError> {
-        let compartment = self.compartment()?;
+        self.in_tamed_compartment(realm::Taming::default(), body)
+    }
+
+    fn in_tamed_compartment<R>(
+        &self,
+        taming: realm::Taming,
+        body: impl FnOnce(&Ctx<'_>) -> Result<R, GuestError>,
+    ) -> Result<R, GuestError> {
+        let compartment = self.compartment(taming)?;
         self.enter(&compartment, body)
     }
 
     /// A fresh, locked-down compartment.
-    fn compartment(&self) -> Result<Context, GuestError> {
+    fn compartment(&self, taming: realm::Taming) -> Result<Context, GuestError> {
         let context = Context::full(&self.runtime).map_err(|error| self.engine_failure(error))?;
-        self.enter(&context, |ctx| js(realm::lockdown(ctx, &self.engine)))?;
+        self.enter(&context, |ctx| js(realm::lockdown(ctx, &self.engine, taming)))?;
         Ok(context)
     }
 

@@ -17,14 +17,57 @@ pub const MAX_VAT_SOURCE_BYTES: u64 = 16 * 1024 * 1024;
 /// The most vats one subcluster may have.
 pub const MAX_VATS_PER_SUBCLUSTER: usize = 1000;
 
-/// A subcluster's config: its vats, which one bootstraps, and the kernel
-/// services it asks for.
+/// The most entries a vat's `globals` may have.
+pub const MAX_VAT_GLOBALS: usize = 64;
+
+/// The most hosts a vat's network allow-list may have.
+pub const MAX_ALLOWED_HOSTS: usize = 256;
+
+/// The most IO channels one subcluster may declare.
+pub const MAX_IO_CHANNELS: usize = 32;
+
+/// The longest IO channel path, bytes (a Unix socket's is shorter still:
+/// [`MAX_SOCKET_PATH_BYTES`]).
+pub const MAX_IO_PATH_BYTES: usize = 4096;
+
+/// The longest Unix socket path the kernel can bind (`sun_path` less its
+/// terminating NUL).
+pub const MAX_SOCKET_PATH_BYTES: usize = 107;
+
+/// The globals a vat may ask for (`capstan_js::VAT_GLOBAL_NAMES`, repeated
+/// here because the node's side needs no engine; a test keeps them equal).
+pub const VAT_GLOBAL_NAMES: &[&str] = &[
+    "setTimeout",
+    "clearTimeout",
+    "setInterval",
+    "clearInterval",
+    "Date",
+    "Math",
+    "crypto",
+    "fetch",
+    "Request",
+    "Headers",
+    "Response",
+    "TextEncoder",
+    "TextDecoder",
+    "URL",
+    "URLSearchParams",
+    "atob",
+    "btoa",
+    "AbortController",
+    "AbortSignal",
+];
+
+/// A subcluster's config: its vats, which one bootstraps, the kernel
+/// services it asks for, and its IO channels.
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
     pub bootstrap: String,
     pub force_reset: bool,
     pub services: Vec<String>,
     pub vats: BTreeMap<String, VatConfig>,
+    /// Channel name → channel (ocap-kernel's `io`).
+    pub io: BTreeMap<String, IoChannelConfig>,
 }
 
 /// One vat of a cluster config.
@@ -33,6 +76,59 @@ pub struct VatConfig {
     pub source: VatSource,
     /// Handed to `buildRootObject` as its `parameters`.
     pub parameters: Value,
+    /// Globals granted beyond the standard confined set, each one of
+    /// [`VAT_GLOBAL_NAMES`].
+    pub globals: Vec<String>,
+    /// Where its `fetch` may go; none means nowhere.
+    pub network: Option<NetworkConfig>,
+}
+
+/// A vat's network allow-list, shaped as ocap-kernel's `VatNetworkConfig`:
+/// `{"allowedHosts": ["example.com", "127.0.0.1:8080"]}`. A host is
+/// matched as a URL's `host` is written: the hostname, and `:port` unless
+/// the port is the scheme's default. Hosts are kept lowercase.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkConfig {
+    #[serde(rename = "allowedHosts")]
+    pub allowed_hosts: Vec<String>,
+}
+
+/// One IO channel of a subcluster, shaped as ocap-kernel's `IOConfig`:
+/// `{"type": "socket" | "file", "path": ..., "direction"?: "in" | "out" |
+/// "inout", "unit"?: "line"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IoChannelConfig {
+    pub kind: IoKind,
+    pub path: PathBuf,
+    pub direction: IoDirection,
+}
+
+/// What an IO channel is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IoKind {
+    /// A Unix socket the kernel listens on; lines from and to the peer
+    /// connected last.
+    Socket,
+    /// A file: reads take its lines in turn, writes append lines.
+    File,
+}
+
+/// Which way data may go through an IO channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IoDirection {
+    In,
+    Out,
+    InOut,
+}
+
+impl IoDirection {
+    pub fn reads(self) -> bool {
+        matches!(self, IoDirection::In | IoDirection::InOut)
+    }
+
+    pub fn writes(self) -> bool {
+        matches!(self, IoDirection::Out | IoDirection::InOut)
+    }
 }
 
 /// Where a vat's program comes from.
@@ -123,29 +219,39 @@ impl ClusterConfig {
                 return Err(bad(format!("{what} must be a record")));
             };
             let source = vat_source(vat, &what, base, bundles)?;
-            if let Some(Value::Array(globals)) = vat.get("globals")
-                && !globals.is_empty()
-            {
-                return Err(bad(format!(
-                    "{what} asks for extra globals; vats get the standard confined globals only"
-                )));
-            }
             let parameters = match vat.get("parameters") {
                 None | Some(Value::Undefined) | Some(Value::Null) => Value::record(Vec::<(&str, Value)>::new()),
                 Some(parameters) => parameters.clone(),
             };
-            vats.insert(name.to_string(), VatConfig { source, parameters });
+            let globals = vat_globals(vat.get("globals"), &what)?;
+            let network = network_config(vat.get("network"), &what)?;
+            vats.insert(
+                name.to_string(),
+                VatConfig {
+                    source,
+                    parameters,
+                    globals,
+                    network,
+                },
+            );
         }
         if !vats.contains_key(&bootstrap) {
             return Err(bad(format!(
                 "the bootstrap vat {bootstrap:?} is not one of the config's vats"
             )));
         }
+        if let Some(reserved) = services.iter().find(|name| name.starts_with(IO_SERVICE_PREFIX)) {
+            return Err(bad(format!(
+                "\"services\" names {reserved:?}; names starting with {IO_SERVICE_PREFIX:?} are the subclusters' own IO services"
+            )));
+        }
+        let io = io_configs(record.get("io"), base)?;
         Ok(ClusterConfig {
             bootstrap,
             force_reset,
             services,
             vats,
+            io,
         })
     }
 
@@ -160,6 +266,219 @@ impl ClusterConfig {
         ClusterConfig::from_value(&capstan_protocol::json::from_json(&json), Some(base))
             .map_err(|error| bad(format!("{}: {error}", path.display())))
     }
+}
+
+/// The prefix of the kernel service names the kernel gives subclusters'
+/// IO services (`io:s3`); a config may not ask for them by name.
+pub const IO_SERVICE_PREFIX: &str = "io:";
+
+fn vat_globals(value: Option<&Value>, what: &str) -> Result<Vec<String>, KernelError> {
+    let items = match value {
+        None | Some(Value::Undefined) | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(bad(format!("{what}: \"globals\" must be an array of global names"))),
+    };
+    if items.len() > MAX_VAT_GLOBALS {
+        return Err(bad(format!(
+            "{what}: \"globals\" has {} entries; the limit is {MAX_VAT_GLOBALS}",
+            items.len()
+        )));
+    }
+    let mut globals: Vec<String> = Vec::with_capacity(items.len());
+    for item in items.iter() {
+        let Some(name) = item.as_str() else {
+            return Err(bad(format!("{what}: \"globals\" must be an array of global names")));
+        };
+        if !VAT_GLOBAL_NAMES.contains(&name) {
+            let shown: String = name.chars().take(64).collect();
+            return Err(bad(format!(
+                "{what} asks for the global {shown:?}, which vats cannot have; the allowed globals are {}",
+                VAT_GLOBAL_NAMES.join(", ")
+            )));
+        }
+        if !globals.iter().any(|known| known == name) {
+            globals.push(name.to_string());
+        }
+    }
+    Ok(globals)
+}
+
+fn network_config(value: Option<&Value>, what: &str) -> Result<Option<NetworkConfig>, KernelError> {
+    let record = match value {
+        None | Some(Value::Undefined) | Some(Value::Null) => return Ok(None),
+        Some(Value::Record(record)) => record,
+        Some(_) => {
+            return Err(bad(format!(
+                "{what}: \"network\" must be a record like {{\"allowedHosts\": [\"example.com\"]}}"
+            )));
+        }
+    };
+    if let Some(other) = record.names().find(|key| &***key != "allowedHosts") {
+        return Err(bad(format!("{what}: \"network\" has an unknown field {other:?}")));
+    }
+    let hosts = match record.get("allowedHosts") {
+        None | Some(Value::Undefined) | Some(Value::Null) => return Ok(Some(NetworkConfig::default())),
+        Some(Value::Array(hosts)) => hosts,
+        Some(_) => return Err(bad(format!("{what}: \"allowedHosts\" must be an array of hosts"))),
+    };
+    if hosts.len() > MAX_ALLOWED_HOSTS {
+        return Err(bad(format!(
+            "{what}: \"allowedHosts\" has {} hosts; the limit is {MAX_ALLOWED_HOSTS}",
+            hosts.len()
+        )));
+    }
+    let mut allowed_hosts = Vec::with_capacity(hosts.len());
+    for host in hosts.iter() {
+        let Some(host) = host.as_str() else {
+            return Err(bad(format!("{what}: \"allowedHosts\" must be an array of hosts")));
+        };
+        allowed_hosts.push(allowed_host(host).map_err(|problem| bad(format!("{what}: {problem}")))?);
+    }
+    Ok(Some(NetworkConfig { allowed_hosts }))
+}
+
+/// Checks one `allowedHosts` entry: a hostname or IP address with an
+/// optional port, nothing else, written as a URL's `host` would be.
+pub fn allowed_host(host: &str) -> Result<String, String> {
+    let shown: String = host.chars().take(80).collect();
+    let refuse = |why: &str| Err(format!("the allowed host {shown:?} {why}"));
+    if host.is_empty() || host.len() > 261 {
+        return refuse("must be 1 to 261 bytes");
+    }
+    if host
+        .bytes()
+        .any(|byte| byte.is_ascii_whitespace() || byte.is_ascii_control() || b"/?#@\\*".contains(&byte))
+    {
+        return refuse(
+            "must be a host name or address with an optional port, with no scheme, path, user, spaces or wildcards",
+        );
+    }
+    let Ok(url) = url::Url::parse(&format!("http://{host}/")) else {
+        return refuse("is not a host name or address with an optional port");
+    };
+    let Some(name) = url.host_str() else {
+        return refuse("has no host");
+    };
+    if url.port() == Some(0) {
+        return refuse("has port 0");
+    }
+    let canonical = match url.port() {
+        Some(port) => format!("{name}:{port}"),
+        None => name.to_string(),
+    };
+    if canonical != host.to_ascii_lowercase() {
+        return refuse(&format!("is not written as a URL's host; write it as {canonical:?}"));
+    }
+    Ok(canonical)
+}
+
+fn io_configs(value: Option<&Value>, base: Option<&Path>) -> Result<BTreeMap<String, IoChannelConfig>, KernelError> {
+    let record = match value {
+        None | Some(Value::Undefined) | Some(Value::Null) => return Ok(BTreeMap::new()),
+        Some(Value::Record(record)) => record,
+        Some(_) => return Err(bad("\"io\" must be a record of IO channels by name")),
+    };
+    if record.len() > MAX_IO_CHANNELS {
+        return Err(bad(format!(
+            "\"io\" declares {} channels; the limit is {MAX_IO_CHANNELS}",
+            record.len()
+        )));
+    }
+    let mut channels = BTreeMap::new();
+    for (name, channel) in record.iter() {
+        let shown: String = name.chars().take(64).collect();
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || b"-_.".contains(&byte))
+        {
+            return Err(bad(format!(
+                "the IO channel name {shown:?} must be 1 to 64 letters, digits, '-', '_' or '.'"
+            )));
+        }
+        let what = format!("IO channel {name:?}");
+        channels.insert(name.to_string(), io_config(channel, &what, base)?);
+    }
+    Ok(channels)
+}
+
+fn io_config(value: &Value, what: &str, base: Option<&Path>) -> Result<IoChannelConfig, KernelError> {
+    let Value::Record(record) = value else {
+        return Err(bad(format!(
+            "{what} must be a record like {{\"type\": \"socket\", \"path\": \"/tmp/x.sock\"}}"
+        )));
+    };
+    if let Some(other) = record
+        .names()
+        .find(|key| !["type", "path", "direction", "unit"].contains(&&***key))
+    {
+        return Err(bad(format!("{what} has an unknown field {other:?}")));
+    }
+    let kind = match text_field(record, "type", what)? {
+        Some("socket") => IoKind::Socket,
+        Some("file") => IoKind::File,
+        Some(kind @ ("console" | "listen" | "network")) => {
+            return Err(bad(format!(
+                "{what} has type {kind:?}, which this kernel does not offer; it offers \"socket\" and \"file\""
+            )));
+        }
+        Some(other) => {
+            let shown: String = other.chars().take(32).collect();
+            return Err(bad(format!(
+                "{what} has an unknown type {shown:?}; the types are \"socket\" and \"file\""
+            )));
+        }
+        None => return Err(bad(format!("{what} has no \"type\""))),
+    };
+    let direction = match text_field(record, "direction", what)? {
+        None | Some("inout") => IoDirection::InOut,
+        Some("in") => IoDirection::In,
+        Some("out") => IoDirection::Out,
+        Some(_) => {
+            return Err(bad(format!(
+                "{what}: \"direction\" must be \"in\", \"out\" or \"inout\""
+            )));
+        }
+    };
+    match text_field(record, "unit", what)? {
+        None | Some("line") => {}
+        Some(_) => {
+            return Err(bad(format!(
+                "{what}: \"unit\" must be \"line\" (the only unit this kernel offers)"
+            )));
+        }
+    }
+    let Some(path) = text_field(record, "path", what)? else {
+        return Err(bad(format!("{what} has no \"path\"")));
+    };
+    if path.is_empty() || path.len() > MAX_IO_PATH_BYTES || path.contains('\0') {
+        return Err(bad(format!(
+            "{what}: \"path\" must be 1 to {MAX_IO_PATH_BYTES} bytes with no NUL"
+        )));
+    }
+    let path = PathBuf::from(path);
+    let path = if path.is_absolute() {
+        path
+    } else if let Some(base) = base {
+        base.join(path)
+    } else {
+        return Err(bad(format!(
+            "{what}: \"path\" {} must be an absolute path here",
+            path.display()
+        )));
+    };
+    if path.file_name().is_none() {
+        return Err(bad(format!("{what}: \"path\" {} names no file", path.display())));
+    }
+    if kind == IoKind::Socket && path.as_os_str().len() > MAX_SOCKET_PATH_BYTES {
+        return Err(bad(format!(
+            "{what}: a Unix socket path may be at most {MAX_SOCKET_PATH_BYTES} bytes, and {} is {}",
+            path.display(),
+            path.as_os_str().len()
+        )));
+    }
+    Ok(IoChannelConfig { kind, path, direction })
 }
 
 fn vat_source(
@@ -235,6 +554,9 @@ pub struct SubclusterRecord {
     /// Whether `bootstrap` has run; a subcluster left unbootstrapped by a
     /// crash mid-launch is removed at the next start.
     pub bootstrapped: bool,
+    /// Its IO channels, opened again at each start.
+    #[serde(default)]
+    pub io: BTreeMap<String, IoChannelConfig>,
 }
 
 /// What the kernel keeps about a vat.
@@ -249,6 +571,12 @@ pub struct VatRecord {
     pub parameters: String,
     /// The kref of its root object.
     pub root: String,
+    /// Globals granted beyond the standard confined set.
+    #[serde(default)]
+    pub globals: Vec<String>,
+    /// Where its `fetch` may go.
+    #[serde(default)]
+    pub network: Option<NetworkConfig>,
 }
 
 /// What a kref stands for, kept with it.
@@ -336,5 +664,158 @@ mod tests {
         }))
         .unwrap();
         assert!(matches!(&parsed.vats["a"].source, VatSource::File(path) if path == Path::new("/code/shared.js")));
+    }
+
+    #[cfg(feature = "js")]
+    #[test]
+    fn the_allowed_globals_are_the_engines() {
+        assert_eq!(VAT_GLOBAL_NAMES, capstan_js::VAT_GLOBAL_NAMES);
+    }
+
+    #[test]
+    fn globals_network_and_io_are_read_in_ocap_kernel_shapes() {
+        let parsed = config(serde_json::json!({
+            "bootstrap": "a",
+            "io": {
+                "repl": {"type": "socket", "path": "/run/x.sock"},
+                "log": {"type": "file", "path": "log.txt", "direction": "out", "unit": "line"}
+            },
+            "vats": {"a": {
+                "sourceSpec": "/a.js",
+                "globals": ["fetch", "setTimeout", "fetch"],
+                "network": {"allowedHosts": ["Example.com", "127.0.0.1:8080", "[::1]:9"]}
+            }}
+        }))
+        .unwrap();
+        let vat = &parsed.vats["a"];
+        assert_eq!(vat.globals, vec!["fetch".to_string(), "setTimeout".to_string()]);
+        assert_eq!(
+            vat.network.as_ref().unwrap().allowed_hosts,
+            vec![
+                "example.com".to_string(),
+                "127.0.0.1:8080".to_string(),
+                "[::1]:9".to_string()
+            ]
+        );
+        assert_eq!(parsed.io["repl"].kind, IoKind::Socket);
+        assert_eq!(parsed.io["repl"].direction, IoDirection::InOut);
+        assert_eq!(parsed.io["log"].path, Path::new("/base/log.txt"));
+        assert_eq!(parsed.io["log"].direction, IoDirection::Out);
+    }
+
+    #[test]
+    fn odd_globals_hosts_and_channels_are_refused_with_a_reason() {
+        let vat = |extra: serde_json::Value| {
+            let mut vat = serde_json::json!({"sourceSpec": "/a.js"});
+            for (key, value) in extra.as_object().unwrap() {
+                vat[key] = value.clone();
+            }
+            serde_json::json!({"bootstrap": "a", "vats": {"a": vat}})
+        };
+        let io = |io: serde_json::Value| serde_json::json!({"bootstrap": "a", "io": io, "vats": {"a": {"sourceSpec": "/a.js"}}});
+        let long_socket = format!("/{}", "s".repeat(120));
+        let cases = [
+            (vat(serde_json::json!({"globals": ["process"]})), "cannot have"),
+            (vat(serde_json::json!({"globals": ["SubtleCrypto"]})), "cannot have"),
+            (vat(serde_json::json!({"globals": "fetch"})), "array of global names"),
+            (vat(serde_json::json!({"globals": [1]})), "array of global names"),
+            (vat(serde_json::json!({"globals": vec!["Date"; 65]})), "the limit is 64"),
+            (
+                vat(serde_json::json!({"network": {"allowedHosts": vec!["example.com"; 257]}})),
+                "the limit is 256",
+            ),
+            (vat(serde_json::json!({"network": ["example.com"]})), "must be a record"),
+            (vat(serde_json::json!({"network": {"hosts": []}})), "unknown field"),
+            (
+                vat(serde_json::json!({"network": {"allowedHosts": "x"}})),
+                "array of hosts",
+            ),
+            (
+                vat(serde_json::json!({"network": {"allowedHosts": ["http://example.com"]}})),
+                "no scheme",
+            ),
+            (
+                vat(serde_json::json!({"network": {"allowedHosts": ["example.com/path"]}})),
+                "no scheme",
+            ),
+            (
+                vat(serde_json::json!({"network": {"allowedHosts": ["user@example.com"]}})),
+                "no scheme",
+            ),
+            (
+                vat(serde_json::json!({"network": {"allowedHosts": ["*.example.com"]}})),
+                "wildcards",
+            ),
+            (
+                vat(serde_json::json!({"network": {"allowedHosts": [" example.com"]}})),
+                "spaces",
+            ),
+            (vat(serde_json::json!({"network": {"allowedHosts": [""]}})), "1 to 261"),
+            (
+                vat(serde_json::json!({"network": {"allowedHosts": ["example.com:99999"]}})),
+                "not a host",
+            ),
+            (
+                vat(serde_json::json!({"network": {"allowedHosts": ["example.com:0"]}})),
+                "port 0",
+            ),
+            (
+                vat(serde_json::json!({"network": {"allowedHosts": ["example.com:80"]}})),
+                "write it as \"example.com\"",
+            ),
+            (
+                vat(serde_json::json!({"network": {"allowedHosts": ["[::1"]}})),
+                "not a host",
+            ),
+            (io(serde_json::json!(["x"])), "record of IO channels"),
+            (
+                io(serde_json::json!({"x": {"type": "pipe", "path": "/x"}})),
+                "unknown type",
+            ),
+            (io(serde_json::json!({"x": {"type": "console"}})), "does not offer"),
+            (io(serde_json::json!({"x": {"type": "file"}})), "no \"path\""),
+            (
+                io(serde_json::json!({"x": {"type": "file", "path": "/x", "direction": "up"}})),
+                "direction",
+            ),
+            (
+                io(serde_json::json!({"x": {"type": "file", "path": "/x", "unit": "bytes"}})),
+                "unit",
+            ),
+            (
+                io(serde_json::json!({"x": {"type": "file", "path": "/x", "mode": 7}})),
+                "unknown field",
+            ),
+            (
+                io(serde_json::json!({"x": {"type": "file", "path": "/x\u{0}y"}})),
+                "NUL",
+            ),
+            (
+                io(serde_json::json!({"x": {"type": "socket", "path": long_socket}})),
+                "at most 107",
+            ),
+            (
+                io(serde_json::json!({"../x": {"type": "file", "path": "/x"}})),
+                "channel name",
+            ),
+            (
+                io(serde_json::json!({"": {"type": "file", "path": "/x"}})),
+                "channel name",
+            ),
+            (
+                serde_json::json!({"bootstrap": "a", "services": ["io:s1"], "vats": {"a": {"sourceSpec": "/a.js"}}}),
+                "IO services",
+            ),
+        ];
+        for (json, expected) in cases {
+            let error = config(json.clone()).unwrap_err().to_string();
+            assert!(error.contains(expected), "{json}: {error}");
+        }
+        // Without a base directory, relative IO paths are refused.
+        let relative = serde_json::json!({"bootstrap": "a", "io": {"x": {"type": "file", "path": "x.txt"}}, "vats": {"a": {"sourceSpec": "/a.js"}}});
+        let error = ClusterConfig::from_value(&capstan_protocol::json::from_json(&relative), None)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("absolute path"), "{error}");
     }
 }

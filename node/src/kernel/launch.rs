@@ -59,7 +59,13 @@ impl Kernel {
                 .map_err(|error| KernelError::Launch(format!("vat {name:?}: {error}")))?;
             let parameters = refs::encode_plain(&vat.parameters)
                 .map_err(|error| KernelError::Launch(format!("vat {name:?}: parameters {error}")))?;
-            programs.push((name.clone(), source, parameters));
+            programs.push((
+                name.clone(),
+                source,
+                parameters,
+                vat.globals.clone(),
+                vat.network.clone(),
+            ));
         }
 
         // Ids and records first, marked unbootstrapped: a crash from here
@@ -71,6 +77,7 @@ impl Kernel {
             vats: BTreeMap::new(),
             root: String::new(),
             bootstrapped: false,
+            io: config.io.clone(),
         };
         let bootstrap_name = config.bootstrap.clone();
         let (subcluster_id, record, vat_records) = self
@@ -79,7 +86,7 @@ impl Kernel {
                 let subcluster_id = tx.allocate_subcluster_id()?;
                 let mut record = record_base;
                 let mut vat_records = Vec::new();
-                for (name, source, parameters) in programs {
+                for (name, source, parameters, globals, network) in programs {
                     let vat_id = tx.allocate_vat_id()?;
                     let root = tx.allocate_kref(KrefKind::Object)?;
                     let info = KrefInfo::VatRoot {
@@ -92,6 +99,8 @@ impl Kernel {
                         source,
                         parameters,
                         root: root.to_string(),
+                        globals,
+                        network,
                     };
                     tx.put_vat_config(&vat_id, &serde_json::to_vec(&vat_record).unwrap_or_default())?;
                     if name == bootstrap_name {
@@ -140,6 +149,7 @@ impl Kernel {
 
     /// Starts a new subcluster's vats and calls `bootstrap`.
     async fn boot(&self, subcluster_id: &SubclusterId, record: &SubclusterRecord) -> Result<Value, ErrorValue> {
+        self.open_io(subcluster_id, &record.io)?;
         let mut starting = Vec::with_capacity(record.vats.len());
         for (name, vat_id) in &record.vats {
             let vat_id: VatId = vat_id.parse()?;
@@ -193,6 +203,8 @@ impl Kernel {
                 })
                 .collect::<Vec<_>>()
         };
+        let io = self.io_service(subcluster_id);
+        let services: Vec<(&str, Value)> = services.into_iter().chain(io.map(|io| ("io", io))).collect();
         let Some(root) = bootstrap_root else {
             return Err(ErrorValue::plain(format!(
                 "the bootstrap vat {:?} of {subcluster_id} is not running",

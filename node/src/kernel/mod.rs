@@ -52,6 +52,8 @@
 //! `node/examples/kernel_embed.rs` is a complete, compiled program.
 
 pub mod config;
+pub mod fetch;
+pub mod io;
 mod krefs;
 mod launch;
 pub mod refs;
@@ -167,6 +169,8 @@ pub struct Kernel {
     /// The kref of each bound reference, by identity.
     by_identity: RefCell<HashMap<usize, Kref>>,
     revoked: RefCell<HashSet<Kref>>,
+    /// The open IO channels of each subcluster that declared some.
+    io: RefCell<BTreeMap<SubclusterId, Rc<io::IoSet>>>,
     ready: tokio::sync::watch::Sender<bool>,
     stopped: Cell<bool>,
     this: Weak<Kernel>,
@@ -196,6 +200,7 @@ impl Kernel {
             bindings: RefCell::new(HashMap::new()),
             by_identity: RefCell::new(HashMap::new()),
             revoked: RefCell::new(HashSet::new()),
+            io: RefCell::new(BTreeMap::new()),
             ready,
             stopped: Cell::new(false),
             this: this.clone(),

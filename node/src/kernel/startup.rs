@@ -42,6 +42,8 @@ impl Kernel {
             tracing::warn!(subcluster = %id, "removing a subcluster whose launch was interrupted");
             self.remove_subcluster(&id, "its launch was interrupted").await?;
         }
+        // Before the vats: their baggage may hold an IO service.
+        self.restore_io();
         let vat_ids: Vec<VatId> = self.vats.borrow().keys().cloned().collect();
         let mut starting = Vec::with_capacity(vat_ids.len());
         for id in vat_ids {

@@ -28,6 +28,7 @@ impl Kernel {
 
     pub(super) async fn remove_subcluster(&self, id: &SubclusterId, reason: &str) -> Result<(), KernelError> {
         let record = self.subclusters.borrow_mut().remove(id);
+        self.close_io(id);
         let vat_ids: Vec<VatId> = match &record {
             Some(record) => record.vats.values().filter_map(|vat| vat.parse().ok()).collect(),
             None => Vec::new(),

@@ -158,9 +158,17 @@ impl Kernel {
         let baggage_store = services::make_baggage_store(&self.rc(), vat_id.clone())?;
         let logger = services::make_logger(&format!("vat {vat_id} ({})", record.name))?;
         let powers = record! { "logger" => logger };
+        let globals = super::fetch::vat_globals(vat_id.as_str(), record)?;
         let root = E(&worker).call(
             "buildVat",
-            list![record.source.as_str(), parameters, entries, baggage_store, powers],
+            list![
+                record.source.as_str(),
+                parameters,
+                entries,
+                baggage_store,
+                powers,
+                globals
+            ],
         );
         let root = when(&root).await.map_err(reason_to_error)?;
         if !matches!(root, Value::Remotable(_)) {

@@ -20,7 +20,7 @@ use std::io::Write;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
-use capstan_js::{GuestError, GuestLimits, GuestRuntime, Host, LogLevel, Outcome};
+use capstan_js::{GuestError, GuestLimits, GuestRuntime, Host, LogLevel, Outcome, VatGlobals};
 use capstan_protocol::guards::DefaultGuards;
 use capstan_protocol::patterns::M;
 use capstan_protocol::{ErrorValue, Reference, Value};
@@ -390,6 +390,34 @@ fn baggage_entries(entries: &Value) -> Result<Vec<(String, Value)>, ErrorValue> 
         .collect()
 }
 
+/// The globals a vat is granted (`buildVat`'s last argument, `{names,
+/// fetch?}`), with their powers: a timer of this worker (so timers die
+/// with it) and the node's `fetch` power for the vat.
+fn vat_globals(globals: Option<&Value>) -> Result<VatGlobals, ErrorValue> {
+    let Some(Value::Record(globals)) = globals else {
+        return Ok(VatGlobals::default());
+    };
+    let names: Vec<&str> = match globals.get("names") {
+        None => Vec::new(),
+        Some(Value::Array(names)) => names
+            .iter()
+            .map(|name| {
+                name.as_str()
+                    .ok_or_else(|| ErrorValue::type_error("the vat's globals must be names"))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(ErrorValue::type_error("the vat's globals must be an array of names")),
+    };
+    let mut granted = VatGlobals::new(names).map_err(|error| ErrorValue::type_error(error.to_string()))?;
+    if granted.wants_timer() {
+        granted = granted.with_power("timer", crate::kernel::services::make_timer()?);
+    }
+    if let Some(fetch @ Value::Remotable(_)) = globals.get("fetch") {
+        granted = granted.with_power("fetch", fetch.clone());
+    }
+    Ok(granted)
+}
+
 fn make_worker_object(bridge: &Rc<Bridge>) -> MethodResult {
     ExoClass::<Rc<Bridge>>::builder_without_init("EndoWorker")
         .interface(M::interface(
@@ -403,7 +431,9 @@ fn make_worker_object(bridge: &Rc<Bridge>) -> MethodResult {
                 ("makeBundle", M::call([M::string(), M::any()]).returns(M::any())),
                 (
                     "buildVat",
-                    M::call([M::string(), M::any(), M::array(), M::remotable(), M::record()]).returns(M::any()),
+                    M::call([M::string(), M::any(), M::array(), M::remotable(), M::record()])
+                        .optional([M::record()])
+                        .returns(M::any()),
                 ),
                 ("ping", M::call([]).returns(M::string())),
                 ("terminate", M::call([]).returns_undefined()),
@@ -438,17 +468,27 @@ fn make_worker_object(bridge: &Rc<Bridge>) -> MethodResult {
             outcome_value(&cx.state(), outcome)
         })
         .method("buildVat", |cx, args| {
-            let (source, parameters, entries, baggage_store, vat_powers): (String, Value, Value, Value, Value) =
-                decode(args)?;
+            let (source, parameters, entries, baggage_store, vat_powers, globals): (
+                String,
+                Value,
+                Value,
+                Value,
+                Value,
+                Option<Value>,
+            ) = decode(args)?;
             if let Some(refusal) = cx.state().refusal() {
                 return Err(refusal);
             }
             let entries = baggage_entries(&entries)?;
-            let outcome =
-                cx.state()
-                    .guest
-                    .borrow_mut()
-                    .build_vat(&source, &parameters, &entries, &baggage_store, &vat_powers);
+            let globals = vat_globals(globals.as_ref())?;
+            let outcome = cx.state().guest.borrow_mut().build_vat_with_globals(
+                &source,
+                &parameters,
+                &entries,
+                &baggage_store,
+                &vat_powers,
+                &globals,
+            );
             outcome_value(&cx.state(), outcome)
         })
         .method("ping", |_, _| Ok(Value::from("pong")))
