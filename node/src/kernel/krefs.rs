@@ -59,6 +59,9 @@ impl Kernel {
                 "{kref} was an ordinary (non-durable) object of vat {vat}; it did not survive the restart \
                  (only vat roots and kernel services do)"
             ),
+            KrefInfo::Other if kref.kind == KrefKind::Promise => {
+                format!("{kref} was a kernel promise of an earlier run; promises do not survive a restart")
+            }
             KrefInfo::Other => {
                 format!("{kref} was an ordinary (non-durable) reference; it did not survive the restart")
             }

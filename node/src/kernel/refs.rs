@@ -161,6 +161,16 @@ pub(crate) fn stored_bytes(body: String, krefs: &[Kref]) -> Vec<u8> {
     serde_json::to_vec(&stored).unwrap_or_default()
 }
 
+/// The krefs a stored baggage value holds.
+pub(crate) fn baggage_slots(bytes: &[u8]) -> Result<Vec<Kref>, String> {
+    let stored: StoredValue = serde_json::from_slice(bytes).map_err(|error| error.to_string())?;
+    stored
+        .slots
+        .iter()
+        .map(|slot| super::parse_kref(slot).map_err(|error| error.to_string()))
+        .collect()
+}
+
 /// A stored baggage value with each kref replaced by its live value.
 pub(crate) fn decode_baggage(kernel: &Kernel, bytes: &[u8]) -> Result<Value, String> {
     let stored: StoredValue = serde_json::from_slice(bytes).map_err(|error| error.to_string())?;
