@@ -134,6 +134,9 @@ pub(crate) const BAGGAGE: TableDefinition<VatTextKey, &[u8]> = TableDefinition::
 pub(crate) const REVOKED: TableDefinition<KrefKey, ()> = TableDefinition::new("kernel_revoked");
 /// 32-byte random token → (kref kind, kref number): OCAP URLs issued.
 pub(crate) const OCAP_URLS: TableDefinition<HashKey, KrefKey> = TableDefinition::new("kernel_ocap_urls");
+/// (kref kind, kref number) → URL bytes: OCAP URLs of other nodes
+/// redeemed here, by the kref they got.
+pub(crate) const REDEEMED_URLS: TableDefinition<KrefKey, &[u8]> = TableDefinition::new("kernel_redeemed_urls");
 
 /// Makes every table and the meta records of a new store, with its node
 /// secret, in the store's first transaction.
@@ -174,6 +177,7 @@ pub(crate) fn initialize(txn: &WriteTransaction, node_secret: &[u8; 32]) -> Resu
     txn.open_table(BAGGAGE)?;
     txn.open_table(REVOKED)?;
     txn.open_table(OCAP_URLS)?;
+    txn.open_table(REDEEMED_URLS)?;
     txn.open_table(HOLDS_GIVEN)?;
     txn.open_table(HOLDS_TAKEN)?;
     txn.open_table(HOLD_RELEASES)?;

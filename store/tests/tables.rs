@@ -824,4 +824,17 @@ fn ocap_url_tokens_are_random_durable_and_removed_with_their_kref() {
     let snapshot = store.read().unwrap();
     assert_eq!(snapshot.ocap_token_kref(&second).unwrap(), None);
     assert_eq!(snapshot.ocap_token_kref(&other).unwrap(), Some(Kref::object(4)));
+    assert_eq!(snapshot.redeemed_url(Kref::object(9)).unwrap(), None);
+    drop(snapshot);
+    store
+        .transact(|tx| tx.put_redeemed_url(Kref::object(9), "ocap:x@y"))
+        .wait()
+        .unwrap();
+    let snapshot = store.read().unwrap();
+    assert_eq!(
+        snapshot.redeemed_url(Kref::object(9)).unwrap().as_deref(),
+        Some("ocap:x@y")
+    );
+    assert_eq!(snapshot.redeemed_url_kref("ocap:x@y").unwrap(), Some(Kref::object(9)));
+    assert_eq!(snapshot.redeemed_url_kref("ocap:x@z").unwrap(), None);
 }

@@ -430,10 +430,25 @@ fn redeem_url(state: &StateDir, as_agent: Option<&str>, url: &str, name: Option<
         let kernel = kernel(&client).await?;
         let kref = call(&kernel, "redeemOcapURL", list![url]).await?;
         if let Some(name) = name {
-            let presence = call(&kernel, "getPresence", list![kref.clone()]).await?;
-            call(&client.agent, "storeValue", list![presence, path(name)])
-                .await
-                .with_context(|| format!("cannot name it {name}"))?;
+            // The name is an eval formula that redeems the URL: after a
+            // restart of this node it redeems it again.
+            let source = format!(
+                "E(k).redeemOcapURL({}).then(kref => E(k).getPresence(kref))",
+                Json::String(url.to_string())
+            );
+            call(
+                &client.agent,
+                "evaluate",
+                list![
+                    Value::Undefined,
+                    source,
+                    Value::array([Value::from("k")]),
+                    Value::array([path(KERNEL)]),
+                    path(name)
+                ],
+            )
+            .await
+            .with_context(|| format!("cannot name it {name}"))?;
         }
         Ok(kref)
     })?;

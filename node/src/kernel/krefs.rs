@@ -44,9 +44,14 @@ impl Kernel {
         if let Some(value) = self.bindings.borrow().get(&kref) {
             return Ok(value.clone());
         }
-        let Some(bytes) = self.store.read()?.get_kref(kref)? else {
+        let snapshot = self.store.read()?;
+        let Some(bytes) = snapshot.get_kref(kref)? else {
             return Err(KernelError::NotFound(format!("there is no kernel object {kref}")));
         };
+        if let Some(url) = snapshot.redeemed_url(kref)? {
+            return Ok(self.rebind_redeemed(kref, url));
+        }
+        drop(snapshot);
         let info: KrefInfo = config::decode_record(&bytes, &format!("kref {kref}"))?;
         let reason = match info {
             KrefInfo::Service { name } => {

@@ -32,11 +32,11 @@ use std::rc::{Rc, Weak};
 use capstan_protocol::guards::DefaultGuards;
 use capstan_protocol::patterns::M;
 use capstan_protocol::{ErrorValue, Value};
-use capstan_store::{Kref, NodeId, PEER_ADDRESS_MAX_LEN, PEER_ADDRESSES_MAX};
+use capstan_store::{Kref, KrefKind, NodeId, PEER_ADDRESS_MAX_LEN, PEER_ADDRESSES_MAX};
 
 use super::config::{self, KrefInfo};
 use super::krefs::parse_kref;
-use super::{Kernel, KernelError};
+use super::{Kernel, KernelError, refs};
 use crate::runtime::args::decode;
 use crate::runtime::{Exo, MethodResult};
 
@@ -221,17 +221,61 @@ impl Kernel {
     }
 
     /// Redeems `url` and answers a kref for its object in this kernel
-    /// (the object's own kref for a URL of this node).
+    /// (the object's own kref for a URL of this node). Another node's URL
+    /// keeps its kref: redeeming it again (after its node restarted, say)
+    /// answers the same kref, bound to the object afresh; after a restart
+    /// of this node the kref redeems the URL again at its first use.
     pub async fn redeem_ocap_url(&self, url: &str) -> Result<String, KernelError> {
         let parsed: OcapUrl = url.parse()?;
         let comms = self.url_comms()?;
         if parsed.node == comms.node_id() {
             return Ok(self.redeem_local_token(&parsed.token)?.0.to_string());
         }
-        let value = self.redeem_ocap_url_value(url).await?;
-        let kref = self.kref_of(&value).await?;
+        // Stored by its own text, so one URL is one kref.
+        let url = parsed.to_string();
+        let value = self.redeem_ocap_url_value(&url).await?;
+        let known = self.store.read()?.redeemed_url_kref(&url)?;
+        let kref = match known {
+            Some(kref) => {
+                self.unbind(kref);
+                kref
+            }
+            None => {
+                let info = config::encode_record(&KrefInfo::Other)?;
+                let stored = url.clone();
+                self.store
+                    .transact(move |tx| {
+                        let kref = tx.allocate_kref(KrefKind::Object)?;
+                        tx.put_kref(kref, &info)?;
+                        tx.put_redeemed_url(kref, &stored)?;
+                        Ok(kref)
+                    })
+                    .await?
+            }
+        };
+        self.bind(kref, value);
         tracing::info!(%kref, node = %parsed.node, "OCAP URL redeemed");
         Ok(kref.to_string())
+    }
+
+    /// Binds `kref`, redeemed from `url` in an earlier run, to an object
+    /// that redeems the URL again and forwards to what it gets. If that
+    /// fails, sends fail saying why and the next use tries again.
+    pub(super) fn rebind_redeemed(&self, kref: Kref, url: String) -> Value {
+        let (target, resolver) = self.vat.make_promise();
+        let forwarder = refs::make_forwarder(&self.vat, kref, target, "object of an OCAP URL");
+        self.bind(kref, forwarder.clone());
+        let kernel = self.this.clone();
+        self.vat.spawn(async move {
+            let Some(kernel) = kernel.upgrade() else { return };
+            let outcome = kernel.redeem_ocap_url_value(&url).await;
+            if outcome.is_err() {
+                kernel.unbind(kref);
+            }
+            let settlement = outcome.map_err(|error| Value::error(ErrorValue::plain(error.to_string())));
+            kernel.vat.settle(resolver, settlement);
+        });
+        forwarder
     }
 
     /// An OCAP URL for `object` (a vat's, through the issuer service),
