@@ -33,6 +33,11 @@ export function buildRootObject(vatPowers, parameters, baggage) {
       const greeter = await E(baggage.get('redeemer')).redeem(url);
       return E(greeter).greet(name);
     },
+    async keep(url) {
+      baggage.init('kept', await E(baggage.get('redeemer')).redeem(url));
+      return 'kept';
+    },
+    greetKept(name) { return E(baggage.get('kept')).greet(name); },
   });
 }
 "#;
@@ -113,7 +118,7 @@ fn a_url_issued_on_one_node_is_redeemed_and_called_on_another_until_revoked() {
 }
 
 #[test]
-fn vats_issue_and_redeem_urls_through_kernel_services_and_urls_outlive_a_restart() {
+fn vats_issue_and_redeem_urls_through_kernel_services_and_urls_outlive_restarts() {
     let (alice, bob) = (local_node(), local_node());
     let issuer = launch(
         &alice,
@@ -142,6 +147,16 @@ fn vats_issue_and_redeem_urls_through_kernel_services_and_urls_outlive_a_restart
     // A collection keeps what a URL names.
     alice.run(&["kernel", "collect-garbage"]).ok();
     assert_eq!(queue(&bob, &redeemer, "greetVia", &[&args]).ok(), "hello, bob");
+
+    // A redeemed object kept in baggage works after the redeeming node
+    // restarts: its kref redeems the URL again.
+    let keep_args = serde_json::json!([url]).to_string();
+    assert_eq!(queue(&bob, &redeemer, "keep", &[&keep_args]).ok(), "kept");
+    bob.run(&["restart", "--local"]).ok();
+    assert_eq!(
+        queue(&bob, &redeemer, "greetKept", &["[\"carol\"]"]).ok(),
+        "hello, carol"
+    );
 
     // The token is durable: a vat root's URL works after the issuing
     // node restarts (an ordinary object's dies with its vat's process).

@@ -312,7 +312,8 @@ pub fn make_issuer_service(kernel: &Rc<Kernel>) -> MethodResult {
         .make()
 }
 
-/// `ocapURLRedemptionService`: `redeem(url)` answers the object.
+/// `ocapURLRedemptionService`: `redeem(url)` answers the object (which
+/// baggage may keep: its kref redeems the URL again after a restart).
 pub fn make_redemption_service(kernel: &Rc<Kernel>) -> MethodResult {
     let kernel = Rc::downgrade(kernel);
     let limit = capstan_protocol::record! { "stringLengthLimit" => MAX_URL_LEN as f64 };
@@ -329,7 +330,11 @@ pub fn make_redemption_service(kernel: &Rc<Kernel>) -> MethodResult {
             let kernel = kernel.clone();
             async move {
                 let (url,): (String,) = decode(args)?;
-                Ok(kernel_of(&kernel)?.redeem_ocap_url_value(&url).await?)
+                // Through a kref, so the object may be kept in baggage:
+                // after a restart its kref redeems the URL again.
+                let kernel = kernel_of(&kernel)?;
+                let kref = kernel.redeem_ocap_url(&url).await?;
+                Ok(kernel.get_presence(&kref)?)
             }
         })
         .make()
