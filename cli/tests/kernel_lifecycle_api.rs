@@ -208,6 +208,12 @@ fn ocap_urls_need_a_network_and_refuse_forged_tokens() {
             "{error}"
         );
 
+        let promise = kernel.enqueue_message(&main, "calls", vec![]).await.unwrap();
+        let error = kernel.issue_ocap_url(&promise).await.unwrap_err().to_string();
+        assert!(error.contains("OCAP URLs are for objects"), "{error}");
+        let error = kernel.issue_ocap_url("ko99").await.unwrap_err().to_string();
+        assert!(error.contains("there is no kernel object ko99"), "{error}");
+
         kernel.revoke(&main).await.unwrap();
         let error = kernel.redeem_ocap_url(&url).await.unwrap_err().to_string();
         assert!(error.contains("this OCAP URL was revoked"), "{error}");

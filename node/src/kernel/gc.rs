@@ -17,6 +17,9 @@ use super::config::{self, KrefInfo};
 use super::{Kernel, KernelError, refs};
 use crate::runtime::{E, when};
 
+/// How long a collection waits for each vat to collect its own garbage.
+const VAT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Why a retired kref is gone.
 const COLLECTED: &str = "it was collected: nothing held it any more";
 
@@ -65,12 +68,15 @@ impl Kernel {
         for (vat, worker, _) in running {
             let Some(worker) = worker else { continue };
             collected.vats += 1;
-            match when(&E(&worker).call("collectGarbage", list![])).await {
-                Ok(Value::Number(dropped)) => collected.imports_dropped += dropped as usize,
-                Ok(_) => {}
-                Err(reason) => {
+            // A vat busy with a long delivery is not waited for.
+            let asked = when(&E(&worker).call("collectGarbage", list![]));
+            match tokio::time::timeout(VAT_PATIENCE, asked).await {
+                Ok(Ok(Value::Number(dropped))) => collected.imports_dropped += dropped as usize,
+                Ok(Ok(_)) => {}
+                Ok(Err(reason)) => {
                     tracing::info!(vat = %vat, reason = %capstan_protocol::quote::quote(&reason), "a vat could not collect garbage");
                 }
+                Err(_) => tracing::info!(vat = %vat, "a vat did not collect garbage in time"),
             }
         }
         tracing::info!(

@@ -174,6 +174,11 @@ impl Kernel {
     pub async fn issue_ocap_url(&self, kref: &str) -> Result<String, KernelError> {
         let comms = self.url_comms()?;
         let kref = parse_kref(kref)?;
+        if kref.kind == KrefKind::Promise {
+            return Err(KernelError::Failed(format!(
+                "{kref} is a kernel promise; OCAP URLs are for objects"
+            )));
+        }
         let Some(bytes) = self.store.read()?.get_kref(kref)? else {
             return Err(KernelError::NotFound(format!("there is no kernel object {kref}")));
         };
