@@ -221,12 +221,40 @@ pub enum KernelCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Send METHOD to a kernel object and print the result as `eval` does.
+    /// Send METHOD to a kernel object (or promise) and print the result as
+    /// `eval` does.
     Queue {
+        /// An object (`ko5`) or a kernel promise (`kp3`: the send is
+        /// pipelined, it need not have settled).
         kref: String,
         method: String,
         /// The arguments as a JSON array; `{"@kref": "ko5"}` is that object.
         args: Option<String>,
+        /// Do not wait for the result: print the kernel promise (`kp<N>`)
+        /// for it, which later sends may target.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Restart a vat: its program runs again with its baggage.
+    RestartVat { vat: String },
+    /// Terminate one vat: its state is forgotten and its objects reject
+    /// every later send.
+    TerminateVat { vat: String },
+    /// Collect garbage across the kernel: vats release what they no longer
+    /// hold, and krefs no one holds are retired.
+    CollectGarbage {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print an OCAP URL that makes an object reachable from another node.
+    IssueUrl { kref: String },
+    /// Redeem an OCAP URL (from this or another node); prints a kref for
+    /// its object here.
+    RedeemUrl {
+        url: String,
+        /// Also name the object for this agent (a pet name path).
+        #[arg(short = 'n', long = "name")]
+        name: Option<String>,
     },
     /// Revoke an object: every later send to it fails.
     Revoke { kref: String },

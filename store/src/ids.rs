@@ -48,7 +48,7 @@ fn decode_hex(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-fn random_bytes() -> Result<[u8; 32], StoreError> {
+pub(crate) fn random_bytes() -> Result<[u8; 32], StoreError> {
     let mut bytes = [0u8; 32];
     getrandom::getrandom(&mut bytes).map_err(|error| StoreError::Randomness {
         detail: error.to_string(),

@@ -1,6 +1,7 @@
 //! The kernel's tables: kref counters, krefs (kref → owner/info bytes),
 //! c-lists (vat + kref ↔ vref, both ways), subclusters, vat configs, each
-//! vat's baggage, and the set of revoked krefs.
+//! vat's baggage, the set of revoked krefs, the OCAP URLs issued (a
+//! random token naming a kref) and those of other nodes redeemed here.
 //!
 //! The kernel encodes every value; the store keeps bytes. One kernel step
 //! (a crank) should be one [`crate::Store::transact`] call.
@@ -8,10 +9,11 @@
 use redb::ReadableTable;
 
 use crate::error::{Result, StoreError};
-use crate::ids::{BaggageKey, Kref, KrefKind, SubclusterId, VatId, Vref};
+use crate::ids::{BaggageKey, Kref, KrefKind, SubclusterId, VatId, Vref, random_bytes};
 use crate::schema::{
     BAGGAGE, CLIST_BY_KREF, CLIST_BY_VREF, COUNTER_NEXT_KO, COUNTER_NEXT_KP, COUNTER_NEXT_SUBCLUSTER, COUNTER_NEXT_VAT,
-    COUNTERS, KREFS, KrefKey, REVOKED, SUBCLUSTERS, VAT_CONFIGS, VatKrefKey, VatTextKey, read_counter,
+    COUNTERS, KREFS, KrefKey, OCAP_URLS, REDEEMED_URLS, REVOKED, SUBCLUSTERS, VAT_CONFIGS, VatKrefKey, VatTextKey,
+    read_counter,
 };
 use crate::tx::{Snapshot, Tx};
 
@@ -269,6 +271,36 @@ impl Tx<'_> {
     pub fn is_revoked(&self, kref: Kref) -> Result<bool> {
         Ok(self.tables.revoked.get(kref.to_key())?.is_some())
     }
+
+    /// Records a new OCAP URL token for `kref`: 32 random bytes, the
+    /// authority to reach the object from another node.
+    pub fn issue_ocap_token(&mut self, kref: Kref) -> Result<[u8; 32]> {
+        let token = random_bytes()?;
+        self.tables.ocap_urls.insert(&token, kref.to_key())?;
+        Ok(token)
+    }
+
+    /// Records that another node's OCAP URL `url` was redeemed as `kref`.
+    pub fn put_redeemed_url(&mut self, kref: Kref, url: &str) -> Result<()> {
+        self.tables.redeemed_urls.insert(kref.to_key(), url.as_bytes())?;
+        Ok(())
+    }
+
+    /// Forgets every OCAP URL token of `kref`; answers how many there were.
+    pub fn remove_ocap_tokens(&mut self, kref: Kref) -> Result<usize> {
+        let wanted = kref.to_key();
+        let mut tokens = Vec::new();
+        for entry in self.tables.ocap_urls.iter()? {
+            let (token, named) = entry?;
+            if named.value() == wanted {
+                tokens.push(token.value());
+            }
+        }
+        for token in &tokens {
+            self.tables.ocap_urls.remove(token)?;
+        }
+        Ok(tokens.len())
+    }
 }
 
 impl Snapshot {
@@ -339,5 +371,67 @@ impl Snapshot {
 
     pub fn is_revoked(&self, kref: Kref) -> Result<bool> {
         Ok(self.txn.open_table(REVOKED)?.get(kref.to_key())?.is_some())
+    }
+
+    /// The kref an OCAP URL token names, if this store issued it.
+    pub fn ocap_token_kref(&self, token: &[u8; 32]) -> Result<Option<Kref>> {
+        let table = match self.txn.open_table(OCAP_URLS) {
+            Ok(table) => table,
+            // A store made before OCAP URLs, not written since.
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(error) => return Err(error.into()),
+        };
+        table.get(token)?.map(|value| Kref::from_key(value.value())).transpose()
+    }
+
+    fn redeemed_table(&self) -> Result<Option<redb::ReadOnlyTable<KrefKey, &'static [u8]>>> {
+        match self.txn.open_table(REDEEMED_URLS) {
+            Ok(table) => Ok(Some(table)),
+            // A store made before OCAP URLs, not written since.
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The other node's OCAP URL `kref` was redeemed from, if it was.
+    pub fn redeemed_url(&self, kref: Kref) -> Result<Option<String>> {
+        let Some(table) = self.redeemed_table()? else {
+            return Ok(None);
+        };
+        Ok(table
+            .get(kref.to_key())?
+            .map(|value| String::from_utf8_lossy(value.value()).into_owned()))
+    }
+
+    /// The kref another node's OCAP URL `url` was redeemed as, if it was.
+    pub fn redeemed_url_kref(&self, url: &str) -> Result<Option<Kref>> {
+        let Some(table) = self.redeemed_table()? else {
+            return Ok(None);
+        };
+        for entry in table.iter()? {
+            let (kref, stored) = entry?;
+            if stored.value() == url.as_bytes() {
+                return Ok(Some(Kref::from_key(kref.value())?));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every kref some OCAP URL names (each once).
+    pub fn ocap_url_krefs(&self) -> Result<Vec<Kref>> {
+        let table = match self.txn.open_table(OCAP_URLS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(error) => return Err(error.into()),
+        };
+        let mut krefs = Vec::new();
+        for entry in table.iter()? {
+            let (_, kref) = entry?;
+            let kref = Kref::from_key(kref.value())?;
+            if !krefs.contains(&kref) {
+                krefs.push(kref);
+            }
+        }
+        Ok(krefs)
     }
 }

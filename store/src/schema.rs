@@ -132,6 +132,11 @@ pub(crate) const VAT_CONFIGS: TableDefinition<&[u8], &[u8]> = TableDefinition::n
 pub(crate) const BAGGAGE: TableDefinition<VatTextKey, &[u8]> = TableDefinition::new("kernel_baggage");
 /// (kref kind, kref number) → (): revoked objects.
 pub(crate) const REVOKED: TableDefinition<KrefKey, ()> = TableDefinition::new("kernel_revoked");
+/// 32-byte random token → (kref kind, kref number): OCAP URLs issued.
+pub(crate) const OCAP_URLS: TableDefinition<HashKey, KrefKey> = TableDefinition::new("kernel_ocap_urls");
+/// (kref kind, kref number) → URL bytes: OCAP URLs of other nodes
+/// redeemed here, by the kref they got.
+pub(crate) const REDEEMED_URLS: TableDefinition<KrefKey, &[u8]> = TableDefinition::new("kernel_redeemed_urls");
 
 /// Makes every table and the meta records of a new store, with its node
 /// secret, in the store's first transaction.
@@ -171,6 +176,8 @@ pub(crate) fn initialize(txn: &WriteTransaction, node_secret: &[u8; 32]) -> Resu
     txn.open_table(VAT_CONFIGS)?;
     txn.open_table(BAGGAGE)?;
     txn.open_table(REVOKED)?;
+    txn.open_table(OCAP_URLS)?;
+    txn.open_table(REDEEMED_URLS)?;
     txn.open_table(HOLDS_GIVEN)?;
     txn.open_table(HOLDS_TAKEN)?;
     txn.open_table(HOLD_RELEASES)?;

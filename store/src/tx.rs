@@ -36,6 +36,8 @@ pub(crate) struct Tables<'t> {
     pub vat_configs: Table<'t, &'static [u8], &'static [u8]>,
     pub baggage: Table<'t, VatTextKey, &'static [u8]>,
     pub revoked: Table<'t, KrefKey, ()>,
+    pub ocap_urls: Table<'t, HashKey, KrefKey>,
+    pub redeemed_urls: Table<'t, KrefKey, &'static [u8]>,
     pub holds_given: Table<'t, (HashKey, IdKey), u64>,
     pub holds_taken: Table<'t, (HashKey, IdKey), (u64, u64)>,
     pub hold_releases: Table<'t, (HashKey, u64, IdKey), u64>,
@@ -72,6 +74,9 @@ impl<'t> Tables<'t> {
             vat_configs: txn.open_table(schema::VAT_CONFIGS)?,
             baggage: txn.open_table(schema::BAGGAGE)?,
             revoked: txn.open_table(schema::REVOKED)?,
+            // Made here in older stores too.
+            ocap_urls: txn.open_table(schema::OCAP_URLS)?,
+            redeemed_urls: txn.open_table(schema::REDEEMED_URLS)?,
             // The hold tables are made here in older stores too.
             holds_given: txn.open_table(schema::HOLDS_GIVEN)?,
             holds_taken: txn.open_table(schema::HOLDS_TAKEN)?,

@@ -787,3 +787,54 @@ fn a_snapshot_keeps_the_file_open_after_the_last_handle() {
         Some(fid(1))
     );
 }
+
+#[test]
+fn ocap_url_tokens_are_random_durable_and_removed_with_their_kref() {
+    let temp = TempDir::new().unwrap();
+    let dir = state_dir(&temp);
+    let store = open(&dir);
+    let (first, second, other) = store
+        .transact(|tx| {
+            Ok((
+                tx.issue_ocap_token(Kref::object(3))?,
+                tx.issue_ocap_token(Kref::object(3))?,
+                tx.issue_ocap_token(Kref::object(4))?,
+            ))
+        })
+        .wait()
+        .unwrap();
+    assert_ne!(first, second, "each URL gets a token of its own");
+    store.close().unwrap();
+
+    let store = open(&dir);
+    let snapshot = store.read().unwrap();
+    assert_eq!(snapshot.ocap_token_kref(&first).unwrap(), Some(Kref::object(3)));
+    assert_eq!(snapshot.ocap_token_kref(&other).unwrap(), Some(Kref::object(4)));
+    assert_eq!(snapshot.ocap_token_kref(&[7; 32]).unwrap(), None);
+    // Tokens are random, so the krefs come in no particular order.
+    let mut named = snapshot.ocap_url_krefs().unwrap();
+    named.sort();
+    assert_eq!(named, vec![Kref::object(3), Kref::object(4)]);
+    drop(snapshot);
+    let removed = store
+        .transact(|tx| tx.remove_ocap_tokens(Kref::object(3)))
+        .wait()
+        .unwrap();
+    assert_eq!(removed, 2);
+    let snapshot = store.read().unwrap();
+    assert_eq!(snapshot.ocap_token_kref(&second).unwrap(), None);
+    assert_eq!(snapshot.ocap_token_kref(&other).unwrap(), Some(Kref::object(4)));
+    assert_eq!(snapshot.redeemed_url(Kref::object(9)).unwrap(), None);
+    drop(snapshot);
+    store
+        .transact(|tx| tx.put_redeemed_url(Kref::object(9), "ocap:x@y"))
+        .wait()
+        .unwrap();
+    let snapshot = store.read().unwrap();
+    assert_eq!(
+        snapshot.redeemed_url(Kref::object(9)).unwrap().as_deref(),
+        Some("ocap:x@y")
+    );
+    assert_eq!(snapshot.redeemed_url_kref("ocap:x@y").unwrap(), Some(Kref::object(9)));
+    assert_eq!(snapshot.redeemed_url_kref("ocap:x@z").unwrap(), None);
+}

@@ -33,7 +33,29 @@ pub fn run(state: &StateDir, as_agent: Option<&str>, command: &KernelCommand) ->
             Ok(())
         }
         KernelCommand::Subclusters { json } => subclusters(state, as_agent, *json),
-        KernelCommand::Queue { kref, method, args } => queue(state, as_agent, kref, method, args.as_deref()),
+        KernelCommand::Queue {
+            kref,
+            method,
+            args,
+            no_wait,
+        } => queue(state, as_agent, kref, method, args.as_deref(), *no_wait),
+        KernelCommand::RestartVat { vat } => {
+            kernel_call(state, as_agent, "restartVat", list![vat.as_str()])
+                .with_context(|| format!("cannot restart vat {vat}"))?;
+            Ok(())
+        }
+        KernelCommand::TerminateVat { vat } => {
+            kernel_call(state, as_agent, "terminateVat", list![vat.as_str()])
+                .with_context(|| format!("cannot terminate vat {vat}"))?;
+            Ok(())
+        }
+        KernelCommand::CollectGarbage { json } => collect_garbage(state, as_agent, *json),
+        KernelCommand::IssueUrl { kref } => {
+            let url = kernel_call(state, as_agent, "issueOcapURL", list![kref.as_str()])?;
+            println!("{}", text(Some(&url)));
+            Ok(())
+        }
+        KernelCommand::RedeemUrl { url, name } => redeem_url(state, as_agent, url, name.as_deref()),
         KernelCommand::Revoke { kref } => {
             let newly = kernel_call(state, as_agent, "revoke", list![kref.as_str()])?;
             if matches!(newly, Value::Boolean(false)) {
@@ -124,6 +146,15 @@ fn status(state: &StateDir, as_agent: Option<&str>, json: bool) -> anyhow::Resul
         "remote comms {} (peer {})",
         text(comms.and_then(|comms| field(comms, "state"))),
         text(comms.and_then(|comms| field(comms, "peerId")))
+    );
+    let promises = field(&status, "kernelPromises");
+    let count = |name: &str| text(promises.and_then(|promises| field(promises, name)));
+    println!(
+        "kernel promises {} ({} pending, {} fulfilled, {} rejected)",
+        count("count"),
+        count("pending"),
+        count("fulfilled"),
+        count("rejected")
     );
     for (label, name) in [("listening", "listenAddresses"), ("connected", "connectedPeers")] {
         let items = comms
@@ -364,8 +395,77 @@ fn collect_krefs<'a>(json: &'a Json, krefs: &mut Vec<&'a str>) {
     }
 }
 
-/// `kernel queue KREF METHOD [ARGS-JSON]`: prints the result as `eval` does.
-fn queue(state: &StateDir, as_agent: Option<&str>, kref: &str, method: &str, args: Option<&str>) -> anyhow::Result<()> {
+/// `kernel collect-garbage`: what was retired, and how many vats were
+/// asked to release what they no longer hold.
+fn collect_garbage(state: &StateDir, as_agent: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let collected = kernel_call(state, as_agent, "collectGarbage", list![])?;
+    if json {
+        println!("{}", to_json(&collected));
+        return Ok(());
+    }
+    let retired: Vec<String> = field(&collected, "retired")
+        .and_then(Value::as_array)
+        .unwrap_or_default()
+        .iter()
+        .map(|kref| text(Some(kref)))
+        .collect();
+    println!(
+        "retired {} kref(s){}{}",
+        retired.len(),
+        if retired.is_empty() { "" } else { ": " },
+        retired.join(" ")
+    );
+    println!(
+        "asked {} vat(s) to release what they no longer hold; {} import(s) dropped",
+        text(field(&collected, "vats")),
+        text(field(&collected, "importsDropped"))
+    );
+    Ok(())
+}
+
+/// `kernel redeem-url URL [-n NAME]`: prints the kref of the object here,
+/// and names it for the agent if asked.
+fn redeem_url(state: &StateDir, as_agent: Option<&str>, url: &str, name: Option<&str>) -> anyhow::Result<()> {
+    let kref = with_client(state, as_agent, |client| async move {
+        let kernel = kernel(&client).await?;
+        let kref = call(&kernel, "redeemOcapURL", list![url]).await?;
+        if let Some(name) = name {
+            // The name is an eval formula that redeems the URL: after a
+            // restart of this node it redeems it again.
+            let source = format!(
+                "E(k).redeemOcapURL({}).then(kref => E(k).getPresence(kref))",
+                Json::String(url.to_string())
+            );
+            call(
+                &client.agent,
+                "evaluate",
+                list![
+                    Value::Undefined,
+                    source,
+                    Value::array([Value::from("k")]),
+                    Value::array([path(KERNEL)]),
+                    path(name)
+                ],
+            )
+            .await
+            .with_context(|| format!("cannot name it {name}"))?;
+        }
+        Ok(kref)
+    })?;
+    println!("{}", text(Some(&kref)));
+    Ok(())
+}
+
+/// `kernel queue KREF METHOD [ARGS-JSON] [--no-wait]`: prints the result
+/// as `eval` does, or with `--no-wait` the kernel promise for it.
+fn queue(
+    state: &StateDir,
+    as_agent: Option<&str>,
+    kref: &str,
+    method: &str,
+    args: Option<&str>,
+    no_wait: bool,
+) -> anyhow::Result<()> {
     let args: Json = match args {
         Some(text) => serde_json::from_str(text).context("ARGS-JSON is not valid JSON")?,
         None => Json::Array(Vec::new()),
@@ -387,7 +487,8 @@ fn queue(state: &StateDir, as_agent: Option<&str>, kref: &str, method: &str, arg
             }
         }
         let args = from_json_with(&args, &|object| kref_of(object).and_then(|k| presences.get(k).cloned()));
-        call(&kernel, "queueMessage", list![kref, method, args]).await
+        let operation = if no_wait { "enqueueMessage" } else { "queueMessage" };
+        call(&kernel, operation, list![kref, method, args]).await
     })?;
     println!("{}", inspect_top(&result));
     Ok(())

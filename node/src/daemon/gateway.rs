@@ -14,13 +14,17 @@
 //! `request` (answered once resolved), and `release` (ids we gave the
 //! peer that it let go of; see [`super::holds`]). Each session has its own gateway,
 //! which knows the peer at the other end. How we reach peers, and which
-//! addresses are kept, is [`super::peers`]'s.
+//! addresses are kept, is [`super::peers`]'s. Any node may also redeem
+//! one of our kernel's OCAP URLs (`redeemOcapUrl`, by its unguessable
+//! token), and the kernel redeems other nodes' through their gateways
+//! ([`kernel_url_comms`]).
 
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
+use std::time::Duration;
 
 use capstan_protocol::guards::DefaultGuards;
 use capstan_protocol::patterns::M;
-use capstan_protocol::{ErrorValue, Value, record};
+use capstan_protocol::{ErrorValue, Value, list, record};
 use capstan_store::{FormulaId, NodeId, PEER_ADDRESS_MAX_LEN, PEER_ADDRESSES_MAX, RELEASE_BATCH_MAX};
 
 use super::Daemon;
@@ -30,8 +34,11 @@ use super::holds;
 use super::message::{Content, StoredMessage, now_rfc3339};
 use super::names::{hub_of_agent, parse_pet_name};
 use super::peers::{self, AddressSource, MAX_HINTED_ADDRESSES, MAX_HINTED_NODES, log_refusal, remember_addresses};
+use crate::kernel::KernelError;
+use crate::kernel::ocap_url::{self, LocalFuture, OcapUrl, OcapUrlComms};
 use crate::net::InboundStream;
 use crate::runtime::args::{FromArgs, decode};
+use crate::runtime::{E, reason_to_error, when};
 use crate::runtime::{ExoClass, MethodResult};
 
 /// The one error the gateway gives for any id it will not provide.
@@ -83,6 +90,10 @@ fn define_gateway() -> Result<ExoClass<Gateway>, ErrorValue> {
                     "release",
                     M::call([M::string(), released_list(), released_list()]).returns_undefined(),
                 ),
+                (
+                    "redeemOcapUrl",
+                    M::call([M::string_limited(Some(record! { "stringLengthLimit" => 64.0 }))]).returns(M::any()),
+                ),
             ],
             DefaultGuards::None,
         ))
@@ -92,6 +103,7 @@ fn define_gateway() -> Result<ExoClass<Gateway>, ErrorValue> {
         .async_state_method("request", |gateway, args| async move { gateway.request(args).await })
         .async_state_method("redeem", |gateway, args| async move { gateway.redeem(args).await })
         .async_state_method("release", |gateway, args| async move { gateway.release(args).await })
+        .method("redeemOcapUrl", |cx, args| cx.state().redeem_ocap_url(decode(args)?))
         .build()
 }
 
@@ -132,6 +144,58 @@ pub fn make_gateway(daemon: &Rc<Daemon>, remote: NodeId) -> Value {
         Ok(value) => value,
         Err(error) => Value::error(error),
     }
+}
+
+/// How the kernel's OCAP URLs reach other nodes: by dialing the node a
+/// URL names (at the addresses it carries) and asking its gateway.
+struct KernelUrlComms {
+    daemon: Weak<Daemon>,
+}
+
+/// How long the node an OCAP URL names has to answer a redemption.
+const REDEEM_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl OcapUrlComms for KernelUrlComms {
+    fn node_id(&self) -> NodeId {
+        self.daemon
+            .upgrade()
+            .map_or(NodeId::from_bytes([0; 32]), |daemon| daemon.node_id)
+    }
+
+    fn addresses(&self) -> Vec<String> {
+        self.daemon
+            .upgrade()
+            .map(|daemon| peers::own_addresses(&daemon))
+            .unwrap_or_default()
+    }
+
+    fn redeem_remote(&self, url: &OcapUrl) -> LocalFuture<Result<Value, ErrorValue>> {
+        let daemon = self.daemon.upgrade();
+        let (node, token, addresses) = (url.node, ocap_url::token_hex(&url.token), url.addresses.clone());
+        Box::pin(async move {
+            let daemon = daemon.ok_or_else(|| ErrorValue::plain("the node is stopping"))?;
+            // The URL says where its node listens; libp2p may dial there
+            // (nothing is stored: the node does not become a known peer).
+            peers::offer_addresses(&daemon, node, peers::checked_addresses(node, &addresses));
+            let gateway = peers::gateway_of(&daemon, node);
+            let redeemed = E(&gateway).call("redeemOcapUrl", list![token]);
+            match tokio::time::timeout(REDEEM_TIMEOUT, when(&redeemed)).await {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(reason)) => Err(reason_to_error(reason)),
+                Err(_) => Err(ErrorValue::plain(format!(
+                    "the node that issued it did not answer within {} s",
+                    REDEEM_TIMEOUT.as_secs()
+                ))),
+            }
+        })
+    }
+}
+
+/// The kernel's way to other nodes for OCAP URLs, through `daemon`.
+pub fn kernel_url_comms(daemon: &Rc<Daemon>) -> Rc<dyn OcapUrlComms> {
+    Rc::new(KernelUrlComms {
+        daemon: Rc::downgrade(daemon),
+    })
 }
 
 /// Gives a stream a peer opened to us a CapTP session whose bootstrap is
@@ -176,6 +240,22 @@ impl FromArgs for DeliverArgs {
 }
 
 impl Gateway {
+    /// `redeemOcapUrl(token)`: the kernel object one of our OCAP URLs
+    /// names. Any node may ask (the token is the authority); a token we
+    /// did not issue gets one vague answer, a revoked one says so.
+    fn redeem_ocap_url(&self, (token,): (String,)) -> MethodResult {
+        let refuse = |why: &str, answer: &str| {
+            log_refusal(self.remote, "refused to redeem an OCAP URL", why);
+            ErrorValue::plain(answer)
+        };
+        let token = ocap_url::parse_token(&token).ok_or_else(|| refuse("malformed", ocap_url::NOT_VALID))?;
+        match self.daemon.kernel.redeem_local_token(&token) {
+            Ok((_, value)) => Ok(value),
+            Err(KernelError::NotFound(_)) => Err(refuse("unknown", ocap_url::NOT_VALID)),
+            Err(error) => Err(refuse("revoked or unreadable", &error.to_string())),
+        }
+    }
+
     /// `provide(id)`.
     fn provide(&self, (id,): (String,)) -> MethodResult {
         let daemon = &self.daemon;

@@ -348,7 +348,7 @@ impl Daemon {
                 "connectedPeers" => Value::array(peers.iter().map(|peer| Value::from(peer.to_string()))),
             }
         }));
-        Ok(Rc::new_cyclic(|this| Daemon {
+        let daemon = Rc::new_cyclic(|this| Daemon {
             store,
             node_id,
             options,
@@ -370,7 +370,9 @@ impl Daemon {
             gc: GcState::default(),
             stop,
             this: this.clone(),
-        }))
+        });
+        daemon.kernel.set_ocap_url_comms(gateway::kernel_url_comms(&daemon));
+        Ok(daemon)
     }
 
     fn rc(&self) -> Rc<Daemon> {

@@ -44,9 +44,14 @@ impl Kernel {
         if let Some(value) = self.bindings.borrow().get(&kref) {
             return Ok(value.clone());
         }
-        let Some(bytes) = self.store.read()?.get_kref(kref)? else {
+        let snapshot = self.store.read()?;
+        let Some(bytes) = snapshot.get_kref(kref)? else {
             return Err(KernelError::NotFound(format!("there is no kernel object {kref}")));
         };
+        if let Some(url) = snapshot.redeemed_url(kref)? {
+            return Ok(self.rebind_redeemed(kref, url));
+        }
+        drop(snapshot);
         let info: KrefInfo = config::decode_record(&bytes, &format!("kref {kref}"))?;
         let reason = match info {
             KrefInfo::Service { name } => {
@@ -59,6 +64,9 @@ impl Kernel {
                 "{kref} was an ordinary (non-durable) object of vat {vat}; it did not survive the restart \
                  (only vat roots and kernel services do)"
             ),
+            KrefInfo::Other if kref.kind == KrefKind::Promise => {
+                format!("{kref} was a kernel promise of an earlier run; promises do not survive a restart")
+            }
             KrefInfo::Other => {
                 format!("{kref} was an ordinary (non-durable) reference; it did not survive the restart")
             }

@@ -26,7 +26,12 @@
 //! - `krefs`: kref bindings, and reaching objects by kref;
 //! - `revocation`: revoked krefs and the delivery gate;
 //! - `status`: listing subclusters and vats;
-//! - `termination`: terminating subclusters, reset, and stopping;
+//! - `termination`: terminating subclusters and single vats, reset, and
+//!   stopping;
+//! - `promises`: kernel promises (`kp` krefs) and sends that do not wait;
+//! - `gc`: collecting garbage across the kernel;
+//! - [`ocap_url`]: OCAP URLs, which make a kernel object reachable from
+//!   another node;
 //! - [`refs`]: root proxies, broken references and the baggage codec;
 //! - [`services`]: the kernel facet, the timer, the logger, baggage stores.
 //!
@@ -53,9 +58,12 @@
 
 pub mod config;
 pub mod fetch;
+mod gc;
 pub mod io;
 mod krefs;
 mod launch;
+pub mod ocap_url;
+mod promises;
 pub mod refs;
 mod revocation;
 mod service_registry;
@@ -76,7 +84,9 @@ use capstan_store::{Kref, Store, StoreError, SubclusterId, VatId};
 use crate::runtime::Vat;
 use crate::workers::WorkerSpawner;
 pub use config::{ClusterConfig, KrefInfo, SubclusterRecord, SystemSubclusterConfig, VatConfig, VatRecord, VatSource};
+pub use gc::Collected;
 pub use krefs::parse_kref;
+pub use ocap_url::{OcapUrl, OcapUrlComms};
 pub use revocation::revoked_error;
 use service_registry::Service;
 use vats::LiveVat;
@@ -171,6 +181,12 @@ pub struct Kernel {
     revoked: RefCell<HashSet<Kref>>,
     /// The open IO channels of each subcluster that declared some.
     io: RefCell<BTreeMap<SubclusterId, Rc<io::IoSet>>>,
+    /// Each kernel promise made this run, and whether it has settled.
+    promises: RefCell<HashMap<Kref, promises::PromiseState>>,
+    /// Why each vat removed this run is gone (for sends to its root).
+    removed_vats: RefCell<HashMap<VatId, String>>,
+    /// How OCAP URLs reach other nodes (none in a kernel without them).
+    url_comms: RefCell<Option<Rc<dyn OcapUrlComms>>>,
     ready: tokio::sync::watch::Sender<bool>,
     stopped: Cell<bool>,
     this: Weak<Kernel>,
@@ -184,7 +200,8 @@ fn failed(error: ErrorValue) -> KernelError {
 impl Kernel {
     /// Makes a kernel on `vat` over `store` and reads its records; nothing
     /// runs until [`Kernel::start`]. Registers the built-in services
-    /// (`kernelFacet`, system-only; `timer`; `logger`) and `options`'.
+    /// (`kernelFacet`, system-only; `timer`; `logger`;
+    /// `ocapURLIssuerService`; `ocapURLRedemptionService`) and `options`'.
     pub fn new(store: Store, vat: Vat, options: KernelOptions) -> Result<Rc<Kernel>, KernelError> {
         let (ready, _) = tokio::sync::watch::channel(false);
         let kernel = Rc::new_cyclic(|this| Kernel {
@@ -201,6 +218,9 @@ impl Kernel {
             by_identity: RefCell::new(HashMap::new()),
             revoked: RefCell::new(HashSet::new()),
             io: RefCell::new(BTreeMap::new()),
+            promises: RefCell::new(HashMap::new()),
+            removed_vats: RefCell::new(HashMap::new()),
+            url_comms: RefCell::new(None),
             ready,
             stopped: Cell::new(false),
             this: this.clone(),
@@ -213,6 +233,10 @@ impl Kernel {
         kernel.register_kernel_service_object("timer", timer, ServiceOptions::default())?;
         let logger = services::make_logger("logger").map_err(failed)?;
         kernel.register_kernel_service_object("logger", logger, ServiceOptions::default())?;
+        let issuer = ocap_url::make_issuer_service(&kernel).map_err(failed)?;
+        kernel.register_kernel_service_object(ocap_url::ISSUER_SERVICE, issuer, ServiceOptions::default())?;
+        let redemption = ocap_url::make_redemption_service(&kernel).map_err(failed)?;
+        kernel.register_kernel_service_object(ocap_url::REDEMPTION_SERVICE, redemption, ServiceOptions::default())?;
         for (name, object, options) in options.services {
             kernel.register_kernel_service_object(&name, object, options)?;
         }

@@ -62,6 +62,49 @@ pub(crate) fn make_root_proxy(kernel: &Kernel, kref: Kref, vat: VatId) -> Value 
     }))
 }
 
+/// An object that forwards every message to `target` (a promise for an
+/// object being fetched): what a redeemed OCAP URL's kref stands for
+/// after a restart, until its node answers again.
+struct Forwarder {
+    vat: Vat,
+    target: Value,
+    interface: String,
+}
+
+impl Behavior for Forwarder {
+    fn interface(&self) -> &str {
+        &self.interface
+    }
+
+    fn invoke(&self, _this: &Value, method: &str, args: Vec<Value>) -> Invocation {
+        Invocation::Ready(Ok(self.vat.send(
+            &self.target,
+            Message::Call {
+                method: method.to_string(),
+                args,
+            },
+        )))
+    }
+
+    fn get(&self, _this: &Value, field: &str) -> Settlement {
+        Ok(self.vat.send(
+            &self.target,
+            Message::Get {
+                field: field.to_string(),
+            },
+        ))
+    }
+}
+
+/// An object known as `kref` that forwards every message to `target`.
+pub(crate) fn make_forwarder(vat: &Vat, kref: Kref, target: Value, what: &str) -> Value {
+    vat.make_object(Rc::new(Forwarder {
+        vat: vat.clone(),
+        target,
+        interface: format!("Alleged: {what} ({kref})"),
+    }))
+}
+
 struct Broken {
     interface: String,
     reason: String,
@@ -159,6 +202,16 @@ pub(crate) fn stored_bytes(body: String, krefs: &[Kref]) -> Vec<u8> {
         slots: krefs.iter().map(ToString::to_string).collect(),
     };
     serde_json::to_vec(&stored).unwrap_or_default()
+}
+
+/// The krefs a stored baggage value holds.
+pub(crate) fn baggage_slots(bytes: &[u8]) -> Result<Vec<Kref>, String> {
+    let stored: StoredValue = serde_json::from_slice(bytes).map_err(|error| error.to_string())?;
+    stored
+        .slots
+        .iter()
+        .map(|slot| super::parse_kref(slot).map_err(|error| error.to_string()))
+        .collect()
 }
 
 /// A stored baggage value with each kref replaced by its live value.

@@ -61,6 +61,17 @@ pub fn make_kernel_facet(kernel: &Rc<Kernel>) -> MethodResult {
                 ("reset", M::call_when([]).returns_undefined()),
                 ("revoke", M::call_when([M::string()]).returns(M::boolean())),
                 ("isRevoked", M::call([M::string()]).returns(M::boolean())),
+                ("restartVat", M::call_when([M::string()]).returns_undefined()),
+                ("terminateVat", M::call_when([M::string()]).returns_undefined()),
+                ("collectGarbage", M::call_when([]).returns(M::record())),
+                (
+                    "enqueueMessage",
+                    M::call_when([M::string(), M::string()])
+                        .optional([M::array()])
+                        .returns(M::string()),
+                ),
+                ("issueOcapURL", M::call_when([M::string()]).returns(M::string())),
+                ("redeemOcapURL", M::call_when([url_pattern()]).returns(M::string())),
             ],
             DefaultGuards::None,
         ))
@@ -117,8 +128,48 @@ pub fn make_kernel_facet(kernel: &Rc<Kernel>) -> MethodResult {
             let (kref,): (String,) = decode(args)?;
             Ok(Value::Boolean(kernel_of(&cx.state())?.is_revoked(&kref)?))
         })
+        .async_method("restartVat", |cx, args| async move {
+            let kernel = ready_kernel(&cx).await?;
+            let (vat,): (String,) = decode(args)?;
+            kernel.restart_vat(&vat).await?;
+            Ok(Value::Undefined)
+        })
+        .async_method("terminateVat", |cx, args| async move {
+            let kernel = ready_kernel(&cx).await?;
+            let (vat,): (String,) = decode(args)?;
+            kernel.terminate_vat(&vat).await?;
+            Ok(Value::Undefined)
+        })
+        .async_method("collectGarbage", |cx, _| async move {
+            Ok(ready_kernel(&cx).await?.collect_garbage().await?.to_value())
+        })
+        .async_method("enqueueMessage", |cx, args| async move {
+            let kernel = ready_kernel(&cx).await?;
+            let (kref, method, call_args): (String, String, Option<Vec<Value>>) = decode(args)?;
+            let promise = kernel
+                .enqueue_message(&kref, &method, call_args.unwrap_or_default())
+                .await?;
+            Ok(Value::from(promise))
+        })
+        .async_method("issueOcapURL", |cx, args| async move {
+            let kernel = ready_kernel(&cx).await?;
+            let (kref,): (String,) = decode(args)?;
+            Ok(Value::from(kernel.issue_ocap_url(&kref).await?))
+        })
+        .async_method("redeemOcapURL", |cx, args| async move {
+            let kernel = ready_kernel(&cx).await?;
+            let (url,): (String,) = decode(args)?;
+            Ok(Value::from(kernel.redeem_ocap_url(&url).await?))
+        })
         .build()?
         .make_with(Rc::downgrade(kernel))
+}
+
+/// An OCAP URL argument: a string no longer than any URL read.
+fn url_pattern() -> Value {
+    M::string_limited(Some(capstan_protocol::record! {
+        "stringLengthLimit" => super::ocap_url::MAX_URL_LEN as f64,
+    }))
 }
 
 /// The `timer` service: the time, and promises that settle later.

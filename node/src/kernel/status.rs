@@ -51,7 +51,7 @@ impl Kernel {
             .ok_or_else(|| KernelError::NotFound(format!("there is no subcluster {id:?}")))
     }
 
-    /// Vats, subclusters and the node's networking.
+    /// Vats, subclusters, the node's networking and the kernel promises.
     pub fn get_status(&self) -> Value {
         let vats = self.vats.borrow();
         let mut ids: Vec<&VatId> = vats.keys().collect();
@@ -81,6 +81,7 @@ impl Kernel {
             "vats" => vats,
             "subclusters" => self.get_subclusters(),
             "remoteComms" => comms,
+            "kernelPromises" => self.promise_counts(),
         }
     }
 

@@ -205,9 +205,10 @@ impl Kernel {
         let (target, start) = {
             let vats = self.vats.borrow();
             let Some(vat) = vats.get(vat_id) else {
-                return Err(Value::error(ErrorValue::plain(format!(
-                    "vat {vat_id} no longer exists: its subcluster was terminated"
-                ))));
+                let reason = self.removed_vats.borrow().get(vat_id).cloned();
+                return Err(Value::error(ErrorValue::plain(reason.unwrap_or_else(|| {
+                    format!("vat {vat_id} no longer exists: its subcluster was terminated")
+                }))));
             };
             match &vat.run {
                 Run::Running { root } => (root.clone(), false),
@@ -238,11 +239,60 @@ impl Kernel {
         Ok(Value::array(entries))
     }
 
-    /// Asks vat `vat_id`'s worker whether it answers.
-    pub async fn ping_vat(&self, vat_id: &str) -> Result<Value, KernelError> {
+    /// The live vat `vat_id` names, or why there is none.
+    pub(super) fn known_vat(&self, vat_id: &str) -> Result<VatId, KernelError> {
         let id: VatId = vat_id
             .parse()
-            .map_err(|_| KernelError::NotFound(format!("{vat_id:?} is not a vat id")))?;
+            .map_err(|_| KernelError::NotFound(format!("{vat_id:?} is not a vat id (vat ids look like v3)")))?;
+        if self.vats.borrow().contains_key(&id) {
+            return Ok(id);
+        }
+        Err(match self.removed_vats.borrow().get(&id) {
+            Some(reason) => KernelError::NotFound(reason.clone()),
+            None => KernelError::NotFound(format!("there is no vat {vat_id}")),
+        })
+    }
+
+    /// Restarts vat `vat_id`: its process ends (calls it was answering
+    /// fail) and its program runs again with its baggage as stored, as
+    /// after a node restart; `bootstrap` is not called again. Answers once
+    /// the new incarnation's root is built.
+    pub async fn restart_vat(&self, vat_id: &str) -> Result<(), KernelError> {
+        if self.stopped.get() {
+            return Err(KernelError::Failed("the kernel is stopped".into()));
+        }
+        let id = self.known_vat(vat_id)?;
+        let process = {
+            let mut vats = self.vats.borrow_mut();
+            let Some(vat) = vats.get_mut(&id) else {
+                return Err(KernelError::NotFound(format!("there is no vat {vat_id}")));
+            };
+            vat.run = Run::Stopped;
+            // Sends made while it restarts wait for the new root.
+            if vat.root_resolver.is_none() {
+                let (promise, resolver) = self.vat.make_promise();
+                vat.root_promise = promise;
+                vat.root_resolver = Some(resolver);
+            }
+            vat.process.take()
+        };
+        if let Some(process) = process {
+            process.connection.close(&format!("vat {id} was restarted"));
+            if let Some(child) = process.child.borrow_mut().as_mut() {
+                let _ = child.start_kill();
+            }
+        }
+        tracing::info!(vat = %id, "restarting a vat");
+        // `incarnate` marks the vat starting before it first waits, so a
+        // send arriving meanwhile waits for this start instead of making
+        // another.
+        self.rc().incarnate(id).await.map_err(failed)?;
+        Ok(())
+    }
+
+    /// Asks vat `vat_id`'s worker whether it answers.
+    pub async fn ping_vat(&self, vat_id: &str) -> Result<Value, KernelError> {
+        let id = self.known_vat(vat_id)?;
         let worker = {
             let vats = self.vats.borrow();
             let vat = vats

@@ -436,6 +436,7 @@ fn make_worker_object(bridge: &Rc<Bridge>) -> MethodResult {
                         .returns(M::any()),
                 ),
                 ("ping", M::call([]).returns(M::string())),
+                ("collectGarbage", M::call([]).returns(M::number())),
                 ("terminate", M::call([]).returns_undefined()),
             ],
             DefaultGuards::None,
@@ -492,6 +493,25 @@ fn make_worker_object(bridge: &Rc<Bridge>) -> MethodResult {
             outcome_value(&cx.state(), outcome)
         })
         .method("ping", |_, _| Ok(Value::from("pong")))
+        .method("collectGarbage", |cx, _| {
+            // As on the timer, at once: the engine lets go of what guest
+            // code no longer reaches, and the session drops those imports
+            // (after this turn, outside the session's own handling).
+            let collected = cx
+                .state()
+                .guest
+                .borrow_mut()
+                .collect_garbage()
+                .map_err(|error| ErrorValue::plain(format!("collecting garbage failed: {error}")))?;
+            if let Some(connection) = cx.state().connection.borrow().clone()
+                && let Some(vat) = Vat::current()
+            {
+                vat.queue_turn(move |_| {
+                    connection.collect_garbage();
+                });
+            }
+            Ok(Value::from(collected.imports as f64))
+        })
         .method("terminate", |_, _| {
             // Answer first; the node sees the session end.
             std::thread::spawn(|| {
