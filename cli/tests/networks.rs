@@ -421,6 +421,50 @@ fn calls_in_flight_when_a_relayed_session_goes_direct_are_neither_lost_nor_repea
 }
 
 #[test]
+fn a_node_that_gains_a_relayed_address_after_start_tells_its_known_peers() {
+    use_binary(env!("CARGO_BIN_EXE_capstan"));
+    let Some(homes) = two_homes(false) else { return };
+    let (relay, alice, bob) = start_relay_and_homes(&homes, "");
+    introduce(&alice, "bob", &bob, "alice");
+    give_counter(&alice, "bob", &bob);
+
+    // Alice restarts with a second relay too; her reservations come after
+    // her greeting at start, and she tells bob again.
+    let second = Node::new(&[]);
+    second.start_in(&homes.relay, &["--relay-service"]).ok();
+    let second_address = relay_address(&second, RELAY_IP);
+    let second_id = second_address.rsplit('/').next().unwrap().to_string();
+    alice.run(&["stop"]).ok();
+    alice
+        .start_in(
+            &homes.alice,
+            &["--relay", &relay_address(&relay, RELAY_IP), "--relay", &second_address],
+        )
+        .ok();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let record = peer_record(&bob, &alice);
+        let addresses = record["addresses"].as_array().unwrap();
+        if addresses
+            .iter()
+            .any(|address| address.as_str().unwrap().contains(&second_id))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bob was not told: {record}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let alice_log = std::fs::read_to_string(alice.state_dir().join("node.log")).unwrap();
+    assert!(
+        alice_log.contains("our addresses changed; telling known peers"),
+        "{alice_log}"
+    );
+    // The counter was made again at alice's restart, and bob reaches it.
+    assert_eq!(bob.run(&["eval", "E(c).incr()", "c:c"]).ok(), "1");
+    drop(homes.topology);
+}
+
+#[test]
 fn a_relay_refuses_reservations_over_its_limit() {
     use_binary(env!("CARGO_BIN_EXE_capstan"));
     let relay = Node::new(&[]);

@@ -79,6 +79,7 @@ async fn serve(options: NodeOptions, vat: Vat) -> Result<(), DaemonError> {
         }
     });
     peers::greet_peers(&daemon);
+    peers::greet_peers_when_addresses_change(&daemon);
     super::holds::send_releases(&daemon);
 
     let mut terminate =

@@ -616,6 +616,34 @@ pub async fn redeem_remote(
 
 /// At start: tells every known peer where this node listens now (a node
 /// listening on port 0 gets a new port on every start).
+/// How long the node lets its addresses settle before telling its known
+/// peers (a relay reservation brings a TCP and a QUIC address, say).
+const ADDRESSES_SETTLE: Duration = Duration::from_secs(1);
+
+/// Greets the known peers again whenever this node's addresses change
+/// after start (a relay reservation won or lost), so they can still dial
+/// it; runs until the network stops.
+pub fn greet_peers_when_addresses_change(daemon: &Rc<Daemon>) {
+    let daemon = Rc::clone(daemon);
+    daemon.vat.clone().spawn(async move {
+        let mut greeted = sorted(own_addresses(&daemon));
+        while daemon.network.listen_addresses_changed().await {
+            tokio::time::sleep(ADDRESSES_SETTLE).await;
+            let now = sorted(own_addresses(&daemon));
+            if now != greeted {
+                tracing::info!(addresses = ?now, "our addresses changed; telling known peers");
+                greet_peers(&daemon);
+                greeted = now;
+            }
+        }
+    });
+}
+
+fn sorted(mut addresses: Vec<String>) -> Vec<String> {
+    addresses.sort();
+    addresses
+}
+
 pub fn greet_peers(daemon: &Rc<Daemon>) {
     let peers = match daemon.store.read().and_then(|snapshot| snapshot.list_peers()) {
         Ok(peers) => peers,

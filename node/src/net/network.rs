@@ -105,6 +105,14 @@ impl Network {
         self.shared.state.borrow().external_addresses.clone()
     }
 
+    /// Waits until the listen addresses change (a relay reservation won
+    /// or lost, a listener gone); `false` once the network has stopped.
+    pub async fn listen_addresses_changed(&self) -> bool {
+        let mut state = self.shared.state.clone();
+        let before = state.borrow_and_update().listen_addresses.clone();
+        state.wait_for(|now| now.listen_addresses != before).await.is_ok()
+    }
+
     pub fn is_connected(&self, node: &NodeId) -> bool {
         self.shared.state.borrow().connected.contains(node)
     }
