@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use capstan_tests::netns::Topology;
+use capstan_tests::netns::{RELAY_IP, Topology, TwoHomes, two_homes};
 use capstan_tests::{LOOPBACK, Node, introduce, use_binary};
 
 const COUNTER: &str = "let n = 0; makeExo('Counter', M.interface('Counter', { incr: M.call().returns(M.number()) }), { incr() { n += 1; return n; } })";
@@ -185,58 +185,6 @@ fn call_counter(holder: &Node, count: u32) -> String {
         "(async () => {{ let last; for (let i = 0; i < {count}; i += 1) {{ last = await E(c).incr(); }} return last; }})()"
     );
     holder.run(&["eval", &source, "c:c"]).ok().to_string()
-}
-
-/// A public segment behind an ISP router with a relay on it, and two home
-/// LANs, each behind its own NAT (`symmetric` ones defeat hole punching),
-/// with the same private range, as real homes have. Namespaces: relay,
-/// alice, bob.
-struct TwoHomes {
-    topology: Topology,
-    relay: String,
-    nat_a: String,
-    nat_b: String,
-    alice: String,
-    bob: String,
-}
-
-/// The relay's address on the public segment.
-const RELAY_IP: &str = "198.51.100.2";
-
-fn two_homes(symmetric: bool) -> Option<TwoHomes> {
-    let mut topology = Topology::new()?;
-    let isp = topology.namespace("isp");
-    let relay = topology.namespace("relay");
-    let nat_a = topology.namespace("nat-a");
-    let nat_b = topology.namespace("nat-b");
-    let alice = topology.namespace("alice");
-    let bob = topology.namespace("bob");
-    topology.cable(&isp, "198.51.100.1/24", &relay, "198.51.100.2/24");
-    let (_, wan_a) = topology.cable(&isp, "100.64.1.1/24", &nat_a, "100.64.1.2/24");
-    let (_, wan_b) = topology.cable(&isp, "100.64.2.1/24", &nat_b, "100.64.2.2/24");
-    topology.cable(&nat_a, "192.168.1.1/24", &alice, "192.168.1.2/24");
-    topology.cable(&nat_b, "192.168.1.1/24", &bob, "192.168.1.2/24");
-    topology.router(&isp);
-    topology.default_route(&relay, "198.51.100.1");
-    topology.default_route(&nat_a, "100.64.1.1");
-    topology.default_route(&nat_b, "100.64.2.1");
-    if symmetric {
-        topology.symmetric_nat(&nat_a, &wan_a);
-        topology.symmetric_nat(&nat_b, &wan_b);
-    } else {
-        topology.nat(&nat_a, &wan_a);
-        topology.nat(&nat_b, &wan_b);
-    }
-    topology.default_route(&alice, "192.168.1.1");
-    topology.default_route(&bob, "192.168.1.1");
-    Some(TwoHomes {
-        topology,
-        relay,
-        nat_a,
-        nat_b,
-        alice,
-        bob,
-    })
 }
 
 /// A relay and two nodes using it (with `config` as their `config.toml`

@@ -197,3 +197,55 @@ impl Drop for Topology {
         }
     }
 }
+
+/// A public segment behind an ISP router with a relay on it, and two home
+/// LANs, each behind its own NAT (`symmetric` ones defeat hole punching),
+/// with the same private range, as real homes have. Namespaces: relay,
+/// alice, bob; `None` as [`Topology::new`] says.
+pub struct TwoHomes {
+    pub topology: Topology,
+    pub relay: String,
+    pub nat_a: String,
+    pub nat_b: String,
+    pub alice: String,
+    pub bob: String,
+}
+
+/// The relay's address on the public segment.
+pub const RELAY_IP: &str = "198.51.100.2";
+
+pub fn two_homes(symmetric: bool) -> Option<TwoHomes> {
+    let mut topology = Topology::new()?;
+    let isp = topology.namespace("isp");
+    let relay = topology.namespace("relay");
+    let nat_a = topology.namespace("nat-a");
+    let nat_b = topology.namespace("nat-b");
+    let alice = topology.namespace("alice");
+    let bob = topology.namespace("bob");
+    topology.cable(&isp, "198.51.100.1/24", &relay, "198.51.100.2/24");
+    let (_, wan_a) = topology.cable(&isp, "100.64.1.1/24", &nat_a, "100.64.1.2/24");
+    let (_, wan_b) = topology.cable(&isp, "100.64.2.1/24", &nat_b, "100.64.2.2/24");
+    topology.cable(&nat_a, "192.168.1.1/24", &alice, "192.168.1.2/24");
+    topology.cable(&nat_b, "192.168.1.1/24", &bob, "192.168.1.2/24");
+    topology.router(&isp);
+    topology.default_route(&relay, "198.51.100.1");
+    topology.default_route(&nat_a, "100.64.1.1");
+    topology.default_route(&nat_b, "100.64.2.1");
+    if symmetric {
+        topology.symmetric_nat(&nat_a, &wan_a);
+        topology.symmetric_nat(&nat_b, &wan_b);
+    } else {
+        topology.nat(&nat_a, &wan_a);
+        topology.nat(&nat_b, &wan_b);
+    }
+    topology.default_route(&alice, "192.168.1.1");
+    topology.default_route(&bob, "192.168.1.1");
+    Some(TwoHomes {
+        topology,
+        relay,
+        nat_a,
+        nat_b,
+        alice,
+        bob,
+    })
+}
