@@ -176,7 +176,10 @@ fn measure(symmetric: bool) {
             .unwrap();
         std::thread::sleep(Duration::from_millis(300));
         let bare = bare_ping(&homes, RELAY_IP, "5002");
-        let _ = (relay.kill(), echo.kill());
+        for child in [&mut relay, &mut echo] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         bare
     } else {
         // A port forward on alice's router: the same hops as the punched path.
@@ -204,6 +207,7 @@ fn measure(symmetric: bool) {
         std::thread::sleep(Duration::from_millis(300));
         let bare = bare_ping(&homes, "100.64.1.2", "5003");
         let _ = echo.kill();
+        let _ = echo.wait();
         bare
     };
     let kind = if symmetric {
