@@ -1112,7 +1112,7 @@ fn build_swarm(keypair: &Keypair, config: &NetConfig) -> Result<Swarm<NodeBehavi
                 .with_interval(config.ping_interval)
                 .with_timeout(config.ping_timeout),
         ),
-        autonat: autonat::Behaviour::new(peer, autonat_config()),
+        autonat: autonat::Behaviour::new(peer, autonat_config(config.relay_service.is_some())),
         relay_client,
         relay_service: Toggle::from(
             config
@@ -1135,15 +1135,23 @@ fn build_swarm(keypair: &Keypair, config: &NetConfig) -> Result<Swarm<NodeBehavi
 
 /// AutoNAT asks peers soon after start, and again now and then, whether
 /// they can dial us back. Addresses in private ranges count: a node on a
-/// LAN is reachable from that LAN.
-fn autonat_config() -> autonat::Config {
+/// LAN is reachable from that LAN. Only relays dial back when asked
+/// (`serving`): each dial-back is a connection, and a node with tight
+/// connection limits must not spend them on strangers' probes.
+fn autonat_config(serving: bool) -> autonat::Config {
+    let defaults = autonat::Config::default();
     autonat::Config {
+        throttle_clients_global_max: if serving {
+            defaults.throttle_clients_global_max
+        } else {
+            0
+        },
         boot_delay: Duration::from_secs(2),
         retry_interval: Duration::from_secs(20),
         refresh_interval: Duration::from_secs(5 * 60),
         timeout: Duration::from_secs(10),
         only_global_ips: false,
-        ..autonat::Config::default()
+        ..defaults
     }
 }
 

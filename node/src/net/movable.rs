@@ -415,11 +415,15 @@ impl StreamWriter {
 
 impl AsyncWrite for StreamWriter {
     fn poll_write(self: Pin<&mut Self>, context: &mut Context<'_>, buffer: &[u8]) -> Poll<io::Result<usize>> {
-        self.poll_with(context, |core, _| {
+        self.poll_with(context, |core, context| {
             let count = buffer.len().min(MAX_CHUNK);
             if count > 0 {
                 put_varint(&mut core.pending, count as u64);
                 core.pending.extend_from_slice(&buffer[..count]);
+                // Sent now if the stream takes it, as a raw stream's
+                // write would be; the rest goes at the next write or flush
+                // (and an error shows there too).
+                let _ = core.poll_progress(context);
             }
             Poll::Ready(Ok(count))
         })

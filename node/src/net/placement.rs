@@ -1,5 +1,6 @@
-//! Which connection a new outbound stream goes on: a direct one when the
-//! peer has one, a relayed one only when it has nothing else.
+//! Which connection a new outbound stream goes on: one connection per
+//! peer, a direct one when the peer has one (a relayed one only when it
+//! has nothing else), the oldest of its kind.
 //!
 //! `libp2p-stream` opens an outbound stream on a connection it picks at
 //! random among those it knows for the peer. After a hole punch a peer has
@@ -7,8 +8,11 @@
 //! limits) and the direct one. [`DirectFirst`] wraps the stream behaviour
 //! and shows it only the connections streams should go on, by passing on
 //! (or holding back, or taking back) the swarm's establishment and close
-//! events. Every connection still gets a stream handler, so streams a peer
-//! opens to us are accepted on any of them.
+//! events. It shows one connection per peer, the oldest of the best kind,
+//! because newer ones may be short-lived: an AutoNAT dial-back closes
+//! once it has proved the address, and a stream opened on it would die
+//! with it. Every connection still gets a stream handler, so streams a
+//! peer opens to us are accepted on any of them.
 
 use std::collections::HashMap;
 use std::task::{Context, Poll};
@@ -26,6 +30,8 @@ use libp2p::{Multiaddr, PeerId};
 pub(crate) struct DirectFirst {
     streams: libp2p_stream::Behaviour,
     connections: HashMap<ConnectionId, Placed>,
+    /// Counts connections as they open, to tell the oldest.
+    opened: u64,
 }
 
 /// One open connection, as far as stream placement cares.
@@ -33,6 +39,7 @@ struct Placed {
     peer: PeerId,
     endpoint: ConnectedPoint,
     relayed: bool,
+    order: u64,
     /// The stream behaviour knows of it (streams may be opened on it).
     shown: bool,
 }
@@ -42,6 +49,7 @@ impl DirectFirst {
         DirectFirst {
             streams: libp2p_stream::Behaviour::new(),
             connections: HashMap::new(),
+            opened: 0,
         }
     }
 
@@ -49,30 +57,19 @@ impl DirectFirst {
         self.streams.new_control()
     }
 
-    fn has_direct(&self, peer: PeerId) -> bool {
-        self.connections
-            .values()
-            .any(|placed| placed.peer == peer && !placed.relayed)
-    }
-
     fn connection_opened(&mut self, opened: ConnectionEstablished<'_>) {
-        let relayed = opened.endpoint.is_relayed();
-        let shown = !relayed || !self.has_direct(opened.peer_id);
+        self.opened += 1;
         self.connections.insert(
             opened.connection_id,
             Placed {
                 peer: opened.peer_id,
                 endpoint: opened.endpoint.clone(),
-                relayed,
-                shown,
+                relayed: opened.endpoint.is_relayed(),
+                order: self.opened,
+                shown: false,
             },
         );
-        if shown {
-            self.streams.on_swarm_event(FromSwarm::ConnectionEstablished(opened));
-        }
-        if !relayed {
-            self.set_relayed_shown(opened.peer_id, false);
-        }
+        self.place(opened.peer_id);
     }
 
     fn connection_closed(&mut self, closed: ConnectionClosed<'_>) {
@@ -82,37 +79,46 @@ impl DirectFirst {
         if placed.shown {
             self.streams.on_swarm_event(FromSwarm::ConnectionClosed(closed));
         }
-        if !placed.relayed && !self.has_direct(placed.peer) {
-            self.set_relayed_shown(placed.peer, true);
-        }
+        self.place(placed.peer);
     }
 
-    /// Shows the stream behaviour `peer`'s relayed connections, or takes
-    /// them back, by telling it they opened or closed.
-    fn set_relayed_shown(&mut self, peer: PeerId, shown: bool) {
-        for (connection, placed) in &mut self.connections {
-            if placed.peer != peer || !placed.relayed || placed.shown == shown {
-                continue;
+    /// Shows the stream behaviour `peer`'s best connection (direct before
+    /// relayed, then the oldest) and no other, by telling it connections
+    /// opened or closed.
+    fn place(&mut self, peer: PeerId) {
+        let best = self
+            .connections
+            .iter()
+            .filter(|(_, placed)| placed.peer == peer)
+            .min_by_key(|(_, placed)| (placed.relayed, placed.order))
+            .map(|(connection, _)| *connection);
+        // Take the old one back before showing the new one.
+        for take_back in [true, false] {
+            for (connection, placed) in &mut self.connections {
+                let show = Some(*connection) == best;
+                if placed.peer != peer || placed.shown == show || show == take_back {
+                    continue;
+                }
+                placed.shown = show;
+                let event = if show {
+                    FromSwarm::ConnectionEstablished(ConnectionEstablished {
+                        peer_id: peer,
+                        connection_id: *connection,
+                        endpoint: &placed.endpoint,
+                        failed_addresses: &[],
+                        other_established: 0,
+                    })
+                } else {
+                    FromSwarm::ConnectionClosed(ConnectionClosed {
+                        peer_id: peer,
+                        connection_id: *connection,
+                        endpoint: &placed.endpoint,
+                        cause: None,
+                        remaining_established: 0,
+                    })
+                };
+                self.streams.on_swarm_event(event);
             }
-            placed.shown = shown;
-            let event = if shown {
-                FromSwarm::ConnectionEstablished(ConnectionEstablished {
-                    peer_id: peer,
-                    connection_id: *connection,
-                    endpoint: &placed.endpoint,
-                    failed_addresses: &[],
-                    other_established: 0,
-                })
-            } else {
-                FromSwarm::ConnectionClosed(ConnectionClosed {
-                    peer_id: peer,
-                    connection_id: *connection,
-                    endpoint: &placed.endpoint,
-                    cause: None,
-                    remaining_established: 0,
-                })
-            };
-            self.streams.on_swarm_event(event);
         }
     }
 }
@@ -221,12 +227,18 @@ mod tests {
         close(&mut placement, peer, direct_id, &direct);
         assert!(shown(&placement, relayed_id), "once the direct one goes, it does again");
 
-        // A relayed connection made while a direct one is up is held back.
+        // A relayed connection made while a direct one is up is held back,
+        // and so is a newer direct one (an AutoNAT dial-back, say).
         open(&mut placement, peer, direct_id, &direct);
         let later = ConnectionId::new_unchecked(3);
         open(&mut placement, peer, later, &relayed);
         assert!(!shown(&placement, later));
         close(&mut placement, peer, later, &relayed);
         assert!(!placement.connections.contains_key(&later));
+        let newer = ConnectionId::new_unchecked(4);
+        open(&mut placement, peer, newer, &direct);
+        assert!(shown(&placement, direct_id) && !shown(&placement, newer));
+        close(&mut placement, peer, direct_id, &direct);
+        assert!(shown(&placement, newer) && !shown(&placement, relayed_id));
     }
 }
