@@ -207,7 +207,7 @@ impl Default for PeerLimits {
             connections: 8,
             connections_total: 1024,
             pending_connections: 128,
-            hole_punch_wait_ms: 3000,
+            hole_punch_wait_ms: 500,
             hole_punch_retry_ms: 10_000,
         }
     }

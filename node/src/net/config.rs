@@ -55,7 +55,9 @@ pub struct NetConfig {
     pub relay_service: Option<RelayLimits>,
     /// How long a stream to a peer reached only through a relay waits for
     /// a hole punch, so that sessions start on the direct connection when
-    /// one can be made (streams opened sooner move to it later).
+    /// one can be made quickly (a TCP punch takes tens of milliseconds);
+    /// streams opened before a slower punch move to it later. It is paid in
+    /// full when the punch fails.
     pub hole_punch_wait: Duration,
     /// After a failed hole punch, when to try again (a new circuit through
     /// the relay starts a new punch); the wait doubles each time, up to
@@ -117,7 +119,7 @@ impl Default for NetConfig {
             listen_best_effort: false,
             relays: Vec::new(),
             relay_service: None,
-            hole_punch_wait: Duration::from_secs(3),
+            hole_punch_wait: Duration::from_millis(500),
             hole_punch_retry: Duration::from_secs(10),
         }
     }
