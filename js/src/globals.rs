@@ -30,29 +30,7 @@ use crate::convert::{Converter, Mode, throw_error};
 use crate::engine::Engine;
 use crate::error::GuestError;
 
-/// The globals a vat may ask for, as ocap-kernel names them (its
-/// `SubtleCrypto` is not offered).
-pub const VAT_GLOBAL_NAMES: &[&str] = &[
-    "setTimeout",
-    "clearTimeout",
-    "setInterval",
-    "clearInterval",
-    "Date",
-    "Math",
-    "crypto",
-    "fetch",
-    "Request",
-    "Headers",
-    "Response",
-    "TextEncoder",
-    "TextDecoder",
-    "URL",
-    "URLSearchParams",
-    "atob",
-    "btoa",
-    "AbortController",
-    "AbortSignal",
-];
+pub use capstan_protocol::vat_globals::VAT_GLOBAL_NAMES;
 
 /// The most bytes one `crypto.getRandomValues` call may ask for (the Web
 /// Crypto limit).

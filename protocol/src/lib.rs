@@ -2,7 +2,9 @@
 //!
 //! It owns the passable value type ([`value`]), rank and key order
 //! ([`order`]), copy collections ([`collections`]), patterns and guards
-//! ([`patterns`], [`guards`]), and their text renderings ([`quote`]).
+//! ([`patterns`], [`guards`]), and their text renderings ([`quote`]);
+//! also the names of the globals a kernel vat may be granted
+//! ([`vat_globals`]), shared by the node and the engine.
 //! Nothing here does I/O, spawns, or reads a clock.
 //!
 //! ```
@@ -29,6 +31,7 @@ pub mod rejection;
 pub mod smallcaps;
 pub mod strings;
 pub mod value;
+pub mod vat_globals;
 
 pub use rejection::Rejection;
 pub use value::{ErrorValue, PassStyle, Record, Reference, Settlement, Tagged, Value, ValueError, far};

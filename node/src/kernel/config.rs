@@ -34,29 +34,7 @@ pub const MAX_IO_PATH_BYTES: usize = 4096;
 /// terminating NUL).
 pub const MAX_SOCKET_PATH_BYTES: usize = 107;
 
-/// The globals a vat may ask for (`capstan_js::VAT_GLOBAL_NAMES`, repeated
-/// here because the node's side needs no engine; a test keeps them equal).
-pub const VAT_GLOBAL_NAMES: &[&str] = &[
-    "setTimeout",
-    "clearTimeout",
-    "setInterval",
-    "clearInterval",
-    "Date",
-    "Math",
-    "crypto",
-    "fetch",
-    "Request",
-    "Headers",
-    "Response",
-    "TextEncoder",
-    "TextDecoder",
-    "URL",
-    "URLSearchParams",
-    "atob",
-    "btoa",
-    "AbortController",
-    "AbortSignal",
-];
+pub use capstan_protocol::vat_globals::VAT_GLOBAL_NAMES;
 
 /// A subcluster's config: its vats, which one bootstraps, the kernel
 /// services it asks for, and its IO channels.
@@ -664,12 +642,6 @@ mod tests {
         }))
         .unwrap();
         assert!(matches!(&parsed.vats["a"].source, VatSource::File(path) if path == Path::new("/code/shared.js")));
-    }
-
-    #[cfg(feature = "js")]
-    #[test]
-    fn the_allowed_globals_are_the_engines() {
-        assert_eq!(VAT_GLOBAL_NAMES, capstan_js::VAT_GLOBAL_NAMES);
     }
 
     #[test]
