@@ -2,8 +2,9 @@
 //! (a Unix socket line channel and file channels) reached by its vats
 //! through the `io` service; the channels come back after `capstan
 //! restart` (and a vat that kept the service in its baggage still reaches
-//! them); another subcluster cannot use them; odd channel configs fail
-//! the launch and leave nothing behind.
+//! them); another subcluster cannot use them; relative channel paths are
+//! taken against the config file's folder; odd channel configs fail the
+//! launch and leave nothing behind.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, reason = "tests")]
 
@@ -224,10 +225,6 @@ fn odd_channel_configs_fail_the_launch_and_leave_nothing_behind() {
         (serde_json::json!({ "a": { "type": "console" } }), "does not offer"),
         (serde_json::json!({ "a": { "type": "socket" } }), "no \"path\""),
         (
-            serde_json::json!({ "a": { "type": "socket", "path": "relative.sock" } }),
-            "absolute path",
-        ),
-        (
             serde_json::json!({ "a": { "type": "socket", "path": long_socket } }),
             "at most 107",
         ),
@@ -281,4 +278,58 @@ fn odd_channel_configs_fail_the_launch_and_leave_nothing_behind() {
     // The live channel was not taken over.
     let mut peer = connect(&live);
     relay_through(&node, &relay_root, &mut peer, "still mine");
+}
+
+#[test]
+fn relative_channel_paths_are_taken_against_the_config_files_folder() {
+    let node = started();
+    let config = cluster(
+        &node,
+        "relative",
+        RELAY,
+        serde_json::json!({
+            "repl": { "type": "socket", "path": "repl.sock" },
+            "log": { "type": "file", "path": "logs/../relay.log", "direction": "out" },
+            "inbox": { "type": "file", "path": "./inbox.txt", "direction": "in" },
+        }),
+    );
+    let folder = config.parent().unwrap().to_path_buf();
+    std::fs::create_dir_all(folder.join("logs")).unwrap();
+    std::fs::write(folder.join("inbox.txt"), "from the folder\n").unwrap();
+    // Launched from another working directory, by a relative config path.
+    let mut command = node.command(&["kernel", "launch", "relative/cluster.json"]);
+    let launched = command.current_dir(folder.parent().unwrap()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&launched.stdout).to_string();
+    assert!(
+        launched.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&launched.stderr)
+    );
+    let root = stdout.lines().nth(1).expect("a root kref").to_string();
+
+    assert_eq!(
+        queue(&node, &root, "readInbox", serde_json::json!([])).ok(),
+        "from the folder"
+    );
+    let mut peer = connect(&folder.join("repl.sock"));
+    relay_through(&node, &root, &mut peer, "relative");
+    assert_eq!(
+        std::fs::read_to_string(folder.join("relay.log")).unwrap(),
+        "relayed relative\n"
+    );
+    // Nothing was made in the node's or the command's working directory.
+    assert!(!folder.parent().unwrap().join("repl.sock").exists());
+    assert!(!node.state_dir().join("repl.sock").exists());
+
+    // A relative path that leads to a socket path too long is refused by
+    // the node, naming the path it was resolved to.
+    let deep = cluster(
+        &node,
+        "deep",
+        RELAY,
+        serde_json::json!({ "a": { "type": "socket", "path": format!("{}.sock", "d".repeat(100)) } }),
+    );
+    let run = node.run(&["kernel", "launch", deep.to_str().unwrap()]);
+    assert!(run.err().contains("at most 107"), "{run:?}");
+    assert!(run.err().contains(deep.parent().unwrap().to_str().unwrap()), "{run:?}");
 }

@@ -3,9 +3,9 @@
 //!
 //! `launch` reads and checks the cluster config here, so a bad file is
 //! named before the node is asked anything, and rewrites it for the node:
-//! `sourceSpec` paths become absolute (they are relative to the config
-//! file), and a `bundleSpec` that is not a blob hash is taken as a pet
-//! name of a blob and replaced by its hash.
+//! `sourceSpec` paths and IO channel paths become absolute (they are
+//! relative to the config file), and a `bundleSpec` that is not a blob
+//! hash is taken as a pet name of a blob and replaced by its hash.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -268,10 +268,42 @@ fn read_config(file: &Path) -> anyhow::Result<ClusterConfig> {
             }
         }
     }
+    if let Some(Json::Object(channels)) = config.get_mut("io") {
+        rewrite_io_paths(channels, base, file)?;
+    }
     Ok(ClusterConfig {
         json: config,
         named_bundles,
     })
+}
+
+/// Makes each IO channel's relative `path` absolute, against the config
+/// file's folder (as `sourceSpec`s are); the node checks the rest. The
+/// path itself need not exist yet (a socket is made at launch).
+fn rewrite_io_paths(channels: &mut Map<String, Json>, base: &Path, file: &Path) -> anyhow::Result<()> {
+    let shown = file.display();
+    for (name, channel) in channels.iter_mut() {
+        let Json::Object(channel) = channel else { continue };
+        let Some(Json::String(path)) = channel.get("path") else {
+            continue;
+        };
+        if path.is_empty() || Path::new(path).is_absolute() {
+            continue;
+        }
+        let folder = std::fs::canonicalize(base).with_context(|| {
+            format!(
+                "in the cluster config {shown}: IO channel {name:?} has the relative path {path:?}, but the config's folder {} cannot be resolved",
+                base.display()
+            )
+        })?;
+        let joined = folder.join(path);
+        let joined = joined
+            .to_str()
+            .ok_or_else(|| anyhow!("the path {} is not UTF-8", joined.display()))?
+            .to_string();
+        channel.insert("path".into(), Json::String(joined));
+    }
+    Ok(())
 }
 
 /// Checks that `entry` (a vat or a bundle) names its code by exactly one
@@ -570,6 +602,24 @@ mod tests {
         let error = format!("{:#}", read_config(&missing).err().expect("no file"));
         assert!(error.contains("cannot read the cluster config"), "{error}");
         assert!(error.contains("missing.json"), "{error}");
+    }
+
+    #[test]
+    fn relative_io_paths_become_absolute_against_the_config_folder() {
+        let (dir, file) = temp_config(
+            r#"{"bootstrap": "main", "vats": {"main": {"sourceSpec": "./main.js"}},
+                "io": {"log": {"type": "file", "path": "logs/out.log"},
+                       "repl": {"type": "socket", "path": "/run/x.sock"},
+                       "odd": {"type": "file", "path": 7}}}"#,
+        );
+        std::fs::write(dir.0.join("main.js"), "export const buildRootObject = () => 1;").expect("write vat");
+        let config = read_config(&file).expect("a good config");
+        let folder = std::fs::canonicalize(&dir.0).expect("folder");
+        let log = config.json["io"]["log"]["path"].as_str().expect("a path");
+        assert_eq!(Path::new(log), folder.join("logs/out.log"));
+        assert_eq!(config.json["io"]["repl"]["path"], "/run/x.sock");
+        // Left for the node to refuse, with its reason.
+        assert_eq!(config.json["io"]["odd"]["path"], 7);
     }
 
     #[test]
