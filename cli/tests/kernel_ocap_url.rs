@@ -2,7 +2,9 @@
 //! introduced: an object's URL issued on one node is redeemed on the
 //! other (from the CLI, named for the host, and by a vat through the
 //! kernel services), called across the network, refused once the object
-//! is revoked, and malformed or forged URLs fail with a clear error.
+//! is revoked, and malformed or forged URLs fail with a clear error. A
+//! redeemed URL keeps working when the issuing node restarts: its kref,
+//! and what vats hold of it, redeem the URL again.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, reason = "tests")]
 
@@ -27,6 +29,7 @@ export function buildRootObject(vatPowers, parameters, baggage) {
 /// A vat that redeems URLs through the redemption service and calls.
 const REDEEMER: &str = r#"
 export function buildRootObject(vatPowers, parameters, baggage) {
+  let held;
   return makeDefaultExo('Redeemer', {
     bootstrap(vats, services) { baggage.init('redeemer', services.ocapURLRedemptionService); },
     async greetVia(url, name) {
@@ -38,6 +41,9 @@ export function buildRootObject(vatPowers, parameters, baggage) {
       return 'kept';
     },
     greetKept(name) { return E(baggage.get('kept')).greet(name); },
+    async hold(url) { held = await E(baggage.get('redeemer')).redeem(url); return 'held'; },
+    callHeld(method) { return E(held)[method](); },
+    callKept(method) { return E(baggage.get('kept'))[method](); },
   });
 }
 "#;
@@ -207,4 +213,54 @@ fn malformed_and_forged_urls_fail_with_a_clear_error() {
     let nowhere = format!("ocap:{token}@{}", "ab".repeat(32));
     let run = bob.run(&["kernel", "redeem-url", &nowhere]);
     assert!(run.err().contains("cannot redeem the OCAP URL"), "{run:?}");
+}
+
+#[test]
+fn a_redeemed_url_keeps_working_after_the_issuing_node_restarts() {
+    let (alice, bob) = (local_node(), local_node());
+    let tally = launch(&alice, &example());
+    let url = issue(&alice, &tally);
+    let redeemer = launch(
+        &bob,
+        &write_cluster(
+            &bob.state_dir().join("clusters").join("redeemer"),
+            &["ocapURLRedemptionService"],
+            &[("redeemer", REDEEMER)],
+        ),
+    );
+    let kref = bob.run(&["kernel", "redeem-url", &url]).ok().trim().to_string();
+    assert_eq!(queue(&bob, &kref, "incr", &[]).ok(), "1");
+    // A vat holds the object in memory, and in baggage.
+    let url_args = serde_json::json!([url]).to_string();
+    assert_eq!(queue(&bob, &redeemer, "hold", &[&url_args]).ok(), "held");
+    assert_eq!(queue(&bob, &redeemer, "keep", &[&url_args]).ok(), "kept");
+    assert_eq!(queue(&bob, &redeemer, "callHeld", &["[\"incr\"]"]).ok(), "2");
+
+    // Alice restarts; bob does not, and is not told.
+    alice.run(&["restart", "--local"]).ok();
+    assert_eq!(queue(&bob, &kref, "incr", &[]).ok(), "3");
+    assert_eq!(queue(&bob, &redeemer, "callHeld", &["[\"incr\"]"]).ok(), "4");
+    assert_eq!(queue(&bob, &redeemer, "callKept", &["[\"incr\"]"]).ok(), "5");
+    assert_eq!(
+        bob.run(&["kernel", "redeem-url", &url]).ok().trim(),
+        kref,
+        "one URL, one kref"
+    );
+    // And again: each new session is redialed.
+    alice.run(&["restart", "--local"]).ok();
+    assert_eq!(queue(&bob, &redeemer, "callHeld", &["[\"incr\"]"]).ok(), "6");
+    assert_eq!(queue(&bob, &kref, "incr", &[]).ok(), "7");
+
+    // Revoked while bob's link is stale: the redemption is refused.
+    alice.run(&["kernel", "revoke", &tally]).ok();
+    alice.run(&["restart", "--local"]).ok();
+    let refused = queue(&bob, &kref, "incr", &[]);
+    assert!(refused.err().contains("this OCAP URL was revoked"), "{refused:?}");
+    // Stopped: the redemption fails clearly, and is tried again later.
+    alice.run(&["stop"]).ok();
+    let unreachable = queue(&bob, &redeemer, "callHeld", &["[\"incr\"]"]);
+    assert!(
+        unreachable.err().contains("cannot redeem the OCAP URL"),
+        "{unreachable:?}"
+    );
 }

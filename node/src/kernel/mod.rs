@@ -185,6 +185,8 @@ pub struct Kernel {
     promises: RefCell<HashMap<Kref, promises::PromiseState>>,
     /// Why each vat removed this run is gone (for sends to its root).
     removed_vats: RefCell<HashMap<VatId, String>>,
+    /// The link each OCAP URL redeemed here is bound to this run.
+    redeemed: RefCell<HashMap<Kref, (Rc<ocap_url::Redeemed>, Value)>>,
     /// How OCAP URLs reach other nodes (none in a kernel without them).
     url_comms: RefCell<Option<Rc<dyn OcapUrlComms>>>,
     ready: tokio::sync::watch::Sender<bool>,
@@ -220,6 +222,7 @@ impl Kernel {
             io: RefCell::new(BTreeMap::new()),
             promises: RefCell::new(HashMap::new()),
             removed_vats: RefCell::new(HashMap::new()),
+            redeemed: RefCell::new(HashMap::new()),
             url_comms: RefCell::new(None),
             ready,
             stopped: Cell::new(false),

@@ -24,6 +24,7 @@
 //! How the kernel reaches other nodes is the node's business: it hands
 //! the kernel an [`OcapUrlComms`].
 
+use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -36,9 +37,9 @@ use capstan_store::{Kref, KrefKind, NodeId, PEER_ADDRESS_MAX_LEN, PEER_ADDRESSES
 
 use super::config::{self, KrefInfo};
 use super::krefs::parse_kref;
-use super::{Kernel, KernelError, refs};
+use super::{Kernel, KernelError};
 use crate::runtime::args::decode;
-use crate::runtime::{Exo, MethodResult};
+use crate::runtime::{Behavior, Exo, Invocation, Message, MethodResult, Settlement};
 
 /// The kernel service vats issue OCAP URLs with.
 pub const ISSUER_SERVICE: &str = "ocapURLIssuerService";
@@ -227,9 +228,9 @@ impl Kernel {
 
     /// Redeems `url` and answers a kref for its object in this kernel
     /// (the object's own kref for a URL of this node). Another node's URL
-    /// keeps its kref: redeeming it again (after its node restarted, say)
-    /// answers the same kref, bound to the object afresh; after a restart
-    /// of this node the kref redeems the URL again at its first use.
+    /// keeps its kref, bound to a [`Redeemed`] link that redeems the URL
+    /// again whenever the session it was reached through has ended (its
+    /// node restarted, say), and after a restart of this node.
     pub async fn redeem_ocap_url(&self, url: &str) -> Result<String, KernelError> {
         let parsed: OcapUrl = url.parse()?;
         let comms = self.url_comms()?;
@@ -241,10 +242,7 @@ impl Kernel {
         let value = self.redeem_ocap_url_value(&url).await?;
         let known = self.store.read()?.redeemed_url_kref(&url)?;
         let kref = match known {
-            Some(kref) => {
-                self.unbind(kref);
-                kref
-            }
+            Some(kref) => kref,
             None => {
                 let info = config::encode_record(&KrefInfo::Other)?;
                 let stored = url.clone();
@@ -258,29 +256,43 @@ impl Kernel {
                     .await?
             }
         };
-        self.bind(kref, value);
+        let link = self.redeemed_link(kref, url);
+        *link.target.borrow_mut() = Some(value);
         tracing::info!(%kref, node = %parsed.node, "OCAP URL redeemed");
         Ok(kref.to_string())
     }
 
-    /// Binds `kref`, redeemed from `url` in an earlier run, to an object
-    /// that redeems the URL again and forwards to what it gets. If that
-    /// fails, sends fail saying why and the next use tries again.
-    pub(super) fn rebind_redeemed(&self, kref: Kref, url: String) -> Value {
-        let (target, resolver) = self.vat.make_promise();
-        let forwarder = refs::make_forwarder(&self.vat, kref, target, "object of an OCAP URL");
-        self.bind(kref, forwarder.clone());
-        let kernel = self.this.clone();
-        self.vat.spawn(async move {
-            let Some(kernel) = kernel.upgrade() else { return };
-            let outcome = kernel.redeem_ocap_url_value(&url).await;
-            if outcome.is_err() {
-                kernel.unbind(kref);
+    /// `kref`'s link to the object of the OCAP URL it was redeemed from,
+    /// made and bound if it has none this run.
+    fn redeemed_link(&self, kref: Kref, url: String) -> Rc<Redeemed> {
+        let known = self.redeemed.borrow().get(&kref).cloned();
+        let (link, object) = match known {
+            Some(known) => known,
+            None => {
+                let link = Rc::new(Redeemed {
+                    kernel: self.this.clone(),
+                    interface: format!("Alleged: object of an OCAP URL ({kref})"),
+                    url,
+                    target: Rc::new(RefCell::new(None)),
+                });
+                let object = self.vat.make_object(link.clone());
+                self.redeemed
+                    .borrow_mut()
+                    .insert(kref, (Rc::clone(&link), object.clone()));
+                (link, object)
             }
-            let settlement = outcome.map_err(|error| Value::error(ErrorValue::plain(error.to_string())));
-            kernel.vat.settle(resolver, settlement);
-        });
-        forwarder
+        };
+        if !self.bindings.borrow().contains_key(&kref) {
+            self.bind(kref, object);
+        }
+        link
+    }
+
+    /// Binds `kref`, redeemed from `url` in an earlier run, to a link that
+    /// redeems the URL again at its first use.
+    pub(super) fn rebind_redeemed(&self, kref: Kref, url: String) -> Value {
+        self.redeemed_link(kref, url);
+        self.bindings.borrow().get(&kref).cloned().unwrap_or(Value::Undefined)
     }
 
     /// An OCAP URL for `object` (a vat's, through the issuer service),
@@ -295,6 +307,95 @@ fn kernel_of(kernel: &Weak<Kernel>) -> Result<Rc<Kernel>, ErrorValue> {
     kernel
         .upgrade()
         .ok_or_else(|| ErrorValue::plain("the kernel has stopped"))
+}
+
+/// What a redeemed OCAP URL's kref is bound to: a node object that
+/// forwards each message to the object the URL's node answered. When the
+/// session that object came through has ended (its node restarted or the
+/// connection dropped), or there is none yet (after a restart of this
+/// node), the next message redeems the URL again (dialing the node at
+/// the URL's addresses) and waits for the object; a failed redemption
+/// fails the messages that waited, and the one after tries again.
+pub(super) struct Redeemed {
+    kernel: Weak<Kernel>,
+    interface: String,
+    url: String,
+    /// The object, a promise for it while it is redeemed, or nothing.
+    target: Rc<RefCell<Option<Value>>>,
+}
+
+impl Redeemed {
+    /// Where a message goes now, redeeming the URL again if need be.
+    fn target(&self, kernel: &Rc<Kernel>) -> Value {
+        if let Some(target) = self.target.borrow().as_ref()
+            && !session_ended(kernel, target)
+        {
+            return target.clone();
+        }
+        let (promise, resolver) = kernel.vat.make_promise();
+        *self.target.borrow_mut() = Some(promise.clone());
+        let (url, target, waiting) = (self.url.clone(), Rc::clone(&self.target), promise.clone());
+        let weak = Rc::downgrade(kernel);
+        kernel.vat.spawn(async move {
+            let Some(kernel) = weak.upgrade() else { return };
+            let outcome = kernel.redeem_ocap_url_value(&url).await;
+            {
+                let mut target = target.borrow_mut();
+                // Unless a newer redemption took its place meanwhile.
+                if target.as_ref().is_some_and(|now| now.same_as(&waiting)) {
+                    *target = outcome.as_ref().ok().cloned();
+                }
+            }
+            if let Err(error) = &outcome {
+                tracing::info!(%error, "an OCAP URL could not be redeemed again");
+            }
+            let settlement = outcome.map_err(|error| Value::error(ErrorValue::plain(error.to_string())));
+            kernel.vat.settle(resolver, settlement);
+        });
+        promise
+    }
+}
+
+/// Whether `target` came through a session that has ended.
+fn session_ended(kernel: &Kernel, target: &Value) -> bool {
+    match target {
+        Value::Remotable(reference) | Value::Promise(reference) => capstan_protocol::captp::RemoteTarget::of(reference)
+            .is_some_and(|remote| kernel.vat.connection(remote.session()).is_none()),
+        _ => false,
+    }
+}
+
+impl Behavior for Redeemed {
+    fn interface(&self) -> &str {
+        &self.interface
+    }
+
+    fn invoke(&self, _this: &Value, method: &str, args: Vec<Value>) -> Invocation {
+        let Some(kernel) = self.kernel.upgrade() else {
+            return Invocation::Ready(Err(Value::error(ErrorValue::plain("the kernel has stopped"))));
+        };
+        let target = self.target(&kernel);
+        Invocation::Ready(Ok(kernel.vat.send(
+            &target,
+            Message::Call {
+                method: method.to_string(),
+                args,
+            },
+        )))
+    }
+
+    fn get(&self, _this: &Value, field: &str) -> Settlement {
+        let Some(kernel) = self.kernel.upgrade() else {
+            return Err(Value::error(ErrorValue::plain("the kernel has stopped")));
+        };
+        let target = self.target(&kernel);
+        Ok(kernel.vat.send(
+            &target,
+            Message::Get {
+                field: field.to_string(),
+            },
+        ))
+    }
 }
 
 /// `ocapURLIssuerService`: `issue(object)` answers an OCAP URL for it.

@@ -62,49 +62,6 @@ pub(crate) fn make_root_proxy(kernel: &Kernel, kref: Kref, vat: VatId) -> Value 
     }))
 }
 
-/// An object that forwards every message to `target` (a promise for an
-/// object being fetched): what a redeemed OCAP URL's kref stands for
-/// after a restart, until its node answers again.
-struct Forwarder {
-    vat: Vat,
-    target: Value,
-    interface: String,
-}
-
-impl Behavior for Forwarder {
-    fn interface(&self) -> &str {
-        &self.interface
-    }
-
-    fn invoke(&self, _this: &Value, method: &str, args: Vec<Value>) -> Invocation {
-        Invocation::Ready(Ok(self.vat.send(
-            &self.target,
-            Message::Call {
-                method: method.to_string(),
-                args,
-            },
-        )))
-    }
-
-    fn get(&self, _this: &Value, field: &str) -> Settlement {
-        Ok(self.vat.send(
-            &self.target,
-            Message::Get {
-                field: field.to_string(),
-            },
-        ))
-    }
-}
-
-/// An object known as `kref` that forwards every message to `target`.
-pub(crate) fn make_forwarder(vat: &Vat, kref: Kref, target: Value, what: &str) -> Value {
-    vat.make_object(Rc::new(Forwarder {
-        vat: vat.clone(),
-        target,
-        interface: format!("Alleged: {what} ({kref})"),
-    }))
-}
-
 struct Broken {
     interface: String,
     reason: String,
