@@ -3,8 +3,10 @@
 //! its baggage kept, its memory not), terminating one vat (every later
 //! send to its objects fails saying so, also after a node restart),
 //! collecting garbage (what no baggage holds is retired), and kernel
-//! promises (`kp` krefs from `queue --no-wait`, pipelined sends to them,
-//! counted by `kernel status`).
+//! promises (`kp` krefs from `queue --no-wait` and for the promises in a
+//! result, pipelined sends to them, passed back as arguments, counted by
+//! `kernel status`, and a clear error for a send to one that was
+//! fulfilled with data).
 
 #![allow(clippy::expect_used, clippy::unwrap_used, reason = "tests")]
 
@@ -35,6 +37,19 @@ export function buildRootObject(vatPowers, parameters, baggage) {
     useKept(key) { return E(baggage.get(key)).hello(); },
     makeThing() { return makeDefaultExo('thing', { hello() { return 'hello from a new thing'; } }); },
     async slowly(ms) { await E(baggage.get('timer')).delay(ms); return 'late'; },
+    offer() {
+      const wait = (ms) => E(baggage.get('timer')).delay(ms);
+      return {
+        thing: makeDefaultExo('thing', { hello() { return 'hello from an offered thing'; } }),
+        later: wait(1500).then(() => makeDefaultExo('thing', { hello() { return 'hello from a later thing'; } })),
+        data: wait(3000).then(() => 42),
+        both: [wait(1).then(() => 'first'), wait(1).then(() => 'second')],
+      };
+    },
+    big() { return 'x'.repeat(10000); },
+    kindOf(value) { return typeof value?.then === 'function' ? 'promise' : typeof value; },
+    keysOf(value) { return Object.keys(value).join(','); },
+    async helloVia(promise) { return E(await promise).hello(); },
   });
 }
 "#;
@@ -250,4 +265,121 @@ fn kernel_promises_get_kp_krefs_take_pipelined_sends_and_are_counted() {
     );
     let missing = queue(&node, "kp99", "hello", &[]);
     assert!(missing.err().contains("there is no kernel object kp99"), "{missing:?}");
+}
+
+#[test]
+fn promises_in_results_get_kp_krefs_that_take_sends_and_pass_as_arguments() {
+    let node = started();
+    let (_, main) = launch(&node, &cluster(&node));
+    // Objects and promises in a result are shown by their krefs (the
+    // record's keys in order: both, data, later, thing).
+    let offered = queue(&node, &main, "offer", &[]);
+    assert_eq!(
+        offered.ok(),
+        "{ both: [{ \"@kref\": \"kp1\" }, { \"@kref\": \"kp2\" }], data: { \"@kref\": \"kp3\" }, \
+         later: { \"@kref\": \"kp4\" }, thing: { \"@kref\": \"ko4\" } }",
+        "{offered:?}"
+    );
+    let promises = status(&node)["kernelPromises"].clone();
+    assert_eq!(promises["count"], 4.0, "{promises}");
+    assert!(promises["pending"].as_f64().unwrap() >= 2.0, "{promises}");
+
+    // A send to a pending promise is pipelined to what it resolves to.
+    assert_eq!(queue(&node, "kp4", "hello", &[]).ok(), "hello from a later thing");
+    assert_eq!(queue(&node, "ko4", "hello", &[]).ok(), "hello from an offered thing");
+    // One fulfilled with data says so, whether it was pending when sent
+    // to or settled already.
+    for _ in 0..2 {
+        let refused = queue(&node, "kp3", "hello", &[]);
+        assert!(
+            refused
+                .err()
+                .contains("kp3 resolved to a number (42), not to an object; only objects accept sends"),
+            "{refused:?}"
+        );
+    }
+    let big = node.run(&["kernel", "queue", &main, "big", "--no-wait"]);
+    assert_eq!(big.ok().trim(), "kp5");
+    let refused = queue(&node, "kp5", "length", &[]);
+    assert!(
+        refused
+            .err()
+            .contains("kp5 resolved to a string of 10000 characters, not to an object"),
+        "{refused:?}"
+    );
+    assert!(!refused.err().contains("xxxxxxxx"), "{refused:?}");
+    // A kp kref in the arguments passes the promise itself (a settled
+    // one passes as what it settled to, as any settled promise does).
+    let pending = node.run(&["kernel", "queue", &main, "slowly", "[60000]", "--no-wait"]);
+    assert_eq!(pending.ok().trim(), "kp6");
+    assert_eq!(
+        queue(&node, &main, "kindOf", &[r#"[{"@kref": "kp6"}]"#]).ok(),
+        "promise"
+    );
+    assert_eq!(
+        queue(&node, &main, "helloVia", &[r#"[{"@kref": "kp4"}]"#]).ok(),
+        "hello from a later thing"
+    );
+    assert_eq!(queue(&node, &main, "kindOf", &[r#"[{"@kref": "ko4"}]"#]).ok(), "object");
+    // --no-wait takes krefs in its arguments too.
+    let via = node.run(&[
+        "kernel",
+        "queue",
+        &main,
+        "helloVia",
+        r#"[{"@kref": "kp4"}]"#,
+        "--no-wait",
+    ]);
+    assert_eq!(via.ok().trim(), "kp7");
+    let refused = queue(&node, "kp7", "hello", &[]);
+    assert!(refused.err().contains("kp7 resolved to a string"), "{refused:?}");
+    let counted = status(&node)["kernelPromises"].clone();
+    assert_eq!(counted["count"], 7.0, "{counted}");
+
+    // Hostile krefs in the arguments.
+    for (args, expected) in [
+        (r#"[{"@kref": "zz"}]"#, "\"zz\" is not a kref"),
+        (r#"[{"@kref": "kp"}]"#, "is not a kref"),
+        (r#"[{"@kref": "kp-1"}]"#, "is not a kref"),
+        (r#"[{"@kref": "kp99999999999999999999999"}]"#, "is not a kref"),
+        (r#"[{"@kref": 5}]"#, "must name a kref as a string"),
+        (r#"[{"@kref": null}]"#, "must name a kref as a string"),
+        (r#"[{"@kref": "kp999"}]"#, "there is no kernel object kp999"),
+        (r#"[[{"a": {"@kref": "ko999"}}]]"#, "there is no kernel object ko999"),
+    ] {
+        let run = queue(&node, &main, "kindOf", &[args]);
+        assert!(run.err().contains(expected), "{args}: {run:?}");
+    }
+    // A record with more than the one key is data.
+    assert_eq!(
+        queue(&node, &main, "keysOf", &[r#"[{"@kref": "kp4", "x": 1}]"#]).ok(),
+        "@kref,x"
+    );
+    // The kref form is asked for with a boolean option, nothing else.
+    let odd = node.run(&[
+        "eval",
+        "E(k).queueMessage('ko2', 'calls', [], { krefs: 'yes' })",
+        "k:KERNEL",
+    ]);
+    assert!(!odd.err().is_empty(), "{odd:?}");
+
+    // Collected, or from an earlier run: refused with the reason.
+    let run = node.run(&["kernel", "collect-garbage"]);
+    assert!(run.ok().contains("kp3"), "{run:?}");
+    let gone = queue(&node, &main, "kindOf", &[r#"[{"@kref": "kp3"}]"#]);
+    assert!(
+        gone.err().contains("kp3 no longer exists: it was collected"),
+        "{gone:?}"
+    );
+    node.run(&["restart"]).ok();
+    let earlier = queue(&node, &main, "kindOf", &[r#"[{"@kref": "kp6"}]"#]);
+    assert!(
+        earlier.err().contains("kp6 was a kernel promise of an earlier run"),
+        "{earlier:?}"
+    );
+    let sent = queue(&node, "kp6", "hello", &[]);
+    assert!(
+        sent.err().contains("kp6 was a kernel promise of an earlier run"),
+        "{sent:?}"
+    );
 }

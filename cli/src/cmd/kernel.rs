@@ -7,14 +7,13 @@
 //! relative to the config file), and a `bundleSpec` that is not a blob
 //! hash is taken as a pet name of a blob and replaced by its hash.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use capstan_protocol::{Value, list};
 use serde_json::{Map, Value as Json};
 
-use super::{from_json, from_json_with, path, to_json};
+use super::{from_json, path, to_json};
 use crate::client::{Client, call, with_client};
 use crate::commands::KernelCommand;
 use crate::inspect::{inspect, inspect_top};
@@ -407,26 +406,6 @@ fn launch(state: &StateDir, as_agent: Option<&str>, file: &Path, json: bool) -> 
     Ok(())
 }
 
-/// The kref an argument stands for: a JSON object of exactly the form
-/// `{"@kref": "ko5"}`.
-fn kref_of(object: &Map<String, Json>) -> Option<&str> {
-    match (object.len(), object.get("@kref")) {
-        (1, Some(Json::String(kref))) => Some(kref),
-        _ => None,
-    }
-}
-
-fn collect_krefs<'a>(json: &'a Json, krefs: &mut Vec<&'a str>) {
-    match json {
-        Json::Object(object) => match kref_of(object) {
-            Some(kref) => krefs.push(kref),
-            None => object.values().for_each(|value| collect_krefs(value, krefs)),
-        },
-        Json::Array(items) => items.iter().for_each(|item| collect_krefs(item, krefs)),
-        _ => {}
-    }
-}
-
 /// `kernel collect-garbage`: what was retired, and how many vats were
 /// asked to release what they no longer hold.
 fn collect_garbage(state: &StateDir, as_agent: Option<&str>, json: bool) -> anyhow::Result<()> {
@@ -489,7 +468,10 @@ fn redeem_url(state: &StateDir, as_agent: Option<&str>, url: &str, name: Option<
 }
 
 /// `kernel queue KREF METHOD [ARGS-JSON] [--no-wait]`: prints the result
-/// as `eval` does, or with `--no-wait` the kernel promise for it.
+/// as `eval` does, or with `--no-wait` the kernel promise for it. Both
+/// directions are in kref form: `{"@kref": "ko4"}` in the arguments
+/// stands for that object (a `kp` kref for that promise), and each object
+/// and promise in the result is shown as its kref.
 fn queue(
     state: &StateDir,
     as_agent: Option<&str>,
@@ -507,20 +489,9 @@ fn queue(
     }
     let result = with_client(state, as_agent, |client| async move {
         let kernel = kernel(&client).await?;
-        let mut krefs = Vec::new();
-        collect_krefs(&args, &mut krefs);
-        let mut presences = HashMap::new();
-        for each in krefs {
-            if !presences.contains_key(each) {
-                let presence = call(&kernel, "getPresence", list![each])
-                    .await
-                    .with_context(|| format!("no presence for {each}"))?;
-                presences.insert(each.to_string(), presence);
-            }
-        }
-        let args = from_json_with(&args, &|object| kref_of(object).and_then(|k| presences.get(k).cloned()));
         let operation = if no_wait { "enqueueMessage" } else { "queueMessage" };
-        call(&kernel, operation, list![kref, method, args]).await
+        let options = Value::record([("krefs", Value::Boolean(true))]);
+        call(&kernel, operation, list![kref, method, from_json(&args), options]).await
     })?;
     println!("{}", inspect_top(&result));
     Ok(())
@@ -637,23 +608,6 @@ mod tests {
                 ("vats", "b".to_string(), "code.main".to_string()),
                 ("bundles", "shared".to_string(), "code.shared".to_string())
             ]
-        );
-    }
-
-    #[test]
-    fn kref_objects_are_exactly_one_key() {
-        let args: Json =
-            serde_json::from_str(r#"[{"@kref": "ko5"}, {"@kref": "ko6", "x": 1}, {"a": [{"@kref": "ko7"}]}]"#)
-                .expect("json");
-        let mut krefs = Vec::new();
-        collect_krefs(&args, &mut krefs);
-        assert_eq!(krefs, vec!["ko5", "ko7"]);
-        let value = from_json_with(&args, &|object| {
-            kref_of(object).map(|kref| Value::from(format!("<{kref}>")))
-        });
-        assert_eq!(
-            inspect(&value),
-            "[\"<ko5>\", { \"@kref\": \"ko6\", x: 1 }, { a: [\"<ko7>\"] }]"
         );
     }
 }

@@ -102,4 +102,4 @@ pub fn to_json(value: &Value) -> serde_json::Value {
     }
 }
 
-pub use capstan_protocol::json::{from_json, from_json_with};
+pub use capstan_protocol::json::from_json;

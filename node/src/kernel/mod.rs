@@ -85,7 +85,7 @@ use crate::runtime::Vat;
 use crate::workers::WorkerSpawner;
 pub use config::{ClusterConfig, KrefInfo, SubclusterRecord, SystemSubclusterConfig, VatConfig, VatRecord, VatSource};
 pub use gc::Collected;
-pub use krefs::parse_kref;
+pub use krefs::{KREF_KEY, kref_record, parse_kref};
 pub use ocap_url::{OcapUrl, OcapUrlComms};
 pub use revocation::revoked_error;
 use service_registry::Service;

@@ -50,7 +50,7 @@ pub fn make_kernel_facet(kernel: &Rc<Kernel>) -> MethodResult {
                 (
                     "queueMessage",
                     M::call_when([M::string(), M::string()])
-                        .optional([M::array()])
+                        .optional([M::array(), send_options()])
                         .returns(M::any()),
                 ),
                 (
@@ -67,7 +67,7 @@ pub fn make_kernel_facet(kernel: &Rc<Kernel>) -> MethodResult {
                 (
                     "enqueueMessage",
                     M::call_when([M::string(), M::string()])
-                        .optional([M::array()])
+                        .optional([M::array(), send_options()])
                         .returns(M::string()),
                 ),
                 ("issueOcapURL", M::call_when([M::string()]).returns(M::string())),
@@ -101,10 +101,16 @@ pub fn make_kernel_facet(kernel: &Rc<Kernel>) -> MethodResult {
         })
         .async_method("queueMessage", |cx, args| async move {
             let kernel = ready_kernel(&cx).await?;
-            let (kref, method, call_args): (String, String, Option<Vec<Value>>) = decode(args)?;
-            Ok(kernel
-                .queue_message(&kref, &method, call_args.unwrap_or_default())
-                .await?)
+            let (kref, method, call_args, options): (String, String, Option<Vec<Value>>, Option<Value>) = decode(args)?;
+            if !in_kref_form(options.as_ref()) {
+                return Ok(kernel
+                    .queue_message(&kref, &method, call_args.unwrap_or_default())
+                    .await?);
+            }
+            let call_args = kernel.from_krefs(&Value::array(call_args.unwrap_or_default()))?;
+            let call_args = call_args.as_array().map(<[Value]>::to_vec).unwrap_or_default();
+            let result = kernel.queue_message(&kref, &method, call_args).await?;
+            Ok(kernel.krefs_in(&result).await?)
         })
         .method("getPresence", |cx, args| {
             let (kref,): (String,) = decode(args)?;
@@ -145,10 +151,13 @@ pub fn make_kernel_facet(kernel: &Rc<Kernel>) -> MethodResult {
         })
         .async_method("enqueueMessage", |cx, args| async move {
             let kernel = ready_kernel(&cx).await?;
-            let (kref, method, call_args): (String, String, Option<Vec<Value>>) = decode(args)?;
-            let promise = kernel
-                .enqueue_message(&kref, &method, call_args.unwrap_or_default())
-                .await?;
+            let (kref, method, call_args, options): (String, String, Option<Vec<Value>>, Option<Value>) = decode(args)?;
+            let mut call_args = call_args.unwrap_or_default();
+            if in_kref_form(options.as_ref()) {
+                let live = kernel.from_krefs(&Value::array(call_args))?;
+                call_args = live.as_array().map(<[Value]>::to_vec).unwrap_or_default();
+            }
+            let promise = kernel.enqueue_message(&kref, &method, call_args).await?;
             Ok(Value::from(promise))
         })
         .async_method("issueOcapURL", |cx, args| async move {
@@ -163,6 +172,24 @@ pub fn make_kernel_facet(kernel: &Rc<Kernel>) -> MethodResult {
         })
         .build()?
         .make_with(Rc::downgrade(kernel))
+}
+
+/// The options of `queueMessage` and `enqueueMessage`: `{krefs: true}`
+/// passes the arguments, and answers the result, in kref form (objects
+/// and promises as `{"@kref": kref}`), as the CLI does.
+fn send_options() -> Value {
+    M::split_record(
+        Value::record(Vec::<(&str, Value)>::new()),
+        Some(capstan_protocol::record! { "krefs" => M::boolean() }),
+        None,
+    )
+}
+
+fn in_kref_form(options: Option<&Value>) -> bool {
+    matches!(
+        options.and_then(|options| options.as_record()?.get("krefs")),
+        Some(Value::Boolean(true))
+    )
 }
 
 /// An OCAP URL argument: a string no longer than any URL read.
