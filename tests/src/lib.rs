@@ -13,6 +13,8 @@
     reason = "a test harness fails its test by panicking"
 )]
 
+pub mod bare;
+pub mod bench;
 pub mod hostile;
 pub mod netns;
 
