@@ -92,7 +92,34 @@ fn main() {
     let node_kib = rss_kib(pid(&status["pid"])).unwrap_or(0);
     let worker_kib = rss_kib(pid(&status["workerPids"][0])).unwrap_or(0);
     println!("idle RSS: node {node_kib:>6} KiB");
+    let worker_pid = pid(&status["workerPids"][0]);
+    println!(
+        "idle worker: anonymous {} KiB, file-backed {} KiB (mostly the `capstan` binary's pages, shared with the node), PSS {} KiB",
+        status_kib(worker_pid, "RssAnon:"),
+        status_kib(worker_pid, "RssFile:"),
+        pss_kib(worker_pid)
+    );
     Figure::new("5. idle worker RSS", worker_kib as f64 / 1024.0, "MiB", Better::Lower)
         .target("≤ 5 MiB")
         .report();
+}
+
+/// A `/proc/PID/status` field in KiB (0 if unreadable).
+fn status_kib(pid: i32, field: &str) -> u64 {
+    kib_field(&format!("/proc/{pid}/status"), field)
+}
+
+/// The proportional set size: shared pages divided among their sharers.
+fn pss_kib(pid: i32) -> u64 {
+    kib_field(&format!("/proc/{pid}/smaps_rollup"), "Pss:")
+}
+
+fn kib_field(path: &str, field: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .find(|line| line.starts_with(field))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or(0)
 }
