@@ -1,11 +1,12 @@
-//! Store benchmark: prints acknowledged pet-name writes per second (one per
-//! commit, grouped by the writer, and batched in one transaction), name
-//! lookups per second, the time to open a store of many names, and the time
-//! and peak memory to write and read back a large blob.
+//! Store benchmark: prints name lookups per second, the time to open a
+//! store of many names, and the time and peak memory to write and read
+//! back a large blob. Acknowledged writes, beside a bare append and
+//! fdatasync, are in `tests/examples/store_write_bench.rs` (run by the
+//! `bench` runner with every other figure).
 //!
 //! Run: `cargo run --release -p capstan-store --example store_bench`.
 //! Sizes (environment variables, defaults in brackets):
-//! `BENCH_SINGLE_WRITES` [2000], `BENCH_NAMES` [1000000],
+//! `BENCH_NAMES` [1000000],
 //! `BENCH_LOOKUPS` [1000000], `BENCH_BLOB_MIB` [1024], and `BENCH_DIR` for
 //! where the stores go (a temporary directory under /tmp by default).
 
@@ -78,7 +79,6 @@ impl Bytes {
 type Outcome = Result<(), Box<dyn std::error::Error>>;
 
 fn main() -> Outcome {
-    let single_writes = env_number("BENCH_SINGLE_WRITES", 2000);
     let names = env_number("BENCH_NAMES", 1_000_000);
     let lookups = env_number("BENCH_LOOKUPS", 1_000_000);
     let blob_mib = env_number("BENCH_BLOB_MIB", 1024);
@@ -91,89 +91,7 @@ fn main() -> Outcome {
     // The blob first, while the process is small, so that its peak memory
     // is its own.
     blob(&temp.path().join("blob"), blob_mib)?;
-    writes(&temp.path().join("writes"), single_writes)?;
     many_names(&temp.path().join("names"), names, lookups)?;
-    Ok(())
-}
-
-/// The limit for acknowledged writes: small appends to a plain file, each
-/// followed by fdatasync, on the same disk.
-fn fsync_baseline(dir: &std::path::Path, count: u64) -> Outcome {
-    std::fs::create_dir_all(dir)?;
-    let mut file = std::fs::File::create(dir.join("fsync-baseline"))?;
-    let started = Instant::now();
-    for index in 0..count {
-        file.write_all(format!("record {index}\n").as_bytes())?;
-        file.sync_data()?;
-    }
-    let elapsed = started.elapsed();
-    println!(
-        "baseline: plain-file append + fdatasync: {count} in {elapsed:.2?} = {}",
-        per_second(count, elapsed)
-    );
-    Ok(())
-}
-
-fn writes(dir: &std::path::Path, count: u64) -> Outcome {
-    fsync_baseline(&dir.with_extension("baseline"), count)?;
-    let store = Store::open(dir)?;
-    let pet_store = id(u64::MAX);
-
-    let started = Instant::now();
-    for index in 0..count {
-        store.write_name(pet_store, name(index), id(index)).wait()?;
-    }
-    let elapsed = started.elapsed();
-    println!(
-        "single pet-name writes, one at a time, each acknowledged: {count} in {elapsed:.2?} = {}",
-        per_second(count, elapsed)
-    );
-
-    let threads = 16;
-    let started = Instant::now();
-    let workers: Vec<_> = (0..threads)
-        .map(|thread| {
-            let store = store.clone();
-            std::thread::spawn(move || -> capstan_store::Result<()> {
-                for index in 0..count / threads {
-                    let number = 1_000_000 + thread * count + index;
-                    store.write_name(pet_store, name(number), id(number)).wait()?;
-                }
-                Ok(())
-            })
-        })
-        .collect();
-    for worker in workers {
-        worker.join().map_err(|_| "a writer thread panicked")??;
-    }
-    let elapsed = started.elapsed();
-    let total = count / threads * threads;
-    println!(
-        "single pet-name writes from {threads} threads (the writer groups commits): {total} in \
-         {elapsed:.2?} = {}",
-        per_second(total, elapsed)
-    );
-
-    let batch = 1000;
-    let batches = (count * 10).div_ceil(batch);
-    let started = Instant::now();
-    for batch_index in 0..batches {
-        store
-            .transact(move |tx| {
-                for index in 0..batch {
-                    let number = 10_000_000 + batch_index * batch + index;
-                    tx.write_name(pet_store, &name(number), id(number))?;
-                }
-                Ok(())
-            })
-            .wait()?;
-    }
-    let elapsed = started.elapsed();
-    println!(
-        "pet-name writes batched {batch} per transaction: {} in {elapsed:.2?} = {}",
-        batches * batch,
-        per_second(batches * batch, elapsed)
-    );
     Ok(())
 }
 

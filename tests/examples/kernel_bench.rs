@@ -18,6 +18,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use capstan_tests::bench::{Better, Figure, median};
 use capstan_tests::{Node, capstan_binary};
 
 /// Sends in a burst.
@@ -97,11 +98,6 @@ fn queue(node: &Node, kref: &str, method: &str, args: &str) -> String {
     node.run(&["kernel", "queue", kref, method, args]).ok().to_string()
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
 fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e3
 }
@@ -123,12 +119,27 @@ fn restart_until(node: &Node, mut answers: impl FnMut() -> bool) -> Duration {
     begin.elapsed()
 }
 
+/// The argument that leaves out the launch and restart figures (the
+/// runner of every benchmark, `bench`, passes it).
+const SENDS_ONLY: &str = "--sends-only";
+
 fn main() {
     println!("capstan binary: {}", capstan_binary().display());
+    let sends_only = std::env::args().nth(1).as_deref() == Some(SENDS_ONLY);
+    let node = fresh_node();
+    if !sends_only {
+        launches(&node);
+    }
+    sends(&node);
+    drop(node);
+    if !sends_only {
+        restarts();
+    }
+}
 
+fn launches(node: &Node) {
     // Launch times, beside as many plain worker spawns (`capstan spawn`,
     // whose CLI round trip, measured by `capstan ping`, is taken off).
-    let node = fresh_node();
     let mut spawns = Vec::new();
     let mut pings = Vec::new();
     for index in 0..5 {
@@ -141,46 +152,59 @@ fn main() {
     }
     let spawn = median(spawns).saturating_sub(median(pings));
     for vats in [1, 10, 50] {
-        let config = cluster(&node, vats);
-        let (_, took) = launch(&node, &config);
+        let config = cluster(node, vats);
+        let (_, took) = launch(node, &config);
         println!(
             "launch a subcluster of {vats:>2} vats  {:>9.1} ms   reference: {vats:>2} worker spawns {:>9.1} ms",
             ms(took),
             ms(spawn) * vats as f64
         );
     }
+}
 
+fn sends(node: &Node) {
     // A burst of sends between two vats, beside the same burst inside one.
-    let config = cluster(&node, 2);
-    let (root, _) = launch(&node, &config);
+    let config = cluster(node, 2);
+    let (root, _) = launch(node, &config);
     let args = format!("[{BURST}, {WINDOW}]");
-    queue(&node, &root, "burst", "[1000, 1000]");
-    queue(&node, &root, "localBurst", "[1000, 1000]");
-    let between: f64 = queue(&node, &root, "burst", &args).parse().expect("milliseconds");
-    let within: f64 = queue(&node, &root, "localBurst", &args).parse().expect("milliseconds");
+    queue(node, &root, "burst", "[1000, 1000]");
+    queue(node, &root, "localBurst", "[1000, 1000]");
+    let between: f64 = queue(node, &root, "burst", &args).parse().expect("milliseconds");
+    let within: f64 = queue(node, &root, "localBurst", &args).parse().expect("milliseconds");
     let rate = |millis: f64| f64::from(BURST) / (millis.max(0.001) / 1e3);
     println!(
         "{BURST} sends vat to vat ({WINDOW} at a time) {between:>9.1} ms ({:>9.0}/s)   limit: within one vat {within:>9.1} ms ({:>9.0}/s)",
         rate(between),
         rate(within)
     );
+    Figure::new("7. kernel: vat-to-vat sends", rate(between), "sends/s", Better::Higher)
+        .limit(rate(within))
+        .target("≥ 100 000/s (limit: within one vat)")
+        .report();
     // The whole burst in flight at once, in a subcluster of its own.
-    let (root, _) = launch(&node, &cluster(&node, 2));
+    let (root, _) = launch(node, &cluster(node, 2));
     let all_at_once = node.run(&["kernel", "queue", &root, "burst", &format!("[{BURST}, {BURST}]")]);
-    match all_at_once.stdout.trim().parse::<f64>() {
-        Ok(millis) if all_at_once.status == 0 => {
+    let all_at_once_rate = match all_at_once.stdout.trim().parse::<f64>() {
+        Ok(millis) if all_at_once.status == 0 => rate(millis),
+        _ => {
             println!(
-                "{BURST} sends vat to vat (all at once)   {millis:>9.1} ms ({:>9.0}/s)",
-                rate(millis)
-            )
+                "{BURST} sends vat to vat (all at once)   refused: {}",
+                all_at_once.stderr.trim()
+            );
+            0.0
         }
-        _ => println!(
-            "{BURST} sends vat to vat (all at once)   refused: {}",
-            all_at_once.stderr.trim()
-        ),
-    }
-    drop(node);
+    };
+    Figure::new(
+        "7. kernel: 100 000 sends at once (0: refused)",
+        all_at_once_rate,
+        "sends/s",
+        Better::Higher,
+    )
+    .target("succeed")
+    .report();
+}
 
+fn restarts() {
     // Restart with 50 vats until each answers, beside an empty node's restart.
     let empty = fresh_node();
     let empty_restart = restart_until(&empty, || empty.run(&["kernel", "subclusters"]).status == 0);

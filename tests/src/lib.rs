@@ -13,6 +13,8 @@
     reason = "a test harness fails its test by panicking"
 )]
 
+pub mod bare;
+pub mod bench;
 pub mod hostile;
 pub mod netns;
 
@@ -39,7 +41,7 @@ pub fn capstan_binary() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("test executable path");
     let mut dir = exe.parent().expect("deps directory").to_path_buf();
-    if dir.ends_with("deps") {
+    if dir.ends_with("deps") || dir.ends_with("examples") {
         dir.pop();
     }
     let candidate = dir.join("capstan");

@@ -22,6 +22,8 @@ use crate::state::StateDir;
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `stop` waits for the node's process to exit.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long `stop` waits for the node's exit when its request got no answer.
+const STOP_UNANSWERED_PATIENCE: Duration = Duration::from_secs(1);
 
 /// How long a node whose process is alive may take to answer `status`
 /// before it is taken for not running.
@@ -120,6 +122,10 @@ pub fn start(state: &StateDir, args: &Start) -> anyhow::Result<()> {
             Ok(())
         });
     }
+    let ready = ReadySignal::bind(state);
+    if let Some(ready) = &ready {
+        command.env("NOTIFY_SOCKET", &ready.path);
+    }
     let mut child = command.spawn().context("cannot start the node process")?;
     let started = Instant::now();
     loop {
@@ -129,10 +135,13 @@ pub fn start(state: &StateDir, args: &Start) -> anyhow::Result<()> {
                 log_since(&log_path, log_start)
             );
         }
-        if let Some(status) = running_status(state) {
+        let answered = match &ready {
+            Some(ready) => ready.wait(READY_POLL).then(|| child.id().to_string()),
+            None => running_status(state).map(|status| field(&status, "pid")),
+        };
+        if let Some(pid) = answered {
             println!(
-                "Started a Capstan node (pid {}) with state directory {}",
-                field(&status, "pid"),
+                "Started a Capstan node (pid {pid}) with state directory {}",
                 state.paths.root.display()
             );
             return Ok(());
@@ -144,7 +153,54 @@ pub fn start(state: &StateDir, args: &Start) -> anyhow::Result<()> {
                 log_path.display()
             );
         }
-        std::thread::sleep(Duration::from_millis(40));
+        if ready.is_none() {
+            std::thread::sleep(READY_POLL);
+        }
+    }
+}
+
+/// How often `start` checks that the node it started still runs while it
+/// waits for it to be ready.
+const READY_POLL: Duration = Duration::from_millis(20);
+
+/// Where a node started in the background says it is ready: a datagram
+/// socket in the state's run directory, named to the node by
+/// `NOTIFY_SOCKET`, to which it sends `READY=1` once its control socket
+/// answers (as it does for systemd). `start` then needs no polling of the
+/// control socket. Removed when dropped.
+struct ReadySignal {
+    socket: std::os::unix::net::UnixDatagram,
+    path: std::path::PathBuf,
+}
+
+impl ReadySignal {
+    /// `None` when the socket cannot be made (a path too long for a Unix
+    /// socket, say): `start` then polls the control socket.
+    fn bind(state: &StateDir) -> Option<ReadySignal> {
+        let path = state.paths.run_dir().join(format!("start-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).ok()?;
+        Some(ReadySignal { socket, path })
+    }
+
+    /// Whether `READY=1` arrives within `patience`.
+    fn wait(&self, patience: Duration) -> bool {
+        if self.socket.set_read_timeout(Some(patience)).is_err() {
+            return false;
+        }
+        let mut message = [0u8; 64];
+        match self.socket.recv(&mut message) {
+            Ok(length) => message[..length]
+                .split(|byte| *byte == b'\n')
+                .any(|line| line == b"READY=1"),
+            Err(_) => false,
+        }
+    }
+}
+
+impl Drop for ReadySignal {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -224,16 +280,27 @@ pub fn stop(state: &StateDir) -> anyhow::Result<()> {
         return Ok(());
     };
     let pid: i32 = field(&status, "pid").parse().unwrap_or(0);
-    with_client(state, None, |client| async move {
+    // The node may end before its answer is read; its exit is what counts.
+    let asked = with_client(state, None, |client| async move {
         let endo = call(&client.host, "lookup", list!["ENDO"]).await?;
         call(&endo, "stop", list![]).await
-    })?;
+    });
+    // A node that did not take the request and runs on is not stopping.
+    let patience = if asked.is_ok() {
+        STOP_TIMEOUT
+    } else {
+        STOP_UNANSWERED_PATIENCE
+    };
     let started = Instant::now();
     while pid > 0 && capstan_node::daemon::control::process_running(pid) {
-        if started.elapsed() > STOP_TIMEOUT {
+        if started.elapsed() > patience {
+            asked?;
             bail!("the node (pid {pid}) did not stop within {} s", STOP_TIMEOUT.as_secs());
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    if pid <= 0 {
+        asked?;
     }
     println!("Stopped the node (pid {pid})");
     Ok(())

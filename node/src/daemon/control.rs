@@ -6,7 +6,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use capstan_protocol::captp::Limits;
 use capstan_protocol::guards::DefaultGuards;
@@ -17,6 +17,10 @@ use tokio::net::UnixListener;
 use super::names::{Hub, hub_of_agent};
 use super::{Daemon, DaemonError, NodeOptions, gateway, paths, peers};
 use crate::runtime::{ExoClass, MethodResult, SessionKind, SessionOptions, Vat, connect_with, when};
+
+/// How many times a stopping node lets its other tasks run before it
+/// closes the store (sessions and workers it ended drop their handles).
+const STOP_YIELDS: usize = 16;
 
 /// Runs a node until it is asked to stop. Blocks the calling thread.
 pub fn run(options: NodeOptions) -> Result<(), DaemonError> {
@@ -136,8 +140,9 @@ async fn serve(options: NodeOptions, vat: Vat) -> Result<(), DaemonError> {
         }
     }
     tracing::info!("node stopping");
-    // Let the answer to `stop` reach the client before the sessions end.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Control sessions stay open until the process ends, and the awaits
+    // below let their writers send what is queued (the answer to `stop`);
+    // `capstan stop` also takes the node's exit, not the answer, as done.
     daemon.workers.stop_all();
     daemon.kernel.stop();
     daemon.network.shutdown().await;
@@ -145,7 +150,10 @@ async fn serve(options: NodeOptions, vat: Vat) -> Result<(), DaemonError> {
     drop(listener);
     let _ = std::fs::remove_file(&socket_path);
     let _ = std::fs::remove_file(paths.pid_file());
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Let the tasks woken by the closes above run and drop what they hold.
+    for _ in 0..STOP_YIELDS {
+        tokio::task::yield_now().await;
+    }
     match Rc::try_unwrap(daemon) {
         Ok(daemon) => daemon.store.close()?,
         Err(_) => tracing::debug!("the store closes when the last object holding it is dropped"),

@@ -17,6 +17,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
@@ -24,6 +25,8 @@ use capstan_js::{GuestError, GuestLimits, GuestRuntime, Host, LogLevel, Outcome,
 use capstan_protocol::guards::DefaultGuards;
 use capstan_protocol::patterns::M;
 use capstan_protocol::{ErrorValue, Reference, Value};
+use tokio::net::unix::pipe;
+use tokio_util::either::Either;
 
 use crate::runtime::args::decode;
 use crate::runtime::{
@@ -71,10 +74,11 @@ async fn serve(vat: Vat, limits: GuestLimits) -> Result<(), String> {
         .map_err(|error| error.message.to_string())?;
     // The node reads what its worker writes; a burst of large answers
     // must not make the worker cut its own node off.
+    let (from_node, to_node) = pipes_to_node()?;
     let connection = connect_with(
         &vat,
-        tokio::io::stdin(),
-        tokio::io::stdout(),
+        from_node,
+        to_node,
         Some(worker),
         SessionOptions::toward_own_node(super::protocol::worker_session_limits()),
     );
@@ -88,6 +92,40 @@ async fn serve(vat: Vat, limits: GuestLimits) -> Result<(), String> {
         tokio::time::sleep(RETIRE_GRACE).await;
     }
     Ok(())
+}
+
+/// What the worker reads the node's messages from.
+type FromNode = Either<pipe::Receiver, tokio::io::Stdin>;
+/// What the worker writes its messages to the node on.
+type ToNode = Either<pipe::Sender, tokio::io::Stdout>;
+
+/// The pipes to the node (standard input and output), read and written on
+/// the worker's own thread through its event loop: tokio's `stdin` and
+/// `stdout` would hand every read and write to a thread of their own (a
+/// hop per message, and a second thread). Those are the fallback when
+/// the standard streams are not pipes.
+fn pipes_to_node() -> Result<(FromNode, ToNode), String> {
+    if !(is_pipe(std::io::stdin().as_fd()) && is_pipe(std::io::stdout().as_fd())) {
+        return Ok((Either::Right(tokio::io::stdin()), Either::Right(tokio::io::stdout())));
+    }
+    // SAFETY: descriptors 0 and 1 are open (`is_pipe` read their status),
+    // and from here on the session alone uses them: nothing else in the
+    // worker reads standard input or writes standard output (guest output
+    // and notes go to standard error).
+    let (input, output) = unsafe { (OwnedFd::from_raw_fd(0), OwnedFd::from_raw_fd(1)) };
+    let reader =
+        pipe::Receiver::from_owned_fd(input).map_err(|error| format!("cannot read the node's pipe: {error}"))?;
+    let writer =
+        pipe::Sender::from_owned_fd(output).map_err(|error| format!("cannot write the node's pipe: {error}"))?;
+    Ok((Either::Left(reader), Either::Left(writer)))
+}
+
+/// Whether `fd` is a pipe (looked at through a copy, closed at once).
+fn is_pipe(fd: BorrowedFd<'_>) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    fd.try_clone_to_owned()
+        .and_then(|copy| std::fs::File::from(copy).metadata())
+        .is_ok_and(|metadata| metadata.file_type().is_fifo())
 }
 
 /// Every [`GC_INTERVAL`]: the engine forgets the presences QuickJS

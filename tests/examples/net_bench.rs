@@ -1,7 +1,11 @@
-//! Eventual sends through CapTP on a libp2p stream, beside the bare stream
-//! they ride on. Two nodes in one process, each with its vat thread and its
-//! network thread, joined by one TCP connection (Noise + yamux) on
-//! loopback; one stream carries raw frames, another a CapTP session.
+//! Eventual sends through CapTP on a libp2p stream, beside the honest
+//! limits of issue 19: a bare libp2p program between two processes (TCP,
+//! Noise, yamux, 64-byte frames, each stream read on the thread that owns
+//! it; see `capstan_tests::bare`). The CapTP figures run two nodes in one
+//! process, each with its vat thread and its network thread, joined by one
+//! TCP connection (Noise + yamux) on loopback; one stream carries raw
+//! frames through the same threads (a contrast that shows the cost of the
+//! protocol alone), another a CapTP session.
 //!
 //! Then the memory an idle peer costs the node serving it: a server in a
 //! child process of its own (so nothing else grows its heap), 100 client
@@ -9,7 +13,7 @@
 //! growth per peer with an idle CapTP session, beside the growth per peer
 //! with a bare connection and an open stream but no session.
 //!
-//! `cargo run --release -p capstan-node --example net_bench`
+//! `cargo run --release -p capstan-tests --example net_bench`
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -21,6 +25,8 @@ use capstan_node::runtime::{ConnectionHandle, E, Exo, Vat, connect, when};
 use capstan_protocol::captp::Limits;
 use capstan_protocol::{Value, list};
 use capstan_store::NodeId;
+use capstan_tests::bare::BareP2p;
+use capstan_tests::bench::{Better, Figure, micros, millis, per_second};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 
 const ROUND_TRIPS: usize = 2_000;
@@ -45,27 +51,52 @@ const IDLE_PEERS: usize = 100;
 /// The argument that makes this program the server of the memory figure.
 const SERVE_IDLE: &str = "--serve-idle";
 
+/// The argument that leaves out the memory figure (the runner of every
+/// benchmark, `bench`, passes it).
+const CALLS_ONLY: &str = "--calls-only";
+
 type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> BenchResult<()> {
+    capstan_tests::bare::serve_if_asked();
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some(SERVE_IDLE) {
         let with_session = args.get(2).map(String::as_str) == Some("session");
         return serve_idle(with_session);
     }
     bench_calls()?;
+    if args.get(1).map(String::as_str) == Some(CALLS_ONLY) {
+        return Ok(());
+    }
     println!();
     bench_idle_memory()
 }
 
+/// The honest limits, between two processes: a ping-pong's mean and a
+/// burst's time.
+struct BareLimits {
+    round_trip: Duration,
+    burst: Duration,
+}
+
+fn bare_limits() -> BenchResult<BareLimits> {
+    let mut bare = BareP2p::start()?;
+    let mut times = bare.ping_pong(ROUND_TRIPS)?;
+    let round_trip = Summary::of(&mut times).mean;
+    bare.burst(BURST)?;
+    let burst = bare.burst(BURST)?;
+    Ok(BareLimits { round_trip, burst })
+}
+
 fn bench_calls() -> BenchResult<()> {
+    let limits = bare_limits()?;
     let (ready_sender, ready) = std_mpsc::channel();
     let server = std::thread::Builder::new()
         .name("bob-vat".to_string())
         .spawn(move || run_bob(ready_sender))?;
     let (bob, bob_addresses) = ready.recv()??;
     let alice = Vat::new();
-    let outcome = alice.run_until(run_alice(bob, bob_addresses));
+    let outcome = alice.run_until(run_alice(bob, bob_addresses, limits));
     // Bob's thread ends when its network sees alice go; no need to wait.
     drop(server);
     outcome
@@ -167,7 +198,7 @@ fn chain_links(last: usize) -> Value {
 
 // ----------------------------------------------------------------- alice
 
-async fn run_alice(bob: NodeId, bob_addresses: Vec<Multiaddr>) -> BenchResult<()> {
+async fn run_alice(bob: NodeId, bob_addresses: Vec<Multiaddr>, limits: BareLimits) -> BenchResult<()> {
     let (network, _inbound) = Network::start(&[1; 32], NetConfig::default()).await?;
     let (raw_reader, mut raw_writer) = network.open_stream(&bob, &bob_addresses).await?;
     raw_writer.write_all(&[RAW_STREAM]).await?;
@@ -211,7 +242,11 @@ async fn run_alice(bob: NodeId, bob_addresses: Vec<Multiaddr>) -> BenchResult<()
     let captp_round_trip = Summary::of(&mut captp_times);
     println!("round trip, mean / median over {ROUND_TRIPS}:");
     println!(
-        "  bare ping-pong of a {}-byte frame (the limit)   {:>8.1} µs / {:>8.1} µs",
+        "  bare libp2p ping-pong between two processes (the limit) {:>8.1} µs",
+        micros(limits.round_trip)
+    );
+    println!(
+        "  raw {}-byte frame through the nodes' threads (contrast) {:>8.1} µs / {:>8.1} µs",
         1 + FRAME_PAYLOAD,
         micros(raw_round_trip.mean),
         micros(raw_round_trip.median)
@@ -220,8 +255,17 @@ async fn run_alice(bob: NodeId, bob_addresses: Vec<Multiaddr>) -> BenchResult<()
         "  E(bench).ping() through CapTP                  {:>8.1} µs / {:>8.1} µs   {:.2}× the limit",
         micros(captp_round_trip.mean),
         micros(captp_round_trip.median),
-        ratio(captp_round_trip.mean, raw_round_trip.mean)
+        ratio(captp_round_trip.mean, limits.round_trip)
     );
+    Figure::new(
+        "1. E() round trip, node to node (Rust)",
+        micros(captp_round_trip.mean),
+        "µs",
+        Better::Lower,
+    )
+    .limit(micros(limits.round_trip))
+    .target("≤ 1.25× bare libp2p ping-pong")
+    .report();
     println!();
 
     // Bursts.
@@ -240,17 +284,31 @@ async fn run_alice(bob: NodeId, bob_addresses: Vec<Multiaddr>) -> BenchResult<()
     }
     println!("burst of {BURST}, until the peer has taken the last:");
     println!(
-        "  bare {}-byte frames (the limit)                 {:>8.1} ms   {:>6.2} M/s",
+        "  bare 64-byte frames between two processes (the limit) {:>8.1} ms   {:>6.2} M/s",
+        millis(limits.burst),
+        per_second(BURST, limits.burst) / 1e6
+    );
+    println!(
+        "  raw {}-byte frames through the nodes' threads (contrast) {:>8.1} ms   {:>6.2} M/s",
         1 + FRAME_PAYLOAD,
         millis(raw_burst),
         per_second(BURST, raw_burst) / 1e6
     );
     println!(
-        "  E.sendOnly(bench).tick(), unawaited            {:>8.1} ms   {:>6.2} M/s   {:.2}× the limit",
+        "  E.sendOnly(bench).tick(), unawaited            {:>8.1} ms   {:>6.2} M/s   {:.2}× the limit's time",
         millis(captp_burst),
         per_second(BURST, captp_burst) / 1e6,
-        ratio(captp_burst, raw_burst)
+        ratio(captp_burst, limits.burst)
     );
+    Figure::new(
+        "1. burst of unawaited sends, node to node (Rust)",
+        per_second(BURST, captp_burst) / 1e6,
+        "M/s",
+        Better::Higher,
+    )
+    .limit(per_second(BURST, limits.burst) / 1e6)
+    .target("≥ 1.5 M/s and ≥ 0.40× bare frames")
+    .report();
     println!();
 
     // Chains.
@@ -297,6 +355,15 @@ async fn run_alice(bob: NodeId, bob_addresses: Vec<Multiaddr>) -> BenchResult<()
         micros(pipelined.median),
         ratio(pipelined.mean, captp_round_trip.mean)
     );
+    Figure::new(
+        "3. pipelined chain of 10 across nodes",
+        micros(pipelined.mean),
+        "µs",
+        Better::Lower,
+    )
+    .limit(micros(captp_round_trip.mean))
+    .target("≤ 1.3× one E() round trip")
+    .report();
     println!(
         "  each call awaited before the next (contrast)   {:>8.1} µs / {:>8.1} µs   {:.2}× the limit",
         micros(awaited.mean),
@@ -375,18 +442,6 @@ impl Summary {
             median: times.get(times.len() / 2).copied().unwrap_or_default(),
         }
     }
-}
-
-fn micros(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1e6
-}
-
-fn millis(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1e3
-}
-
-fn per_second(count: usize, duration: Duration) -> f64 {
-    count as f64 / duration.as_secs_f64().max(f64::MIN_POSITIVE)
 }
 
 fn ratio(value: Duration, limit: Duration) -> f64 {
