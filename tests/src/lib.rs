@@ -13,6 +13,7 @@
     reason = "a test harness fails its test by panicking"
 )]
 
+pub mod browser;
 pub mod hostile;
 pub mod netns;
 
