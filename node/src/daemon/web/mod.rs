@@ -109,6 +109,10 @@ pub fn serve(daemon: &Rc<Daemon>, vat: &Vat) {
             if state.daemon.strong_count() == 0 {
                 return;
             }
+            // Each CapTP message is a small write awaiting an answer:
+            // without this, Nagle's algorithm holds it for the peer's
+            // delayed ACK (about 40 ms a round trip).
+            let _ = stream.set_nodelay(true);
             let state = Rc::clone(&state);
             accepting.spawn(async move {
                 let service = hyper::service::service_fn(move |request| {
