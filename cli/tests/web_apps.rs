@@ -482,3 +482,47 @@ fn a_page_may_bring_its_own_bundled_endo_captp() {
     assert!(shown.starts_with("count 1; names "), "{shown}");
     assert!(shown.contains("counter"), "{shown}");
 }
+
+#[test]
+fn powers_names_an_existing_agent_and_open_starts_the_browser_with_the_url() {
+    let node = started();
+    node.run(&["eval", "'a note'", "-n", "note"]).ok();
+    node.run(&["mkguest", "helper", "--introduce", "note:the-note"]).ok();
+    let app = write_app(&[("index.html", PROBE_PAGE)]);
+    let out = node.run(&[
+        "install",
+        app.path().to_str().unwrap(),
+        "-n",
+        "tool",
+        "--powers",
+        "helper",
+    ]);
+    assert!(!out.ok().contains("guest"), "{}", out.ok());
+    let names = node.run(&["list"]).ok().to_string();
+    assert!(!names.contains("tool-agent"), "no guest is made with --powers: {names}");
+    let url = app_url(&node, "tool");
+    let (origin, token) = split_url(&url);
+    let names = runtime().block_on(list_names(&origin, &token, &origin)).unwrap();
+    assert!(names.contains("the-note"), "the page holds helper's powers: {names}");
+
+    // `open` runs $BROWSER with the URL (here a script noting it).
+    let noted = tempfile::tempdir().unwrap();
+    let browser = noted.path().join("browser");
+    let opened = noted.path().join("opened");
+    std::fs::write(&browser, format!("#!/bin/sh\necho \"$1\" > {}\n", opened.display())).unwrap();
+    std::fs::set_permissions(&browser, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let status = node
+        .command(&["open", "tool"])
+        .env("BROWSER", &browser)
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    assert_eq!(String::from_utf8_lossy(&status.stdout).trim(), url);
+    assert!(
+        capstan_tests::wait_until(Duration::from_secs(10), || std::fs::read_to_string(&opened)
+            .is_ok_and(|text| text.trim() == url)),
+        "the browser was not started with the URL"
+    );
+    let out = node.run(&["open", "note"]);
+    assert!(out.err().contains("not a web app"), "{}", out.err());
+}
