@@ -526,3 +526,25 @@ fn powers_names_an_existing_agent_and_open_starts_the_browser_with_the_url() {
     let out = node.run(&["open", "note"]);
     assert!(out.err().contains("not a web app"), "{}", out.err());
 }
+
+#[test]
+fn the_port_is_the_configured_one_when_config_toml_sets_it() {
+    use_binary(env!("CARGO_BIN_EXE_capstan"));
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let node = Node::new(&[]);
+    std::fs::write(node.state_dir().join("config.toml"), format!("[web]\nport = {port}\n")).unwrap();
+    node.run(&["start"]).ok();
+    let app = write_app(&[("index.html", "<p>configured</p>")]);
+    node.run(&["install", app.path().to_str().unwrap(), "-n", "page"]).ok();
+    let url = app_url(&node, "page");
+    assert!(url.starts_with(&format!("http://127.0.0.1:{port}/app/")), "{url}");
+    let (origin, token) = split_url(&url);
+    assert_eq!(
+        http_get(&origin, &format!("/app/{token}/"), &[]),
+        (200, "<p>configured</p>".to_string())
+    );
+    assert!(
+        !node.state_dir().join("web-port").exists(),
+        "a configured port is not kept elsewhere"
+    );
+}

@@ -9,9 +9,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, anyhow, bail};
-use capstan_node::daemon::config::NodeConfig;
 use capstan_node::daemon::web::apps::{APP_MARKER, TOKEN_HEX_DIGITS, token_shaped};
 use capstan_node::daemon::web::bundle::AppFiles;
+use capstan_node::daemon::web::port_setting;
 use capstan_node::runtime::E;
 use capstan_protocol::{Value, list, record};
 
@@ -113,10 +113,7 @@ fn app_url(state: &StateDir, name: &str) -> anyhow::Result<String> {
         .filter(|token| token_shaped(token))
         .ok_or_else(|| anyhow!("{name} is not a web app"))?
         .to_string();
-    let config = NodeConfig::read(&state.paths.config())?;
-    let port = config
-        .web
-        .port
+    let port = port_setting(&state.paths)?
         .ok_or_else(|| anyhow!("the node has not chosen its web port yet (see `capstan log`)"))?;
     Ok(format!("http://127.0.0.1:{port}/app/{token}/"))
 }

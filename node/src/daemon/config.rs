@@ -26,8 +26,8 @@
 //! service = true
 //! circuit_bytes = 67108864
 //!
-//! [web]                   # web apps, on 127.0.0.1 (written on first start)
-//! port = 41233
+//! [web]                   # web apps, on 127.0.0.1 (default: a port
+//! port = 41233            # picked once, kept in <state>/web-port)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -64,49 +64,13 @@ struct ConfigFile {
 }
 
 /// `[web]`: the loopback HTTP port web apps are served on (see
-/// `daemon::web`). The node picks a free port on first start and writes
-/// it here, so app URLs stay the same across restarts.
+/// `daemon::web`). Without it the node picks a free port on first start
+/// and keeps it in `<state>/web-port`, so app URLs stay the same across
+/// restarts.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebOptions {
     pub port: Option<u16>,
-}
-
-/// Writes `port = N` into the `[web]` table of the config file at `path`,
-/// keeping the rest of the file as it is.
-pub fn remember_web_port(path: &Path, port: u16) -> Result<(), DaemonError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(source) => {
-            return Err(DaemonError::ConfigUnreadable {
-                path: path.display().to_string(),
-                source,
-            });
-        }
-    };
-    let mut lines: Vec<&str> = text.lines().collect();
-    let setting = format!("port = {port}");
-    match lines.iter().position(|line| line.trim() == "[web]") {
-        Some(table) => lines.insert(table + 1, &setting),
-        None => {
-            lines.push("");
-            lines.push("[web]");
-            lines.push(&setting);
-        }
-    }
-    let mut updated = lines.join("\n");
-    updated.push('\n');
-    toml::from_str::<ConfigFile>(&updated).map_err(|error| DaemonError::ConfigInvalid {
-        path: path.display().to_string(),
-        detail: format!("cannot add the web port: {error}"),
-    })?;
-    std::fs::write(path, updated).map_err(|source| {
-        DaemonError::StateDirectory(super::paths::StateDirError::Io {
-            path: path.display().to_string(),
-            source,
-        })
-    })
 }
 
 /// `[relay]`: whether this node serves as a relay for others (as
@@ -346,25 +310,6 @@ impl NodeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_web_port_is_written_into_the_file_keeping_what_is_there() {
-        let dir = std::env::temp_dir().join(format!("capstan-config-web-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("config.toml");
-        remember_web_port(&path, 4100).unwrap();
-        assert_eq!(NodeConfig::read(&path).unwrap().web.port, Some(4100));
-        std::fs::write(
-            &path,
-            "listen = [\"/ip4/127.0.0.1/tcp/0\"]\n\n[web]\n\n[gc]\ngrace_seconds = 3\n",
-        )
-        .unwrap();
-        remember_web_port(&path, 4200).unwrap();
-        let config = NodeConfig::read(&path).unwrap();
-        assert_eq!((config.web.port, config.gc.grace_seconds), (Some(4200), 3));
-        assert_eq!(config.listen.len(), 1);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
 
     #[test]
     fn a_missing_file_is_the_default_and_bad_files_are_named() {

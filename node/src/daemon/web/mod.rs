@@ -11,7 +11,8 @@
 //! # The HTTP surface
 //!
 //! The server listens on `127.0.0.1` only, on `[web] port` of
-//! `config.toml` (picked on first start and written there).
+//! `config.toml`, else on a port picked at first start and kept in
+//! `<state>/web-port`.
 //!
 //! - `GET /app/<token>/<path>`: a file of the app whose token it is
 //!   (`index.html` for an empty path);
@@ -41,7 +42,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use super::{Daemon, config};
+use super::paths::StatePaths;
+use super::{Daemon, DaemonError, config};
 use crate::runtime::Vat;
 use apps::Apps;
 
@@ -56,16 +58,28 @@ struct WebState {
     apps: Apps,
 }
 
-/// Starts serving web apps, on the configured port or (on first start) a
-/// free one, which is then written to `config.toml`. A port that cannot
+/// The port web apps are served on: `[web] port` of `config.toml`, else
+/// the one kept in `<state>/web-port`; `None` before the first start.
+pub fn port_setting(paths: &StatePaths) -> Result<Option<u16>, DaemonError> {
+    if let Some(port) = config::NodeConfig::read(&paths.config())?.web.port {
+        return Ok(Some(port));
+    }
+    Ok(std::fs::read_to_string(paths.web_port())
+        .ok()
+        .and_then(|text| text.trim().parse::<u16>().ok())
+        .filter(|port| *port != 0))
+}
+
+/// Starts serving web apps, on the port of [`port_setting`] or (on first
+/// start) a free one, then kept in `<state>/web-port`. A port that cannot
 /// be had is logged and the node runs without web apps.
 pub fn serve(daemon: &Rc<Daemon>, vat: &Vat) {
     let weak = Rc::downgrade(daemon);
-    let config_path = daemon.options.paths.config();
+    let paths = daemon.options.paths.clone();
     let accepting = vat.clone();
     vat.spawn(async move {
-        let configured = match config::NodeConfig::read(&config_path) {
-            Ok(config) => config.web.port,
+        let configured = match port_setting(&paths) {
+            Ok(port) => port,
             Err(error) => {
                 tracing::error!(%error, "web apps are not served");
                 return;
@@ -87,7 +101,7 @@ pub fn serve(daemon: &Rc<Daemon>, vat: &Vat) {
             }
         };
         if configured.is_none()
-            && let Err(error) = config::remember_web_port(&config_path, port)
+            && let Err(error) = std::fs::write(paths.web_port(), format!("{port}\n"))
         {
             tracing::warn!(%error, "the web port is not kept; app URLs change at the next start");
         }
