@@ -1,5 +1,7 @@
-// Times sequential E(echo).echo(i) from Node.js through @endo/captp over
-// the node's run/captp0.sock (netstrings). Prints microseconds per call.
+// Times sequential E(echo).echo(i) (an exo in a worker), then
+// E(bootstrap).ping() (answered by the node), from Node.js through
+// @endo/captp over the node's run/captp0.sock (netstrings). Prints
+// microseconds per call of each, space-separated.
 // Usage: node capstan-socket.mjs SOCKET ROUNDS
 import '@endo/init';
 
@@ -29,11 +31,16 @@ const { dispatch, getBootstrap, abort } = makeCapTP(
   for await (const bytes of reader) dispatch(JSON.parse(decoder.decode(bytes)));
 })().catch(() => {});
 
-const host = E(getBootstrap()).host();
-const echo = await E(host).lookup('echo');
-for (let i = 0; i < 50; i += 1) await E(echo).echo(i);
-const start = performance.now();
-for (let i = 0; i < rounds; i += 1) await E(echo).echo(i);
-console.log(((performance.now() - start) * 1000) / rounds);
+const bootstrap = getBootstrap();
+const echo = await E(E(bootstrap).host()).lookup('echo');
+const perCall = async (call) => {
+  for (let i = 0; i < 50; i += 1) await call(i);
+  const start = performance.now();
+  for (let i = 0; i < rounds; i += 1) await call(i);
+  return ((performance.now() - start) * 1000) / rounds;
+};
+const viaWorker = await perCall((i) => E(echo).echo(i));
+const nodeOnly = await perCall(() => E(bootstrap).ping());
+console.log(`${viaWorker} ${nodeOnly}`);
 abort();
 socket.end();

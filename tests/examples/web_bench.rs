@@ -4,12 +4,13 @@
 //! Node.js processes over a Unix socket.
 //!
 //! - page: `examples/web-bench/app`, installed as an app, times sequential
-//!   `await E(echo).echo(i)` through `/capstan/client.js` over the node's
-//!   WebSocket, then sequential round trips to a bare tokio-tungstenite
+//!   `await E(echo).echo(i)` (an exo in a worker: page → node → worker and
+//!   back) and `E(powers).has(name)` (answered by the node) through
+//!   `/capstan/client.js` over the node's WebSocket, then sequential round trips to a bare tokio-tungstenite
 //!   echo server (this program, re-run as another process) from the same
 //!   page, in headless Chromium;
-//! - Node.js: `examples/web-bench/capstan-socket.mjs` times the same calls
-//!   with `@endo/captp` over `run/captp0.sock`; `endo-pair.mjs` times them
+//! - Node.js: `examples/web-bench/capstan-socket.mjs` times the same echo
+//!   and the bootstrap's `ping()` with `@endo/captp` over `run/captp0.sock`; `endo-pair.mjs` times them
 //!   between two `@endo/captp` processes (a `Far` echo), netstrings over a
 //!   Unix socket both.
 //!
@@ -60,7 +61,8 @@ fn echo_server() {
     });
 }
 
-fn node_micros(args: &[&str]) -> f64 {
+/// The microseconds per call a Node.js script prints, one figure each.
+fn node_micros(args: &[&str]) -> Vec<f64> {
     let out = Command::new("node")
         .current_dir(bench_dir())
         .args(args)
@@ -71,7 +73,10 @@ fn node_micros(args: &[&str]) -> f64 {
         "node {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|figure| figure.parse().unwrap())
+        .collect()
 }
 
 fn main() {
@@ -141,16 +146,23 @@ fn main() {
     BufReader::new(server.stdout.take().unwrap())
         .read_line(&mut listening)
         .unwrap();
-    let endo_pair = node_micros(&["endo-pair.mjs", "client", pair_socket, &rounds.to_string()]);
+    let endo_pair = node_micros(&["endo-pair.mjs", "client", pair_socket, &rounds.to_string()])[0];
     let _ = server.kill();
     let _ = server.wait();
 
+    let figure = |name: &str| page[name].as_f64().unwrap();
     println!(
-        "page E(echo).echo(i) over the node's WebSocket: {:8.1} µs/call   (bare WebSocket echo, same browser, separate process: {:8.1} µs)",
-        page["capstan"].as_f64().unwrap(),
-        page["bare"].as_f64().unwrap()
+        "limits: a bare WebSocket echo in the same browser (separate process) {:.1} µs; @endo/captp between two Node.js processes over a Unix socket {endo_pair:.1} µs",
+        figure("bare")
     );
     println!(
-        "Node.js @endo/captp over run/captp0.sock:        {capstan_socket:8.1} µs/call   (@endo/captp between two Node.js processes, Unix socket: {endo_pair:8.1} µs)"
+        "page, WebSocket:   E(powers).has() (the node answers) {:8.1} µs/call   E(echo).echo(i) (exo in a worker) {:8.1} µs/call   bare echo {:8.1} µs",
+        figure("node"),
+        figure("capstan"),
+        figure("bare")
+    );
+    println!(
+        "Node.js, captp0:   E(bootstrap).ping() (the node answers) {:8.1} µs/call   E(echo).echo(i) (exo in a worker) {:8.1} µs/call   @endo/captp pair {endo_pair:8.1} µs",
+        capstan_socket[1], capstan_socket[0]
     );
 }
