@@ -371,6 +371,11 @@ fn hostile_websocket_input_ends_that_connection_with_a_reason_and_the_node_stays
             Message::text(call("x+1", "[\"list\",[]]")),
             "protocol error",
         ),
+        (
+            "unknown export",
+            Message::text(call("o-99", "[\"list\",[]]")),
+            "unknown export",
+        ),
         ("bad body", Message::text(call("q-1", "[\"list\",")), "protocol error"),
         ("oversized", Message::text("x".repeat((16 << 20) + 1)), "WebSocket"),
     ];
