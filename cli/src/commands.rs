@@ -140,6 +140,26 @@ pub enum Command {
     },
     /// Make (or get) a host agent under a name.
     Mkhost { name: String },
+    /// Install a web app: DIR's files (`index.html` at its root), named
+    /// NAME; its page gets a new guest `NAME-agent`, or --powers AGENT.
+    Install {
+        dir: PathBuf,
+        #[arg(short, long)]
+        name: String,
+        /// The agent whose powers the page gets (default: a new guest).
+        #[arg(short, long, value_name = "AGENT")]
+        powers: Option<String>,
+        /// Give the new guest one of your names: `yours:theirs` (repeatable).
+        #[arg(long = "introduce", value_name = "YOURS:THEIRS")]
+        introduce: Vec<String>,
+    },
+    /// Print a web app's URL and open it in a browser (xdg-open, $BROWSER).
+    Open {
+        name: String,
+        /// Only print the URL.
+        #[arg(long)]
+        print: bool,
+    },
     /// Make (or get) a guest agent under a name.
     Mkguest {
         name: String,

@@ -15,6 +15,7 @@
 
 pub mod bare;
 pub mod bench;
+pub mod browser;
 pub mod hostile;
 pub mod netns;
 

@@ -9,6 +9,7 @@ pub mod mail;
 pub mod names;
 pub mod peers;
 pub mod store;
+pub mod web;
 pub mod worker;
 
 use capstan_protocol::Value;
@@ -77,6 +78,13 @@ pub fn run(command: &Command, state: &StateDir, as_agent: Option<&str>) -> anyho
         Command::Forget { peer } => holds::forget(state, as_agent, peer),
         Command::Holds { json } => holds::holds(state, as_agent, *json),
         Command::Kernel(command) => kernel::run(state, as_agent, command),
+        Command::Install {
+            dir,
+            name,
+            powers,
+            introduce,
+        } => web::install(state, as_agent, dir, name, powers.as_deref(), introduce),
+        Command::Open { name, print } => web::open(state, as_agent, name, *print),
         Command::Worker { .. } => Ok(()),
     }
 }

@@ -83,7 +83,7 @@ pub fn store(state: &StateDir, as_agent: Option<&str>, args: &StoreArgs) -> anyh
 }
 
 /// An object whose `next()` gives the input's next chunk.
-fn serve_reader(input: Box<dyn Read>, bar: Option<ProgressBar>) -> anyhow::Result<Value> {
+pub(crate) fn serve_reader(input: Box<dyn Read>, bar: Option<ProgressBar>) -> anyhow::Result<Value> {
     let input = Rc::new(RefCell::new(Some(input)));
     Exo::new("FileReader")
         .interface(M::interface(

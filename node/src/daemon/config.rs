@@ -25,6 +25,9 @@
 //! [relay]                 # serve as a relay for other nodes
 //! service = true
 //! circuit_bytes = 67108864
+//!
+//! [web]                   # web apps, on 127.0.0.1 (default: a port
+//! port = 41233            # picked once, kept in <state>/web-port)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -56,6 +59,18 @@ struct ConfigFile {
     relays: Vec<String>,
     #[serde(default)]
     relay: RelayOptions,
+    #[serde(default)]
+    web: WebOptions,
+}
+
+/// `[web]`: the loopback HTTP port web apps are served on (see
+/// `daemon::web`). Without it the node picks a free port on first start
+/// and keeps it in `<state>/web-port`, so app URLs stay the same across
+/// restarts.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebOptions {
+    pub port: Option<u16>,
 }
 
 /// `[relay]`: whether this node serves as a relay for others (as
@@ -234,6 +249,7 @@ pub struct NodeConfig {
     /// Relays to keep a reservation on, beside those given to `start`.
     pub relays: Vec<String>,
     pub relay: RelayOptions,
+    pub web: WebOptions,
 }
 
 impl NodeConfig {
@@ -286,6 +302,7 @@ impl NodeConfig {
             gc: file.gc,
             relays: file.relays,
             relay: file.relay,
+            web: file.web,
         })
     }
 }

@@ -66,6 +66,7 @@ async fn serve(options: NodeOptions, vat: Vat) -> Result<(), DaemonError> {
     let listener = UnixListener::bind(&socket_path).map_err(socket_error)?;
     std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600)).map_err(socket_error)?;
     let _endo_socket = super::endo_socket::listen(&daemon, &vat)?;
+    super::web::serve(&daemon, &vat);
     std::fs::write(paths.pid_file(), format!("{}\n", std::process::id())).map_err(|source| {
         DaemonError::StateDirectory(paths::StateDirError::Io {
             path: paths.pid_file().display().to_string(),

@@ -19,7 +19,8 @@
 //! - [`agents`]: hosts, guests and their mail;
 //! - [`gateway`]: what other nodes may ask of this one;
 //! - [`incarnate`]: making a formula's value, by type; [`endo_socket`]:
-//!   the socket for JavaScript programs speaking Endo's CapTP;
+//!   the socket for JavaScript programs speaking Endo's CapTP; [`web`]:
+//!   web apps and their pages' WebSocket sessions, on loopback HTTP;
 //!   [`control`]: the control socket, the node's root object and its life;
 //! - [`gc`]: the formula collector (what is reachable, and the sweep).
 //!
@@ -45,6 +46,7 @@ pub mod message;
 pub mod names;
 pub mod paths;
 pub mod peers;
+pub mod web;
 pub mod worker;
 
 use std::cell::{Cell, RefCell};

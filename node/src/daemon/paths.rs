@@ -24,12 +24,13 @@ const MARKER_TEXT: &str = "This directory holds a Capstan node's state.\n\
 
 /// The entries Capstan makes in a state directory, and so the only ones
 /// `purge` deletes (`config.toml` is the user's).
-const MADE_BY_CAPSTAN: [&str; 7] = [
+const MADE_BY_CAPSTAN: [&str; 8] = [
     MARKER_FILE,
     STORE_FILE_NAME,
     "node.log",
     "listen-ports",
     "listen-port",
+    "web-port",
     "run",
     "workers",
 ];
@@ -92,6 +93,12 @@ impl StatePaths {
 
     pub fn config(&self) -> PathBuf {
         self.root.join("config.toml")
+    }
+
+    /// Where the web app port picked at first start is kept (unless
+    /// `config.toml` sets `[web] port`).
+    pub fn web_port(&self) -> PathBuf {
+        self.root.join("web-port")
     }
 
     pub fn worker_logs(&self) -> PathBuf {

@@ -1,0 +1,289 @@
+//! Web apps: the node's loopback HTTP server, where each installed app's
+//! page is served and connects back over a WebSocket for the powers its
+//! user granted it.
+//!
+//! - [`bundle`]: an app's files as one blob, and the rules on them;
+//! - [`apps`]: the app records in the host's names, found by token;
+//! - [`socket`]: a page's CapTP session over a WebSocket (the Endo wire,
+//!   through the same `EndoBridge` as `run/captp0.sock`);
+//! - this module: the listener and the HTTP surface.
+//!
+//! # The HTTP surface
+//!
+//! The server listens on `127.0.0.1` only, on `[web] port` of
+//! `config.toml`, else on a port picked at first start and kept in
+//! `<state>/web-port`.
+//!
+//! - `GET /app/<token>/<path>`: a file of the app whose token it is
+//!   (`index.html` for an empty path);
+//! - `GET /capstan/client.js`: the page-side CapTP client (public code);
+//! - `GET /capstan/ws/<token>` with a WebSocket upgrade: the app's
+//!   session, whose bootstrap is the app's agent.
+//!
+//! Refused: any `Host` but `127.0.0.1:<port>` or `localhost:<port>` (DNS
+//! rebinding); any method but `GET` and `HEAD`; a WebSocket upgrade whose
+//! `Origin` is not this server's own; an unknown token (404, the same as a
+//! missing file). Every response says `Referrer-Policy: no-referrer`, so a
+//! page's links never carry its token away.
+
+pub mod apps;
+pub mod bundle;
+pub mod socket;
+
+use std::convert::Infallible;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::rc::{Rc, Weak};
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+use super::paths::StatePaths;
+use super::{Daemon, DaemonError, config};
+use crate::runtime::Vat;
+use apps::Apps;
+
+/// The page-side client module, served at `/capstan/client.js`.
+const CLIENT_JS: &str = include_str!("client.js");
+
+/// What the request handlers share.
+struct WebState {
+    daemon: Weak<Daemon>,
+    vat: Vat,
+    port: u16,
+    apps: Apps,
+}
+
+/// The port web apps are served on: `[web] port` of `config.toml`, else
+/// the one kept in `<state>/web-port`; `None` before the first start.
+pub fn port_setting(paths: &StatePaths) -> Result<Option<u16>, DaemonError> {
+    if let Some(port) = config::NodeConfig::read(&paths.config())?.web.port {
+        return Ok(Some(port));
+    }
+    Ok(std::fs::read_to_string(paths.web_port())
+        .ok()
+        .and_then(|text| text.trim().parse::<u16>().ok())
+        .filter(|port| *port != 0))
+}
+
+/// Starts serving web apps, on the port of [`port_setting`] or (on first
+/// start) a free one, then kept in `<state>/web-port`. A port that cannot
+/// be had is logged and the node runs without web apps.
+pub fn serve(daemon: &Rc<Daemon>, vat: &Vat) {
+    let weak = Rc::downgrade(daemon);
+    let paths = daemon.options.paths.clone();
+    let accepting = vat.clone();
+    vat.spawn(async move {
+        let configured = match port_setting(&paths) {
+            Ok(port) => port,
+            Err(error) => {
+                tracing::error!(%error, "web apps are not served");
+                return;
+            }
+        };
+        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, configured.unwrap_or(0)));
+        let listener = match TcpListener::bind(address).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::error!(%error, %address, "web apps are not served: the port cannot be had");
+                return;
+            }
+        };
+        let port = match listener.local_addr() {
+            Ok(address) => address.port(),
+            Err(error) => {
+                tracing::error!(%error, "web apps are not served");
+                return;
+            }
+        };
+        if configured.is_none()
+            && let Err(error) = std::fs::write(paths.web_port(), format!("{port}\n"))
+        {
+            tracing::warn!(%error, "the web port is not kept; app URLs change at the next start");
+        }
+        tracing::info!(url = %format!("http://127.0.0.1:{port}/"), "serving web apps");
+        let state = Rc::new(WebState {
+            daemon: weak,
+            vat: accepting.clone(),
+            port,
+            apps: Apps::default(),
+        });
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "accepting a web connection failed");
+                    continue;
+                }
+            };
+            if state.daemon.strong_count() == 0 {
+                return;
+            }
+            // Each CapTP message is a small write awaiting an answer:
+            // without this, Nagle's algorithm holds it for the peer's
+            // delayed ACK (about 40 ms a round trip).
+            let _ = stream.set_nodelay(true);
+            let state = Rc::clone(&state);
+            accepting.spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let state = Rc::clone(&state);
+                    async move { Ok::<_, Infallible>(handle(&state, request).await) }
+                });
+                let served = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await;
+                if let Err(error) = served {
+                    tracing::debug!(%error, "a web connection failed");
+                }
+            });
+        }
+    });
+}
+
+type Reply = Response<Full<Bytes>>;
+
+fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert("cross-origin-resource-policy", HeaderValue::from_static("same-origin"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'self'"),
+    );
+    response
+}
+
+fn refuse(status: StatusCode, why: &'static str) -> Reply {
+    reply(status, "text/plain; charset=utf-8", format!("{why}\n"))
+}
+
+fn header_text(request: &Request<Incoming>, name: header::HeaderName) -> Option<&str> {
+    request.headers().get(name).and_then(|value| value.to_str().ok())
+}
+
+impl WebState {
+    fn host_allowed(&self, host: Option<&str>) -> bool {
+        let port = self.port;
+        host.is_some_and(|host| host == format!("127.0.0.1:{port}") || host == format!("localhost:{port}"))
+    }
+
+    fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        let port = self.port;
+        origin.is_some_and(|origin| {
+            origin == format!("http://127.0.0.1:{port}") || origin == format!("http://localhost:{port}")
+        })
+    }
+}
+
+async fn handle(state: &Rc<WebState>, request: Request<Incoming>) -> Reply {
+    if !state.host_allowed(header_text(&request, header::HOST)) {
+        return refuse(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this server answers to 127.0.0.1 and localhost only",
+        );
+    }
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        if !state.origin_allowed(header_text(&request, header::ORIGIN)) {
+            return refuse(StatusCode::FORBIDDEN, "requests from other origins are refused");
+        }
+        return refuse(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD are served");
+    }
+    let path = request.uri().path().to_string();
+    if path == "/capstan/client.js" {
+        return reply(StatusCode::OK, "text/javascript; charset=utf-8", CLIENT_JS);
+    }
+    if let Some(token) = path.strip_prefix("/capstan/ws/") {
+        return upgrade(state, request, token).await;
+    }
+    let Some(rest) = path.strip_prefix("/app/") else {
+        return refuse(StatusCode::NOT_FOUND, "not found");
+    };
+    let (token, file) = rest.split_once('/').unwrap_or((rest, ""));
+    let Some(daemon) = state.daemon.upgrade() else {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping");
+    };
+    let Some(app) = state.apps.find(&daemon, token) else {
+        return refuse(StatusCode::NOT_FOUND, "not found");
+    };
+    if !rest.contains('/') {
+        let mut response = refuse(StatusCode::PERMANENT_REDIRECT, "moved");
+        if let Ok(location) = HeaderValue::from_str(&format!("/app/{token}/")) {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+        return response;
+    }
+    let file = if file.is_empty() { "index.html" } else { file };
+    let files = match state.apps.files(&daemon, &app) {
+        Ok(files) => files,
+        Err(error) => {
+            tracing::warn!(%error, "an app's files cannot be read");
+            return refuse(StatusCode::INTERNAL_SERVER_ERROR, "the app's files cannot be read");
+        }
+    };
+    match files.files.get(file) {
+        Some(bytes) => reply(StatusCode::OK, bundle::content_type(file), bytes.clone()),
+        None => refuse(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// Answers a WebSocket upgrade for the app whose token is `token`, and
+/// serves its session once the connection is upgraded.
+async fn upgrade(state: &Rc<WebState>, mut request: Request<Incoming>, token: &str) -> Reply {
+    if !state.origin_allowed(header_text(&request, header::ORIGIN)) {
+        return refuse(StatusCode::FORBIDDEN, "requests from other origins are refused");
+    }
+    let is_upgrade = header_text(&request, header::UPGRADE)
+        .is_some_and(|value| value.eq_ignore_ascii_case("websocket"))
+        && header_text(&request, header::CONNECTION)
+            .is_some_and(|value| value.split(',').any(|part| part.trim().eq_ignore_ascii_case("upgrade")))
+        && header_text(&request, header::SEC_WEBSOCKET_VERSION) == Some("13");
+    let Some(key) = request.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return refuse(StatusCode::BAD_REQUEST, "a WebSocket upgrade is expected here");
+    };
+    if !is_upgrade {
+        return refuse(StatusCode::BAD_REQUEST, "a WebSocket upgrade is expected here");
+    }
+    let Some(daemon) = state.daemon.upgrade() else {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping");
+    };
+    let Some(app) = state.apps.find(&daemon, token) else {
+        return refuse(StatusCode::NOT_FOUND, "not found");
+    };
+    let powers = match daemon.provide_settled(app.powers).await {
+        Ok(powers) => powers,
+        Err(error) => {
+            tracing::warn!(error = %error.message, "an app's powers cannot be made");
+            return refuse(StatusCode::INTERNAL_SERVER_ERROR, "the app's powers cannot be made");
+        }
+    };
+    drop(daemon);
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let vat = state.vat.clone();
+    state.vat.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                socket::serve(vat, upgraded, powers).await;
+            }
+            Err(error) => tracing::debug!(%error, "a WebSocket upgrade failed"),
+        }
+    });
+    let mut response = reply(StatusCode::SWITCHING_PROTOCOLS, "text/plain", Bytes::new());
+    let headers = response.headers_mut();
+    headers.remove(header::CONTENT_TYPE);
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    response
+}
