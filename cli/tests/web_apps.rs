@@ -396,6 +396,39 @@ fn hostile_websocket_input_ends_that_connection_with_a_reason_and_the_node_stays
 }
 
 #[test]
+fn connections_over_the_bound_are_closed_and_idle_ones_do_not_keep_the_server_full() {
+    let node = started();
+    let app = write_app(&[("index.html", PROBE_PAGE)]);
+    node.run(&["install", app.path().to_str().unwrap(), "-n", "probe"]).ok();
+    let (origin, token) = split_url(&app_url(&node, "probe"));
+    let address = origin.trim_start_matches("http://").to_string();
+    // 256 connections that never send a request fill the server's bound.
+    let idle: Vec<TcpStream> = (0..256).map(|_| TcpStream::connect(&address).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut over = TcpStream::connect(&address).unwrap();
+    over.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    over.write_all(format!("GET /app/{token}/ HTTP/1.1\r\nHost: {address}\r\n\r\n").as_bytes())
+        .ok();
+    let mut answer = Vec::new();
+    match over.read_to_end(&mut answer) {
+        Ok(_) => assert!(answer.is_empty(), "a connection over the bound was answered"),
+        Err(error) => assert!(
+            !matches!(
+                error.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "a connection over the bound was left open: {error}"
+        ),
+    }
+    // The idle ones are closed after the header timeout (10 s), so the
+    // server answers again while this test still holds them.
+    std::thread::sleep(Duration::from_secs(12));
+    let (status, _) = http_get(&origin, &format!("/app/{token}/"), &[]);
+    assert_eq!(status, 200);
+    drop(idle);
+}
+
+#[test]
 fn install_refuses_symlinks_odd_names_and_a_missing_index() {
     let node = started();
     let no_index = write_app(&[("main.html", "x")]);

@@ -23,8 +23,12 @@ use capstan_protocol::{ErrorValue, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::net::{UnixListener, UnixStream};
 
+use super::accept::{ConnectionSlots, pause_after_accept_error};
 use super::{Daemon, DaemonError};
 use crate::runtime::{Exo, SessionKind, SessionOptions, Vat, connect_with};
+
+/// How many connections the socket keeps open at once.
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// Bytes the in-memory pipe between the bridge and the engine buffers
 /// each way.
@@ -61,17 +65,26 @@ pub fn listen(daemon: &Rc<Daemon>, vat: &Vat) -> Result<EndoSocket, DaemonError>
     let weak = Rc::downgrade(daemon);
     let accepting = vat.clone();
     vat.spawn(async move {
+        let slots = ConnectionSlots::new(MAX_CONNECTIONS);
         loop {
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
                 Err(error) => {
-                    tracing::warn!(%error, "accepting an Endo CapTP connection failed");
+                    pause_after_accept_error("Endo CapTP", &error).await;
                     continue;
                 }
             };
             let Some(daemon) = weak.upgrade() else { return };
+            // Over the bound, the connection is closed unanswered.
+            let Some(slot) = slots.try_take() else {
+                tracing::debug!("an Endo CapTP connection over the bound was closed");
+                continue;
+            };
             let vat = accepting.clone();
-            accepting.spawn(async move { serve_connection(daemon, vat, stream).await });
+            accepting.spawn(async move {
+                let _slot = slot;
+                serve_connection(daemon, vat, stream).await
+            });
         }
     });
     Ok(EndoSocket { path })

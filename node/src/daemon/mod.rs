@@ -29,6 +29,7 @@
 //! [`peers::PeerSessions`] the gateway to offer, and calls
 //! [`incarnate::incarnate`] to make values.
 
+mod accept;
 pub mod agents;
 pub mod blob;
 pub mod config;

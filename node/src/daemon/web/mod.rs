@@ -24,7 +24,9 @@
 //! rebinding); any method but `GET` and `HEAD`; a WebSocket upgrade whose
 //! `Origin` is not this server's own; an unknown token (404, the same as a
 //! missing file). Every response says `Referrer-Policy: no-referrer`, so a
-//! page's links never carry its token away.
+//! page's links never carry its token away. At most [`MAX_CONNECTIONS`]
+//! connections are open at once (more are closed unanswered), and one
+//! that sends no request headers for [`HEADER_READ_TIMEOUT`] is closed.
 
 pub mod apps;
 pub mod bundle;
@@ -38,10 +40,11 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use super::accept::{ConnectionSlots, pause_after_accept_error};
 use super::paths::StatePaths;
 use super::{Daemon, DaemonError, config};
 use crate::runtime::Vat;
@@ -49,6 +52,14 @@ use apps::Apps;
 
 /// The page-side client module, served at `/capstan/client.js`.
 const CLIENT_JS: &str = include_str!("client.js");
+
+/// How many connections (page loads and WebSockets together) the server
+/// keeps open at once; any page can connect to loopback, so this is bounded.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// How long a connection may take to send a request's headers; an idle
+/// one is closed then, so idle connections cannot keep the bound full.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the request handlers share.
 struct WebState {
@@ -112,28 +123,37 @@ pub fn serve(daemon: &Rc<Daemon>, vat: &Vat) {
             port,
             apps: Apps::default(),
         });
+        let slots = ConnectionSlots::new(MAX_CONNECTIONS);
         loop {
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
                 Err(error) => {
-                    tracing::warn!(%error, "accepting a web connection failed");
+                    pause_after_accept_error("web apps", &error).await;
                     continue;
                 }
             };
             if state.daemon.strong_count() == 0 {
                 return;
             }
+            // Over the bound, the connection is closed unanswered.
+            let Some(slot) = slots.try_take() else {
+                tracing::debug!("a web connection over the bound was closed");
+                continue;
+            };
             // Each CapTP message is a small write awaiting an answer:
             // without this, Nagle's algorithm holds it for the peer's
             // delayed ACK (about 40 ms a round trip).
             let _ = stream.set_nodelay(true);
             let state = Rc::clone(&state);
             accepting.spawn(async move {
+                let _slot = slot;
                 let service = hyper::service::service_fn(move |request| {
                     let state = Rc::clone(&state);
                     async move { Ok::<_, Infallible>(handle(&state, request).await) }
                 });
                 let served = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
                     .serve_connection(TokioIo::new(stream), service)
                     .with_upgrades()
                     .await;
