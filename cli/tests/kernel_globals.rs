@@ -1,7 +1,9 @@
 //! Vat globals end to end, in a real node: a vat granted `fetch` reaches a
 //! local HTTP server on its network allow-list and is refused another
 //! port on the same machine (and a redirect to it) before any connection
-//! is made; a vat granted `setTimeout` gets its callbacks; a vat without
+//! is made; over https it trusts what the node's roots trust
+//! (`SSL_CERT_FILE`) and refuses other certificates and downgrades to
+//! http; a vat granted `setTimeout` gets its callbacks; a vat without
 //! grants has neither; an unknown global fails the launch and leaves no
 //! subcluster, vat or worker behind.
 
@@ -35,14 +37,28 @@ struct HttpServer {
 
 impl HttpServer {
     fn start(respond: fn(&str, u16) -> (String, Vec<u8>)) -> HttpServer {
+        Self::start_with(respond, None)
+    }
+
+    /// The same server speaking https with `tls`.
+    fn start_with(respond: fn(&str, u16) -> (String, Vec<u8>), tls: Option<Arc<rustls::ServerConfig>>) -> HttpServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let connections = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&connections);
         std::thread::spawn(move || {
             for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
+                let Ok(stream) = stream else { continue };
                 counted.fetch_add(1, Ordering::SeqCst);
+                let mut stream: Box<dyn ReadWrite> = match &tls {
+                    None => Box::new(stream),
+                    Some(config) => {
+                        let Ok(connection) = rustls::ServerConnection::new(Arc::clone(config)) else {
+                            continue;
+                        };
+                        Box::new(rustls::StreamOwned::new(connection, stream))
+                    }
+                };
                 let mut head = Vec::new();
                 let mut byte = [0u8; 1];
                 while !head.ends_with(b"\r\n\r\n") && head.len() < 64 * 1024 {
@@ -57,6 +73,7 @@ impl HttpServer {
                 let _ = stream.write_all(status_and_headers.as_bytes());
                 let _ = stream.write_all(b"\r\n");
                 let _ = stream.write_all(&body);
+                let _ = stream.flush();
             }
         });
         HttpServer { port, connections }
@@ -65,6 +82,34 @@ impl HttpServer {
     fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
+}
+
+trait ReadWrite: Read + Write + Send {}
+impl<T: Read + Write + Send> ReadWrite for T {}
+
+/// A CA (its certificate in PEM) and https settings for a server on
+/// 127.0.0.1 with a certificate that CA signed.
+fn tls_for_loopback() -> (String, Arc<rustls::ServerConfig>) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let server = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![server.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    (ca.pem(), Arc::new(config))
 }
 
 fn answer(path: &str, _port: u16) -> (String, Vec<u8>) {
@@ -192,8 +237,8 @@ fn fetch_reaches_a_listed_host_and_is_refused_another_port_before_connecting() {
     assert_eq!(listed.connections(), 2);
 
     // Other schemes, and a body past the bound.
-    let https = queue(&node, &root, "tryGet", serde_json::json!(["https://example.com/"]));
-    assert!(https.ok().contains("only http: URLs"), "{https:?}");
+    let other = queue(&node, &root, "tryGet", serde_json::json!(["ftp://127.0.0.1/"]));
+    assert!(other.ok().contains("only http: and https: URLs"), "{other:?}");
     let huge = queue(&node, &root, "tryGet", serde_json::json!([url(&listed, "/huge")]));
     assert!(huge.ok().contains("larger than 8388608 bytes"), "{huge:?}");
     let endless = queue(&node, &root, "tryGet", serde_json::json!([url(&listed, "/endless")]));
@@ -336,4 +381,49 @@ fn an_unknown_global_fails_the_launch_and_leaves_nothing_behind() {
         "worker processes left: before {workers_before:?}, now {:?}",
         children(node_pid)
     );
+}
+
+#[test]
+fn fetch_over_https_trusts_the_nodes_roots_and_refuses_other_certificates_and_downgrades() {
+    use_binary(env!("CARGO_BIN_EXE_capstan"));
+    let (ca, tls) = tls_for_loopback();
+    let (_, untrusted_tls) = tls_for_loopback();
+    let roots = tempfile::tempdir().unwrap();
+    let ca_file = roots.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let node = Node::started(&[("SSL_CERT_FILE", ca_file.to_str().unwrap())]);
+    let trusted = HttpServer::start_with(answer, Some(tls));
+    let untrusted = HttpServer::start_with(answer, Some(untrusted_tls));
+    let plain = HttpServer::start(answer);
+    let listed: Vec<String> = [&trusted, &untrusted, &plain]
+        .iter()
+        .map(|server| format!("127.0.0.1:{}", server.port))
+        .collect();
+    let config = cluster(
+        &node,
+        "secure",
+        FETCHER,
+        serde_json::json!({ "globals": ["fetch"], "network": { "allowedHosts": listed } }),
+    );
+    let root = launch(&node, &config);
+    let url = |server: &HttpServer, path: &str| format!("https://127.0.0.1:{}{path}", server.port);
+
+    assert_eq!(
+        queue(&node, &root, "get", serde_json::json!([url(&trusted, "/a")])).ok(),
+        "200 text/plain hello from /a"
+    );
+    let refused = queue(&node, &root, "tryGet", serde_json::json!([url(&untrusted, "/a")]));
+    assert!(refused.ok().contains("TLS with 127.0.0.1:"), "{refused:?}");
+    // A redirect from https to http is refused, even to a listed host.
+    let downgraded = queue(
+        &node,
+        &root,
+        "tryGet",
+        serde_json::json!([url(&trusted, &format!("/redirect-to/{}", plain.port))]),
+    );
+    assert!(
+        downgraded.ok().contains("redirects from https: to http:"),
+        "{downgraded:?}"
+    );
+    assert_eq!(plain.connections(), 0);
 }

@@ -15,8 +15,10 @@
 //!
 //! Rules, all checked here:
 //!
-//! - only `http:` URLs (there is no TLS client in the node yet; `https:`
-//!   and every other scheme are refused with that reason);
+//! - only `http:` and `https:` URLs; `https:` is checked against the
+//!   system's trusted roots (`SSL_CERT_FILE` and `SSL_CERT_DIR` of the
+//!   node's environment override them), and a redirect from `https:` to
+//!   `http:` is refused;
 //! - the URL's host, written as a URL's `host` is (`name` or `name:port`,
 //!   the default port left out), must be on the list; no list means no
 //!   host;
@@ -29,6 +31,7 @@
 //! - `Host`, `Content-Length`, `Transfer-Encoding`, `Connection` and
 //!   `Upgrade` are the node's to set; a vat's values for them are refused.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use capstan_protocol::guards::DefaultGuards;
@@ -289,9 +292,13 @@ async fn fetch_following(allowed: &[String], request: FetchRequest) -> Result<Fe
             }
             Redirect::Follow => {}
         }
-        url = url
+        let next = url
             .join(&location)
             .map_err(|error| FetchError::Failed(format!("{url} redirects to a bad URL {location:?}: {error}")))?;
+        if url.scheme() == "https" && next.scheme() == "http" {
+            return Err(FetchError::Refused(format!("{url} redirects from https: to http:")));
+        }
+        url = next;
         if response.status == 303 || (matches!(response.status, 301 | 302) && method == Method::POST) {
             if method != Method::HEAD {
                 method = Method::GET;
@@ -306,9 +313,10 @@ async fn fetch_following(allowed: &[String], request: FetchRequest) -> Result<Fe
 /// Refuses a URL whose scheme is not `http:` or whose host is not on the
 /// list; answers the host as matched (`name` or `name:port`).
 pub fn check_allowed(url: &url::Url, allowed: &[String]) -> Result<String, FetchError> {
-    if url.scheme() != "http" {
+    if !matches!(url.scheme(), "http" | "https") {
         return Err(FetchError::Refused(format!(
-            "{url}: only http: URLs can be fetched (there is no TLS client in this node yet)"
+            "{}: only http: and https: URLs can be fetched",
+            url.scheme()
         )));
     }
     if !url.username().is_empty() || url.password().is_some() {
@@ -369,6 +377,67 @@ async fn exchange(
         .await
         .map_err(|_| FetchError::Failed(format!("connecting to {host} took too long")))?
         .map_err(|error| FetchError::Failed(format!("cannot connect to {host}: {error}")))?;
+    if url.scheme() == "https" {
+        let server_name = tls_server_name(url)?;
+        let connector = tokio_rustls::TlsConnector::from(tls_config()?);
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(server_name, stream))
+            .await
+            .map_err(|_| FetchError::Failed(format!("the TLS handshake with {host} took too long")))?
+            .map_err(|error| FetchError::Failed(format!("TLS with {host} failed: {error}")))?;
+        return exchange_over(stream, url, host, method, headers, body).await;
+    }
+    exchange_over(stream, url, host, method, headers, body).await
+}
+
+/// The TLS client settings, made once: the trusted roots of the system
+/// (or of `SSL_CERT_FILE`/`SSL_CERT_DIR`), HTTP/1.1 only.
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, FetchError> {
+    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add_parsable_certificates(found.certs);
+            if roots.is_empty() {
+                return Err("this node found no trusted root certificates (set SSL_CERT_FILE)".to_string());
+            }
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|error| error.to_string())?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Ok(Arc::new(config))
+        })
+        .clone()
+        .map_err(FetchError::Failed)
+}
+
+/// The name a server's certificate must carry: the URL's host.
+fn tls_server_name(url: &url::Url) -> Result<rustls::pki_types::ServerName<'static>, FetchError> {
+    let name = match url.host() {
+        Some(url::Host::Domain(name)) => rustls::pki_types::ServerName::try_from(name.to_string())
+            .map_err(|error| FetchError::Refused(format!("{name} is not a TLS server name: {error}")))?,
+        Some(url::Host::Ipv4(address)) => rustls::pki_types::ServerName::from(std::net::IpAddr::V4(address)),
+        Some(url::Host::Ipv6(address)) => rustls::pki_types::ServerName::from(std::net::IpAddr::V6(address)),
+        None => return Err(FetchError::Refused(format!("{url} has no host"))),
+    };
+    Ok(name)
+}
+
+/// One request and its answer over a connected stream (plain or TLS).
+async fn exchange_over<Stream>(
+    stream: Stream,
+    url: &url::Url,
+    host: &str,
+    method: &Method,
+    headers: &[(HeaderName, HeaderValue)],
+    body: Option<Vec<u8>>,
+) -> Result<FetchResponse, FetchError>
+where
+    Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|error| FetchError::Failed(format!("{host}: {error}")))?;
@@ -446,16 +515,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_listed_http_hosts_pass() {
+    fn only_listed_hosts_pass_over_http_and_https() {
         let allowed = vec!["127.0.0.1:8080".to_string(), "example.com".to_string()];
         let pass = |url: &str| check_allowed(&url::Url::parse(url).unwrap(), &allowed);
         assert_eq!(pass("http://127.0.0.1:8080/x").unwrap(), "127.0.0.1:8080");
         assert_eq!(pass("http://EXAMPLE.com:80/").unwrap(), "example.com");
+        assert_eq!(pass("https://example.com/").unwrap(), "example.com");
         for refused in [
             "http://127.0.0.1:8081/",
             "http://127.0.0.1/",
             "http://example.com:8080/",
-            "https://example.com/",
+            "https://example.com:8443/",
             "file:///etc/passwd",
             "http://user:pw@example.com/",
             "http://sub.example.com/",
