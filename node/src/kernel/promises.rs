@@ -60,27 +60,13 @@ impl Kernel {
     /// Sends `method(args)` to `kref` without waiting, and answers the
     /// `kp` kref of its result: later sends may target it at once.
     pub async fn enqueue_message(&self, kref: &str, method: &str, args: Vec<Value>) -> Result<String, KernelError> {
-        let target = self.send_target(kref)?;
-        let result = self.vat.send(
-            &target,
-            Message::Call {
-                method: method.to_string(),
-                args,
-            },
-        );
+        let result = self.send_call(kref, method, args)?;
         Ok(self.promise_kref(result).await?.to_string())
     }
 
     /// Sends `method(args)` to `kref` and waits for the result.
     pub async fn queue_message(&self, kref: &str, method: &str, args: Vec<Value>) -> Result<Value, KernelError> {
-        let target = self.send_target(kref)?;
-        let result = self.vat.send(
-            &target,
-            Message::Call {
-                method: method.to_string(),
-                args,
-            },
-        );
+        let result = self.send_call(kref, method, args)?;
         match when(&result).await {
             Ok(value) => Ok(value),
             // A promise that was pending when the send was made, and
@@ -89,6 +75,18 @@ impl Kernel {
                 .refuse_data_target(kref)
                 .unwrap_or_else(|| failed(reason_to_error(reason)))),
         }
+    }
+
+    /// Sends `method(args)` to `kref`; answers the promise for its result.
+    fn send_call(&self, kref: &str, method: &str, args: Vec<Value>) -> Result<Value, KernelError> {
+        let target = self.send_target(kref)?;
+        Ok(self.vat.send(
+            &target,
+            Message::Call {
+                method: method.to_string(),
+                args,
+            },
+        ))
     }
 
     /// What a send to `kref` goes to; a kernel promise already fulfilled
