@@ -48,19 +48,36 @@ fn app_url(node: &Node, name: &str) -> String {
     node.run(&["open", name, "--print"]).ok().trim().to_string()
 }
 
-/// `http://127.0.0.1:PORT` and the token of an app URL.
+/// The app's origin (`http://<label>.localhost:PORT`) and token, from its URL.
 fn split_url(url: &str) -> (String, String) {
     let (origin, rest) = url.split_once("/app/").unwrap();
     (origin.to_string(), rest.trim_end_matches('/').to_string())
 }
 
+/// Where to connect for `origin`: browsers resolve `*.localhost` to
+/// loopback themselves, and the server listens on 127.0.0.1.
+fn dial_address(origin: &str) -> String {
+    format!("127.0.0.1:{}", origin.rsplit(':').next().unwrap())
+}
+
+/// The node's own origin (`http://127.0.0.1:PORT`), beside `app_origin`.
+fn node_origin(app_origin: &str) -> String {
+    format!("http://{}", dial_address(app_origin))
+}
+
 /// A plain HTTP/1.1 GET; the status and the body.
 fn http_get(origin: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let address = origin.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(address).unwrap();
+    let (status, _, body) = http_get_full(origin, path, headers);
+    (status, body)
+}
+
+/// A plain HTTP/1.1 GET; the status, the head and the body.
+fn http_get_full(origin: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+    let host = origin.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(dial_address(origin)).unwrap();
     let mut request = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n");
     if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
-        request.push_str(&format!("Host: {address}\r\n"));
+        request.push_str(&format!("Host: {host}\r\n"));
     }
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
@@ -70,11 +87,8 @@ fn http_get(origin: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String)
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (status, head.to_string(), body.to_string())
 }
 
 /// A small app from files given here.
@@ -123,7 +137,7 @@ fn the_example_page_calls_the_exo_its_guest_was_introduced_to_and_works_after_a_
     assert!(names.lines().any(|line| line == "counter-app"), "{names}");
     assert!(names.lines().any(|line| line == "counter-app-agent"), "{names}");
     let url = app_url(&node, "counter-app");
-    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    assert!(url.starts_with("http://") && url.contains(".localhost:"), "{url}");
     let Some(mut browser) = browser_or_skip("example page") else {
         return;
     };
@@ -150,9 +164,21 @@ fn the_example_page_calls_the_exo_its_guest_was_introduced_to_and_works_after_a_
         "the counter was made again after the restart: {after}"
     );
 
-    node.run(&["remove", "counter-app"]).ok();
+    // A URL on the node's own origin leads to the app's.
     let (origin, token) = split_url(&url);
+    let old_style = format!("{}/app/{token}/", node_origin(&origin));
+    let (status, head, _) = http_get_full(&node_origin(&origin), &format!("/app/{token}/"), &[]);
+    assert_eq!(status, 308, "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains(&format!("location: {url}")),
+        "{head}"
+    );
+    let redirected = counter_page(&mut browser, &old_style);
+    assert_eq!(redirected["count"], "2", "{redirected}");
+
+    node.run(&["remove", "counter-app"]).ok();
     assert_eq!(http_get(&origin, &format!("/app/{token}/"), &[]).0, 404);
+    assert_eq!(http_get(&node_origin(&origin), &format!("/app/{token}/"), &[]).0, 404);
 }
 
 /// A page that connects with a WebSocket URL given in its query, and
@@ -179,14 +205,17 @@ fn a_token_reaches_its_own_app_only_and_a_wrong_one_gets_no_connection() {
         .ok();
     let (first, second) = (app_url(&node, "first"), app_url(&node, "second"));
     let (origin, first_token) = split_url(&first);
-    let (_, second_token) = split_url(&second);
+    let (second_origin, second_token) = split_url(&second);
     assert_ne!(first_token, second_token);
+    assert_ne!(origin, second_origin, "each app has its own origin");
     assert_eq!(first_token.len(), 64);
 
     // Without a browser: each token's session bootstraps its own agent.
     let runtime = runtime();
     let first_names = runtime.block_on(list_names(&origin, &first_token, &origin)).unwrap();
-    let second_names = runtime.block_on(list_names(&origin, &second_token, &origin)).unwrap();
+    let second_names = runtime
+        .block_on(list_names(&second_origin, &second_token, &second_origin))
+        .unwrap();
     assert!(
         first_names.contains("for-first") && !first_names.contains("for-second"),
         "{first_names}"
@@ -200,6 +229,22 @@ fn a_token_reaches_its_own_app_only_and_a_wrong_one_gets_no_connection() {
     assert!(refused.contains("404"), "{refused}");
     assert_eq!(http_get(&origin, &format!("/app/{wrong}/"), &[]).0, 404);
     assert_eq!(http_get(&origin, "/app/short/", &[]).0, 404);
+    // One app's token on another app's host, or asked from another app's
+    // origin, reaches nothing; the node's own host opens no session.
+    assert_eq!(http_get(&origin, &format!("/app/{second_token}/"), &[]).0, 404);
+    let on_first_host = runtime
+        .block_on(list_names(&origin, &second_token, &origin))
+        .unwrap_err();
+    assert!(on_first_host.contains("404"), "{on_first_host}");
+    let from_first_origin = runtime
+        .block_on(list_names(&second_origin, &second_token, &origin))
+        .unwrap_err();
+    assert!(from_first_origin.contains("403"), "{from_first_origin}");
+    let node_host = node_origin(&origin);
+    let on_node_host = runtime
+        .block_on(list_names(&node_host, &first_token, &node_host))
+        .unwrap_err();
+    assert!(on_node_host.contains("403"), "{on_node_host}");
 
     let Some(mut browser) = browser_or_skip("tokens") else {
         return;
@@ -208,10 +253,128 @@ fn a_token_reaches_its_own_app_only_and_a_wrong_one_gets_no_connection() {
     let settled = |value: &Json| value.as_str().is_some_and(|text| text != "waiting");
     let shown = browser.wait_for(&first, read_out, Duration::from_secs(30), settled);
     assert!(shown.as_str().unwrap().contains("for-first"), "{shown}");
-    let port = origin.rsplit(':').next().unwrap();
-    let wrong_ws = format!("{first}?ws=ws://127.0.0.1:{port}/capstan/ws/{wrong}");
+    let ws_origin = origin.replace("http://", "ws://");
+    let wrong_ws = format!("{first}?ws={ws_origin}/capstan/ws/{wrong}");
     let shown = browser.wait_for(&wrong_ws, read_out, Duration::from_secs(30), settled);
     assert!(shown.as_str().unwrap().starts_with("refused"), "{shown}");
+    // The first app's page, knowing the second's URL, cannot open its session.
+    let second_ws = format!(
+        "{first}?ws={}/capstan/ws/{second_token}",
+        second_origin.replace("http://", "ws://")
+    );
+    let shown = browser.wait_for(&second_ws, read_out, Duration::from_secs(30), settled);
+    assert!(shown.as_str().unwrap().starts_with("refused"), "{shown}");
+}
+
+/// Makes a fresh counter on each `make()`.
+const MAKER: &str = "makeExo('Maker', M.interface('Maker', { make: M.call().returns(M.remotable()) }), { make() { let n = 0; return makeExo('Counter', M.interface('Counter', { incr: M.call().returns(M.number()) }), { incr() { n += 1; return n; } }); } })";
+
+/// A page that makes 300 counters and holds them until told to let go,
+/// and keeps one more.
+const MAKER_PAGE: &str = r#"<!doctype html><meta charset="utf-8"><p id="out">waiting</p>
+<script type="module">
+import { connect, E } from '/capstan/client.js';
+const powers = await connect();
+const maker = await E(powers).lookup('maker');
+const kept = await E(maker).make();
+let made = [];
+for (let i = 0; i < 300; i += 1) made.push(await E(maker).make());
+await Promise.all(made.map((counter) => E(counter).incr()));
+window.release = () => { made = []; return 'released'; };
+window.again = async () => String(await E(kept).incr());
+document.getElementById('out').textContent = 'made ' + await E(kept).incr();
+</script>"#;
+
+/// The node's sessions with pages and clients: (exports, answers) each.
+fn client_sessions(node: &Node) -> Vec<(u64, u64)> {
+    let status: Json = serde_json::from_str(node.run(&["status", "--json"]).ok()).unwrap();
+    status["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|session| session["kind"] == "client")
+        .map(|session| {
+            (
+                session["exports"].as_u64().unwrap(),
+                session["answers"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_long_lived_page_lets_go_of_answers_at_once_and_of_references_it_no_longer_holds() {
+    let node = started();
+    node.run(&["eval", MAKER, "-n", "maker"]).ok();
+    let app = write_app(&[("index.html", MAKER_PAGE)]);
+    node.run(&[
+        "install",
+        app.path().to_str().unwrap(),
+        "-n",
+        "makes",
+        "--introduce",
+        "maker:maker",
+    ])
+    .ok();
+    let url = app_url(&node, "makes");
+    let Some(mut browser) = browser_or_skip("drops") else {
+        return;
+    };
+    let (_target, tab) = browser.open(&url);
+    let made = capstan_tests::wait_until(Duration::from_secs(30), || {
+        browser.evaluate(&tab, "document.getElementById('out').textContent") == "made 1"
+    });
+    assert!(made, "the page did not finish making counters");
+    // The page's session: its answers are dropped as they come back, and
+    // its settled promises; the counters it holds stay.
+    let (exports, answers) = client_sessions(&node).into_iter().max().unwrap();
+    assert!(answers < 10, "answers kept: {answers}");
+    assert!((300..320).contains(&exports), "exports: {exports}");
+    // Once it lets go of them and the browser collects them, the node
+    // hears so.
+    assert_eq!(browser.evaluate(&tab, "window.release()"), "released");
+    let dropped = capstan_tests::wait_until(Duration::from_secs(30), || {
+        browser.command(Some(&tab), "HeapProfiler.collectGarbage", json!({}));
+        client_sessions(&node).iter().all(|&(exports, _)| exports < 10)
+    });
+    assert!(dropped, "exports not dropped: {:?}", client_sessions(&node));
+    // What the page still holds works.
+    assert_eq!(browser.evaluate(&tab, "window.again()"), "2");
+}
+
+/// A page that shows what an earlier visit of its origin left in
+/// localStorage, and leaves its own mark.
+const STORAGE_PAGE: &str = r#"<!doctype html><meta charset="utf-8"><p id="out">waiting</p>
+<script>
+const before = localStorage.getItem('mark');
+localStorage.setItem('mark', location.host);
+document.getElementById('out').textContent = 'before: ' + before;
+</script>"#;
+
+#[test]
+fn each_app_has_its_own_origin_and_so_its_own_storage() {
+    let node = started();
+    let app = write_app(&[("index.html", STORAGE_PAGE)]);
+    let dir = app.path().to_str().unwrap();
+    node.run(&["install", dir, "-n", "first"]).ok();
+    node.run(&["install", dir, "-n", "second"]).ok();
+    let (first, second) = (app_url(&node, "first"), app_url(&node, "second"));
+    let Some(mut browser) = browser_or_skip("origins") else {
+        return;
+    };
+    let read_out = "document.getElementById('out').textContent";
+    let settled = |value: &Json| value.as_str().is_some_and(|text| text != "waiting");
+    let first_host = split_url(&first).0.trim_start_matches("http://").to_string();
+    let visits = [
+        (&first, "before: null"),
+        (&first, &*format!("before: {first_host}")),
+        // The same files under another app: nothing of the first's is seen.
+        (&second, "before: null"),
+    ];
+    for (url, expected) in visits {
+        let shown = browser.wait_for(url, read_out, Duration::from_secs(30), settled);
+        assert_eq!(shown.as_str().unwrap(), expected, "{url}");
+    }
 }
 
 /// Serves `page` as `/` on a new loopback port (another origin) for as
@@ -276,16 +439,18 @@ socket.onclose = (event) => {{ if (out.textContent === 'waiting') out.textConten
 
 // ---- The WebSocket from Rust ----
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
-/// Opens app `token`'s session with `Origin: origin` (none if empty).
+/// Opens app `token`'s session on host `server` with `Origin: origin`
+/// (none if empty).
 async fn open_session(server: &str, token: &str, origin: &str) -> Result<Socket, String> {
     let url = format!("{}/capstan/ws/{token}", server.replace("http://", "ws://"));
     let mut request = url.into_client_request().unwrap();
     if !origin.is_empty() {
         request.headers_mut().insert("Origin", origin.parse().unwrap());
     }
-    tokio_tungstenite::connect_async(request)
+    let stream = tokio::net::TcpStream::connect(dial_address(server)).await.unwrap();
+    tokio_tungstenite::client_async(request, stream)
         .await
         .map(|(socket, _)| socket)
         .map_err(|error| error.to_string())
@@ -401,13 +566,14 @@ fn connections_over_the_bound_are_closed_and_idle_ones_do_not_keep_the_server_fu
     let app = write_app(&[("index.html", PROBE_PAGE)]);
     node.run(&["install", app.path().to_str().unwrap(), "-n", "probe"]).ok();
     let (origin, token) = split_url(&app_url(&node, "probe"));
-    let address = origin.trim_start_matches("http://").to_string();
+    let host = origin.trim_start_matches("http://").to_string();
+    let address = dial_address(&origin);
     // 256 connections that never send a request fill the server's bound.
     let idle: Vec<TcpStream> = (0..256).map(|_| TcpStream::connect(&address).unwrap()).collect();
     std::thread::sleep(Duration::from_millis(300));
     let mut over = TcpStream::connect(&address).unwrap();
     over.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    over.write_all(format!("GET /app/{token}/ HTTP/1.1\r\nHost: {address}\r\n\r\n").as_bytes())
+    over.write_all(format!("GET /app/{token}/ HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
         .ok();
     let mut answer = Vec::new();
     match over.read_to_end(&mut answer) {
@@ -575,7 +741,7 @@ fn the_port_is_the_configured_one_when_config_toml_sets_it() {
     let app = write_app(&[("index.html", "<p>configured</p>")]);
     node.run(&["install", app.path().to_str().unwrap(), "-n", "page"]).ok();
     let url = app_url(&node, "page");
-    assert!(url.starts_with(&format!("http://127.0.0.1:{port}/app/")), "{url}");
+    assert!(url.contains(&format!(".localhost:{port}/app/")), "{url}");
     let (origin, token) = split_url(&url);
     assert_eq!(
         http_get(&origin, &format!("/app/{token}/"), &[]),

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, anyhow, bail};
-use capstan_node::daemon::web::apps::{APP_MARKER, TOKEN_HEX_DIGITS, token_shaped};
+use capstan_node::daemon::web::apps::{APP_MARKER, TOKEN_HEX_DIGITS, origin_label, token_shaped};
 use capstan_node::daemon::web::bundle::AppFiles;
 use capstan_node::daemon::web::port_setting;
 use capstan_node::runtime::E;
@@ -83,15 +83,23 @@ pub fn install(
                 call(host, "provideGuest", list![path(&guest_name), options]).await?
             }
         };
-        let reader = serve_reader(Box::new(std::io::Cursor::new(packed)), None)?;
-        let blob = settle(&E(host).call("storeBlob", list![reader])).await?;
-        let app = record! {
-            APP_MARKER => 1u32,
-            "token" => token,
-            "powers" => agent,
-            "files" => blob,
-        };
-        call(host, "storeValue", list![app, path(name)]).await.map(|_| ())
+        let stored = async {
+            let reader = serve_reader(Box::new(std::io::Cursor::new(packed)), None)?;
+            let blob = settle(&E(host).call("storeBlob", list![reader])).await?;
+            let app = record! {
+                APP_MARKER => 1u32,
+                "token" => token,
+                "powers" => agent,
+                "files" => blob,
+            };
+            call(host, "storeValue", list![app, path(name)]).await.map(|_| ())
+        }
+        .await;
+        // All or nothing: a guest made for an app that was not stored goes.
+        if stored.is_err() && powers.is_none() {
+            let _ = call(host, "remove", list![path(&guest_name)]).await;
+        }
+        stored
     })?;
     if made_guest {
         println!("installed {name} ({count} files), with a new guest {guest_shown}");
@@ -101,7 +109,7 @@ pub fn install(
     Ok(())
 }
 
-/// The URL of app `name`.
+/// The URL of app `name`, on its own origin.
 fn app_url(state: &StateDir, name: &str) -> anyhow::Result<String> {
     let app = with_client(state, None, |client| async move {
         call(&client.agent, "lookup", list![path(name)]).await
@@ -115,7 +123,8 @@ fn app_url(state: &StateDir, name: &str) -> anyhow::Result<String> {
         .to_string();
     let port = port_setting(&state.paths)?
         .ok_or_else(|| anyhow!("the node has not chosen its web port yet (see `capstan log`)"))?;
-    Ok(format!("http://127.0.0.1:{port}/app/{token}/"))
+    let label = origin_label(&token);
+    Ok(format!("http://{label}.localhost:{port}/app/{token}/"))
 }
 
 pub fn open(state: &StateDir, as_agent: Option<&str>, name: &str, print_only: bool) -> anyhow::Result<()> {

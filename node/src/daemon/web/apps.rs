@@ -9,8 +9,14 @@
 //! `token` is what the app's URL carries, `powers` the agent its page gets,
 //! `files` the blob of its packed files (see [`super::bundle`]). `capstan
 //! install` makes the record with the host's own methods; this module only
-//! reads it. Apps are found by token through the host's names on every
-//! request, so removing the name ends the app at once.
+//! reads it. An app is found by token on every request, and only while the
+//! host's names still name its record, so removing the name ends the app
+//! at once.
+//!
+//! Each app has its own browser origin, `http://<label>.localhost:<port>`,
+//! so apps share no storage, cookies or windows. The label is a one-way
+//! digest of the token ([`origin_label`]): an origin is public (browsers
+//! send it to other sites), the token is not.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -28,6 +34,27 @@ pub const APP_MARKER: &str = "capstanWebApp";
 
 /// Hex digits of an app token.
 pub const TOKEN_HEX_DIGITS: usize = 64;
+
+/// Hex digits of an app's origin label (96 bits: apps never share one).
+pub const LABEL_HEX_DIGITS: usize = 24;
+
+/// The host label of the app whose token is `token`: its origin is
+/// `http://<label>.localhost:<port>`. Derived, so every existing app has
+/// one and the token cannot be read back from it.
+pub fn origin_label(token: &str) -> String {
+    let mut hasher = blake3::Hasher::new_derive_key("capstan web app origin label v1");
+    hasher.update(token.as_bytes());
+    let digest = hasher.finalize();
+    digest.as_bytes()[..LABEL_HEX_DIGITS / 2]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Whether `text` is spelled like an origin label.
+pub fn label_shaped(text: &str) -> bool {
+    text.len() == LABEL_HEX_DIGITS && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
 
 /// An app, as its record says.
 #[derive(Clone, Debug)]
@@ -85,6 +112,9 @@ pub fn token_shaped(text: &str) -> bool {
 /// Finds apps and keeps their unpacked files.
 #[derive(Default)]
 pub struct Apps {
+    /// The app records last seen in the host's names, by token; checked
+    /// against the names on every use, and read again on a miss.
+    by_token: RefCell<HashMap<String, FormulaId>>,
     /// Unpacked files by blob: blobs are immutable, so this never goes
     /// stale; it is emptied when it grows past a few apps.
     files: RefCell<HashMap<BlobHash, Rc<AppFiles>>>,
@@ -99,15 +129,31 @@ impl Apps {
         if !token_shaped(token) {
             return None;
         }
-        let names = daemon
-            .store
-            .read()
-            .and_then(|snapshot| snapshot.list_names(daemon.roots.host_pet_store))
-            .ok()?;
-        names
-            .into_iter()
-            .filter_map(|(_, id)| read_app(daemon, id))
-            .find(|app| same_token(&app.token, token))
+        let snapshot = daemon.store.read().ok()?;
+        let host_names = daemon.roots.host_pet_store;
+        let known = self.by_token.borrow().get(token).copied();
+        if let Some(id) = known {
+            let still_named = snapshot
+                .reverse_lookup_in(host_names, id)
+                .is_ok_and(|names| !names.is_empty());
+            if still_named && let Some(app) = read_app(daemon, id).filter(|app| same_token(&app.token, token)) {
+                return Some(app);
+            }
+        }
+        // A miss (a new app, a removed one, or a wrong token): read the
+        // host's names again.
+        let mut found = None;
+        let mut by_token = HashMap::new();
+        for (_, id) in snapshot.list_names(host_names).ok()? {
+            if let Some(app) = read_app(daemon, id) {
+                if same_token(&app.token, token) {
+                    found = Some(app.clone());
+                }
+                by_token.insert(app.token, id);
+            }
+        }
+        *self.by_token.borrow_mut() = by_token;
+        found
     }
 
     /// The app's files, read from the store on first use.
@@ -145,5 +191,17 @@ mod tests {
         assert!(!same_token(&token, &"b".repeat(TOKEN_HEX_DIGITS)));
         assert!(!token_shaped(&"A".repeat(TOKEN_HEX_DIGITS)));
         assert!(!token_shaped("abc"));
+    }
+
+    #[test]
+    fn each_token_has_its_own_label_which_does_not_show_the_token() {
+        let first = "a".repeat(TOKEN_HEX_DIGITS);
+        let second = "b".repeat(TOKEN_HEX_DIGITS);
+        let label = origin_label(&first);
+        assert!(label_shaped(&label), "{label}");
+        assert_eq!(label, origin_label(&first), "stable");
+        assert_ne!(label, origin_label(&second));
+        assert!(!first.contains(&label));
+        assert!(!label_shaped("A".repeat(LABEL_HEX_DIGITS).as_str()));
     }
 }

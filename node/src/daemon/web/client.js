@@ -11,9 +11,17 @@
 // remote presences of the node's objects and promises for their answers;
 // it exports nothing itself, so the node can call nothing in the page.
 // E(promiseForAnswer).method() is pipelined: it goes out at once, aimed at
-// the answer. References live as long as the connection (no drops).
+// the answer.
+//
+// The node's tables stay small on a long-lived page: once a question is
+// answered its answer is dropped (the answer's promise then stands for
+// what it settled to), so is a promise of the node's once it settles, and
+// a presence the page no longer holds is dropped when the browser
+// collects it (CTP_DROP with the number of times it
+// arrived, as @endo/captp counts).
 
-const presences = new WeakMap(); // presence or answer promise -> { conn, slot }
+const presences = new WeakMap(); // presence or unanswered question's promise -> { conn, slot }
+const answered = new WeakMap(); // answered question's promise -> { ok, value }
 
 /** The WebSocket URL of this page's app: /app/<token>/... -> /capstan/ws/<token>. */
 function defaultUrl() {
@@ -44,9 +52,20 @@ class Connection {
     this.socket = socket;
     this.nextQuestion = 1;
     this.questions = new Map(); // 'q-N' -> { resolve, reject }
-    this.imports = new Map(); // our name ('o-N', 'p-N') -> presence or promise
+    this.imports = new Map(); // 'o-N' -> WeakRef(presence); 'p-N' -> promise
+    this.arrivals = new Map(); // 'o-N', 'p-N' -> times it arrived since its last drop
     this.promiseKits = new Map(); // 'p-N' -> { resolve, reject }
+    this.collected = new FinalizationRegistry((slot) => this.dropImport(slot));
     this.closed = null;
+  }
+
+  /** The browser collected the presence of `slot`: tell the node, unless it arrived again since. */
+  dropImport(slot) {
+    if (this.closed || this.imports.get(slot)?.deref() !== undefined) return;
+    const decRefs = this.arrivals.get(slot) ?? 0;
+    this.imports.delete(slot);
+    this.arrivals.delete(slot);
+    if (decRefs > 0) this.send({ type: 'CTP_DROP', epoch: 0, slotID: slot, decRefs });
   }
 
   send(message) {
@@ -63,7 +82,16 @@ class Connection {
       kit.reject(this.closed);
       return answer;
     }
-    this.questions.set(questionID, kit);
+    this.questions.set(questionID, {
+      settle: (ok, value) => {
+        // From now on the promise stands for its value, not the node's answer.
+        presences.delete(answer);
+        answered.set(answer, { ok, value });
+        (ok ? kit.resolve : kit.reject)(value);
+        if (!this.closed) this.send({ type: 'CTP_DROP', epoch: 0, slotID: questionID, decRefs: 1 });
+      },
+      reject: kit.reject,
+    });
     presences.set(answer, { conn: this, slot: questionID });
     this.send({ ...message, epoch: 0, questionID });
     return answer;
@@ -77,11 +105,19 @@ class Connection {
   importSlot(slot, iface) {
     const ours = slot[1] === '+' ? `${slot[0]}-${slot.slice(2)}` : `${slot[0]}+${slot.slice(2)}`;
     if (ours[1] === '+') throw Error(`the node named back an object of ours (${slot}), and we export none`);
+    this.arrivals.set(ours, (this.arrivals.get(ours) ?? 0) + 1);
+    if (ours[0] === 'o') {
+      let presence = this.imports.get(ours)?.deref();
+      if (presence === undefined) {
+        presence = makePresence(this, ours, iface);
+        this.imports.set(ours, new WeakRef(presence));
+        this.collected.register(presence, ours);
+      }
+      return presence;
+    }
     let value = this.imports.get(ours);
     if (value !== undefined) return value;
-    if (ours[0] === 'o') {
-      value = makePresence(this, ours, iface);
-    } else if (ours[0] === 'p') {
+    if (ours[0] === 'p') {
       value = new Promise((resolve, reject) => this.promiseKits.set(ours, { resolve, reject }));
       presences.set(value, { conn: this, slot: ours });
     } else {
@@ -140,6 +176,8 @@ class Connection {
         default: break;
       }
       if (v === null) return null;
+      const settled = answered.get(v);
+      if (settled?.ok) return pass(settled.value);
       const remote = presences.get(v);
       if (remote) {
         if (remote.conn !== this) throw TypeError('a reference from another connection cannot be passed');
@@ -163,12 +201,15 @@ class Connection {
     const message = JSON.parse(text);
     const settle = (kit, ok, capdata) => {
       if (!kit) return;
+      let value;
       try {
-        const value = this.decode(capdata);
-        (ok ? kit.resolve : kit.reject)(value);
+        value = this.decode(capdata);
       } catch (error) {
         kit.reject(error);
+        return;
       }
+      if (kit.settle) kit.settle(ok, value);
+      else (ok ? kit.resolve : kit.reject)(value);
     };
     switch (message.type) {
       case 'CTP_RETURN': {
@@ -178,9 +219,15 @@ class Connection {
         break;
       }
       case 'CTP_RESOLVE': {
-        const kit = this.promiseKits.get(message.promiseID);
-        this.promiseKits.delete(message.promiseID);
+        const slot = message.promiseID;
+        const kit = this.promiseKits.get(slot);
+        this.promiseKits.delete(slot);
         settle(kit, 'res' in message, message.res ?? message.rej);
+        // Settled: the node's promise is needed no more.
+        const decRefs = this.arrivals.get(slot) ?? 0;
+        this.imports.delete(slot);
+        this.arrivals.delete(slot);
+        if (kit && decRefs > 0) this.send({ type: 'CTP_DROP', epoch: 0, slotID: slot, decRefs });
         break;
       }
       case 'CTP_CALL': case 'CTP_BOOTSTRAP': {
@@ -203,6 +250,8 @@ class Connection {
     if (this.closed) return;
     this.closed = reason;
     for (const kit of [...this.questions.values(), ...this.promiseKits.values()]) kit.reject(reason);
+    this.imports.clear();
+    this.arrivals.clear();
     this.questions.clear();
     this.promiseKits.clear();
     this.socket.close();

@@ -12,21 +12,30 @@
 //!
 //! The server listens on `127.0.0.1` only, on `[web] port` of
 //! `config.toml`, else on a port picked at first start and kept in
-//! `<state>/web-port`.
+//! `<state>/web-port`. Each app is served from its own origin,
+//! `http://<label>.localhost:<port>` (browsers resolve `*.localhost` to
+//! loopback themselves; the label is [`apps::origin_label`]), so apps
+//! share no storage, cookies or windows with each other.
 //!
+//! On an app's own host:
 //! - `GET /app/<token>/<path>`: a file of the app whose token it is
 //!   (`index.html` for an empty path);
 //! - `GET /capstan/client.js`: the page-side CapTP client (public code);
-//! - `GET /capstan/ws/<token>` with a WebSocket upgrade: the app's
-//!   session, whose bootstrap is the app's agent.
+//! - `GET /capstan/ws/<token>` with a WebSocket upgrade whose `Origin` is
+//!   that same app's: the app's session, whose bootstrap is its agent.
 //!
-//! Refused: any `Host` but `127.0.0.1:<port>` or `localhost:<port>` (DNS
-//! rebinding); any method but `GET` and `HEAD`; a WebSocket upgrade whose
-//! `Origin` is not this server's own; an unknown token (404, the same as a
-//! missing file). Every response says `Referrer-Policy: no-referrer`, so a
-//! page's links never carry its token away. At most [`MAX_CONNECTIONS`]
-//! connections are open at once (more are closed unanswered), and one
-//! that sends no request headers for [`HEADER_READ_TIMEOUT`] is closed.
+//! On `127.0.0.1:<port>` or `localhost:<port>`, `/app/<token>/...`
+//! redirects to the app's own origin, and `/capstan/client.js` is served;
+//! no session is opened there.
+//!
+//! Refused: any other `Host` (DNS rebinding), and an app host whose label
+//! is not the token's; any method but `GET` and `HEAD`; a WebSocket
+//! upgrade whose `Origin` is not its app's own; an unknown token (404, the
+//! same as a missing file). Every response says `Referrer-Policy:
+//! no-referrer`, so a page's links never carry its token away. At most
+//! [`MAX_CONNECTIONS`] connections are open at once (more are closed
+//! unanswered), and one that sends no request headers for
+//! [`HEADER_READ_TIMEOUT`] is closed.
 
 pub mod apps;
 pub mod bundle;
@@ -116,7 +125,7 @@ pub fn serve(daemon: &Rc<Daemon>, vat: &Vat) {
         {
             tracing::warn!(%error, "the web port is not kept; app URLs change at the next start");
         }
-        tracing::info!(url = %format!("http://127.0.0.1:{port}/"), "serving web apps");
+        tracing::info!(url = %format!("http://127.0.0.1:{port}/"), "serving web apps, each from http://<label>.localhost:{port}");
         let state = Rc::new(WebState {
             daemon: weak,
             vat: accepting.clone(),
@@ -191,31 +200,43 @@ fn header_text(request: &Request<Incoming>, name: header::HeaderName) -> Option<
     request.headers().get(name).and_then(|value| value.to_str().ok())
 }
 
+/// Which of the server's hosts a request names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum RequestHost {
+    /// `127.0.0.1:<port>` or `localhost:<port>`.
+    Node,
+    /// `<label>.localhost:<port>`: one app's own origin.
+    App(String),
+}
+
 impl WebState {
-    fn host_allowed(&self, host: Option<&str>) -> bool {
-        let port = self.port;
-        host.is_some_and(|host| host == format!("127.0.0.1:{port}") || host == format!("localhost:{port}"))
+    /// The host a `Host` header names, if it is one of this server's.
+    fn request_host(&self, host: Option<&str>) -> Option<RequestHost> {
+        let (name, port) = host?.rsplit_once(':')?;
+        if port.parse::<u16>().ok() != Some(self.port) {
+            return None;
+        }
+        if name == "127.0.0.1" || name == "localhost" {
+            return Some(RequestHost::Node);
+        }
+        let label = name.strip_suffix(".localhost")?;
+        apps::label_shaped(label).then(|| RequestHost::App(label.to_string()))
     }
 
-    fn origin_allowed(&self, origin: Option<&str>) -> bool {
-        let port = self.port;
-        origin.is_some_and(|origin| {
-            origin == format!("http://127.0.0.1:{port}") || origin == format!("http://localhost:{port}")
-        })
+    /// The origin of an app's pages.
+    fn app_origin(&self, label: &str) -> String {
+        format!("http://{label}.localhost:{}", self.port)
     }
 }
 
 async fn handle(state: &Rc<WebState>, request: Request<Incoming>) -> Reply {
-    if !state.host_allowed(header_text(&request, header::HOST)) {
+    let Some(host) = state.request_host(header_text(&request, header::HOST)) else {
         return refuse(
             StatusCode::MISDIRECTED_REQUEST,
-            "this server answers to 127.0.0.1 and localhost only",
+            "this server answers to 127.0.0.1, localhost and its apps' own hosts only",
         );
-    }
+    };
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        if !state.origin_allowed(header_text(&request, header::ORIGIN)) {
-            return refuse(StatusCode::FORBIDDEN, "requests from other origins are refused");
-        }
         return refuse(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD are served");
     }
     let path = request.uri().path().to_string();
@@ -223,21 +244,38 @@ async fn handle(state: &Rc<WebState>, request: Request<Incoming>) -> Reply {
         return reply(StatusCode::OK, "text/javascript; charset=utf-8", CLIENT_JS);
     }
     if let Some(token) = path.strip_prefix("/capstan/ws/") {
-        return upgrade(state, request, token).await;
+        let token = token.to_string();
+        return match host {
+            RequestHost::App(label) => upgrade(state, request, &label, &token).await,
+            RequestHost::Node => refuse(
+                StatusCode::FORBIDDEN,
+                "an app's session is opened from the app's own origin",
+            ),
+        };
     }
     let Some(rest) = path.strip_prefix("/app/") else {
         return refuse(StatusCode::NOT_FOUND, "not found");
     };
     let (token, file) = rest.split_once('/').unwrap_or((rest, ""));
+    let label = apps::origin_label(token);
+    if matches!(&host, RequestHost::App(own) if *own != label) {
+        return refuse(StatusCode::NOT_FOUND, "not found");
+    }
     let Some(daemon) = state.daemon.upgrade() else {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping");
     };
     let Some(app) = state.apps.find(&daemon, token) else {
         return refuse(StatusCode::NOT_FOUND, "not found");
     };
-    if !rest.contains('/') {
+    if host == RequestHost::Node || !rest.contains('/') {
+        // To the app's own origin, and to its folder.
+        let mut target = format!("{}/app/{token}/{file}", state.app_origin(&label));
+        if let Some(query) = request.uri().query() {
+            target.push('?');
+            target.push_str(query);
+        }
         let mut response = refuse(StatusCode::PERMANENT_REDIRECT, "moved");
-        if let Ok(location) = HeaderValue::from_str(&format!("/app/{token}/")) {
+        if let Ok(location) = HeaderValue::from_str(&target) {
             response.headers_mut().insert(header::LOCATION, location);
         }
         return response;
@@ -256,11 +294,15 @@ async fn handle(state: &Rc<WebState>, request: Request<Incoming>) -> Reply {
     }
 }
 
-/// Answers a WebSocket upgrade for the app whose token is `token`, and
-/// serves its session once the connection is upgraded.
-async fn upgrade(state: &Rc<WebState>, mut request: Request<Incoming>, token: &str) -> Reply {
-    if !state.origin_allowed(header_text(&request, header::ORIGIN)) {
+/// Answers a WebSocket upgrade on the host of app `label` for the app
+/// whose token is `token`, and serves its session once the connection is
+/// upgraded.
+async fn upgrade(state: &Rc<WebState>, mut request: Request<Incoming>, label: &str, token: &str) -> Reply {
+    if header_text(&request, header::ORIGIN) != Some(state.app_origin(label).as_str()) {
         return refuse(StatusCode::FORBIDDEN, "requests from other origins are refused");
+    }
+    if apps::origin_label(token) != label {
+        return refuse(StatusCode::NOT_FOUND, "not found");
     }
     let is_upgrade = header_text(&request, header::UPGRADE)
         .is_some_and(|value| value.eq_ignore_ascii_case("websocket"))
