@@ -55,7 +55,7 @@ pub(crate) fn eval_strict<'js>(ctx: &Ctx<'js>, source: &str) -> rquickjs::Result
 
 /// What a compartment's lockdown takes away beyond the usual taming: a
 /// vat's clock and randomness, unless granted (see `globals.rs`).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Taming {
     pub date: bool,
     pub random: bool,

@@ -116,6 +116,9 @@ pub struct GuestRuntime {
     limits: GuestLimits,
     poisoned: Cell<bool>,
     replacement: RefCell<Option<String>>,
+    /// A locked-down compartment made ahead of need, between entries
+    /// ([`GuestRuntime::prepare_compartment`]), for the next evaluation.
+    spare: RefCell<Option<Context>>,
     runtime: Runtime,
 }
 
@@ -158,6 +161,7 @@ impl GuestRuntime {
             limits,
             poisoned: Cell::new(false),
             replacement: RefCell::new(None),
+            spare: RefCell::new(None),
             runtime,
         };
         let root = guest_runtime.root.clone();
@@ -534,8 +538,32 @@ impl GuestRuntime {
         self.enter(&compartment, body)
     }
 
-    /// A fresh, locked-down compartment.
+    /// Makes the compartment the next evaluation (or module) will use, if
+    /// it is not made yet; true if this made one. Locking a realm down is
+    /// most of an evaluation's cost (hardening every intrinsic), so a
+    /// worker calls this when it is idle, after answering, and the next
+    /// evaluation starts at once. No guest code has run in it, so it is as
+    /// fresh as one made on demand.
+    pub fn prepare_compartment(&self) -> Result<bool, GuestError> {
+        if self.spare.borrow().is_some() {
+            return Ok(false);
+        }
+        let context = self.fresh_compartment(realm::Taming::default())?;
+        *self.spare.borrow_mut() = Some(context);
+        Ok(true)
+    }
+
+    /// A fresh, locked-down compartment: the spare one if it was made.
     fn compartment(&self, taming: realm::Taming) -> Result<Context, GuestError> {
+        if taming == realm::Taming::default()
+            && let Some(spare) = self.spare.borrow_mut().take()
+        {
+            return Ok(spare);
+        }
+        self.fresh_compartment(taming)
+    }
+
+    fn fresh_compartment(&self, taming: realm::Taming) -> Result<Context, GuestError> {
         let context = Context::full(&self.runtime).map_err(|error| self.engine_failure(error))?;
         self.enter(&context, |ctx| js(realm::lockdown(ctx, &self.engine, taming)))?;
         Ok(context)

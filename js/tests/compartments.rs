@@ -27,6 +27,20 @@ fn endowments_are_visible_and_nothing_leaks_between_evaluations() {
 }
 
 #[test]
+fn a_compartment_made_ahead_is_as_fresh_and_as_frozen_as_one_made_on_demand() {
+    let (_host, mut guest) = guest();
+    assert!(guest.prepare_compartment().unwrap(), "the first spare is made");
+    assert!(!guest.prepare_compartment().unwrap(), "one spare at a time");
+    eval(&mut guest, "globalThis.leak = 1; var declared = 2; 0");
+    assert!(guest.prepare_compartment().unwrap(), "the spare was used");
+    let outcome = guest.evaluate(
+        "typeof leak + ' ' + typeof declared + ' ' + a + ' ' + Object.isFrozen(Array.prototype)",
+        &[("a", Value::from(7))],
+    );
+    assert_eq!(fulfilled(outcome).as_str(), Some("undefined undefined 7 true"));
+}
+
+#[test]
 fn globals_are_the_standard_ones_the_guest_globals_and_the_endowments() {
     let (_host, mut guest) = guest();
     let source = "Object.getOwnPropertyNames(globalThis).filter(name => !standard.includes(name)).sort().join(' ')";

@@ -160,6 +160,31 @@ async fn collect_guest_garbage(bridge: Rc<Bridge>) {
     }
 }
 
+/// After an evaluation: makes the next one's compartment once the answer
+/// is on its way, so that the next evaluation does not wait for it.
+fn prepare_next_compartment(bridge: &Rc<Bridge>) {
+    let Some(vat) = Vat::current() else {
+        return;
+    };
+    let bridge = Rc::clone(bridge);
+    vat.spawn(async move {
+        tokio::time::sleep(PREPARE_AFTER).await;
+        if bridge.retiring.borrow().is_some() {
+            return;
+        }
+        let Ok(guest) = bridge.guest.try_borrow() else {
+            return;
+        };
+        if let Err(error) = guest.prepare_compartment() {
+            note(&format!("worker: preparing a compartment failed: {error}"));
+        }
+    });
+}
+
+/// How long after an evaluation the next compartment is made: time for
+/// the answer to go out first.
+const PREPARE_AFTER: Duration = Duration::from_millis(1);
+
 /// A line in the worker's log. The log may be full (see `fence`): then the
 /// line is lost, and the worker runs on.
 fn note(line: &str) {
@@ -486,6 +511,7 @@ fn make_worker_object(bridge: &Rc<Bridge>) -> MethodResult {
             }
             let endowments: Vec<(&str, Value)> = names.iter().map(String::as_str).zip(values).collect();
             let outcome = cx.state().guest.borrow_mut().evaluate(&source, &endowments);
+            prepare_next_compartment(&cx.state());
             outcome_value(&cx.state(), outcome)
         })
         .method("makeUnconfined", |cx, args| {
