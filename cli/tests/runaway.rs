@@ -245,6 +245,7 @@ fn worker_processes_are_fenced_by_the_operating_system() {
 
     assert_eq!(node.eval("1 + 1", &[]), "2");
     check_fenced(only_worker(&node), 32 * MIB, Path::new("/dev/null"));
+    assert_runs_the_worker_program(only_worker(&node));
 
     // Vats start the same way.
     let dir = node.state_dir().join("fenced");
@@ -255,7 +256,19 @@ fn worker_processes_are_fenced_by_the_operating_system() {
     let status: serde_json::Value = serde_json::from_str(status.ok()).expect("kernel status");
     let vat = status["vats"][0]["pid"].as_i64().expect("a vat pid") as i32;
     check_fenced(vat, 32 * MIB, Path::new("/dev/null"));
+    assert_runs_the_worker_program(vat);
     drop(leaked);
+}
+
+/// Workers and vats run `capstan-worker` (built beside `capstan`), not
+/// the whole `capstan` program.
+fn assert_runs_the_worker_program(pid: i32) {
+    let program = std::fs::read_link(format!("/proc/{pid}/exe")).expect("the worker's program");
+    assert_eq!(
+        program.file_name().and_then(|name| name.to_str()),
+        Some("capstan-worker"),
+        "{program:?}"
+    );
 }
 
 #[test]

@@ -96,6 +96,14 @@ impl Browser {
     /// Sends a DevTools command (to a page when `session` is given) and
     /// waits for its result.
     pub fn command(&mut self, session: Option<&str>, method: &str, params: Json) -> Json {
+        match self.try_command(session, method, params) {
+            Ok(result) => result,
+            Err(error) => panic!("DevTools {method}: {error}"),
+        }
+    }
+
+    /// [`Browser::command`], with DevTools' error as `Err`.
+    pub fn try_command(&mut self, session: Option<&str>, method: &str, params: Json) -> Result<Json, Json> {
         let id = self.next_id;
         self.next_id += 1;
         let mut message = json!({ "id": id, "method": method, "params": params });
@@ -114,8 +122,10 @@ impl Browser {
                 let Message::Text(text) = reply else { continue };
                 let reply: Json = serde_json::from_str(&text).unwrap();
                 if reply["id"] == json!(id) {
-                    assert!(reply.get("error").is_none(), "DevTools {method}: {reply}");
-                    return reply["result"].clone();
+                    return match reply.get("error") {
+                        Some(error) => Err(error.clone()),
+                        None => Ok(reply["result"].clone()),
+                    };
                 }
             }
         })
@@ -143,13 +153,25 @@ impl Browser {
     }
 
     /// Evaluates `expression` in the tab (awaiting a promise it gives).
+    /// While the tab is between documents (loading, following a
+    /// redirect) there is nothing to evaluate in: that gives `null`.
     pub fn evaluate(&mut self, session: &str, expression: &str) -> Json {
-        let result = self.command(
+        let result = self.try_command(
             Some(session),
             "Runtime.evaluate",
             json!({ "expression": expression, "returnByValue": true, "awaitPromise": true }),
         );
-        result["result"]["value"].clone()
+        match result {
+            Ok(result) => result["result"]["value"].clone(),
+            Err(error)
+                if error["message"]
+                    .as_str()
+                    .is_some_and(|text| text.contains("execution context")) =>
+            {
+                Json::Null
+            }
+            Err(error) => panic!("DevTools Runtime.evaluate: {error}"),
+        }
     }
 
     /// Loads `url` and waits until `expression` gives something `done`

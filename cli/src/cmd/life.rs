@@ -213,6 +213,14 @@ fn log_since(path: &Path, offset: u64) -> String {
     text.trim_end().to_string()
 }
 
+/// The program workers run: `capstan-worker` beside this program (it maps
+/// far less memory per worker), else this program's `__worker` command.
+fn worker_program() -> anyhow::Result<std::path::PathBuf> {
+    let program = std::env::current_exe().context("cannot find the capstan program")?;
+    let worker = program.with_file_name("capstan-worker");
+    Ok(if worker.is_file() { worker } else { program })
+}
+
 fn run_foreground(state: &StateDir, args: &Start) -> anyhow::Result<()> {
     state.paths.create()?;
     init_logging(&state.paths.log())?;
@@ -220,7 +228,7 @@ fn run_foreground(state: &StateDir, args: &Start) -> anyhow::Result<()> {
         paths: state.paths.clone(),
         worker_memory_bytes: env_number("CAPSTAN_WORKER_MEMORY_BYTES", workers::DEFAULT_MEMORY_BYTES),
         worker_time_budget_ms: env_number("CAPSTAN_WORKER_TIME_BUDGET_MS", workers::DEFAULT_TIME_BUDGET_MS),
-        worker_program: std::env::current_exe().context("cannot find the capstan program")?,
+        worker_program: worker_program()?,
         listen_addresses: args.listen.clone(),
         local: args.local,
         relays: args.relay.clone(),
