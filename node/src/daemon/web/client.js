@@ -56,6 +56,7 @@ class Connection {
     this.arrivals = new Map(); // 'o-N', 'p-N' -> times it arrived since its last drop
     this.promiseKits = new Map(); // 'p-N' -> { resolve, reject }
     this.collected = new FinalizationRegistry((slot) => this.dropImport(slot));
+    this.drops = []; // CTP_DROP messages waiting for the end of the current task
     this.closed = null;
   }
 
@@ -65,12 +66,28 @@ class Connection {
     const decRefs = this.arrivals.get(slot) ?? 0;
     this.imports.delete(slot);
     this.arrivals.delete(slot);
-    if (decRefs > 0) this.send({ type: 'CTP_DROP', epoch: 0, slotID: slot, decRefs });
+    if (decRefs > 0) this.drop(slot, decRefs);
   }
 
   send(message) {
     if (this.closed) throw this.closed;
     this.socket.send(JSON.stringify(message));
+  }
+
+  /**
+   * Drops go out after the current task, so that a call made as soon as
+   * an answer arrives reaches the node before the answer's drop does.
+   */
+  drop(slotID, decRefs) {
+    if (this.closed) return;
+    this.drops.push({ type: 'CTP_DROP', epoch: 0, slotID, decRefs });
+    if (this.drops.length > 1) return;
+    setTimeout(() => {
+      const drops = this.drops;
+      this.drops = [];
+      if (this.closed) return;
+      for (const message of drops) this.socket.send(JSON.stringify(message));
+    }, 0);
   }
 
   /** Asks a question; returns the answer's promise, registered for pipelining. */
@@ -88,7 +105,7 @@ class Connection {
         presences.delete(answer);
         answered.set(answer, { ok, value });
         (ok ? kit.resolve : kit.reject)(value);
-        if (!this.closed) this.send({ type: 'CTP_DROP', epoch: 0, slotID: questionID, decRefs: 1 });
+        this.drop(questionID, 1);
       },
       reject: kit.reject,
     });
@@ -227,7 +244,7 @@ class Connection {
         const decRefs = this.arrivals.get(slot) ?? 0;
         this.imports.delete(slot);
         this.arrivals.delete(slot);
-        if (kit && decRefs > 0) this.send({ type: 'CTP_DROP', epoch: 0, slotID: slot, decRefs });
+        if (kit && decRefs > 0) this.drop(slot, decRefs);
         break;
       }
       case 'CTP_CALL': case 'CTP_BOOTSTRAP': {
