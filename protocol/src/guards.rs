@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::patterns::{M, must_match};
+use crate::patterns::{
+    M, check_items_depth, check_specimen_depth, must_match, must_match_bounded_pattern, pattern_within_bounds,
+};
 use crate::quote::{json_string, quote};
 use crate::record;
 use crate::rejection::Rejection;
@@ -230,6 +232,13 @@ pub struct MethodGuard {
     redacted_indexes: Vec<usize>,
     params_pattern: Value,
     return_guard: Value,
+    /// Both patterns are within the depth bound, so calls skip that check.
+    patterns_within_bounds: bool,
+    /// No declared arguments and a rest of `M.any()`: any arguments within
+    /// the depth bound match, so they are not matched one by one.
+    args_accept_any: bool,
+    /// A result guard of `M.any()`: likewise.
+    result_accepts_any: bool,
 }
 
 impl MethodGuard {
@@ -293,6 +302,11 @@ impl MethodGuard {
                 Some(matchable_rest)
             },
         );
+        let return_guard = field("returnGuard");
+        let patterns_within_bounds = pattern_within_bounds(&params_pattern) && pattern_within_bounds(&return_guard);
+        let any = M::any();
+        let args_accept_any = all.is_empty() && !rest_is_raw && rest.same_as(&any);
+        let result_accepts_any = return_guard.same_as(&any);
         Ok(MethodGuard {
             guard: guard.clone(),
             call_kind,
@@ -302,7 +316,10 @@ impl MethodGuard {
             rest_is_raw,
             redacted_indexes,
             params_pattern,
-            return_guard: field("returnGuard"),
+            return_guard,
+            patterns_within_bounds,
+            args_accept_any,
+            result_accepts_any,
         })
     }
 
@@ -329,6 +346,9 @@ impl MethodGuard {
     /// Checks a call's arguments (already awaited where the guard says so).
     /// `label` is the method's label from [`method_label`].
     pub fn check_args(&self, label: &str, args: &[Value]) -> Result<(), Rejection> {
+        if self.args_accept_any {
+            return check_items_depth(args);
+        }
         let needs_copy = (self.rest_is_raw && args.len() > self.declared_len)
             || self.redacted_indexes.first().is_some_and(|first| *first < args.len());
         if needs_copy {
@@ -343,9 +363,11 @@ impl MethodGuard {
                     *arg = Value::from(REDACTED_RAW_ARG);
                 }
             }
-            must_match(&Value::from(matchable), &self.params_pattern, Some(label))?;
+            self.must_match(&Value::from(matchable), &self.params_pattern, || label.to_string())?;
         } else {
-            must_match(&Value::array(args.iter().cloned()), &self.params_pattern, Some(label))?;
+            self.must_match(&Value::array(args.iter().cloned()), &self.params_pattern, || {
+                label.to_string()
+            })?;
         }
         if !self.has_rest && args.len() > self.declared_len {
             return Err(Rejection::new(format!(
@@ -364,7 +386,20 @@ impl MethodGuard {
         if !self.checks_result() {
             return Ok(());
         }
-        must_match(result, &self.return_guard, Some(&format!("{label}: result")))
+        if self.result_accepts_any {
+            return check_specimen_depth(result);
+        }
+        self.must_match(result, &self.return_guard, || format!("{label}: result"))
+    }
+
+    /// Matches one of this guard's patterns, skipping the pattern's depth
+    /// check when it was found within bounds at construction.
+    fn must_match(&self, specimen: &Value, pattern: &Value, label: impl FnOnce() -> String) -> Result<(), Rejection> {
+        if self.patterns_within_bounds {
+            must_match_bounded_pattern(specimen, pattern, label)
+        } else {
+            must_match(specimen, pattern, Some(&label()))
+        }
     }
 }
 
@@ -583,6 +618,37 @@ pub fn method_names_value<'a>(names: impl IntoIterator<Item = &'a str>) -> Value
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An array nested `depth` deep around a number.
+    fn nested(depth: usize) -> Value {
+        (0..depth).fold(Value::from(1), |inner, _| Value::array([inner]))
+    }
+
+    #[test]
+    fn a_guard_of_any_arguments_and_result_checks_only_depth_and_says_what_matching_says() {
+        let any = MethodGuard::from_value(&M::call([]).rest(M::any()).returns(M::any())).expect("valid");
+        assert!(any.args_accept_any && any.result_accepts_any);
+        let label = method_label("f", "T");
+        let slow =
+            |specimen: &Value, pattern: &Value| must_match(specimen, pattern, Some(&label)).map_err(|r| r.message);
+        for depth in [0, 1, 62, 63, 64, 65, 100] {
+            let args = [Value::from("x"), nested(depth)];
+            assert_eq!(
+                any.check_args(&label, &args).map_err(|r| r.message),
+                slow(&Value::array(args.iter().cloned()), &any.params_pattern),
+                "args at depth {depth}"
+            );
+            assert_eq!(
+                any.check_result(&label, &nested(depth)).map_err(|r| r.message),
+                slow(&nested(depth), &any.return_guard),
+                "result at depth {depth}"
+            );
+        }
+        assert!(any.check_args(&label, &[nested(64)]).is_err());
+        assert!(any.check_args(&label, &[nested(63)]).is_ok());
+        let typed = MethodGuard::from_value(&M::call([M::number()]).returns(M::string())).expect("valid");
+        assert!(!typed.args_accept_any && !typed.result_accepts_any);
+    }
 
     #[test]
     fn spec_messages() {

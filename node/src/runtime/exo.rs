@@ -109,8 +109,9 @@ struct Shape<S> {
     tag: String,
     interface: Option<Value>,
     methods: BTreeMap<String, Method<S>>,
-    guards: BTreeMap<String, MethodGuard>,
-    labels: BTreeMap<String, String>,
+    // Shared with each call, which may outlive the turn (`callWhen`).
+    guards: BTreeMap<String, Rc<MethodGuard>>,
+    labels: BTreeMap<String, Rc<str>>,
     meta_guard: MethodGuard,
 }
 
@@ -124,8 +125,9 @@ impl<S: 'static> Shape<S> {
         let labels = methods
             .keys()
             .chain([GET_INTERFACE_GUARD.to_string(), GET_METHOD_NAMES.to_string()].iter())
-            .map(|name| (name.clone(), method_label(name, &tag)))
+            .map(|name| (name.clone(), Rc::from(method_label(name, &tag))))
             .collect();
+        let guards = guards.into_iter().map(|(name, guard)| (name, Rc::new(guard))).collect();
         let meta_guard = passable_method_guard().map_err(|rejection| rejection.to_error_value())?;
         Ok(Shape {
             tag,
@@ -142,10 +144,10 @@ impl<S: 'static> Shape<S> {
             .labels
             .get(method)
             .cloned()
-            .unwrap_or_else(|| method_label(method, &self.tag));
+            .unwrap_or_else(|| Rc::from(method_label(method, &self.tag)));
         match (self.methods.get(method), self.guards.get(method)) {
             (Some(implementation), Some(guard)) => {
-                run_guarded(guard.clone(), label, implementation.clone(), context, args)
+                run_guarded(Rc::clone(guard), label, implementation.clone(), context, args)
             }
             _ if method == GET_INTERFACE_GUARD || method == GET_METHOD_NAMES => {
                 let result = if method == GET_INTERFACE_GUARD {
@@ -192,8 +194,8 @@ fn rejection_value(rejection: &capstan_protocol::Rejection) -> Value {
 /// Checks the arguments, runs the method, checks the result. A `callWhen`
 /// guard awaits its `M.await` arguments first and checks the fulfilment.
 fn run_guarded<S: 'static>(
-    guard: MethodGuard,
-    label: String,
+    guard: Rc<MethodGuard>,
+    label: Rc<str>,
     method: Method<S>,
     context: Context<S>,
     mut args: Vec<Value>,

@@ -73,8 +73,11 @@ pub fn nesting_exceeds(value: &Value, max: usize) -> bool {
     fn is_container(value: &Value) -> bool {
         matches!(value, Value::Array(_) | Value::Record(_) | Value::Tagged(_))
     }
-    let mut stack: Vec<(&Value, usize)> = vec![(value, 0)];
-    while let Some((value, depth)) = stack.pop() {
+    // Most values hold no nested container: they are checked without
+    // allocating (the stack is only made once a container is pushed).
+    let mut stack: Vec<(&Value, usize)> = Vec::new();
+    let mut next = Some((value, 0));
+    while let Some((value, depth)) = next.take().or_else(|| stack.pop()) {
         let children: &mut dyn Iterator<Item = &Value> = match value {
             Value::Array(items) => &mut items.iter(),
             Value::Record(record) => &mut record.values(),

@@ -83,3 +83,44 @@ pub fn must_match(specimen: &Value, pattern: &Value, label: Option<&str>) -> Res
     };
     outcome.map_err(Failure::into_rejection)
 }
+
+/// The one check [`must_match`] makes of a specimen against `M.any()`:
+/// that it nests within the bound.
+pub(crate) fn check_specimen_depth(specimen: &Value) -> Result<(), Rejection> {
+    Matcher::new().check_depth(specimen, "specimen")
+}
+
+/// [`check_specimen_depth`] of the array of `items`, without making it.
+pub(crate) fn check_items_depth(items: &[Value]) -> Result<(), Rejection> {
+    let within = match DEFAULT_MAX_NESTING.checked_sub(1) {
+        Some(inner) => items.iter().all(|item| !limits::nesting_exceeds(item, inner)),
+        None => items.is_empty(),
+    };
+    if within {
+        Ok(())
+    } else {
+        Err(Rejection::new(format!(
+            "specimen nesting must not be deeper than {DEFAULT_MAX_NESTING}"
+        )))
+    }
+}
+
+/// Whether `pattern` is within the depth bound that [`must_match`] checks
+/// patterns against (a guard checks its patterns once, when it is made).
+pub(crate) fn pattern_within_bounds(pattern: &Value) -> bool {
+    Matcher::new().check_depth(pattern, "pattern").is_ok()
+}
+
+/// [`must_match`] for a pattern [`pattern_within_bounds`] accepted, with
+/// the label made only on failure: a method guard's check on every call.
+pub(crate) fn must_match_bounded_pattern(
+    specimen: &Value,
+    pattern: &Value,
+    label: impl FnOnce() -> String,
+) -> Result<(), Rejection> {
+    let matcher = Matcher::new();
+    matcher.check_depth(specimen, "specimen")?;
+    matcher
+        .confirm_matches(specimen, pattern, Reject::Explain)
+        .map_err(|failure| failure.labeled(&label()).into_rejection())
+}
