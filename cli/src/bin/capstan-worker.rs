@@ -51,3 +51,32 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::limits;
+
+    fn parse(args: &[&str]) -> Result<(u64, u64), String> {
+        limits(args.iter().map(|arg| arg.to_string()))
+    }
+
+    #[test]
+    fn takes_the_arguments_the_node_passes_in_either_order() {
+        assert_eq!(
+            parse(&["__worker", "--memory-bytes", "1024", "--time-budget-ms", "50"]),
+            Ok((1024, 50))
+        );
+        assert_eq!(
+            parse(&["--time-budget-ms", "50", "--memory-bytes", "1024"]),
+            Ok((1024, 50))
+        );
+    }
+
+    #[test]
+    fn refuses_missing_odd_and_malformed_arguments() {
+        assert!(parse(&["--memory-bytes", "1024"]).is_err());
+        assert!(parse(&["--memory-bytes"]).is_err());
+        assert!(parse(&["--memory-bytes", "-1", "--time-budget-ms", "5"]).is_err());
+        assert!(parse(&["--verbose", "--memory-bytes", "1", "--time-budget-ms", "5"]).is_err());
+    }
+}
