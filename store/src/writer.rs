@@ -2,11 +2,13 @@
 //! [`Commit`] future a caller waits on for its write to be durable.
 //!
 //! Callers hand the writer a job (a closure over a [`Tx`]). The writer takes
-//! every job that is waiting, runs each in a transaction of its own, and
-//! commits all but the last without an fsync; the last commit of the group
-//! is durable (`Durability::Immediate`) and so makes the whole group durable
-//! with one fsync. Only then are change events published and callers
-//! answered. A job that fails rolls back alone; the others still commit.
+//! every job that is waiting as a group: each row of repeatable jobs runs in
+//! one shared transaction, every other job in a transaction of its own; all
+//! but the last commit go without an fsync, and the last is durable
+//! (`Durability::Immediate`), so the whole group is durable with one fsync.
+//! Only then are change events published and callers answered. A job that
+//! fails is left out whole: its transaction is abandoned and the jobs before
+//! it run again without it; the others still commit.
 //!
 //! If a commit itself fails (an I/O error), the writer stops taking writes:
 //! after a failed fsync nothing about the file can be trusted any more.
@@ -229,7 +231,10 @@ pub(crate) struct Writer {
 enum Attempt {
     Committed(Vec<Event>),
     /// The job at this index failed; the transaction was abandoned.
-    Failed { index: usize, error: StoreError },
+    Failed {
+        index: usize,
+        error: StoreError,
+    },
     /// The transaction could not begin or commit: the writer must stop.
     StorageFailed(String),
 }

@@ -56,7 +56,10 @@ fn waiting_repeatable_writes_share_one_commit() {
     assert_eq!(commit_seq(&store), before + 2);
     let snapshot = store.read().unwrap();
     for n in 0..100u8 {
-        assert_eq!(snapshot.lookup_name(pet_store, &name(&format!("name-{n}"))).unwrap(), Some(fid(n)));
+        assert_eq!(
+            snapshot.lookup_name(pet_store, &name(&format!("name-{n}"))).unwrap(),
+            Some(fid(n))
+        );
     }
 }
 
