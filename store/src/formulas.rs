@@ -90,8 +90,8 @@ impl Snapshot {
 }
 
 impl Store {
-    /// Stores one formula in a commit of its own.
+    /// Stores one formula in one atomic write (which may share its commit with other writes waiting beside it).
     pub fn put_formula(&self, id: FormulaId, record: FormulaRecord) -> Commit<()> {
-        self.transact(move |tx| tx.put_formula(id, &record))
+        self.transact_repeatable(move |tx| tx.put_formula(id, &record))
     }
 }

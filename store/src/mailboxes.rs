@@ -243,14 +243,14 @@ impl Snapshot {
 }
 
 impl Store {
-    /// Adds a message in a commit of its own; resolves to its number.
+    /// Adds a message in one atomic write (which may share its commit with other writes waiting beside it); resolves to its number.
     pub fn append_message(&self, agent: FormulaId, body: Vec<u8>) -> Commit<u64> {
-        self.transact(move |tx| tx.append_message(agent, &body))
+        self.transact_repeatable(move |tx| tx.append_message(agent, &body))
     }
 
-    /// Dismisses a message in a commit of its own.
+    /// Dismisses a message in one atomic write (which may share its commit with other writes waiting beside it).
     pub fn dismiss_message(&self, agent: FormulaId, number: u64) -> Commit<bool> {
-        self.transact(move |tx| tx.dismiss_message(agent, number))
+        self.transact_repeatable(move |tx| tx.dismiss_message(agent, number))
     }
 
     /// `agent`'s messages now, then every message added or dismissed.

@@ -128,8 +128,8 @@ impl Snapshot {
 }
 
 impl Store {
-    /// Stores a peer record in a commit of its own.
+    /// Stores a peer record in one atomic write (which may share its commit with other writes waiting beside it).
     pub fn put_peer(&self, node: NodeId, record: PeerRecord) -> Commit<()> {
-        self.transact(move |tx| tx.put_peer(node, &record))
+        self.transact_repeatable(move |tx| tx.put_peer(node, &record))
     }
 }

@@ -265,17 +265,17 @@ impl Snapshot {
 }
 
 impl Store {
-    /// Names `id` as `name` in `pet_store`, in a commit of its own.
+    /// Names `id` as `name` in `pet_store`, in one atomic write (which may share its commit with other writes waiting beside it).
     pub fn write_name(&self, pet_store: FormulaId, name: PetName, id: FormulaId) -> Commit<()> {
-        self.transact(move |tx| tx.write_name(pet_store, &name, id))
+        self.transact_repeatable(move |tx| tx.write_name(pet_store, &name, id))
     }
 
-    /// Removes a name in a commit of its own; see [`Tx::remove_name`].
+    /// Removes a name in one atomic write (which may share its commit with other writes waiting beside it); see [`Tx::remove_name`].
     pub fn remove_name(&self, pet_store: FormulaId, name: PetName) -> Commit<Option<FormulaId>> {
-        self.transact(move |tx| tx.remove_name(pet_store, &name))
+        self.transact_repeatable(move |tx| tx.remove_name(pet_store, &name))
     }
 
-    /// Moves a name in a commit of its own; see [`Tx::move_name`].
+    /// Moves a name in one atomic write (which may share its commit with other writes waiting beside it); see [`Tx::move_name`].
     pub fn move_name(
         &self,
         from_store: FormulaId,
@@ -283,10 +283,10 @@ impl Store {
         to_store: FormulaId,
         to_name: PetName,
     ) -> Commit<FormulaId> {
-        self.transact(move |tx| tx.move_name(from_store, &from_name, to_store, &to_name))
+        self.transact_repeatable(move |tx| tx.move_name(from_store, &from_name, to_store, &to_name))
     }
 
-    /// Copies a name in a commit of its own; see [`Tx::copy_name`].
+    /// Copies a name in one atomic write (which may share its commit with other writes waiting beside it); see [`Tx::copy_name`].
     pub fn copy_name(
         &self,
         from_store: FormulaId,
@@ -294,7 +294,7 @@ impl Store {
         to_store: FormulaId,
         to_name: PetName,
     ) -> Commit<FormulaId> {
-        self.transact(move |tx| tx.copy_name(from_store, &from_name, to_store, &to_name))
+        self.transact_repeatable(move |tx| tx.copy_name(from_store, &from_name, to_store, &to_name))
     }
 
     /// The names in `pet_store` now, then every change to them.

@@ -20,7 +20,7 @@ use crate::identity::{self, NodeSecret};
 use crate::ids::NodeId;
 use crate::schema::{self, BLOB_UPLOADS};
 use crate::tx::{Snapshot, Tx};
-use crate::writer::{ClosureJob, Commit, Job, Writer, panic_message};
+use crate::writer::{ClosureJob, Commit, Job, RepeatableJob, Writer, panic_message};
 
 /// The store's file name inside the state directory.
 pub const STORE_FILE_NAME: &str = "capstan.redb";
@@ -182,6 +182,22 @@ impl Store {
         self.submit(work, true)
     }
 
+    /// As [`Store::transact`], for `work` that may run more than once: it
+    /// must depend only on the transaction and what it captured, and do
+    /// nothing outside the store. The writer then runs it in one
+    /// transaction with the other such writes waiting beside it, so many
+    /// concurrent writers share one commit. Should another write in that
+    /// transaction fail, the transaction is abandoned and `work` runs
+    /// again without it; its caller never sees the first run.
+    pub fn transact_repeatable<T, F>(&self, work: F) -> Commit<T>
+    where
+        F: Fn(&mut Tx<'_>) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (reply, receiver) = oneshot::channel();
+        self.send(Box::new(RepeatableJob::new(work, reply)), receiver)
+    }
+
     /// As [`Store::transact`], for work that needs no fsync of its own.
     pub(crate) fn submit<T, F>(&self, work: F, durable: bool) -> Commit<T>
     where
@@ -189,7 +205,10 @@ impl Store {
         T: Send + 'static,
     {
         let (reply, receiver) = oneshot::channel();
-        let job = Box::new(ClosureJob { work, reply, durable });
+        self.send(Box::new(ClosureJob::new(work, reply, durable)), receiver)
+    }
+
+    fn send<T>(&self, job: Box<dyn Job>, receiver: oneshot::Receiver<Result<T>>) -> Commit<T> {
         let jobs = self.inner.jobs.lock().unwrap_or_else(PoisonError::into_inner);
         match jobs.as_ref().map(|jobs| jobs.send(job)) {
             Some(Ok(())) => Commit::waiting(receiver),

@@ -2,11 +2,13 @@
 //! [`Commit`] future a caller waits on for its write to be durable.
 //!
 //! Callers hand the writer a job (a closure over a [`Tx`]). The writer takes
-//! every job that is waiting, runs each in a transaction of its own, and
-//! commits all but the last without an fsync; the last commit of the group
-//! is durable (`Durability::Immediate`) and so makes the whole group durable
-//! with one fsync. Only then are change events published and callers
-//! answered. A job that fails rolls back alone; the others still commit.
+//! every job that is waiting as a group: each row of repeatable jobs runs in
+//! one shared transaction, every other job in a transaction of its own; all
+//! but the last commit go without an fsync, and the last is durable
+//! (`Durability::Immediate`), so the whole group is durable with one fsync.
+//! Only then are change events published and callers answered. A job that
+//! fails is left out whole: its transaction is abandoned and the jobs before
+//! it run again without it; the others still commit.
 //!
 //! If a commit itself fails (an I/O error), the writer stops taking writes:
 //! after a failed fsync nothing about the file can be trusted any more.
@@ -31,10 +33,7 @@ use crate::tx::{Tables, Tx};
 /// callers early.
 const MAX_GROUP_JOBS: usize = 256;
 
-/// What the writer does once a job's transaction has committed.
-pub(crate) type Completion = Box<dyn FnOnce(Result<()>) + Send>;
-
-/// A unit of work for the writer: it runs in one transaction.
+/// A unit of work for the writer.
 pub(crate) trait Job: Send {
     /// Whether the caller must be answered only after an fsync. Staging a
     /// blob's chunks needs none: the blob exists only once its durable
@@ -43,20 +42,40 @@ pub(crate) trait Job: Send {
         true
     }
 
-    /// Does the work. `Some` means commit and then call the completion;
-    /// `None` means the job has answered its caller with an error and its
-    /// transaction must roll back.
-    fn run(self: Box<Self>, tx: &mut Tx<'_>) -> Option<Completion>;
+    /// Whether [`Job::attempt`] may run again after the transaction it ran
+    /// in was abandoned. The writer runs a row of such jobs in one shared
+    /// transaction; any other job gets a transaction of its own.
+    fn repeatable(&self) -> bool {
+        false
+    }
 
-    /// Answers the caller with an error without running.
-    fn fail(self: Box<Self>, error: StoreError);
+    /// Does the work in `tx` and keeps its result for [`Job::answer`]. On
+    /// `Err` the writer abandons the transaction: nothing the job wrote is
+    /// kept.
+    fn attempt(&mut self, tx: &mut Tx<'_>) -> Result<()>;
+
+    /// Answers the caller: with the kept result if `outcome` is `Ok` (the
+    /// commit is durable), else with `outcome`'s error.
+    fn answer(self: Box<Self>, outcome: Result<()>);
 }
 
-/// A caller's closure and where to send its result.
+/// A caller's closure, run once, and where to send its result.
 pub(crate) struct ClosureJob<F, T> {
-    pub work: F,
-    pub reply: oneshot::Sender<Result<T>>,
-    pub durable: bool,
+    work: Option<F>,
+    value: Option<T>,
+    reply: oneshot::Sender<Result<T>>,
+    durable: bool,
+}
+
+impl<F, T> ClosureJob<F, T> {
+    pub(crate) fn new(work: F, reply: oneshot::Sender<Result<T>>, durable: bool) -> Self {
+        Self {
+            work: Some(work),
+            value: None,
+            reply,
+            durable,
+        }
+    }
 }
 
 impl<F, T> Job for ClosureJob<F, T>
@@ -68,28 +87,68 @@ where
         self.durable
     }
 
-    fn run(self: Box<Self>, tx: &mut Tx<'_>) -> Option<Completion> {
-        let ClosureJob { work, reply, .. } = *self;
-        let outcome = catch_unwind(AssertUnwindSafe(|| work(tx))).unwrap_or_else(|panic| {
-            Err(StoreError::TransactionPanicked {
-                message: panic_message(panic.as_ref()),
-            })
-        });
-        match outcome {
-            Ok(value) => Some(Box::new(move |committed: Result<()>| {
-                // The caller may have stopped waiting; the write stands anyway.
-                let _ = reply.send(committed.map(|()| value));
-            })),
-            Err(error) => {
-                let _ = reply.send(Err(error));
-                None
-            }
-        }
+    fn attempt(&mut self, tx: &mut Tx<'_>) -> Result<()> {
+        // The writer never runs a job that is not repeatable twice.
+        let work = self.work.take().ok_or(StoreError::WriterFailed {
+            detail: "a write ran twice".into(),
+        })?;
+        self.value = Some(catch_panic(|| work(tx))?);
+        Ok(())
     }
 
-    fn fail(self: Box<Self>, error: StoreError) {
-        let _ = self.reply.send(Err(error));
+    fn answer(self: Box<Self>, outcome: Result<()>) {
+        let Self { value, reply, .. } = *self;
+        // The caller may have stopped waiting; the write stands anyway.
+        let _ = reply.send(outcome.and_then(|()| value.ok_or(StoreError::WriterStopped)));
     }
+}
+
+/// A caller's closure that may run more than once (it depends only on the
+/// transaction and what it captured), and where to send its result.
+pub(crate) struct RepeatableJob<F, T> {
+    work: F,
+    value: Option<T>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<F, T> RepeatableJob<F, T> {
+    pub(crate) fn new(work: F, reply: oneshot::Sender<Result<T>>) -> Self {
+        Self {
+            work,
+            value: None,
+            reply,
+        }
+    }
+}
+
+impl<F, T> Job for RepeatableJob<F, T>
+where
+    F: Fn(&mut Tx<'_>) -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    fn repeatable(&self) -> bool {
+        true
+    }
+
+    fn attempt(&mut self, tx: &mut Tx<'_>) -> Result<()> {
+        let work = &self.work;
+        self.value = Some(catch_panic(|| work(tx))?);
+        Ok(())
+    }
+
+    fn answer(self: Box<Self>, outcome: Result<()>) {
+        let Self { value, reply, .. } = *self;
+        let _ = reply.send(outcome.and_then(|()| value.ok_or(StoreError::WriterStopped)));
+    }
+}
+
+/// Runs a caller's closure, turning a panic into an error.
+fn catch_panic<T>(work: impl FnOnce() -> Result<T>) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|panic| {
+        Err(StoreError::TransactionPanicked {
+            message: panic_message(panic.as_ref()),
+        })
+    })
 }
 
 pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
@@ -168,15 +227,27 @@ pub(crate) struct Writer {
     failure: Option<String>,
 }
 
-/// How one job's transaction ended.
-enum JobEnd {
-    Committed {
-        completion: Completion,
-        events: Vec<Event>,
+/// How one attempt at a batch of jobs ended.
+enum Attempt {
+    Committed(Vec<Event>),
+    /// The job at this index failed; the transaction was abandoned.
+    Failed {
+        index: usize,
+        error: StoreError,
     },
-    RolledBack,
     /// The transaction could not begin or commit: the writer must stop.
     StorageFailed(String),
+}
+
+/// What one group has done so far.
+#[derive(Default)]
+struct GroupState {
+    /// Jobs whose commit is done, in commit order, to be answered once the
+    /// group is durable.
+    committed: Vec<Box<dyn Job>>,
+    events: Vec<Event>,
+    /// Whether a job that needs durability committed without an fsync.
+    unsynced: bool,
 }
 
 impl Writer {
@@ -209,102 +280,110 @@ impl Writer {
         }
     }
 
+    /// Commits the group as a few batches: each row of repeatable jobs in
+    /// one transaction, every other job in one of its own, all but the last
+    /// without an fsync. Then publishes the events and answers the callers.
     fn run_group(&mut self, group: Vec<Box<dyn Job>>) {
-        if let Some(reason) = &self.failure {
-            for job in group {
-                job.fail(StoreError::WriterFailed { detail: reason.clone() });
-            }
-            return;
-        }
-        let mut committed: Vec<(Completion, Vec<Event>)> = Vec::with_capacity(group.len());
-        // Whether a job that needs durability committed without an fsync.
-        let mut unsynced = false;
-        let count = group.len();
-        for (index, job) in group.into_iter().enumerate() {
-            if let Some(reason) = &self.failure {
-                job.fail(StoreError::WriterFailed { detail: reason.clone() });
-                continue;
-            }
-            let needs_durability = job.durable();
-            let sync_now = index + 1 == count && (needs_durability || unsynced);
-            match self.run_job(job, sync_now) {
-                JobEnd::Committed { completion, events } => {
-                    if sync_now {
-                        unsynced = false;
-                    } else if needs_durability {
-                        unsynced = true;
-                    }
-                    committed.push((completion, events));
+        let mut state = GroupState::default();
+        let mut rest = group.into_iter().peekable();
+        while let Some(first) = rest.next() {
+            let mut batch = vec![first];
+            if batch[0].repeatable() {
+                while let Some(job) = rest.next_if(|job| job.repeatable()) {
+                    batch.push(job);
                 }
-                JobEnd::RolledBack => {}
-                JobEnd::StorageFailed(reason) => self.failure = Some(reason),
             }
+            let sync_now = rest.peek().is_none() && (state.unsynced || batch.iter().any(|job| job.durable()));
+            self.run_batch(batch, sync_now, &mut state);
         }
-        if unsynced
+        if state.unsynced
             && self.failure.is_none()
             && let Err(error) = self.sync()
         {
             self.failure = Some(error.to_string());
         }
         if let Some(reason) = &self.failure {
-            for (completion, _) in committed {
-                completion(Err(StoreError::WriterFailed { detail: reason.clone() }));
+            for job in state.committed {
+                job.answer(Err(StoreError::WriterFailed { detail: reason.clone() }));
             }
             return;
         }
-        for (_, events) in &committed {
-            for event in events {
-                self.notifier.publish(event);
-            }
+        for event in &state.events {
+            self.notifier.publish(event);
         }
-        for (completion, _) in committed {
-            completion(Ok(()));
+        for job in state.committed {
+            job.answer(Ok(()));
         }
     }
 
-    fn run_job(&mut self, job: Box<dyn Job>, sync_now: bool) -> JobEnd {
+    /// Runs `batch` in one transaction and commits it, durably if
+    /// `sync_now`. A job that fails is answered with its error at once and
+    /// left out: the jobs before it (repeatable, since only a batch of
+    /// those holds more than one job) run again and commit without it, and
+    /// the jobs after it make a batch of their own. So each job runs at most
+    /// twice, and what commits is what running the jobs one by one would
+    /// have kept.
+    fn run_batch(&mut self, mut batch: Vec<Box<dyn Job>>, sync_now: bool, state: &mut GroupState) {
+        while !batch.is_empty() {
+            if let Some(reason) = &self.failure {
+                for job in batch {
+                    job.answer(Err(StoreError::WriterFailed { detail: reason.clone() }));
+                }
+                return;
+            }
+            match self.attempt(&mut batch, sync_now) {
+                Attempt::Committed(events) => {
+                    let durable = batch.iter().any(|job| job.durable());
+                    state.unsynced = if sync_now { false } else { state.unsynced || durable };
+                    state.events.extend(events);
+                    state.committed.append(&mut batch);
+                    return;
+                }
+                Attempt::Failed { index, error } => {
+                    let after = batch.split_off(index.saturating_add(1));
+                    if let Some(failed) = batch.pop() {
+                        failed.answer(Err(error));
+                    }
+                    if !batch.is_empty() {
+                        self.run_batch(std::mem::take(&mut batch), false, state);
+                    }
+                    batch = after;
+                }
+                Attempt::StorageFailed(reason) => self.failure = Some(reason),
+            }
+        }
+    }
+
+    fn attempt(&mut self, batch: &mut [Box<dyn Job>], sync_now: bool) -> Attempt {
         let seq = self.next_seq;
         let txn = match self.begin(sync_now) {
             Ok(txn) => txn,
-            Err(error) => {
-                let reason = error.to_string();
-                job.fail(error);
-                return JobEnd::StorageFailed(reason);
-            }
+            Err(error) => return Attempt::StorageFailed(error.to_string()),
         };
         let tables = match Tables::open(&txn) {
             Ok(tables) => tables,
-            Err(error) => {
-                let reason = error.to_string();
-                job.fail(error);
-                return JobEnd::StorageFailed(reason);
-            }
+            Err(error) => return Attempt::StorageFailed(error.to_string()),
         };
         let mut tx = Tx::new(tables, seq);
-        // Callers' closures run under catch_unwind in `ClosureJob::run`; this
-        // guards the store's own jobs. Either way the transaction rolls back.
-        let completion = match catch_unwind(AssertUnwindSafe(|| job.run(&mut tx))) {
-            Ok(Some(completion)) => completion,
-            Ok(None) | Err(_) => return JobEnd::RolledBack,
-        };
+        for (index, job) in batch.iter_mut().enumerate() {
+            // Callers' closures run under catch_unwind in the jobs; this
+            // guards the store's own work. Returning drops the transaction
+            // uncommitted, which rolls it back.
+            let outcome = catch_panic(|| job.attempt(&mut tx));
+            if let Err(error) = outcome {
+                return Attempt::Failed { index, error };
+            }
+        }
         if let Err(error) = tx.tables.counters.insert(COUNTER_COMMIT_SEQ, seq) {
-            let error = StoreError::from(error);
-            let reason = error.to_string();
-            completion(Err(error));
-            return JobEnd::StorageFailed(reason);
+            return Attempt::StorageFailed(StoreError::from(error).to_string());
         }
         let events = tx.into_events();
         match txn.commit() {
             Ok(()) => {
                 self.next_seq = seq.saturating_add(1);
-                JobEnd::Committed { completion, events }
+                Attempt::Committed(events)
             }
-            Err(error) => {
-                let error = StoreError::from(error);
-                let reason = error.to_string();
-                completion(Err(error));
-                JobEnd::StorageFailed(reason)
-            }
+            Err(error) => Attempt::StorageFailed(StoreError::from(error).to_string()),
         }
     }
 

@@ -72,6 +72,7 @@ fn main() {
     // Each client writes as many names as the single figure, so the
     // grouped run lasts long enough to measure.
     let per_client = (count * 4).div_ceil(CLIENTS);
+    let commits_before = store.read().unwrap().commit_seq().unwrap();
     let started = Instant::now();
     let clients: Vec<_> = (0..CLIENTS)
         .map(|client| {
@@ -97,6 +98,12 @@ fn main() {
     .limit(bare_rate)
     .target("≥ 50 000/s (grouped commits)")
     .report();
+    let commits = store.read().unwrap().commit_seq().unwrap() - commits_before;
+    println!(
+        "  {} writes in {commits} commits: {:.1} writes per commit",
+        per_client * CLIENTS,
+        (per_client * CLIENTS) as f64 / commits.max(1) as f64
+    );
 
     let batch = 1000;
     let batches = (count * 10).div_ceil(batch);
