@@ -39,10 +39,16 @@
   const remotables = new WeakMap();
   // Promises standing for host promises: promise -> import id.
   const hostPromises = new WeakMap();
+  // QuickJS hashes a number by its float64 bits, and a small integer's
+  // leave the low bits of the bucket index zero, so maps keyed by import
+  // id degrade to long chains as they grow. `2 ** 52 + id` holds the id
+  // itself in the low bits: consecutive ids fall in distinct buckets.
+  const idKey = importId => 2 ** 52 + importId;
+  // import id key -> [resolve, reject] of a host promise still pending.
   const pendingResolvers = new Map();
   // Host references are held weakly, so that QuickJS can collect a
   // presence (or a settled host promise) guest code no longer holds:
-  // import id -> WeakRef of its object. The ids of collected ones wait in
+  // import id key -> WeakRef of its object. The ids of collected ones wait in
   // `collectedImports` until the engine takes them and lets the host
   // reference go (`takeCollectedImports`). Captured before lockdown
   // removes these from the globals.
@@ -50,7 +56,7 @@
   const liveImports = new Map();
   let collectedImports = [];
   const importRegistry = new FinalizationRegistry(importId => {
-    liveImports.delete(importId);
+    liveImports.delete(idKey(importId));
     collectedImports.push(importId);
   });
 
@@ -329,12 +335,12 @@
   };
 
   const trackImport = (importId, object) => {
-    liveImports.set(importId, new WeakRefCtor(object));
+    liveImports.set(idKey(importId), new WeakRefCtor(object));
     importRegistry.register(object, importId);
   };
 
   // The object standing for an import, if QuickJS has not collected it.
-  const lookupImport = importId => liveImports.get(importId)?.deref();
+  const lookupImport = importId => liveImports.get(idKey(importId))?.deref();
 
   const takeCollectedImports = () => {
     const ids = collectedImports;
@@ -350,23 +356,23 @@
     freeze(promise);
     hostPromises.set(promise, importId);
     // Held by its resolvers until it settles; weakly after.
-    pendingResolvers.set(importId, resolvers);
+    pendingResolvers.set(idKey(importId), resolvers);
     trackImport(importId, promise);
     return promise;
   };
 
   const settleHostPromise = (importId, fulfilled, value) => {
-    const resolvers = pendingResolvers.get(importId);
+    const resolvers = pendingResolvers.get(idKey(importId));
     if (resolvers === undefined) {
       return false;
     }
-    pendingResolvers.delete(importId);
+    pendingResolvers.delete(idKey(importId));
     resolvers[fulfilled ? 0 : 1](value);
     return true;
   };
 
   const forgetHostPromise = importId => {
-    pendingResolvers.delete(importId);
+    pendingResolvers.delete(idKey(importId));
   };
 
   const watchPromise = (promise, exportId) => {

@@ -547,9 +547,7 @@ fn host_send<'js>(engine: &Engine, ctx: &Ctx<'js>, args: &[JsValue<'js>]) -> rqu
         } else {
             Some(string_arg(ctx, args, 1, "method name")?)
         };
-        let call_args = arg(ctx, args, 2);
-        converter.harden(&call_args)?;
-        let values = to_values(&mut converter, &call_args)?;
+        let values = converter.passable_arguments(&arg(ctx, args, 2))?;
         match engine.host.send(&target, method.as_deref(), &values, wants_result) {
             Ok(Some(result)) if wants_result => converter.object_for_reference(&result, true),
             Ok(_) => Ok(JsValue::new_undefined(ctx.clone())),

@@ -45,6 +45,13 @@ const MODULE_WAITING: &str = "Module evaluation is waiting on a promise the host
 /// How long the jobs left by a runaway turn are given to fail before the
 /// runtime counts itself poisoned (at most the time budget).
 const PURGE_TIME: Duration = Duration::from_secs(2);
+/// A cycle collection that took at least this long (a large heap) is not
+/// run again by [`GuestRuntime::collect_garbage`] until
+/// [`COLLECTOR_SPACING`] times as long has passed, so a worker holding
+/// many objects (a burst of sends in flight) spends at most about a
+/// ninth of its time collecting on the timer. Shorter ones run every time.
+const SLOW_COLLECTION: Duration = Duration::from_millis(4);
+const COLLECTOR_SPACING: u32 = 8;
 
 /// How the evaluation of a guest module came out.
 enum ModuleEvaluation<'js> {
@@ -116,6 +123,9 @@ pub struct GuestRuntime {
     limits: GuestLimits,
     poisoned: Cell<bool>,
     replacement: RefCell<Option<String>>,
+    /// When the last cycle collection of `collect_garbage` ended and how
+    /// long it took.
+    last_collection: Cell<Option<(Instant, Duration)>>,
     runtime: Runtime,
 }
 
@@ -158,6 +168,7 @@ impl GuestRuntime {
             limits,
             poisoned: Cell::new(false),
             replacement: RefCell::new(None),
+            last_collection: Cell::new(None),
             runtime,
         };
         let root = guest_runtime.root.clone();
@@ -459,8 +470,21 @@ impl GuestRuntime {
     /// host's session then drops on the wire), and forgets the exports
     /// whose reference only the engine still holds (so their objects can
     /// be collected). A worker calls it on a timer.
+    ///
+    /// Objects freed by reference counting are reported at every call; the
+    /// cycle collector, which walks the whole heap, is skipped while the
+    /// last one was slow and recent (see [`SLOW_COLLECTION`]).
     pub fn collect_garbage(&mut self) -> Result<Collected, GuestError> {
-        self.runtime.run_gc();
+        let collector_due = match self.last_collection.get() {
+            Some((ended, took)) if took >= SLOW_COLLECTION => ended.elapsed() >= took * COLLECTOR_SPACING,
+            _ => true,
+        };
+        if collector_due {
+            let started = Instant::now();
+            self.runtime.run_gc();
+            let ended = Instant::now();
+            self.last_collection.set(Some((ended, ended - started)));
+        }
         let root = self.root.clone();
         let result = self.enter(&root, |ctx| {
             self.drain(ctx)?;
