@@ -161,7 +161,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// time per send and per settlement, and the heap each send holds while
 /// it waits (what bounds how many a worker can have in flight).
 fn host_sends() -> Result<(), Box<dyn std::error::Error>> {
-    let sends = 100_000;
+    let sends: u32 = 100_000;
     let host = Rc::new(PromisingHost::default());
     let limits = GuestLimits {
         memory_bytes: 1 << 30,
@@ -169,15 +169,24 @@ fn host_sends() -> Result<(), Box<dyn std::error::Error>> {
         ..GuestLimits::default()
     };
     let mut guest = GuestRuntime::new(Rc::clone(&host) as Rc<dyn Host>, limits)?;
+    // In a vat, as a kernel vat sends.
+    let source = "
+        export function buildRootObject() {
+          return makeDefaultExo('Bench', {
+            burst(target, count) {
+              const sends = [];
+              for (let i = 0; i < count; i += 1) sends.push(E(target).noop());
+              return Promise.all(sends);
+            },
+          });
+        }";
+    let store = Value::Remotable(Reference::new("Alleged: baggageStore", ()));
+    let root = remotable(guest.build_vat(source, &Value::Null, &[], &store, &Value::record::<&str>([]))?);
+    host.results.borrow_mut().clear();
     let target = Value::Remotable(Reference::new("Target", ()));
     let heap_before = guest.memory_usage();
     let started = Instant::now();
-    let outcome = guest.evaluate(
-        &format!(
-            "const sends = []; for (let i = 0; i < {sends}; i++) sends.push(E(target).noop()); Promise.all(sends)"
-        ),
-        &[("target", target)],
-    )?;
+    let outcome = guest.deliver(&root, Some("burst"), &[target, Value::from(sends)])?;
     let send_time = started.elapsed();
     let held = guest.memory_usage().saturating_sub(heap_before);
     let Outcome::Pending(all) = outcome else {

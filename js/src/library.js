@@ -37,8 +37,26 @@
   // Remotables made here: Far objects, exos, and presences of host
   // references. Value: { iface, importId?, exo? }.
   const remotables = new WeakMap();
-  // Promises standing for host promises: promise -> import id.
-  const hostPromises = new WeakMap();
+  // Promises standing for host promises carry their import id in a
+  // private field, stamped on before they are frozen. (A WeakMap would do,
+  // but QuickJS hashes an object key by its address, which leaves most of
+  // its buckets empty: the chains would grow with every send in flight.)
+  class Stamp {
+    constructor(object) {
+      return object;
+    }
+  }
+  class HostPromiseStamp extends Stamp {
+    #importId;
+    constructor(promise, importId) {
+      super(promise);
+      this.#importId = importId;
+    }
+    static importIdOf(object) {
+      return #importId in object ? object.#importId : undefined;
+    }
+  }
+  const hostPromiseId = object => HostPromiseStamp.importIdOf(object);
   // QuickJS hashes a number by its float64 bits, and a small integer's
   // leave the low bits of the bucket index zero, so maps keyed by import
   // id degrade to long chains as they grow. `2 ** 52 + id` holds the id
@@ -187,7 +205,7 @@
     }
     switch (hint) {
       case HINT_PROMISE:
-        return ['promise', hostPromises.get(value)];
+        return ['promise', hostPromiseId(value)];
       case HINT_BYTES:
         return ['byteArray'];
       case HINT_ARRAY: {
@@ -348,13 +366,24 @@
     return ids;
   };
 
+  // The realm whose promises stand for host promises: a vat's own (see
+  // `adoptHostPromiseRealm`), else this one.
+  let HostPromiseCtor = PromiseCtor;
+  // A vat worker runs one vat program: its host promises are made with
+  // the vat compartment's `Promise`, so that `await` and `Promise.all` in
+  // the vat take them as they are instead of wrapping each in one more
+  // promise and job, as they do for another realm's promises.
+  const adoptHostPromiseRealm = PromiseOfRealm => {
+    HostPromiseCtor = PromiseOfRealm;
+  };
+
   const makeHostPromise = importId => {
     let resolvers;
-    const promise = new PromiseCtor((resolve, reject) => {
+    const promise = new HostPromiseCtor((resolve, reject) => {
       resolvers = [resolve, reject];
     });
+    new HostPromiseStamp(promise, importId);
     freeze(promise);
-    hostPromises.set(promise, importId);
     // Held by its resolvers until it settles; weakly after.
     pendingResolvers.set(idKey(importId), resolvers);
     trackImport(importId, promise);
@@ -384,7 +413,7 @@
   };
 
   const isHostTarget = value =>
-    isObject(value) && (hostPromises.has(value) || remotables.get(value)?.importId !== undefined);
+    isObject(value) && (hostPromiseId(value) !== undefined || remotables.get(value)?.importId !== undefined);
 
   // ---- eventual send ---------------------------------------------------
 
@@ -1103,6 +1132,7 @@
     bigintFrom,
     makePresence,
     makeHostPromise,
+    adoptHostPromiseRealm,
     settleHostPromise,
     forgetHostPromise,
     lookupImport,

@@ -332,6 +332,10 @@ impl GuestRuntime {
         };
         let result = self.in_tamed_compartment(taming, |ctx| {
             js(crate::globals::install(ctx, &self.engine, globals))?;
+            // Before any guest code runs, while `Promise` is the realm's own.
+            let vat_promise: JsValue = js(ctx.globals().get("Promise"))?;
+            let adopt = js(js(self.engine.library(ctx))?.function("adoptHostPromiseRealm"))?;
+            js(adopt.call::<_, JsValue>((vat_promise,)))?;
             let undefined = JsValue::new_undefined(ctx.clone());
             let (namespace, threw, thrown) = match self.evaluate_module(ctx, source)? {
                 ModuleEvaluation::Done(module) => (js(module.namespace())?.into_value(), false, undefined),
