@@ -412,8 +412,11 @@
     );
   };
 
-  const isHostTarget = value =>
-    isObject(value) && (hostPromiseId(value) !== undefined || remotables.get(value)?.importId !== undefined);
+  // The import id of the object standing for a host reference (a
+  // presence or a host promise); undefined for anything else.
+  const hostImportId = value =>
+    isObject(value) ? (hostPromiseId(value) ?? remotables.get(value)?.importId) : undefined;
+  const isHostTarget = value => hostImportId(value) !== undefined;
 
   // ---- eventual send ---------------------------------------------------
 
@@ -461,14 +464,17 @@
   // Sends to host references go out at once (pipelining); sends to local
   // objects run in a later turn, in the order they were made.
   const eventualSend = (target, method, args, wantsResult) => {
-    if (isHostTarget(target)) {
-      return natives.hostSend(target, method, args, wantsResult);
+    // The host is told the target by import id: no conversion per send.
+    const importId = hostImportId(target);
+    if (importId !== undefined) {
+      return natives.hostSend(importId, method, args, wantsResult);
     }
-    const result = promiseThen(resolvePromise(target), resolved =>
-      isHostTarget(resolved)
-        ? natives.hostSend(resolved, method, args, true)
-        : localSend(resolved, method, args),
-    );
+    const result = promiseThen(resolvePromise(target), resolved => {
+      const resolvedId = hostImportId(resolved);
+      return resolvedId !== undefined
+        ? natives.hostSend(resolvedId, method, args, true)
+        : localSend(resolved, method, args);
+    });
     if (!wantsResult) {
       promiseThen(result, undefined, () => {});
       return undefined;
