@@ -49,9 +49,10 @@ const PURGE_TIME: Duration = Duration::from_secs(2);
 /// run again by [`GuestRuntime::collect_garbage`] until
 /// [`COLLECTOR_SPACING`] times as long has passed, so a worker holding
 /// many objects (a burst of sends in flight) spends at most about a
-/// ninth of its time collecting on the timer. Shorter ones run every time.
+/// seventeenth of its time collecting on the timer (QuickJS's own
+/// collections, as its heap grows, go on). Shorter ones run every time.
 const SLOW_COLLECTION: Duration = Duration::from_millis(4);
-const COLLECTOR_SPACING: u32 = 8;
+const COLLECTOR_SPACING: u32 = 16;
 
 /// How the evaluation of a guest module came out.
 enum ModuleEvaluation<'js> {
