@@ -489,7 +489,7 @@ fn a_vats_sends_answer_promises_of_its_own_realm_that_still_pipeline_and_pass() 
     "#;
     let root = build(&mut guest, source, &[], &store);
     let target = Value::Remotable(Reference::new("Alleged: target", ()));
-    let result = call(&mut guest, &root, "send", &[target.clone()]);
+    let result = call(&mut guest, &root, "send", &[target]);
     let items = result.as_array().expect("an array");
     assert_same!(items[0].clone(), Value::from(true));
     assert_same!(items[1].clone(), Value::from(true));
