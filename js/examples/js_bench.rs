@@ -1,6 +1,8 @@
 //! Prints the costs the runtime pays per guest operation: a fresh
 //! compartment, `evaluate("1+1")`, and 100 000 exo method deliveries from
-//! Rust beside 100 000 calls of a plain JavaScript function (the floor).
+//! Rust beside 100 000 calls of a plain JavaScript function (the floor);
+//! and a burst of 100 000 eventual sends to a host presence, all in flight
+//! at once (time per send and per settlement, heap held per send).
 //!
 //! Run with `cargo run --release -p capstan-js --example js_bench`.
 
@@ -11,6 +13,25 @@ use capstan_js::{GuestLimits, GuestRuntime, Host, LogLevel, Outcome, Settlement}
 use capstan_protocol::{Reference, Value};
 
 struct QuietHost;
+
+/// A host whose every send answers a fresh promise, kept to be settled.
+#[derive(Default)]
+struct PromisingHost {
+    results: std::cell::RefCell<Vec<Reference>>,
+}
+
+impl Host for PromisingHost {
+    fn send(&self, _: &Value, _: Option<&str>, _: &[Value], _: bool) -> Result<Option<Reference>, Value> {
+        let result = Reference::new("Promise", ());
+        self.results.borrow_mut().push(result.clone());
+        Ok(Some(result))
+    }
+    fn get(&self, _: &Value, _: &str) -> Result<Reference, Value> {
+        Err(Value::from("no gets in the benchmark"))
+    }
+    fn promise_settled(&self, _: &Reference, _: &Settlement) {}
+    fn log(&self, _: LogLevel, _: &str) {}
+}
 
 impl Host for QuietHost {
     fn send(&self, _: &Value, _: Option<&str>, _: &[Value], _: bool) -> Result<Option<Reference>, Value> {
@@ -132,6 +153,57 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "plain JS function called from JS x {calls}: {} per call",
         per_op(floor, calls)
+    );
+    host_sends()
+}
+
+/// A burst of eventual sends to a host presence, all awaited at once: the
+/// time per send and per settlement, and the heap each send holds while
+/// it waits (what bounds how many a worker can have in flight).
+fn host_sends() -> Result<(), Box<dyn std::error::Error>> {
+    let sends: u32 = 100_000;
+    let host = Rc::new(PromisingHost::default());
+    let limits = GuestLimits {
+        memory_bytes: 1 << 30,
+        time_budget: Duration::from_secs(600),
+        ..GuestLimits::default()
+    };
+    let mut guest = GuestRuntime::new(Rc::clone(&host) as Rc<dyn Host>, limits)?;
+    // In a vat, as a kernel vat sends.
+    let source = "
+        export function buildRootObject() {
+          return makeDefaultExo('Bench', {
+            burst(target, count) {
+              const sends = [];
+              for (let i = 0; i < count; i += 1) sends.push(E(target).noop());
+              return Promise.all(sends);
+            },
+          });
+        }";
+    let store = Value::Remotable(Reference::new("Alleged: baggageStore", ()));
+    let root = remotable(guest.build_vat(source, &Value::Null, &[], &store, &Value::record::<&str>([]))?);
+    host.results.borrow_mut().clear();
+    let target = Value::Remotable(Reference::new("Target", ()));
+    let heap_before = guest.memory_usage();
+    let started = Instant::now();
+    let outcome = guest.deliver(&root, Some("burst"), &[target, Value::from(sends)])?;
+    let send_time = started.elapsed();
+    let held = guest.memory_usage().saturating_sub(heap_before);
+    let Outcome::Pending(all) = outcome else {
+        panic!("expected the burst to wait")
+    };
+    let results = std::mem::take(&mut *host.results.borrow_mut());
+    let started = Instant::now();
+    for result in &results {
+        guest.settle(result, Ok(Value::Undefined))?;
+    }
+    let settle_time = started.elapsed();
+    drop(all);
+    println!(
+        "host sends x {sends}, all in flight: {} per send, {} per settlement, {} heap bytes held per send",
+        per_op(send_time, sends),
+        per_op(settle_time, sends),
+        held / sends as usize
     );
     Ok(())
 }

@@ -109,6 +109,25 @@ impl<'a, 'js> Converter<'a, 'js> {
         self.passable_at(value, 0)
     }
 
+    /// Converts the elements of `array`, an array the guest library made
+    /// and never let the guest see (the arguments of an eventual send),
+    /// as the elements of a passed array: each is hardened, then
+    /// converted. The array itself is neither frozen nor classified, which
+    /// would cost a property walk per send for no guest-visible effect.
+    pub fn passable_arguments(&mut self, array: &JsValue<'js>) -> rquickjs::Result<Vec<Value>> {
+        let Some(array) = array.as_array() else {
+            return Ok(Vec::new());
+        };
+        self.count(0)?;
+        let items = (0..array.len())
+            .map(|index| array.get::<JsValue>(index))
+            .collect::<rquickjs::Result<Vec<_>>>()?;
+        for item in &items {
+            self.harden(item)?;
+        }
+        items.iter().map(|item| self.passable_at(item, 1)).collect()
+    }
+
     fn count(&mut self, bytes: usize) -> rquickjs::Result<()> {
         self.values += 1;
         self.bytes = self.bytes.saturating_add(bytes);

@@ -37,12 +37,36 @@
   // Remotables made here: Far objects, exos, and presences of host
   // references. Value: { iface, importId?, exo? }.
   const remotables = new WeakMap();
-  // Promises standing for host promises: promise -> import id.
-  const hostPromises = new WeakMap();
+  // Promises standing for host promises carry their import id in a
+  // private field, stamped on before they are frozen. (A WeakMap would do,
+  // but QuickJS hashes an object key by its address, which leaves most of
+  // its buckets empty: the chains would grow with every send in flight.)
+  class Stamp {
+    constructor(object) {
+      return object;
+    }
+  }
+  class HostPromiseStamp extends Stamp {
+    #importId;
+    constructor(promise, importId) {
+      super(promise);
+      this.#importId = importId;
+    }
+    static importIdOf(object) {
+      return #importId in object ? object.#importId : undefined;
+    }
+  }
+  const hostPromiseId = object => HostPromiseStamp.importIdOf(object);
+  // QuickJS hashes a number by its float64 bits, and a small integer's
+  // leave the low bits of the bucket index zero, so maps keyed by import
+  // id degrade to long chains as they grow. `2 ** 52 + id` holds the id
+  // itself in the low bits: consecutive ids fall in distinct buckets.
+  const idKey = importId => 2 ** 52 + importId;
+  // import id key -> [resolve, reject] of a host promise still pending.
   const pendingResolvers = new Map();
   // Host references are held weakly, so that QuickJS can collect a
   // presence (or a settled host promise) guest code no longer holds:
-  // import id -> WeakRef of its object. The ids of collected ones wait in
+  // import id key -> WeakRef of its object. The ids of collected ones wait in
   // `collectedImports` until the engine takes them and lets the host
   // reference go (`takeCollectedImports`). Captured before lockdown
   // removes these from the globals.
@@ -50,7 +74,7 @@
   const liveImports = new Map();
   let collectedImports = [];
   const importRegistry = new FinalizationRegistry(importId => {
-    liveImports.delete(importId);
+    liveImports.delete(idKey(importId));
     collectedImports.push(importId);
   });
 
@@ -181,7 +205,7 @@
     }
     switch (hint) {
       case HINT_PROMISE:
-        return ['promise', hostPromises.get(value)];
+        return ['promise', hostPromiseId(value)];
       case HINT_BYTES:
         return ['byteArray'];
       case HINT_ARRAY: {
@@ -329,12 +353,12 @@
   };
 
   const trackImport = (importId, object) => {
-    liveImports.set(importId, new WeakRefCtor(object));
+    liveImports.set(idKey(importId), new WeakRefCtor(object));
     importRegistry.register(object, importId);
   };
 
   // The object standing for an import, if QuickJS has not collected it.
-  const lookupImport = importId => liveImports.get(importId)?.deref();
+  const lookupImport = importId => liveImports.get(idKey(importId))?.deref();
 
   const takeCollectedImports = () => {
     const ids = collectedImports;
@@ -342,31 +366,42 @@
     return ids;
   };
 
+  // The realm whose promises stand for host promises: a vat's own (see
+  // `adoptHostPromiseRealm`), else this one.
+  let HostPromiseCtor = PromiseCtor;
+  // A vat worker runs one vat program: its host promises are made with
+  // the vat compartment's `Promise`, so that `await` and `Promise.all` in
+  // the vat take them as they are instead of wrapping each in one more
+  // promise and job, as they do for another realm's promises.
+  const adoptHostPromiseRealm = PromiseOfRealm => {
+    HostPromiseCtor = PromiseOfRealm;
+  };
+
   const makeHostPromise = importId => {
     let resolvers;
-    const promise = new PromiseCtor((resolve, reject) => {
+    const promise = new HostPromiseCtor((resolve, reject) => {
       resolvers = [resolve, reject];
     });
+    new HostPromiseStamp(promise, importId);
     freeze(promise);
-    hostPromises.set(promise, importId);
     // Held by its resolvers until it settles; weakly after.
-    pendingResolvers.set(importId, resolvers);
+    pendingResolvers.set(idKey(importId), resolvers);
     trackImport(importId, promise);
     return promise;
   };
 
   const settleHostPromise = (importId, fulfilled, value) => {
-    const resolvers = pendingResolvers.get(importId);
+    const resolvers = pendingResolvers.get(idKey(importId));
     if (resolvers === undefined) {
       return false;
     }
-    pendingResolvers.delete(importId);
+    pendingResolvers.delete(idKey(importId));
     resolvers[fulfilled ? 0 : 1](value);
     return true;
   };
 
   const forgetHostPromise = importId => {
-    pendingResolvers.delete(importId);
+    pendingResolvers.delete(idKey(importId));
   };
 
   const watchPromise = (promise, exportId) => {
@@ -377,8 +412,11 @@
     );
   };
 
-  const isHostTarget = value =>
-    isObject(value) && (hostPromises.has(value) || remotables.get(value)?.importId !== undefined);
+  // The import id of the object standing for a host reference (a
+  // presence or a host promise); undefined for anything else.
+  const hostImportId = value =>
+    isObject(value) ? (hostPromiseId(value) ?? remotables.get(value)?.importId) : undefined;
+  const isHostTarget = value => hostImportId(value) !== undefined;
 
   // ---- eventual send ---------------------------------------------------
 
@@ -426,14 +464,17 @@
   // Sends to host references go out at once (pipelining); sends to local
   // objects run in a later turn, in the order they were made.
   const eventualSend = (target, method, args, wantsResult) => {
-    if (isHostTarget(target)) {
-      return natives.hostSend(target, method, args, wantsResult);
+    // The host is told the target by import id: no conversion per send.
+    const importId = hostImportId(target);
+    if (importId !== undefined) {
+      return natives.hostSend(importId, method, args, wantsResult);
     }
-    const result = promiseThen(resolvePromise(target), resolved =>
-      isHostTarget(resolved)
-        ? natives.hostSend(resolved, method, args, true)
-        : localSend(resolved, method, args),
-    );
+    const result = promiseThen(resolvePromise(target), resolved => {
+      const resolvedId = hostImportId(resolved);
+      return resolvedId !== undefined
+        ? natives.hostSend(resolvedId, method, args, true)
+        : localSend(resolved, method, args);
+    });
     if (!wantsResult) {
       promiseThen(result, undefined, () => {});
       return undefined;
@@ -1097,6 +1138,7 @@
     bigintFrom,
     makePresence,
     makeHostPromise,
+    adoptHostPromiseRealm,
     settleHostPromise,
     forgetHostPromise,
     lookupImport,

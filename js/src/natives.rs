@@ -539,17 +539,15 @@ fn host_send<'js>(engine: &Engine, ctx: &Ctx<'js>, args: &[JsValue<'js>]) -> rqu
     refuse_if_stopped(engine, ctx)?;
     let wants_result = arg(ctx, args, 3).as_bool().unwrap_or(true);
     or_rejected(ctx, || {
+        let target = host_target(engine, ctx, &arg(ctx, args, 0))?;
         let mut converter = Converter::new(engine, ctx, Mode::Export)?;
-        let target = converter.passable(&arg(ctx, args, 0))?;
         let method_value = arg(ctx, args, 1);
         let method = if method_value.is_undefined() {
             None
         } else {
             Some(string_arg(ctx, args, 1, "method name")?)
         };
-        let call_args = arg(ctx, args, 2);
-        converter.harden(&call_args)?;
-        let values = to_values(&mut converter, &call_args)?;
+        let values = converter.passable_arguments(&arg(ctx, args, 2))?;
         match engine.host.send(&target, method.as_deref(), &values, wants_result) {
             Ok(Some(result)) if wants_result => converter.object_for_reference(&result, true),
             Ok(_) => Ok(JsValue::new_undefined(ctx.clone())),
@@ -559,6 +557,29 @@ fn host_send<'js>(engine: &Engine, ctx: &Ctx<'js>, args: &[JsValue<'js>]) -> rqu
             }
         }
     })
+}
+
+/// The host reference imported as `import_id` (what the library passes
+/// for the target of a send), as a presence or a promise.
+fn host_target<'js>(engine: &Engine, ctx: &Ctx<'js>, import_id: &JsValue<'js>) -> rquickjs::Result<Value> {
+    let tables = engine.tables.borrow();
+    let found = import_id
+        .as_number()
+        .filter(|id| *id >= 0.0)
+        .and_then(|id| tables.import_by_id.get(&(id as u64)))
+        .and_then(|reference| {
+            tables
+                .imports
+                .get(reference)
+                .map(|import| (reference, import.is_promise))
+        });
+    match found {
+        Some((reference, true)) => Ok(Value::Promise(reference.clone())),
+        Some((reference, false)) => Ok(Value::Remotable(reference.clone())),
+        // A released import: the guest still holds the object but the
+        // host forgot the reference, so it is refused (as in conversion).
+        None => Err(throw_error(ctx, "Error", "This reference was released by the host")),
+    }
 }
 
 fn host_get<'js>(engine: &Engine, ctx: &Ctx<'js>, args: &[JsValue<'js>]) -> rquickjs::Result<JsValue<'js>> {

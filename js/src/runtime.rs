@@ -45,6 +45,14 @@ const MODULE_WAITING: &str = "Module evaluation is waiting on a promise the host
 /// How long the jobs left by a runaway turn are given to fail before the
 /// runtime counts itself poisoned (at most the time budget).
 const PURGE_TIME: Duration = Duration::from_secs(2);
+/// A cycle collection that took at least this long (a large heap) is not
+/// run again by [`GuestRuntime::collect_garbage`] until
+/// [`COLLECTOR_SPACING`] times as long has passed, so a worker holding
+/// many objects (a burst of sends in flight) spends at most about a
+/// seventeenth of its time collecting on the timer (QuickJS's own
+/// collections, as its heap grows, go on). Shorter ones run every time.
+const SLOW_COLLECTION: Duration = Duration::from_millis(4);
+const COLLECTOR_SPACING: u32 = 16;
 
 /// How the evaluation of a guest module came out.
 enum ModuleEvaluation<'js> {
@@ -119,6 +127,9 @@ pub struct GuestRuntime {
     /// A locked-down compartment made ahead of need, between entries
     /// ([`GuestRuntime::prepare_compartment`]), for the next evaluation.
     spare: RefCell<Option<Context>>,
+    /// When the last cycle collection of `collect_garbage` ended and how
+    /// long it took.
+    last_collection: Cell<Option<(Instant, Duration)>>,
     runtime: Runtime,
 }
 
@@ -162,6 +173,7 @@ impl GuestRuntime {
             poisoned: Cell::new(false),
             replacement: RefCell::new(None),
             spare: RefCell::new(None),
+            last_collection: Cell::new(None),
             runtime,
         };
         let root = guest_runtime.root.clone();
@@ -325,6 +337,10 @@ impl GuestRuntime {
         };
         let result = self.in_tamed_compartment(taming, |ctx| {
             js(crate::globals::install(ctx, &self.engine, globals))?;
+            // Before any guest code runs, while `Promise` is the realm's own.
+            let vat_promise: JsValue = js(ctx.globals().get("Promise"))?;
+            let adopt = js(js(self.engine.library(ctx))?.function("adoptHostPromiseRealm"))?;
+            js(adopt.call::<_, JsValue>((vat_promise,)))?;
             let undefined = JsValue::new_undefined(ctx.clone());
             let (namespace, threw, thrown) = match self.evaluate_module(ctx, source)? {
                 ModuleEvaluation::Done(module) => (js(module.namespace())?.into_value(), false, undefined),
@@ -463,8 +479,21 @@ impl GuestRuntime {
     /// host's session then drops on the wire), and forgets the exports
     /// whose reference only the engine still holds (so their objects can
     /// be collected). A worker calls it on a timer.
+    ///
+    /// Objects freed by reference counting are reported at every call; the
+    /// cycle collector, which walks the whole heap, is skipped while the
+    /// last one was slow and recent (see [`SLOW_COLLECTION`]).
     pub fn collect_garbage(&mut self) -> Result<Collected, GuestError> {
-        self.runtime.run_gc();
+        let collector_due = match self.last_collection.get() {
+            Some((ended, took)) if took >= SLOW_COLLECTION => ended.elapsed() >= took * COLLECTOR_SPACING,
+            _ => true,
+        };
+        if collector_due {
+            let started = Instant::now();
+            self.runtime.run_gc();
+            let ended = Instant::now();
+            self.last_collection.set(Some((ended, ended - started)));
+        }
         let root = self.root.clone();
         let result = self.enter(&root, |ctx| {
             self.drain(ctx)?;

@@ -469,3 +469,40 @@ fn evaluations_and_modules_can_import_only_the_synthetic_modules() {
     ));
     assert!(missing.contains("nothing"), "{missing}");
 }
+
+#[test]
+fn a_vats_sends_answer_promises_of_its_own_realm_that_still_pipeline_and_pass() {
+    // `await` and `Promise.all` take a promise of the vat's own realm as
+    // it is; another realm's they would wrap, a promise and a job each.
+    let (host, mut guest) = guest();
+    let (_, store) = store();
+    let source = r#"
+        export function buildRootObject() {
+          return makeDefaultExo('Root', {
+            send(target) {
+              const answer = E(target).first();
+              E(answer).second();
+              return harden([answer instanceof Promise, Promise.resolve(answer) === answer, answer]);
+            },
+          });
+        }
+    "#;
+    let root = build(&mut guest, source, &[], &store);
+    let target = Value::Remotable(Reference::new("Alleged: target", ()));
+    let result = call(&mut guest, &root, "send", &[target]);
+    let items = result.as_array().expect("an array");
+    assert_same!(items[0].clone(), Value::from(true));
+    assert_same!(items[1].clone(), Value::from(true));
+    let sends = host.sends.borrow();
+    assert_eq!(sends.len(), 2, "the second send pipelines on the first's answer");
+    let answer = sends[0].result.clone().expect("a promise for the first send");
+    let Value::Promise(passed) = &items[2] else {
+        panic!("the answer passes as a promise, not {:?}", items[2]);
+    };
+    assert!(passed.same(&answer), "the answer passes as the host's own promise");
+    assert!(
+        matches!(&sends[1].target, Value::Promise(target) if target.same(&answer)),
+        "the second send goes to the first's answer: {:?}",
+        sends[1].target
+    );
+}
