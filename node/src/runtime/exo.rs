@@ -108,11 +108,19 @@ impl<S> Context<S> {
 struct Shape<S> {
     tag: String,
     interface: Option<Value>,
-    methods: BTreeMap<String, Method<S>>,
-    // Shared with each call, which may outlive the turn (`callWhen`).
-    guards: BTreeMap<String, Rc<MethodGuard>>,
-    labels: BTreeMap<String, Rc<str>>,
+    /// Each guarded method with its guard and label: one lookup per call.
+    calls: BTreeMap<String, GuardedMethod<S>>,
+    /// Every method's name, for `__getMethodNames__` and errors.
+    names: Vec<String>,
     meta_guard: MethodGuard,
+}
+
+/// A method as a call runs it. The guard and label are shared with each
+/// call, which may outlive the turn (`callWhen`).
+struct GuardedMethod<S> {
+    method: Method<S>,
+    guard: Rc<MethodGuard>,
+    label: Rc<str>,
 }
 
 impl<S: 'static> Shape<S> {
@@ -120,70 +128,65 @@ impl<S: 'static> Shape<S> {
         tag: String,
         interface: Option<Value>,
         methods: BTreeMap<String, Method<S>>,
-        guards: BTreeMap<String, MethodGuard>,
+        mut guards: BTreeMap<String, MethodGuard>,
     ) -> Result<Shape<S>, ErrorValue> {
-        let labels = methods
-            .keys()
-            .chain([GET_INTERFACE_GUARD.to_string(), GET_METHOD_NAMES.to_string()].iter())
-            .map(|name| (name.clone(), Rc::from(method_label(name, &tag))))
+        let names = methods.keys().cloned().collect();
+        let calls = methods
+            .into_iter()
+            .filter_map(|(name, method)| {
+                let guard = Rc::new(guards.remove(&name)?);
+                let label = Rc::from(method_label(&name, &tag));
+                Some((name, GuardedMethod { method, guard, label }))
+            })
             .collect();
-        let guards = guards.into_iter().map(|(name, guard)| (name, Rc::new(guard))).collect();
         let meta_guard = passable_method_guard().map_err(|rejection| rejection.to_error_value())?;
         Ok(Shape {
             tag,
             interface,
-            methods,
-            guards,
-            labels,
+            calls,
+            names,
             meta_guard,
         })
     }
 
     fn invoke(&self, context: Context<S>, method: &str, args: Vec<Value>) -> Invocation {
-        let label = self
-            .labels
-            .get(method)
-            .cloned()
-            .unwrap_or_else(|| Rc::from(method_label(method, &self.tag)));
-        match (self.methods.get(method), self.guards.get(method)) {
-            (Some(implementation), Some(guard)) => {
-                run_guarded(Rc::clone(guard), label, implementation.clone(), context, args)
-            }
-            _ if method == GET_INTERFACE_GUARD || method == GET_METHOD_NAMES => {
-                let result = if method == GET_INTERFACE_GUARD {
-                    self.interface.clone().unwrap_or(Value::Undefined)
-                } else {
-                    method_names_value(
-                        self.methods
-                            .keys()
-                            .map(String::as_str)
-                            .chain([GET_INTERFACE_GUARD, GET_METHOD_NAMES]),
-                    )
-                };
-                let checked = self
-                    .meta_guard
-                    .check_args(&label, &args)
-                    .and_then(|()| self.meta_guard.check_result(&label, &result));
-                Invocation::Ready(
-                    checked
-                        .map(|()| result)
-                        .map_err(|rejection| rejection_value(&rejection)),
-                )
-            }
-            _ => {
-                let names: Vec<Value> = self
-                    .methods
-                    .keys()
-                    .map(|name| Value::from(name.as_str()))
-                    .chain([Value::from(GET_INTERFACE_GUARD), Value::from(GET_METHOD_NAMES)])
-                    .collect();
-                Invocation::Ready(Err(type_error(format!(
-                    "target has no method {}, has {}",
-                    capstan_protocol::quote::json_string(method),
-                    capstan_protocol::quote::quote(&method_names_value(names.iter().filter_map(Value::as_str)))
-                ))))
-            }
+        if let Some(call) = self.calls.get(method) {
+            return run_guarded(
+                Rc::clone(&call.guard),
+                Rc::clone(&call.label),
+                call.method.clone(),
+                context,
+                args,
+            );
         }
+        let names = || {
+            self.names
+                .iter()
+                .map(String::as_str)
+                .chain([GET_INTERFACE_GUARD, GET_METHOD_NAMES])
+        };
+        if method == GET_INTERFACE_GUARD || method == GET_METHOD_NAMES {
+            let label = method_label(method, &self.tag);
+            let result = if method == GET_INTERFACE_GUARD {
+                self.interface.clone().unwrap_or(Value::Undefined)
+            } else {
+                method_names_value(names())
+            };
+            let checked = self
+                .meta_guard
+                .check_args(&label, &args)
+                .and_then(|()| self.meta_guard.check_result(&label, &result));
+            return Invocation::Ready(
+                checked
+                    .map(|()| result)
+                    .map_err(|rejection| rejection_value(&rejection)),
+            );
+        }
+        Invocation::Ready(Err(type_error(format!(
+            "target has no method {}, has {}",
+            capstan_protocol::quote::json_string(method),
+            capstan_protocol::quote::quote(&method_names_value(names()))
+        ))))
     }
 }
 
