@@ -91,6 +91,14 @@ fn http_get_full(origin: &str, path: &str, headers: &[(&str, &str)]) -> (u16, St
     (status, head.to_string(), body.to_string())
 }
 
+/// Installs the app in `dir` as `name`, its new guest introduced to
+/// `introduce` (`yours:theirs`); the app's URL.
+fn install_introduced(node: &Node, dir: &Path, name: &str, introduce: &str) -> String {
+    node.run(&["install", dir.to_str().unwrap(), "-n", name, "--introduce", introduce])
+        .ok();
+    app_url(node, name)
+}
+
 /// A small app from files given here.
 fn write_app(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -307,16 +315,7 @@ fn a_long_lived_page_lets_go_of_answers_at_once_and_of_references_it_no_longer_h
     let node = started();
     node.run(&["eval", MAKER, "-n", "maker"]).ok();
     let app = write_app(&[("index.html", MAKER_PAGE)]);
-    node.run(&[
-        "install",
-        app.path().to_str().unwrap(),
-        "-n",
-        "makes",
-        "--introduce",
-        "maker:maker",
-    ])
-    .ok();
-    let url = app_url(&node, "makes");
+    let url = install_introduced(&node, app.path(), "makes", "maker:maker");
     let Some(mut browser) = browser_or_skip("drops") else {
         return;
     };
@@ -663,16 +662,7 @@ fn a_page_may_bring_its_own_bundled_endo_captp() {
     let node = started();
     node.run(&["eval", COUNTER, "-n", "counter"]).ok();
     let Some(app) = bundled_endo_app() else { return };
-    node.run(&[
-        "install",
-        app.path().to_str().unwrap(),
-        "-n",
-        "bundled",
-        "--introduce",
-        "counter:counter",
-    ])
-    .ok();
-    let url = app_url(&node, "bundled");
+    let url = install_introduced(&node, app.path(), "bundled", "counter:counter");
     let Some(mut browser) = browser_or_skip("bundled @endo/captp") else {
         return;
     };

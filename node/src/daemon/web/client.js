@@ -222,8 +222,7 @@ class Connection {
       try {
         value = this.decode(capdata);
       } catch (error) {
-        kit.reject(error);
-        return;
+        [ok, value] = [false, error];
       }
       if (kit.settle) kit.settle(ok, value);
       else (ok ? kit.resolve : kit.reject)(value);
