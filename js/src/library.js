@@ -61,7 +61,9 @@
   // leave the low bits of the bucket index zero, so maps keyed by import
   // id degrade to long chains as they grow. `2 ** 52 + id` holds the id
   // itself in the low bits: consecutive ids fall in distinct buckets.
-  const idKey = importId => 2 ** 52 + importId;
+  // (QuickJS does not fold `2 ** 52`: computed once, not per key.)
+  const ID_KEY_BASE = 2 ** 52;
+  const idKey = importId => ID_KEY_BASE + importId;
   // import id key -> [resolve, reject] of a host promise still pending.
   const pendingResolvers = new Map();
   // Host references are held weakly, so that QuickJS can collect a
@@ -367,19 +369,32 @@
   };
 
   // The realm whose promises stand for host promises: a vat's own (see
-  // `adoptHostPromiseRealm`), else this one.
-  let HostPromiseCtor = PromiseCtor;
+  // `adoptHostPromiseRealm`), else the latest evaluation's while it lives
+  // (`adoptEvaluationRealm`), else this one.
+  let vatPromiseCtor;
+  let evaluationPromiseRef;
   // A vat worker runs one vat program: its host promises are made with
   // the vat compartment's `Promise`, so that `await` and `Promise.all` in
   // the vat take them as they are instead of wrapping each in one more
   // promise and job, as they do for another realm's promises.
   const adoptHostPromiseRealm = PromiseOfRealm => {
-    HostPromiseCtor = PromiseOfRealm;
+    vatPromiseCtor = PromiseOfRealm;
   };
+  // A worker evaluates in a fresh compartment each time; the one that
+  // runs now is the likeliest to await what it sends. Held weakly, so an
+  // evaluation that is over does not keep its realm alive; a promise made
+  // for an older compartment's send is only wrapped once more, as before.
+  const adoptEvaluationRealm = PromiseOfRealm => {
+    if (vatPromiseCtor === undefined) {
+      evaluationPromiseRef = new WeakRefCtor(PromiseOfRealm);
+    }
+  };
+  const hostPromiseCtor = () => vatPromiseCtor ?? evaluationPromiseRef?.deref() ?? PromiseCtor;
 
   const makeHostPromise = importId => {
     let resolvers;
-    const promise = new HostPromiseCtor((resolve, reject) => {
+    const HostPromise = hostPromiseCtor();
+    const promise = new HostPromise((resolve, reject) => {
       resolvers = [resolve, reject];
     });
     new HostPromiseStamp(promise, importId);
@@ -1139,6 +1154,7 @@
     makePresence,
     makeHostPromise,
     adoptHostPromiseRealm,
+    adoptEvaluationRealm,
     settleHostPromise,
     forgetHostPromise,
     lookupImport,

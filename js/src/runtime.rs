@@ -554,8 +554,18 @@ impl GuestRuntime {
 
     /// Runs `body` in a fresh, locked-down compartment, dropped before
     /// this returns (its garbage is the next collection's).
+    /// Runs `body` in a fresh compartment whose `Promise` makes the host
+    /// promises from now on (see `adoptEvaluationRealm` in `library.js`),
+    /// so that guest code awaiting what it sends takes those promises as
+    /// its own.
     fn in_compartment<R>(&self, body: impl FnOnce(&Ctx<'_>) -> Result<R, GuestError>) -> Result<R, GuestError> {
-        self.in_tamed_compartment(realm::Taming::default(), body)
+        self.in_tamed_compartment(realm::Taming::default(), |ctx| {
+            // Before any guest code runs, while `Promise` is the realm's own.
+            let realm_promise: JsValue = js(ctx.globals().get("Promise"))?;
+            let adopt = js(js(self.engine.library(ctx))?.function("adoptEvaluationRealm"))?;
+            js(adopt.call::<_, JsValue>((realm_promise,)))?;
+            body(ctx)
+        })
     }
 
     fn in_tamed_compartment<R>(

@@ -139,6 +139,51 @@ fn sends_to_host_references_go_out_at_once_and_pipeline() {
 }
 
 #[test]
+fn an_evaluations_sends_answer_promises_of_its_own_realm() {
+    // `await` and `Promise.all` take a promise of the evaluation's own
+    // realm as it is; another realm's they would wrap, a promise and a job
+    // each. Each evaluation runs in a fresh realm: the latest one's sends
+    // get its promises, and an older one's promises still settle.
+    let (host, mut guest) = guest();
+    let remote = Value::Remotable(Reference::new("Alleged: Remote", ()));
+    let first = guest
+        .evaluate(
+            "const p = E(remote).first(); harden([p instanceof Promise, Promise.resolve(p) === p, p, p.then(n => n + 1)])",
+            &[("remote", remote.clone())],
+        )
+        .unwrap();
+    let first = match first {
+        Outcome::Settled(Ok(value)) => value,
+        other => panic!("{other:?}"),
+    };
+    let items = first.as_array().expect("an array");
+    assert_eq!(
+        capstan_protocol::quote::quote(&Value::array(items[..2].to_vec())),
+        "[true,true]"
+    );
+    let answer = host.sends.borrow()[0].result.clone().expect("a promise for the send");
+    assert!(
+        items[2].same_as(&Value::Promise(answer.clone())),
+        "it passes as the host's own promise"
+    );
+    let Value::Promise(plus_one) = items[3].clone() else {
+        panic!("{:?}", items[3])
+    };
+
+    let second = fulfilled(guest.evaluate(
+        "const q = E(remote).second(); harden([q instanceof Promise, Promise.resolve(q) === q])",
+        &[("remote", remote.clone())],
+    ));
+    assert_eq!(capstan_protocol::quote::quote(&second), "[true,true]");
+
+    guest.settle(&answer, Ok(Value::from(1))).unwrap();
+    let settled = host
+        .settlement_of(&plus_one)
+        .expect("the older evaluation's promise settles");
+    assert_eq!(settled.unwrap().as_number(), Some(2.0));
+}
+
+#[test]
 fn host_promises_and_presences_keep_their_identity() {
     let (_host, mut guest) = guest();
     let remote = Value::Remotable(Reference::new("Alleged: Remote", ()));
