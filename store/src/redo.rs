@@ -22,9 +22,7 @@ use std::borrow::Borrow;
 use std::ops::RangeBounds;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use redb::{
-    AccessGuard, Key, Range, ReadableTable, ReadableTableMetadata, StorageError, Table, TableStats, Value,
-};
+use redb::{AccessGuard, Key, Range, ReadableTable, ReadableTableMetadata, StorageError, Table, TableStats, Value};
 
 const INSERT: u8 = 1;
 const REMOVE: u8 = 2;
@@ -235,7 +233,11 @@ mod tests {
         }
         let mut wrong_kind = redo.clone();
         wrong_kind[1] = 9;
-        assert!(parse_changes(&wrong_kind).unwrap_err().contains("unknown change kind 9"));
+        assert!(
+            parse_changes(&wrong_kind)
+                .unwrap_err()
+                .contains("unknown change kind 9")
+        );
         let mut too_long = redo.clone();
         too_long[2..6].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(parse_changes(&too_long).is_err());

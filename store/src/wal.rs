@@ -134,10 +134,7 @@ impl WriteAheadLog {
     /// Checks the file header; returns whether the log is this store's.
     fn check_header(&self, node_id: &NodeId) -> Result<bool> {
         if self.zeroed_to < FILE_HEADER_LEN {
-            return Err(self.corrupted(format!(
-                "it is {} bytes long, shorter than its header",
-                self.zeroed_to
-            )));
+            return Err(self.corrupted(format!("it is {} bytes long, shorter than its header", self.zeroed_to)));
         }
         let mut header = [0u8; FILE_HEADER_LEN as usize];
         self.file
@@ -207,7 +204,9 @@ impl WriteAheadLog {
                     self.corrupted(format!("the record at byte {offset} is whole but malformed: {detail}"))
                 })? {
                     tables.apply(&change).map_err(|detail| {
-                        self.corrupted(format!("a change in the record at byte {offset} cannot be applied: {detail}"))
+                        self.corrupted(format!(
+                            "a change in the record at byte {offset} cannot be applied: {detail}"
+                        ))
                     })?;
                 }
                 applied = transaction.seq;
@@ -369,7 +368,7 @@ fn create(state_dir: &Path, path: &Path, node_id: &NodeId) -> Result<File> {
 }
 
 fn write_zeros(file: &File, from: u64, to: u64) -> std::io::Result<()> {
-    const ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
     let mut at = from;
     while at < to {
         let length = (to - at).min(ZEROS.len() as u64) as usize;
@@ -439,7 +438,9 @@ fn read_record(file: &File, offset: u64, file_len: u64) -> std::io::Result<ReadR
         return Ok(ReadRecord::End);
     }
     if available < RECORD_HEADER_LEN {
-        return Ok(ReadRecord::Invalid("a record header is cut short by the end of the file".into()));
+        return Ok(ReadRecord::Invalid(
+            "a record header is cut short by the end of the file".into(),
+        ));
     }
     if u32_at(&header, 0) != RECORD_MAGIC {
         return Ok(ReadRecord::Invalid("no record begins there".into()));
@@ -472,11 +473,12 @@ fn read_record(file: &File, offset: u64, file_len: u64) -> std::io::Result<ReadR
     }))
 }
 
-/// Looks past `from` for a whole record later than `after_seq`; returns
-/// where it starts.
+/// Looks from `from` on for a whole record later than `after_seq`; returns
+/// where it starts. (The record at `from` itself counts: it may be whole
+/// but out of sequence.)
 fn find_later_record(file: &File, from: u64, file_len: u64, after_seq: Option<u64>) -> std::io::Result<Option<u64>> {
     let magic = RECORD_MAGIC.to_le_bytes();
-    let mut window_start = from.saturating_add(8);
+    let mut window_start = from;
     let mut window = Vec::new();
     while window_start.saturating_add(RECORD_HEADER_LEN as u64) <= file_len {
         let length = file_len

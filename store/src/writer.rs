@@ -246,7 +246,11 @@ pub(crate) struct Writer {
 /// How one attempt at a batch of jobs ended.
 enum Attempt {
     /// Committed (without an fsync) as transaction `seq`.
-    Committed { seq: u64, events: Vec<Event>, changes: Vec<u8> },
+    Committed {
+        seq: u64,
+        events: Vec<Event>,
+        changes: Vec<u8>,
+    },
     /// The job at this index failed; the transaction was abandoned.
     Failed { index: usize, error: StoreError },
     /// The transaction could not begin or commit: the writer must stop.
