@@ -3,15 +3,19 @@
 //!
 //! Callers hand the writer a job (a closure over a [`Tx`]). The writer takes
 //! every job that is waiting as a group: each row of repeatable jobs runs in
-//! one shared transaction, every other job in a transaction of its own; all
-//! but the last commit go without an fsync, and the last is durable
-//! (`Durability::Immediate`), so the whole group is durable with one fsync.
-//! Only then are change events published and callers answered. A job that
-//! fails is left out whole: its transaction is abandoned and the jobs before
-//! it run again without it; the others still commit.
+//! one shared transaction, every other job in a transaction of its own, and
+//! every transaction commits without an fsync. The changes of the group's
+//! transactions then go to the write-ahead log (`wal.rs`) as one record,
+//! and one fdatasync of the log makes the group durable. Only then are
+//! change events published and callers answered. A job that fails is left
+//! out whole: its transaction is abandoned, with the changes it recorded,
+//! and the jobs before it run again without it; the others still commit.
 //!
-//! If a commit itself fails (an I/O error), the writer stops taking writes:
-//! after a failed fsync nothing about the file can be trusted any more.
+//! Checkpoints (a durable redb commit, then an emptied log) come when the
+//! log is large, when the writer is idle, and when the store closes.
+//!
+//! If a commit, a log write or an fsync fails, the writer stops taking
+//! writes: after a failed fsync nothing about the files can be trusted.
 
 use std::any::Any;
 use std::future::Future;

@@ -22,6 +22,11 @@ use tempfile::TempDir;
 const CHILD_ROLE: &str = "CAPSTAN_STORE_WAL_TEST_CHILD_ROLE";
 const CHILD_DIR: &str = "CAPSTAN_STORE_WAL_TEST_CHILD_DIR";
 const CHILD_CHECKPOINT_BYTES: &str = "CAPSTAN_STORE_WAL_TEST_CHECKPOINT_BYTES";
+/// Set: the child stores a blob too large to log after its names, then
+/// writes one more name.
+const CHILD_LARGE_BLOB: &str = "CAPSTAN_STORE_WAL_TEST_LARGE_BLOB";
+/// Larger than a log record may hold (4 MiB).
+const LARGE_BLOB_LEN: usize = 5 << 20;
 const CHILD_WRITES: u32 = 60;
 
 const FILE_HEADER_LEN: usize = 48;
@@ -111,6 +116,15 @@ fn run_writer_child() {
         })
         .wait();
     assert!(failed.is_err());
+    if std::env::var(CHILD_LARGE_BLOB).is_ok() {
+        let hash = store.store_blob(&large_blob()).wait().unwrap();
+        writeln!(stdout, "BLOB {}", hash.to_hex()).unwrap();
+        store
+            .write_name(pet_store(), name(CHILD_WRITES), id_for(CHILD_WRITES))
+            .wait()
+            .unwrap();
+        writeln!(stdout, "ACK {CHILD_WRITES}").unwrap();
+    }
     writeln!(stdout, "DONE").unwrap();
     stdout.flush().unwrap();
     std::thread::sleep(std::time::Duration::from_secs(60));
@@ -120,6 +134,17 @@ fn run_writer_child() {
 /// (well before the writer's idle checkpoint), and returns how many
 /// writes it acknowledged.
 fn write_and_kill(test_name: &str, dir: &Path, checkpoint_bytes: Option<u64>) -> u32 {
+    write_and_kill_with(test_name, dir, checkpoint_bytes, false).0
+}
+
+/// As [`write_and_kill`], optionally with a large blob; also returns the
+/// blob's hash as the child printed it.
+fn write_and_kill_with(
+    test_name: &str,
+    dir: &Path,
+    checkpoint_bytes: Option<u64>,
+    large_blob: bool,
+) -> (u32, Option<String>) {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
         .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
@@ -130,9 +155,13 @@ fn write_and_kill(test_name: &str, dir: &Path, checkpoint_bytes: Option<u64>) ->
     if let Some(bytes) = checkpoint_bytes {
         command.env(CHILD_CHECKPOINT_BYTES, bytes.to_string());
     }
+    if large_blob {
+        command.env(CHILD_LARGE_BLOB, "1");
+    }
     let mut child = command.spawn().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut acknowledged = 0;
+    let mut blob = None;
     let mut line = String::new();
     loop {
         line.clear();
@@ -143,12 +172,19 @@ fn write_and_kill(test_name: &str, dir: &Path, checkpoint_bytes: Option<u64>) ->
         match line.trim_end() {
             "DONE" => break,
             text if text.starts_with("ACK ") => acknowledged += 1,
+            text if text.starts_with("BLOB ") => blob = Some(text["BLOB ".len()..].to_owned()),
             _ => {}
         }
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    acknowledged
+    (acknowledged, blob)
+}
+
+fn large_blob() -> Vec<u8> {
+    (0..LARGE_BLOB_LEN as u32)
+        .map(|index| (index.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect()
 }
 
 fn is_child() -> bool {
@@ -243,6 +279,60 @@ fn checkpoints_empty_the_log_and_writes_after_the_last_one_are_replayed() {
         store.read().unwrap().commit_seq().unwrap(),
         spans.last().unwrap().last_seq
     );
+}
+
+#[test]
+fn a_blob_too_large_to_log_is_made_durable_by_a_checkpoint() {
+    if is_child() {
+        run_writer_child();
+        return;
+    }
+    let temp = TempDir::new().unwrap();
+    let dir = temp.path().join("state");
+    let (acknowledged, blob) = write_and_kill_with(
+        "a_blob_too_large_to_log_is_made_durable_by_a_checkpoint",
+        &dir,
+        None,
+        true,
+    );
+    assert_eq!(acknowledged, CHILD_WRITES + 1);
+    // The blob's checkpoint emptied the log; the name written after it is
+    // the one record there.
+    let spans = records(&std::fs::read(log_path(&dir)).unwrap());
+    assert_eq!(spans.len(), 1, "{spans:?}");
+    let store = Store::open(&dir).unwrap();
+    assert_names(&store, 0..=CHILD_WRITES);
+    let reader = store
+        .read()
+        .unwrap()
+        .open_blob(blob.unwrap().parse().unwrap())
+        .unwrap()
+        .expect("the acknowledged blob is missing");
+    assert!(reader.read_to_vec().unwrap() == large_blob());
+}
+
+#[test]
+fn an_idle_writer_makes_a_checkpoint() {
+    let temp = TempDir::new().unwrap();
+    let dir = temp.path().join("state");
+    let store = Store::open(&dir).unwrap();
+    store.write_name(pet_store(), name(1), id_for(1)).wait().unwrap();
+    assert_eq!(records(&std::fs::read(log_path(&dir)).unwrap()).len(), 1);
+    // The writer waits 5 s with nothing to do before it makes one.
+    let started = std::time::Instant::now();
+    while !records(&std::fs::read(log_path(&dir)).unwrap()).is_empty() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "no checkpoint after 30 s idle"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(started.elapsed() >= std::time::Duration::from_secs(4));
+    // What the checkpoint made durable is still there, and writes go on.
+    store.write_name(pet_store(), name(2), id_for(2)).wait().unwrap();
+    drop(store);
+    let store = Store::open(&dir).unwrap();
+    assert_names(&store, [1, 2]);
 }
 
 #[test]
