@@ -108,7 +108,8 @@ impl Store {
             let node_id = identity::node_id_of(&meta.node_secret);
             // Before anything else writes: the log holds acknowledged
             // writes redb's last durable commit may lack.
-            let (log, _) = WriteAheadLog::open(&state_dir, &node_id, &db, meta.commit_seq)?;
+            let log = WriteAheadLog::open(&state_dir, &node_id, &db, meta.commit_seq)?;
+            // Read again: the replay moves commit_seq and may move counters.
             let meta = schema::check_schema(&db, &path)?;
             sweep_unfinished_blob_writes(&db)?;
             Ok((db, meta, log))

@@ -87,30 +87,28 @@ pub(crate) struct WriteAheadLog {
 
 impl WriteAheadLog {
     /// Opens the log in `state_dir` (making it if there is none), applies
-    /// what it holds past `commit_seq` to `db` in one durable commit, and
-    /// empties it. Returns the log and the store's `commit_seq` after that.
-    pub(crate) fn open(state_dir: &Path, node_id: &NodeId, db: &Database, commit_seq: u64) -> Result<(Self, u64)> {
+    /// what it holds past `commit_seq` to `db` in one durable commit (which
+    /// moves the store's `commit_seq` on), and empties it.
+    pub(crate) fn open(state_dir: &Path, node_id: &NodeId, db: &Database, commit_seq: u64) -> Result<Self> {
         let path = state_dir.join(LOG_FILE_NAME);
         let file = match fs::OpenOptions::new().read(true).write(true).open(&path) {
             Ok(file) => file,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 let file = create(state_dir, &path, node_id)?;
-                let log = Self::new(file, path, FILE_HEADER_LEN.saturating_add(ZERO_AHEAD));
-                return Ok((log, commit_seq));
+                return Ok(Self::new(file, path, FILE_HEADER_LEN.saturating_add(ZERO_AHEAD)));
             }
             Err(source) => return Err(io_error("open", &path)(source)),
         };
         let file_len = file.metadata().map_err(io_error("inspect", &path))?.len();
         let mut log = Self::new(file, path, file_len);
         let same_store = log.check_header(node_id)?;
-        let recovered = log.recover(db, commit_seq, same_store)?;
-        if recovered.touched {
+        if log.recover(db, commit_seq, same_store)? {
             if !same_store {
                 log.write_header(node_id)?;
             }
             log.reset()?;
         }
-        Ok((log, recovered.commit_seq))
+        Ok(log)
     }
 
     fn new(file: File, path: PathBuf, file_len: u64) -> Self {
@@ -159,8 +157,9 @@ impl WriteAheadLog {
     }
 
     /// Reads the records, applies the transactions past `commit_seq` in one
-    /// durable commit, and says whether the file needs emptying.
-    fn recover(&mut self, db: &Database, commit_seq: u64, same_store: bool) -> Result<Recovered> {
+    /// durable commit, and says whether the file needs emptying (it holds
+    /// more than its header and zeros).
+    fn recover(&mut self, db: &Database, commit_seq: u64, same_store: bool) -> Result<bool> {
         let file_len = self.zeroed_to;
         let txn = db.begin_write()?;
         let mut tables = Tables::open(&txn)?;
@@ -220,7 +219,7 @@ impl WriteAheadLog {
         if let Some(later) = later {
             let reason = end.unwrap_or_else(|| "zeros".into());
             return Err(self.corrupted(format!(
-                "the record at byte {offset} is unreadable ({reason}), but a whole record follows at byte {later}; \
+                "the log stops at byte {offset} ({reason}), but a whole record follows at byte {later}; \
                  the log was damaged after it was written (moving it away opens the store as of its last \
                  checkpoint, without the writes logged since)"
             )));
@@ -237,11 +236,7 @@ impl WriteAheadLog {
             drop(tables);
             txn.abort()?;
         }
-        let touched = offset > FILE_HEADER_LEN || end.is_some() || !same_store;
-        Ok(Recovered {
-            commit_seq: applied,
-            touched,
-        })
+        Ok(offset > FILE_HEADER_LEN || end.is_some() || !same_store)
     }
 
     /// Adds one committed transaction's changes to the record being
@@ -323,12 +318,6 @@ impl WriteAheadLog {
         self.zeroed_to = zeroed_to;
         Ok(())
     }
-}
-
-struct Recovered {
-    commit_seq: u64,
-    /// Whether the file held anything past its header but zeros.
-    touched: bool,
 }
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
