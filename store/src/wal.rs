@@ -304,6 +304,16 @@ impl WriteAheadLog {
         self.end.saturating_sub(FILE_HEADER_LEN)
     }
 
+    /// Deletes the log file, once a checkpoint on a clean close has emptied
+    /// it, so that a store closed cleanly is its redb file alone. (Should
+    /// the deletion not survive a crash, the empty log it brings back does
+    /// no harm.)
+    pub(crate) fn remove(self) {
+        if let Err(error) = fs::remove_file(&self.path) {
+            tracing::warn!(path = %self.path.display(), %error, "cannot delete the emptied write-ahead log");
+        }
+    }
+
     /// Empties the log once a checkpoint has made its records unneeded:
     /// cuts the file to its header, writes zeros ahead again and syncs.
     pub(crate) fn reset(&mut self) -> Result<()> {

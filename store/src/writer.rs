@@ -305,8 +305,8 @@ impl Writer {
         self.failure.is_none() && self.checkpointed_seq < self.last_seq()
     }
 
-    /// Runs until every sender is gone, then makes a checkpoint, so that a
-    /// store closed cleanly leaves an empty log.
+    /// Runs until every sender is gone, then makes a checkpoint and deletes
+    /// the emptied log, so that a store closed cleanly leaves no log.
     pub(crate) fn run(mut self) {
         loop {
             let first = if self.checkpoint_due() {
@@ -335,6 +335,9 @@ impl Writer {
         }
         if self.checkpoint_due() {
             self.checkpoint_or_stop();
+        }
+        if self.failure.is_none() {
+            self.log.remove();
         }
     }
 
