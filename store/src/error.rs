@@ -32,6 +32,9 @@ pub enum StoreError {
     #[error("the Capstan store {path} is damaged: {detail}")]
     Corrupted { path: PathBuf, detail: String },
 
+    #[error("the store's write-ahead log {path} is damaged: {detail}")]
+    LogCorrupted { path: PathBuf, detail: String },
+
     #[error(
         "the state directory {state_dir} is in use by another process (its store is locked); \
          stop that node first or use another --state directory"

@@ -29,9 +29,11 @@ mod kernel;
 mod mailboxes;
 mod peers;
 mod pet_names;
+mod redo;
 mod schema;
 mod store;
 mod tx;
+mod wal;
 mod writer;
 
 pub use blobs::{BLOB_CHUNK_LEN, BlobReader, BlobWriter};
@@ -50,4 +52,5 @@ pub use pet_names::NameFollower;
 pub use schema::SCHEMA_VERSION;
 pub use store::{STORE_FILE_NAME, Store, StoreOptions};
 pub use tx::{Snapshot, Tx};
+pub use wal::LOG_FILE_NAME;
 pub use writer::Commit;

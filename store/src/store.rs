@@ -20,6 +20,7 @@ use crate::identity::{self, NodeSecret};
 use crate::ids::NodeId;
 use crate::schema::{self, BLOB_UPLOADS};
 use crate::tx::{Snapshot, Tx};
+use crate::wal::WriteAheadLog;
 use crate::writer::{ClosureJob, Commit, Job, RepeatableJob, Writer, panic_message};
 
 /// The store's file name inside the state directory.
@@ -40,6 +41,10 @@ pub struct StoreOptions {
     pub verify_on_open: bool,
     /// Memory redb may use to cache pages.
     pub cache_bytes: usize,
+    /// When the write-ahead log holds this many bytes of records, the
+    /// writer makes a checkpoint (a durable redb commit) and empties it.
+    /// 64 MiB by default.
+    pub log_checkpoint_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -47,6 +52,7 @@ impl Default for StoreOptions {
         Self {
             verify_on_open: true,
             cache_bytes: 64 * 1024 * 1024,
+            log_checkpoint_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -96,17 +102,30 @@ impl Store {
             create_store_file(&state_dir, &path)?;
         }
         check_file_header(&path)?;
-        let (db, meta) = guard_against_panics(&path, || {
+        let (db, meta, log) = guard_against_panics(&path, || {
             let db = open_database(&state_dir, &path, options)?;
             let meta = schema::check_schema(&db, &path)?;
+            let node_id = identity::node_id_of(&meta.node_secret);
+            // Before anything else writes: the log holds acknowledged
+            // writes redb's last durable commit may lack.
+            let log = WriteAheadLog::open(&state_dir, &node_id, &db, meta.commit_seq)?;
+            // Read again: the replay moves commit_seq and may move counters.
+            let meta = schema::check_schema(&db, &path)?;
             sweep_unfinished_blob_writes(&db)?;
-            Ok((db, meta))
+            Ok((db, meta, log))
         })?;
         let node_id = identity::node_id_of(&meta.node_secret);
         let db = Arc::new(db);
         let notifier = Arc::new(Notifier::default());
         let (sender, receiver) = mpsc::channel();
-        let writer = Writer::new(db.clone(), notifier.clone(), receiver, meta.commit_seq);
+        let writer = Writer::new(
+            db.clone(),
+            notifier.clone(),
+            receiver,
+            log,
+            meta.commit_seq,
+            options.log_checkpoint_bytes,
+        );
         let handle = std::thread::Builder::new()
             .name("capstan-store-writer".into())
             .spawn(move || writer.run())

@@ -7,84 +7,83 @@
 
 use std::sync::Arc;
 
-use redb::{Table, WriteTransaction};
+use redb::WriteTransaction;
 
 use crate::error::Result;
 use crate::events::Event;
+use crate::redo::{Change, LoggedTable};
 use crate::schema::{self, HashKey, IdKey, KrefKey, VatKrefKey, VatTextKey};
 
-/// Every table, open for writing in one transaction.
-pub(crate) struct Tables<'t> {
-    pub counters: Table<'t, &'static str, u64>,
-    pub formulas: Table<'t, IdKey, &'static [u8]>,
-    pub pet_store_numbers: Table<'t, IdKey, u64>,
-    pub pet_store_ids: Table<'t, u64, IdKey>,
-    pub pet_names: Table<'t, (u64, &'static [u8]), IdKey>,
-    pub pet_names_by_id: Table<'t, (IdKey, u64, &'static [u8]), ()>,
-    pub mailbox_next_number: Table<'t, IdKey, u64>,
-    pub messages: Table<'t, (IdKey, u64), &'static [u8]>,
-    pub message_senders: Table<'t, (IdKey, u64), HashKey>,
-    pub mail_held: Table<'t, (IdKey, HashKey), (u64, u64)>,
-    pub blobs: Table<'t, HashKey, (u64, u64, u32)>,
-    pub blob_chunks: Table<'t, (u64, u64), &'static [u8]>,
-    pub blob_uploads: Table<'t, u64, ()>,
-    pub peers: Table<'t, HashKey, &'static [u8]>,
-    pub krefs: Table<'t, KrefKey, &'static [u8]>,
-    pub clist_by_kref: Table<'t, VatKrefKey, &'static [u8]>,
-    pub clist_by_vref: Table<'t, VatTextKey, KrefKey>,
-    pub subclusters: Table<'t, &'static [u8], &'static [u8]>,
-    pub vat_configs: Table<'t, &'static [u8], &'static [u8]>,
-    pub baggage: Table<'t, VatTextKey, &'static [u8]>,
-    pub revoked: Table<'t, KrefKey, ()>,
-    pub ocap_urls: Table<'t, HashKey, KrefKey>,
-    pub redeemed_urls: Table<'t, KrefKey, &'static [u8]>,
-    pub holds_given: Table<'t, (HashKey, IdKey), u64>,
-    pub holds_taken: Table<'t, (HashKey, IdKey), (u64, u64)>,
-    pub hold_releases: Table<'t, (HashKey, u64, IdKey), u64>,
-    pub hold_release_next: Table<'t, HashKey, u64>,
-    pub hold_releases_applied: Table<'t, HashKey, u64>,
+/// Declares [`Tables`] from a list of (number, field, definition, key
+/// type, value type). The number names the table in the write-ahead log:
+/// it is fixed forever, and a table added later takes a new one.
+macro_rules! logged_tables {
+    ($($number:literal $field:ident: $definition:ident, $key:ty, $value:ty;)*) => {
+        /// Every table, open for writing in one transaction, each recording
+        /// the changes made through it (see [`LoggedTable`]).
+        pub(crate) struct Tables<'t> {
+            $(pub $field: LoggedTable<'t, $key, $value>,)*
+        }
+
+        impl<'t> Tables<'t> {
+            // Opening every table up front costs a few microseconds per
+            // transaction, small beside a commit, and lets an operation
+            // hold several tables at once. Opened for writing, tables
+            // added after the first release (message senders, mail held,
+            // OCAP URLs, holds) are made in an older store too.
+            pub(crate) fn open(txn: &'t WriteTransaction) -> Result<Self> {
+                Ok(Self {
+                    $($field: LoggedTable::new(txn.open_table(schema::$definition)?, $number),)*
+                })
+            }
+
+            /// Moves the changes every table recorded onto `redo`, table by
+            /// table. Changes to different tables are independent, so
+            /// replaying them table by table ends in the same state.
+            pub(crate) fn take_redo(&mut self, redo: &mut Vec<u8>) {
+                $(self.$field.take_redo(redo);)*
+            }
+
+            /// Makes one change read back from the log.
+            pub(crate) fn apply(&mut self, change: &Change<'_>) -> std::result::Result<(), String> {
+                match change.table {
+                    $($number => self.$field.apply(change),)*
+                    other => Err(format!("unknown table number {other}")),
+                }
+            }
+        }
+    };
 }
 
-impl<'t> Tables<'t> {
-    // Opening every table up front costs a few microseconds per
-    // transaction, small beside a commit, and lets an operation hold
-    // several tables at once.
-    pub(crate) fn open(txn: &'t WriteTransaction) -> Result<Self> {
-        Ok(Self {
-            counters: txn.open_table(schema::COUNTERS)?,
-            formulas: txn.open_table(schema::FORMULAS)?,
-            pet_store_numbers: txn.open_table(schema::PET_STORE_NUMBERS)?,
-            pet_store_ids: txn.open_table(schema::PET_STORE_IDS)?,
-            pet_names: txn.open_table(schema::PET_NAMES)?,
-            pet_names_by_id: txn.open_table(schema::PET_NAMES_BY_ID)?,
-            mailbox_next_number: txn.open_table(schema::MAILBOX_NEXT_NUMBER)?,
-            messages: txn.open_table(schema::MESSAGES)?,
-            // Opened for writing, these two are made in a store older
-            // than them too.
-            message_senders: txn.open_table(schema::MESSAGE_SENDERS)?,
-            mail_held: txn.open_table(schema::MAIL_HELD)?,
-            blobs: txn.open_table(schema::BLOBS)?,
-            blob_chunks: txn.open_table(schema::BLOB_CHUNKS)?,
-            blob_uploads: txn.open_table(schema::BLOB_UPLOADS)?,
-            peers: txn.open_table(schema::PEERS)?,
-            krefs: txn.open_table(schema::KREFS)?,
-            clist_by_kref: txn.open_table(schema::CLIST_BY_KREF)?,
-            clist_by_vref: txn.open_table(schema::CLIST_BY_VREF)?,
-            subclusters: txn.open_table(schema::SUBCLUSTERS)?,
-            vat_configs: txn.open_table(schema::VAT_CONFIGS)?,
-            baggage: txn.open_table(schema::BAGGAGE)?,
-            revoked: txn.open_table(schema::REVOKED)?,
-            // Made here in older stores too.
-            ocap_urls: txn.open_table(schema::OCAP_URLS)?,
-            redeemed_urls: txn.open_table(schema::REDEEMED_URLS)?,
-            // The hold tables are made here in older stores too.
-            holds_given: txn.open_table(schema::HOLDS_GIVEN)?,
-            holds_taken: txn.open_table(schema::HOLDS_TAKEN)?,
-            hold_releases: txn.open_table(schema::HOLD_RELEASES)?,
-            hold_release_next: txn.open_table(schema::HOLD_RELEASE_NEXT)?,
-            hold_releases_applied: txn.open_table(schema::HOLD_RELEASES_APPLIED)?,
-        })
-    }
+logged_tables! {
+    1 counters: COUNTERS, &'static str, u64;
+    2 formulas: FORMULAS, IdKey, &'static [u8];
+    3 pet_store_numbers: PET_STORE_NUMBERS, IdKey, u64;
+    4 pet_store_ids: PET_STORE_IDS, u64, IdKey;
+    5 pet_names: PET_NAMES, (u64, &'static [u8]), IdKey;
+    6 pet_names_by_id: PET_NAMES_BY_ID, (IdKey, u64, &'static [u8]), ();
+    7 mailbox_next_number: MAILBOX_NEXT_NUMBER, IdKey, u64;
+    8 messages: MESSAGES, (IdKey, u64), &'static [u8];
+    9 message_senders: MESSAGE_SENDERS, (IdKey, u64), HashKey;
+    10 mail_held: MAIL_HELD, (IdKey, HashKey), (u64, u64);
+    11 blobs: BLOBS, HashKey, (u64, u64, u32);
+    12 blob_chunks: BLOB_CHUNKS, (u64, u64), &'static [u8];
+    13 blob_uploads: BLOB_UPLOADS, u64, ();
+    14 peers: PEERS, HashKey, &'static [u8];
+    15 krefs: KREFS, KrefKey, &'static [u8];
+    16 clist_by_kref: CLIST_BY_KREF, VatKrefKey, &'static [u8];
+    17 clist_by_vref: CLIST_BY_VREF, VatTextKey, KrefKey;
+    18 subclusters: SUBCLUSTERS, &'static [u8], &'static [u8];
+    19 vat_configs: VAT_CONFIGS, &'static [u8], &'static [u8];
+    20 baggage: BAGGAGE, VatTextKey, &'static [u8];
+    21 revoked: REVOKED, KrefKey, ();
+    22 ocap_urls: OCAP_URLS, HashKey, KrefKey;
+    23 redeemed_urls: REDEEMED_URLS, KrefKey, &'static [u8];
+    24 holds_given: HOLDS_GIVEN, (HashKey, IdKey), u64;
+    25 holds_taken: HOLDS_TAKEN, (HashKey, IdKey), (u64, u64);
+    26 hold_releases: HOLD_RELEASES, (HashKey, u64, IdKey), u64;
+    27 hold_release_next: HOLD_RELEASE_NEXT, HashKey, u64;
+    28 hold_releases_applied: HOLD_RELEASES_APPLIED, HashKey, u64;
 }
 
 /// One write transaction. Everything done through a `Tx` commits together
@@ -108,6 +107,11 @@ impl<'t> Tx<'t> {
     /// Records an event to publish once this transaction is durable.
     pub(crate) fn emit(&mut self, event: Event) {
         self.events.push(event);
+    }
+
+    /// Moves the changes made so far onto `redo` (see [`Tables::take_redo`]).
+    pub(crate) fn take_redo(&mut self, redo: &mut Vec<u8>) {
+        self.tables.take_redo(redo);
     }
 
     pub(crate) fn into_events(self) -> Vec<Event> {

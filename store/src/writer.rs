@@ -3,15 +3,19 @@
 //!
 //! Callers hand the writer a job (a closure over a [`Tx`]). The writer takes
 //! every job that is waiting as a group: each row of repeatable jobs runs in
-//! one shared transaction, every other job in a transaction of its own; all
-//! but the last commit go without an fsync, and the last is durable
-//! (`Durability::Immediate`), so the whole group is durable with one fsync.
-//! Only then are change events published and callers answered. A job that
-//! fails is left out whole: its transaction is abandoned and the jobs before
-//! it run again without it; the others still commit.
+//! one shared transaction, every other job in a transaction of its own, and
+//! every transaction commits without an fsync. The changes of the group's
+//! transactions then go to the write-ahead log (`wal.rs`) as one record,
+//! and one fdatasync of the log makes the group durable. Only then are
+//! change events published and callers answered. A job that fails is left
+//! out whole: its transaction is abandoned, with the changes it recorded,
+//! and the jobs before it run again without it; the others still commit.
 //!
-//! If a commit itself fails (an I/O error), the writer stops taking writes:
-//! after a failed fsync nothing about the file can be trusted any more.
+//! Checkpoints (a durable redb commit, then an emptied log) come when the
+//! log is large, when the writer is idle, and when the store closes.
+//!
+//! If a commit, a log write or an fsync fails, the writer stops taking
+//! writes: after a failed fsync nothing about the files can be trusted.
 
 use std::any::Any;
 use std::future::Future;
@@ -20,6 +24,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use redb::{Database, Durability};
 use tokio::sync::oneshot;
@@ -28,6 +33,7 @@ use crate::error::{Result, StoreError};
 use crate::events::{Event, Notifier};
 use crate::schema::COUNTER_COMMIT_SEQ;
 use crate::tx::{Tables, Tx};
+use crate::wal::{RECORD_BODY_MAX, WriteAheadLog};
 
 /// Jobs run per group at most, so one long queue still answers its first
 /// callers early.
@@ -216,25 +222,41 @@ impl<T> Future for Commit<T> {
     }
 }
 
+/// How long the writer waits with no job before it makes a checkpoint of
+/// the commits the log holds.
+const IDLE_CHECKPOINT: Duration = Duration::from_secs(5);
+
 /// The writer thread's state.
 pub(crate) struct Writer {
     db: Arc<Database>,
     notifier: Arc<Notifier>,
     jobs: mpsc::Receiver<Box<dyn Job>>,
+    log: WriteAheadLog,
     /// The sequence number the next transaction gets.
     next_seq: u64,
+    /// The last transaction made durable in redb itself (the last
+    /// checkpoint); the log holds the ones after it.
+    checkpointed_seq: u64,
+    /// Whether commits since the last checkpoint are missing from the log
+    /// (their changes were too large for a record): until the next
+    /// checkpoint nothing is logged, and durability takes a checkpoint.
+    log_gap: bool,
+    /// Log size that calls for a checkpoint.
+    log_checkpoint_bytes: u64,
     /// Why the writer stopped taking writes, once it has.
     failure: Option<String>,
 }
 
 /// How one attempt at a batch of jobs ended.
 enum Attempt {
-    Committed(Vec<Event>),
-    /// The job at this index failed; the transaction was abandoned.
-    Failed {
-        index: usize,
-        error: StoreError,
+    /// Committed (without an fsync) as transaction `seq`.
+    Committed {
+        seq: u64,
+        events: Vec<Event>,
+        changes: Vec<u8>,
     },
+    /// The job at this index failed; the transaction was abandoned.
+    Failed { index: usize, error: StoreError },
     /// The transaction could not begin or commit: the writer must stop.
     StorageFailed(String),
 }
@@ -246,8 +268,10 @@ struct GroupState {
     /// group is durable.
     committed: Vec<Box<dyn Job>>,
     events: Vec<Event>,
-    /// Whether a job that needs durability committed without an fsync.
-    unsynced: bool,
+    /// Each committed transaction's sequence number and changes.
+    transactions: Vec<(u64, Vec<u8>)>,
+    /// Whether a committed job must be answered only once durable.
+    durable: bool,
 }
 
 impl Writer {
@@ -255,20 +279,51 @@ impl Writer {
         db: Arc<Database>,
         notifier: Arc<Notifier>,
         jobs: mpsc::Receiver<Box<dyn Job>>,
+        log: WriteAheadLog,
         last_seq: u64,
+        log_checkpoint_bytes: u64,
     ) -> Self {
         Self {
             db,
             notifier,
             jobs,
+            log,
             next_seq: last_seq.saturating_add(1),
+            checkpointed_seq: last_seq,
+            log_gap: false,
+            log_checkpoint_bytes,
             failure: None,
         }
     }
 
-    /// Runs until every sender is gone.
+    fn last_seq(&self) -> u64 {
+        self.next_seq.saturating_sub(1)
+    }
+
+    /// Whether commits since the last checkpoint exist to make one of.
+    fn checkpoint_due(&self) -> bool {
+        self.failure.is_none() && self.checkpointed_seq < self.last_seq()
+    }
+
+    /// Runs until every sender is gone, then makes a checkpoint and deletes
+    /// the emptied log, so that a store closed cleanly leaves no log.
     pub(crate) fn run(mut self) {
-        while let Ok(first) = self.jobs.recv() {
+        loop {
+            let first = if self.checkpoint_due() {
+                match self.jobs.recv_timeout(IDLE_CHECKPOINT) {
+                    Ok(job) => job,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.checkpoint_or_stop();
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match self.jobs.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                }
+            };
             let mut group = vec![first];
             while group.len() < MAX_GROUP_JOBS {
                 match self.jobs.try_recv() {
@@ -278,11 +333,18 @@ impl Writer {
             }
             self.run_group(group);
         }
+        if self.checkpoint_due() {
+            self.checkpoint_or_stop();
+        }
+        if self.failure.is_none() {
+            self.log.remove();
+        }
     }
 
-    /// Commits the group as a few batches: each row of repeatable jobs in
-    /// one transaction, every other job in one of its own, all but the last
-    /// without an fsync. Then publishes the events and answers the callers.
+    /// Commits the group as a few batches, each row of repeatable jobs in
+    /// one transaction and every other job in one of its own, all without
+    /// an fsync; logs the group's changes as one record and fdatasyncs the
+    /// log; then publishes the events and answers the callers.
     fn run_group(&mut self, group: Vec<Box<dyn Job>>) {
         let mut state = GroupState::default();
         let mut rest = group.into_iter().peekable();
@@ -293,14 +355,12 @@ impl Writer {
                     batch.push(job);
                 }
             }
-            let sync_now = rest.peek().is_none() && (state.unsynced || batch.iter().any(|job| job.durable()));
-            self.run_batch(batch, sync_now, &mut state);
+            self.run_batch(batch, &mut state);
         }
-        if state.unsynced
-            && self.failure.is_none()
-            && let Err(error) = self.sync()
+        if self.failure.is_none()
+            && let Err(reason) = self.make_durable(&mut state)
         {
-            self.failure = Some(error.to_string());
+            self.failure = Some(reason);
         }
         if let Some(reason) = &self.failure {
             for job in state.committed {
@@ -314,16 +374,73 @@ impl Writer {
         for job in state.committed {
             job.answer(Ok(()));
         }
+        // After the answers: the group is durable in the log already.
+        if self.log.records_len() >= self.log_checkpoint_bytes {
+            self.checkpoint_or_stop();
+        }
     }
 
-    /// Runs `batch` in one transaction and commits it, durably if
-    /// `sync_now`. A job that fails is answered with its error at once and
-    /// left out: the jobs before it (repeatable, since only a batch of
-    /// those holds more than one job) run again and commit without it, and
-    /// the jobs after it make a batch of their own. So each job runs at most
-    /// twice, and what commits is what running the jobs one by one would
-    /// have kept.
-    fn run_batch(&mut self, mut batch: Vec<Box<dyn Job>>, sync_now: bool, state: &mut GroupState) {
+    /// Puts the group's changes in the log. If a job of the group needs
+    /// durability, writes them (with the changes of earlier groups that
+    /// needed none) as one record and fdatasyncs it; or, if the changes are
+    /// too large to log, makes a checkpoint instead.
+    fn make_durable(&mut self, state: &mut GroupState) -> std::result::Result<(), String> {
+        for (seq, changes) in state.transactions.drain(..) {
+            if self.log_gap {
+                break;
+            }
+            if self.log.staged_body_len_with(changes.len()) > RECORD_BODY_MAX {
+                self.log.discard_staged();
+                self.log_gap = true;
+            } else {
+                self.log.stage(seq, &changes);
+            }
+        }
+        if !state.durable {
+            return Ok(());
+        }
+        if self.log_gap {
+            return self.checkpoint();
+        }
+        self.log
+            .write_staged()
+            .and_then(|()| self.log.sync())
+            .map_err(|error| format!("cannot write the write-ahead log: {error}"))
+    }
+
+    /// Makes every commit so far durable in redb (one durable commit that
+    /// covers the earlier ones), then empties the log.
+    fn checkpoint(&mut self) -> std::result::Result<(), String> {
+        let seq = self.last_seq();
+        let committed = (|| -> Result<()> {
+            let txn = self.db.begin_write()?;
+            {
+                let mut counters = txn.open_table(crate::schema::COUNTERS)?;
+                counters.insert(COUNTER_COMMIT_SEQ, seq)?;
+            }
+            txn.commit()?;
+            self.log.reset()
+        })();
+        committed.map_err(|error| format!("a checkpoint failed: {error}"))?;
+        self.checkpointed_seq = seq;
+        self.log_gap = false;
+        Ok(())
+    }
+
+    fn checkpoint_or_stop(&mut self) {
+        if let Err(reason) = self.checkpoint() {
+            tracing::error!(%reason, "the store's writer stops");
+            self.failure = Some(reason);
+        }
+    }
+
+    /// Runs `batch` in one transaction and commits it. A job that fails is
+    /// answered with its error at once and left out: the jobs before it
+    /// (repeatable, since only a batch of those holds more than one job)
+    /// run again and commit without it, and the jobs after it make a batch
+    /// of their own. So each job runs at most twice, and what commits is
+    /// what running the jobs one by one would have kept.
+    fn run_batch(&mut self, mut batch: Vec<Box<dyn Job>>, state: &mut GroupState) {
         while !batch.is_empty() {
             if let Some(reason) = &self.failure {
                 for job in batch {
@@ -331,10 +448,10 @@ impl Writer {
                 }
                 return;
             }
-            match self.attempt(&mut batch, sync_now) {
-                Attempt::Committed(events) => {
-                    let durable = batch.iter().any(|job| job.durable());
-                    state.unsynced = if sync_now { false } else { state.unsynced || durable };
+            match self.attempt(&mut batch) {
+                Attempt::Committed { seq, events, changes } => {
+                    state.durable |= batch.iter().any(|job| job.durable());
+                    state.transactions.push((seq, changes));
                     state.events.extend(events);
                     state.committed.append(&mut batch);
                     return;
@@ -345,7 +462,7 @@ impl Writer {
                         failed.answer(Err(error));
                     }
                     if !batch.is_empty() {
-                        self.run_batch(std::mem::take(&mut batch), false, state);
+                        self.run_batch(std::mem::take(&mut batch), state);
                     }
                     batch = after;
                 }
@@ -354,9 +471,9 @@ impl Writer {
         }
     }
 
-    fn attempt(&mut self, batch: &mut [Box<dyn Job>], sync_now: bool) -> Attempt {
+    fn attempt(&mut self, batch: &mut [Box<dyn Job>]) -> Attempt {
         let seq = self.next_seq;
-        let txn = match self.begin(sync_now) {
+        let txn = match self.begin() {
             Ok(txn) => txn,
             Err(error) => return Attempt::StorageFailed(error.to_string()),
         };
@@ -368,7 +485,7 @@ impl Writer {
         for (index, job) in batch.iter_mut().enumerate() {
             // Callers' closures run under catch_unwind in the jobs; this
             // guards the store's own work. Returning drops the transaction
-            // uncommitted, which rolls it back.
+            // uncommitted, which rolls it back, and its changes with it.
             let outcome = catch_panic(|| job.attempt(&mut tx));
             if let Err(error) = outcome {
                 return Attempt::Failed { index, error };
@@ -377,36 +494,23 @@ impl Writer {
         if let Err(error) = tx.tables.counters.insert(COUNTER_COMMIT_SEQ, seq) {
             return Attempt::StorageFailed(StoreError::from(error).to_string());
         }
+        let mut changes = Vec::new();
+        tx.take_redo(&mut changes);
         let events = tx.into_events();
         match txn.commit() {
             Ok(()) => {
                 self.next_seq = seq.saturating_add(1);
-                Attempt::Committed(events)
+                Attempt::Committed { seq, events, changes }
             }
             Err(error) => Attempt::StorageFailed(StoreError::from(error).to_string()),
         }
     }
 
-    fn begin(&self, sync_now: bool) -> Result<redb::WriteTransaction> {
+    /// A transaction that commits without an fsync: the log makes it
+    /// durable.
+    fn begin(&self) -> Result<redb::WriteTransaction> {
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(if sync_now {
-            Durability::Immediate
-        } else {
-            Durability::None
-        })?;
+        txn.set_durability(Durability::None)?;
         Ok(txn)
-    }
-
-    /// One durable commit that makes the group's earlier commits durable.
-    fn sync(&mut self) -> Result<()> {
-        let seq = self.next_seq;
-        let txn = self.db.begin_write()?;
-        {
-            let mut counters = txn.open_table(crate::schema::COUNTERS)?;
-            counters.insert(COUNTER_COMMIT_SEQ, seq)?;
-        }
-        txn.commit()?;
-        self.next_seq = seq.saturating_add(1);
-        Ok(())
     }
 }

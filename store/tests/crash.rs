@@ -3,6 +3,12 @@
 //! with SIGKILL at random moments; after every kill the store must reopen
 //! cleanly and hold every acknowledged write.
 //!
+//! Acknowledged writes are durable in the write-ahead log first and in redb
+//! at checkpoints: every other round the child makes a checkpoint every
+//! 16 KiB of log, and now and then stores a blob too large to log (which
+//! takes a checkpoint), so kills land before, during and after checkpoints,
+//! and the reopen replays what the log holds past the last one.
+//!
 //! The child is this test executable itself, run again with an environment
 //! variable that selects the child's role and `--exact` naming the test.
 
@@ -15,12 +21,18 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use capstan_store::{BlobHash, FormulaId, FormulaRecord, NodeId, PetName, Store, StoreError};
+use capstan_store::{
+    BlobHash, FormulaId, FormulaRecord, LOG_FILE_NAME, NodeId, PetName, Store, StoreError, StoreOptions,
+};
 use tempfile::TempDir;
 
 const CHILD_ROLE: &str = "CAPSTAN_STORE_TEST_CHILD_ROLE";
 const CHILD_DIR: &str = "CAPSTAN_STORE_TEST_CHILD_DIR";
 const CHILD_ROUND: &str = "CAPSTAN_STORE_TEST_CHILD_ROUND";
+/// Log bytes between checkpoints in rounds that make them often.
+const SMALL_CHECKPOINT_BYTES: u64 = 16 * 1024;
+/// Larger than a log record may be (4 MiB), so stored with a checkpoint.
+const LARGE_BLOB_LEN: usize = 5 << 20;
 const KILLS: u32 = 24;
 
 fn node() -> NodeId {
@@ -43,9 +55,14 @@ fn id_for(round: u32, index: u32) -> FormulaId {
     FormulaId::new(number, node())
 }
 
+/// Every eighth blob is too large to log.
+fn blob_len(index: u32) -> usize {
+    if index % 32 == 16 { LARGE_BLOB_LEN } else { 40_000 }
+}
+
 fn blob_bytes(round: u32, index: u32) -> Vec<u8> {
     let seed = round.wrapping_mul(7919) ^ index;
-    (0..40_000u32)
+    (0..blob_len(index) as u32)
         .map(|position| (position.wrapping_mul(seed | 1) >> 3) as u8)
         .collect()
 }
@@ -83,7 +100,11 @@ fn run_writer_child() {
     // The test harness has printed "test NAME ... " without a newline.
     ack_line_start();
     let opening = Instant::now();
-    let store = match Store::open(&dir) {
+    let mut options = StoreOptions::default();
+    if round % 2 == 1 {
+        options.log_checkpoint_bytes = SMALL_CHECKPOINT_BYTES;
+    }
+    let store = match Store::open_with(&dir, &options) {
         Ok(store) => store,
         Err(error) => {
             println!("OPEN-FAILED {error}");
@@ -243,6 +264,7 @@ fn acknowledged_writes_survive_sigkill() {
     // At least KILLS kills; more (up to a bound) if a slow disk left too
     // few acknowledged writes for the test to mean much.
     let mut round = 0;
+    let mut rounds_with_log_records = 0;
     while round < KILLS || (round < 3 * KILLS && (acknowledged.count() < 100 || acknowledged.blobs.is_empty())) {
         let mut child = spawn_child("acknowledged_writes_survive_sigkill", "writer", &dir, round);
         let stdout = child.stdout.take().unwrap();
@@ -272,7 +294,12 @@ fn acknowledged_writes_survive_sigkill() {
                 round_acks += 1;
             }
         }
-        println!("round {round}: killed after {delay:?} ({status}), {round_acks} acknowledged writes");
+        let logged = log_has_records(&dir);
+        rounds_with_log_records += u32::from(logged);
+        println!(
+            "round {round}: killed after {delay:?} ({status}), {round_acks} acknowledged writes, log {}",
+            if logged { "holds records" } else { "empty" }
+        );
         let store =
             Store::open(&dir).unwrap_or_else(|error| panic!("round {round}: the store did not reopen: {error}"));
         acknowledged.check(&store);
@@ -290,6 +317,15 @@ fn acknowledged_writes_survive_sigkill() {
         acknowledged.count()
     );
     assert!(!acknowledged.groups.is_empty() && !acknowledged.blobs.is_empty());
+    // The reopens replayed the log, not only redb's checkpoints.
+    assert!(rounds_with_log_records > 0, "no kill left records in the log");
+}
+
+/// Whether the log holds a record: the record magic where the first one
+/// goes (`store/src/wal.rs` has the layout). Emptied, it holds zeros there.
+fn log_has_records(dir: &Path) -> bool {
+    let log = std::fs::read(dir.join(LOG_FILE_NAME)).unwrap_or_default();
+    log.get(48..52) == Some(&0x5741_4C31u32.to_le_bytes()[..])
 }
 
 #[test]
