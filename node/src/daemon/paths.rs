@@ -14,7 +14,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use capstan_store::STORE_FILE_NAME;
+use capstan_store::{LOG_FILE_NAME, STORE_FILE_NAME};
 
 /// The file that says a directory is a Capstan node's state.
 pub const MARKER_FILE: &str = "CAPSTAN_STATE";
@@ -24,9 +24,10 @@ const MARKER_TEXT: &str = "This directory holds a Capstan node's state.\n\
 
 /// The entries Capstan makes in a state directory, and so the only ones
 /// `purge` deletes (`config.toml` is the user's).
-const MADE_BY_CAPSTAN: [&str; 8] = [
+const MADE_BY_CAPSTAN: [&str; 9] = [
     MARKER_FILE,
     STORE_FILE_NAME,
+    LOG_FILE_NAME,
     "node.log",
     "listen-ports",
     "listen-port",
