@@ -19,13 +19,14 @@
 //! knows them by identity.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use capstan_protocol::Reference;
 use capstan_protocol::guards::MethodGuard;
 use rquickjs::{Ctx, Function, Object, Persistent, Value as JsValue};
+use rustc_hash::FxHashMap;
 
 use crate::host::Host;
 use crate::limits::ConversionLimits;
@@ -57,10 +58,10 @@ pub(crate) struct Import {
 #[derive(Default)]
 pub(crate) struct Tables {
     next_id: u64,
-    pub exports: HashMap<u64, Export>,
-    pub export_by_address: HashMap<usize, u64>,
-    pub imports: HashMap<Reference, Import>,
-    pub import_by_id: HashMap<u64, Reference>,
+    pub exports: FxHashMap<u64, Export>,
+    pub export_by_address: FxHashMap<usize, u64>,
+    pub imports: FxHashMap<Reference, Import>,
+    pub import_by_id: FxHashMap<u64, Reference>,
 }
 
 impl Tables {

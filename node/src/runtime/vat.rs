@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use capstan_protocol::captp::{AnswerId, RemoteTarget, Session, SessionId};
 use capstan_protocol::{ErrorValue, Reference, Value};
+use rustc_hash::FxHashMap;
 use tokio::sync::Notify;
 
 use super::connection::{Connection, SessionCounts};
@@ -180,15 +181,15 @@ type Turn = Box<dyn FnOnce(&Vat)>;
 struct VatCore {
     id: VatId,
     turns: RefCell<VecDeque<Turn>>,
-    objects: RefCell<HashMap<u64, Rc<dyn Behavior>>>,
-    promises: RefCell<HashMap<u64, PromiseState>>,
+    objects: RefCell<FxHashMap<u64, Rc<dyn Behavior>>>,
+    promises: RefCell<FxHashMap<u64, PromiseState>>,
     next_number: Cell<u64>,
     releases: ReleaseQueue,
     wake: Rc<Notify>,
     connections: RefCell<HashMap<SessionId, Rc<Connection>>>,
     next_session: Cell<u64>,
     /// Waiters on promises that sessions made, by reference identity.
-    remote_waiters: RefCell<HashMap<usize, (Reference, Vec<Waiter>)>>,
+    remote_waiters: RefCell<FxHashMap<usize, (Reference, Vec<Waiter>)>>,
     foreign: RefCell<Option<Rc<dyn Foreign>>>,
     gate: RefCell<Option<DeliveryGate>>,
 }
@@ -216,14 +217,14 @@ impl Vat {
         Vat(Rc::new(VatCore {
             id: VatId(NEXT_VAT.fetch_add(1, Ordering::Relaxed)),
             turns: RefCell::new(VecDeque::new()),
-            objects: RefCell::new(HashMap::new()),
-            promises: RefCell::new(HashMap::new()),
+            objects: RefCell::new(FxHashMap::default()),
+            promises: RefCell::new(FxHashMap::default()),
             next_number: Cell::new(1),
             releases: Arc::new(Mutex::new(Vec::new())),
             wake: Rc::new(Notify::new()),
             connections: RefCell::new(HashMap::new()),
             next_session: Cell::new(1),
-            remote_waiters: RefCell::new(HashMap::new()),
+            remote_waiters: RefCell::new(FxHashMap::default()),
             foreign: RefCell::new(None),
             gate: RefCell::new(None),
         }))
