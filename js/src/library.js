@@ -56,12 +56,7 @@
       return #importId in object ? object.#importId : undefined;
     }
   }
-  // The import id of a host promise still pending; undefined for any
-  // other value (a settled one's import is retired).
-  const hostPromiseId = object => {
-    const importId = HostPromiseStamp.importIdOf(object);
-    return importId !== undefined && pendingHostPromises.has(idKey(importId)) ? importId : undefined;
-  };
+  const hostPromiseId = object => HostPromiseStamp.importIdOf(object);
   // QuickJS hashes a number by its float64 bits, and a small integer's
   // leave the low bits of the bucket index zero, so maps keyed by import
   // id degrade to long chains as they grow. `2 ** 52 + id` holds the id
@@ -69,13 +64,11 @@
   // (QuickJS does not fold `2 ** 52`: computed once, not per key.)
   const ID_KEY_BASE = 2 ** 52;
   const idKey = importId => ID_KEY_BASE + importId;
-  // import id key -> { promise, resolve, reject } of a host promise still
-  // pending. A host promise is known only until it settles: then its
-  // import is retired, as CapTP retires a settled promise's id, and the
-  // promise is the guest's own (passed on, it is exported anew).
-  const pendingHostPromises = new Map();
-  // Presences are held weakly, so that QuickJS can collect one guest code
-  // no longer holds: import id key -> WeakRef of the presence. The ids of collected ones wait in
+  // import id key -> [resolve, reject] of a host promise still pending.
+  const pendingResolvers = new Map();
+  // Host references are held weakly, so that QuickJS can collect a
+  // presence (or a settled host promise) guest code no longer holds:
+  // import id key -> WeakRef of its object. The ids of collected ones wait in
   // `collectedImports` until the engine takes them and lets the host
   // reference go (`takeCollectedImports`). Captured before lockdown
   // removes these from the globals.
@@ -366,10 +359,8 @@
     importRegistry.register(object, importId);
   };
 
-  // The object standing for an import: a pending host promise, or a
-  // presence QuickJS has not collected.
-  const lookupImport = importId =>
-    pendingHostPromises.get(idKey(importId))?.promise ?? liveImports.get(idKey(importId))?.deref();
+  // The object standing for an import, if QuickJS has not collected it.
+  const lookupImport = importId => liveImports.get(idKey(importId))?.deref();
 
   const takeCollectedImports = () => {
     const ids = collectedImports;
@@ -401,34 +392,31 @@
   const hostPromiseCtor = () => vatPromiseCtor ?? evaluationPromiseRef?.deref() ?? PromiseCtor;
 
   const makeHostPromise = importId => {
-    // The realm's own `withResolvers` (frozen by lockdown): no executor
-    // closure per promise.
-    const pending = hostPromiseCtor().withResolvers();
-    new HostPromiseStamp(pending.promise, importId);
-    freeze(pending.promise);
-    // Held until it settles (or the host withdraws it); then retired.
-    pendingHostPromises.set(idKey(importId), pending);
-    return pending.promise;
+    let resolvers;
+    const HostPromise = hostPromiseCtor();
+    const promise = new HostPromise((resolve, reject) => {
+      resolvers = [resolve, reject];
+    });
+    new HostPromiseStamp(promise, importId);
+    freeze(promise);
+    // Held by its resolvers until it settles; weakly after.
+    pendingResolvers.set(idKey(importId), resolvers);
+    trackImport(importId, promise);
+    return promise;
   };
 
-  // Settles a pending host promise and retires its import; false if it
-  // was not pending.
   const settleHostPromise = (importId, fulfilled, value) => {
-    const pending = pendingHostPromises.get(idKey(importId));
-    if (pending === undefined) {
+    const resolvers = pendingResolvers.get(idKey(importId));
+    if (resolvers === undefined) {
       return false;
     }
-    pendingHostPromises.delete(idKey(importId));
-    if (fulfilled) {
-      pending.resolve(value);
-    } else {
-      pending.reject(value);
-    }
+    pendingResolvers.delete(idKey(importId));
+    resolvers[fulfilled ? 0 : 1](value);
     return true;
   };
 
   const forgetHostPromise = importId => {
-    pendingHostPromises.delete(idKey(importId));
+    pendingResolvers.delete(idKey(importId));
   };
 
   const watchPromise = (promise, exportId) => {

@@ -436,22 +436,14 @@ impl GuestRuntime {
     /// Settles a promise the host gave the engine (the result of a
     /// [`Host::send`] or [`Host::get`], or a promise passed in), then runs
     /// the guest's reactions to it.
-    ///
-    /// Settling retires the import, as CapTP retires a settled promise's
-    /// id: the engine lets go of `promise` at once, and the guest's promise
-    /// is its own from then on (passed to the host, it is exported anew).
     pub fn settle(&mut self, promise: &Reference, settlement: Settlement) -> Result<(), GuestError> {
         let import_id = {
-            let mut tables = self.engine.tables.borrow_mut();
-            let import_id = tables
+            let tables = self.engine.tables.borrow();
+            tables
                 .imports
                 .get(promise)
                 .filter(|import| import.is_promise)
-                .map(|import| import.id);
-            if let Some(id) = import_id {
-                tables.forget_import(id);
-            }
-            import_id
+                .map(|import| import.id)
         };
         let Some(import_id) = import_id else {
             // The guest never saw this promise: nothing waits on it.
@@ -561,10 +553,11 @@ impl GuestRuntime {
     // ---- entries ---------------------------------------------------------
 
     /// Runs `body` in a fresh, locked-down compartment, dropped before
-    /// this returns (its garbage is the next collection's). Its `Promise`
-    /// makes the host promises from now on (see `adoptEvaluationRealm` in
-    /// `library.js`), so that guest code awaiting what it sends takes
-    /// those promises as its own.
+    /// this returns (its garbage is the next collection's).
+    /// Runs `body` in a fresh compartment whose `Promise` makes the host
+    /// promises from now on (see `adoptEvaluationRealm` in `library.js`),
+    /// so that guest code awaiting what it sends takes those promises as
+    /// its own.
     fn in_compartment<R>(&self, body: impl FnOnce(&Ctx<'_>) -> Result<R, GuestError>) -> Result<R, GuestError> {
         self.in_tamed_compartment(realm::Taming::default(), |ctx| {
             // Before any guest code runs, while `Promise` is the realm's own.
