@@ -64,7 +64,8 @@
   // (QuickJS does not fold `2 ** 52`: computed once, not per key.)
   const ID_KEY_BASE = 2 ** 52;
   const idKey = importId => ID_KEY_BASE + importId;
-  // import id key -> [resolve, reject] of a host promise still pending.
+  // import id key -> { promise, resolve, reject } of a host promise still
+  // pending.
   const pendingResolvers = new Map();
   // Host references are held weakly, so that QuickJS can collect a
   // presence (or a settled host promise) guest code no longer holds:
@@ -392,26 +393,29 @@
   const hostPromiseCtor = () => vatPromiseCtor ?? evaluationPromiseRef?.deref() ?? PromiseCtor;
 
   const makeHostPromise = importId => {
-    let resolvers;
-    const HostPromise = hostPromiseCtor();
-    const promise = new HostPromise((resolve, reject) => {
-      resolvers = [resolve, reject];
-    });
+    // The realm's own `withResolvers` (frozen by lockdown): no executor
+    // closure and no array per promise.
+    const pending = hostPromiseCtor().withResolvers();
+    const { promise } = pending;
     new HostPromiseStamp(promise, importId);
     freeze(promise);
     // Held by its resolvers until it settles; weakly after.
-    pendingResolvers.set(idKey(importId), resolvers);
+    pendingResolvers.set(idKey(importId), pending);
     trackImport(importId, promise);
     return promise;
   };
 
   const settleHostPromise = (importId, fulfilled, value) => {
-    const resolvers = pendingResolvers.get(idKey(importId));
-    if (resolvers === undefined) {
+    const pending = pendingResolvers.get(idKey(importId));
+    if (pending === undefined) {
       return false;
     }
     pendingResolvers.delete(idKey(importId));
-    resolvers[fulfilled ? 0 : 1](value);
+    if (fulfilled) {
+      pending.resolve(value);
+    } else {
+      pending.reject(value);
+    }
     return true;
   };
 
