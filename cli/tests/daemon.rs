@@ -54,6 +54,23 @@ fn an_exo_made_in_one_evaluation_is_called_from_another_and_survives_restart() {
 }
 
 #[test]
+fn a_promise_passed_from_one_worker_to_an_exo_in_another_settles_there() {
+    let node = started(&[]);
+    let echo = "makeExo('Echo', M.interface('Echo', { \
+          echo: M.call(M.any()).returns(M.any()), \
+          wait: M.call(M.any()).returns(M.any()) }), \
+        { echo(x) { return x; }, async wait(x) { return harden([await x]); } })";
+    node.run(&["eval", echo, "-n", "echo", "-w", "elsewhere"]).ok();
+    node.run(&["eval", COUNTER, "-n", "counter"]).ok();
+    // The worker's own promise, awaited by the exo in the other worker;
+    // then handed straight back.
+    assert_eq!(node.eval("E(e).wait(Promise.resolve(1))", &["e:echo"]), "[1]");
+    assert_eq!(node.eval("E(e).echo(Promise.resolve(2))", &["e:echo"]), "2");
+    // A promise for a call still on its way to a third object.
+    assert_eq!(node.eval("E(e).wait(E(c).incr(3))", &["e:echo", "c:counter"]), "[3]");
+}
+
+#[test]
 fn starting_twice_says_so_and_stop_is_clean() {
     let node = started(&[]);
     let pid = node.pid().expect("running");

@@ -601,9 +601,14 @@ impl<'a, 'js> Converter<'a, 'js> {
             let make = self.library.function("makePresence")?;
             make.call((id, reference.interface().to_string()))?
         };
-        let mut tables = self.engine.tables.borrow_mut();
-        tables.imports.insert(reference.clone(), Import { id, is_promise });
-        tables.import_by_id.insert(id, reference.clone());
+        {
+            let mut tables = self.engine.tables.borrow_mut();
+            tables.imports.insert(reference.clone(), Import { id, is_promise });
+            tables.import_by_id.insert(id, reference.clone());
+        }
+        if is_promise {
+            self.engine.host.promise_imported(reference);
+        }
         Ok(object)
     }
 }

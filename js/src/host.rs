@@ -77,6 +77,14 @@ pub trait Host {
     /// [`Outcome::Pending`]) settled.
     fn promise_settled(&self, promise: &Reference, settlement: &Settlement);
 
+    /// The engine now stands for host promise `promise` with a promise of
+    /// its own (a send's or get's result, or a promise that arrived in an
+    /// argument, an endowment or a settlement): the host calls
+    /// [`GuestRuntime::settle`](crate::GuestRuntime::settle) once it
+    /// settles, in a later turn. A host that settles its promises by other
+    /// means (a test) may ignore this.
+    fn promise_imported(&self, _promise: &Reference) {}
+
     /// A `console` call, its arguments formatted as one line.
     fn log(&self, level: LogLevel, text: &str);
 }

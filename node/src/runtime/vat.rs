@@ -784,12 +784,17 @@ impl Vat {
         self.wake();
     }
 
-    /// Drops what each session's runtime let go when a scan is due (see
-    /// [`super::connection`]), then hands each connection's output to its
-    /// writer.
+    /// Runs what each session queued during the turns (a promise exported
+    /// to it asks to be watched), drops what each session's runtime let go
+    /// when a scan is due (see [`super::connection`]), then hands each
+    /// connection's output to its writer.
     fn flush_connections(&self) {
         let connections: Vec<Rc<Connection>> = self.0.connections.borrow().values().cloned().collect();
         for connection in connections {
+            // A send to another session that passes a promise makes that
+            // session watch it; left queued until the peer next writes, a
+            // peer that waits on the promise would wait forever.
+            connection.process_events(self);
             connection.collect_garbage(false);
             connection.flush(self);
         }

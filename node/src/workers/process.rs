@@ -248,12 +248,12 @@ impl Host for HostSide {
             self.vat.send_only(target, message);
             return Ok(None);
         }
+        // The engine reports the result promise as imported
+        // (`promise_imported`), as it does every host promise it is given.
         let result = self.vat.send(target, message);
-        let Value::Promise(reference) = &result else {
+        let Value::Promise(reference) = result else {
             return Err(type_error("the send made no promise"));
         };
-        let reference = reference.clone();
-        self.report_to_guest(result);
         Ok(Some(reference))
     }
 
@@ -264,12 +264,14 @@ impl Host for HostSide {
                 field: property.to_string(),
             },
         );
-        let Value::Promise(reference) = &result else {
+        let Value::Promise(reference) = result else {
             return Err(type_error("the get made no promise"));
         };
-        let reference = reference.clone();
-        self.report_to_guest(result);
         Ok(reference)
+    }
+
+    fn promise_imported(&self, promise: &Reference) {
+        self.report_to_guest(Value::Promise(promise.clone()));
     }
 
     fn promise_settled(&self, promise: &Reference, settlement: &Settlement) {
