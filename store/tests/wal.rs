@@ -335,6 +335,28 @@ fn an_idle_writer_makes_a_checkpoint() {
     assert_names(&store, [1, 2]);
 }
 
+/// The log a killed writer child left (its store in `temp/original`),
+/// and where each record of it lies.
+fn killed_writers_log(test_name: &str, temp: &TempDir) -> (PathBuf, Vec<u8>, Vec<RecordSpan>) {
+    let original = temp.path().join("original");
+    write_and_kill(test_name, &original, None);
+    let log = std::fs::read(log_path(&original)).unwrap();
+    let spans = records(&log);
+    (original, log, spans)
+}
+
+/// A copy of the `original` store, in a directory named for `what`, whose
+/// log is `log` with `damage` done to it; the damaged log too.
+fn damaged_copy(temp: &TempDir, original: &Path, log: &[u8], what: &str, damage: &Damage) -> (PathBuf, Vec<u8>) {
+    let dir = temp.path().join(what.replace(' ', "-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(original.join("capstan.redb"), dir.join("capstan.redb")).unwrap();
+    let mut damaged = log.to_vec();
+    damage(&mut damaged);
+    std::fs::write(log_path(&dir), &damaged).unwrap();
+    (dir, damaged)
+}
+
 #[test]
 fn a_record_cut_short_at_the_tail_is_dropped_and_the_store_opens() {
     if is_child() {
@@ -342,14 +364,8 @@ fn a_record_cut_short_at_the_tail_is_dropped_and_the_store_opens() {
         return;
     }
     let temp = TempDir::new().unwrap();
-    let original = temp.path().join("original");
-    write_and_kill(
-        "a_record_cut_short_at_the_tail_is_dropped_and_the_store_opens",
-        &original,
-        None,
-    );
-    let log = std::fs::read(log_path(&original)).unwrap();
-    let spans = records(&log);
+    let (original, log, spans) =
+        killed_writers_log("a_record_cut_short_at_the_tail_is_dropped_and_the_store_opens", &temp);
     assert_eq!(spans.len(), CHILD_WRITES as usize);
     let last = spans.last().unwrap();
     // The last record as a crash may leave it: cut inside its header,
@@ -378,12 +394,7 @@ fn a_record_cut_short_at_the_tail_is_dropped_and_the_store_opens() {
         ),
     ];
     for (what, damage) in damages {
-        let dir = temp.path().join(what.replace(' ', "-"));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::copy(original.join("capstan.redb"), dir.join("capstan.redb")).unwrap();
-        let mut damaged = log.clone();
-        damage(&mut damaged);
-        std::fs::write(log_path(&dir), &damaged).unwrap();
+        let (dir, _) = damaged_copy(&temp, &original, &log, what, &damage);
         let store = Store::open(&dir).unwrap_or_else(|error| panic!("{what}: {error}"));
         // Every write but the one in the cut record is back.
         assert_names(&store, 0..CHILD_WRITES - 1);
@@ -408,14 +419,10 @@ fn damage_before_whole_records_is_refused_with_an_error_naming_the_log() {
         return;
     }
     let temp = TempDir::new().unwrap();
-    let original = temp.path().join("original");
-    write_and_kill(
+    let (original, log, spans) = killed_writers_log(
         "damage_before_whole_records_is_refused_with_an_error_naming_the_log",
-        &original,
-        None,
+        &temp,
     );
-    let log = std::fs::read(log_path(&original)).unwrap();
-    let spans = records(&log);
     let middle = &spans[spans.len() / 2];
     let damages: Vec<(&str, Damage)> = vec![
         (
@@ -451,12 +458,7 @@ fn damage_before_whole_records_is_refused_with_an_error_naming_the_log() {
         ),
     ];
     for (what, damage) in damages {
-        let dir = temp.path().join(what.replace(' ', "-"));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::copy(original.join("capstan.redb"), dir.join("capstan.redb")).unwrap();
-        let mut damaged = log.clone();
-        damage(&mut damaged);
-        std::fs::write(log_path(&dir), &damaged).unwrap();
+        let (dir, damaged) = damaged_copy(&temp, &original, &log, what, &damage);
         let error = Store::open(&dir)
             .err()
             .unwrap_or_else(|| panic!("{what}: the store opened"));
