@@ -217,16 +217,13 @@ fn writes_acknowledged_since_the_last_checkpoint_are_replayed_after_sigkill() {
     }
     let temp = TempDir::new().unwrap();
     let dir = temp.path().join("state");
-    let acknowledged = write_and_kill(
+    let (_, spans) = killed_writers_log(
         "writes_acknowledged_since_the_last_checkpoint_are_replayed_after_sigkill",
         &dir,
         None,
     );
-    assert_eq!(acknowledged, CHILD_WRITES);
     // No checkpoint since the store was made: the log holds every write,
     // one record per acknowledged write (the failed job made none).
-    let log = std::fs::read(log_path(&dir)).unwrap();
-    let spans = records(&log);
     assert_eq!(spans.len(), CHILD_WRITES as usize, "{spans:?}");
     for pair in spans.windows(2) {
         assert_eq!(pair[1].first_seq, pair[0].last_seq + 1);
@@ -257,14 +254,11 @@ fn checkpoints_empty_the_log_and_writes_after_the_last_one_are_replayed() {
     let temp = TempDir::new().unwrap();
     let dir = temp.path().join("state");
     // A checkpoint every ~2 KiB of records: every ten writes or so.
-    let acknowledged = write_and_kill(
+    let (_, spans) = killed_writers_log(
         "checkpoints_empty_the_log_and_writes_after_the_last_one_are_replayed",
         &dir,
         Some(2048),
     );
-    assert_eq!(acknowledged, CHILD_WRITES);
-    let log = std::fs::read(log_path(&dir)).unwrap();
-    let spans = records(&log);
     assert!(
         !spans.is_empty() && spans.len() < CHILD_WRITES as usize / 2,
         "checkpoints should have emptied the log, which holds {} records",
@@ -335,14 +329,14 @@ fn an_idle_writer_makes_a_checkpoint() {
     assert_names(&store, [1, 2]);
 }
 
-/// The log a killed writer child left (its store in `temp/original`),
-/// and where each record of it lies.
-fn killed_writers_log(test_name: &str, temp: &TempDir) -> (PathBuf, Vec<u8>, Vec<RecordSpan>) {
-    let original = temp.path().join("original");
-    write_and_kill(test_name, &original, None);
-    let log = std::fs::read(log_path(&original)).unwrap();
+/// The log a writer child left in `dir` when killed once every write was
+/// acknowledged, and where each record of it lies.
+fn killed_writers_log(test_name: &str, dir: &Path, checkpoint_bytes: Option<u64>) -> (Vec<u8>, Vec<RecordSpan>) {
+    let acknowledged = write_and_kill(test_name, dir, checkpoint_bytes);
+    assert_eq!(acknowledged, CHILD_WRITES);
+    let log = std::fs::read(log_path(dir)).unwrap();
     let spans = records(&log);
-    (original, log, spans)
+    (log, spans)
 }
 
 /// A copy of the `original` store, in a directory named for `what`, whose
@@ -364,8 +358,12 @@ fn a_record_cut_short_at_the_tail_is_dropped_and_the_store_opens() {
         return;
     }
     let temp = TempDir::new().unwrap();
-    let (original, log, spans) =
-        killed_writers_log("a_record_cut_short_at_the_tail_is_dropped_and_the_store_opens", &temp);
+    let original = temp.path().join("original");
+    let (log, spans) = killed_writers_log(
+        "a_record_cut_short_at_the_tail_is_dropped_and_the_store_opens",
+        &original,
+        None,
+    );
     assert_eq!(spans.len(), CHILD_WRITES as usize);
     let last = spans.last().unwrap();
     // The last record as a crash may leave it: cut inside its header,
@@ -419,9 +417,11 @@ fn damage_before_whole_records_is_refused_with_an_error_naming_the_log() {
         return;
     }
     let temp = TempDir::new().unwrap();
-    let (original, log, spans) = killed_writers_log(
+    let original = temp.path().join("original");
+    let (log, spans) = killed_writers_log(
         "damage_before_whole_records_is_refused_with_an_error_naming_the_log",
-        &temp,
+        &original,
+        None,
     );
     let middle = &spans[spans.len() / 2];
     let damages: Vec<(&str, Damage)> = vec![
