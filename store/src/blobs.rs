@@ -78,8 +78,8 @@ fn chunk_indexes(chunks: &impl ReadableTable<(u64, u64), &'static [u8]>, storage
 }
 
 fn delete_chunks(tables: &mut Tables<'_>, storage: u64) -> Result<()> {
-    for index in chunk_indexes(&tables.blob_chunks, storage)? {
-        tables.blob_chunks.remove((storage, index))?;
+    for index in chunk_indexes(tables.blob_chunks.open()?, storage)? {
+        tables.blob_chunks.open()?.remove((storage, index))?;
     }
     Ok(())
 }
@@ -87,11 +87,12 @@ fn delete_chunks(tables: &mut Tables<'_>, storage: u64) -> Result<()> {
 /// Records that chunks under `storage` exist, so that a crash before the
 /// blob is finished leaves nothing behind for good.
 fn register_storage(tables: &mut Tables<'_>, storage: u64) -> Result<()> {
-    tables.blob_uploads.insert(storage, ())?;
-    let next = read_counter(&tables.counters, COUNTER_NEXT_BLOB_STORAGE)?;
+    tables.blob_uploads.open()?.insert(storage, ())?;
+    let next = read_counter(tables.counters.open()?, COUNTER_NEXT_BLOB_STORAGE)?;
     if next <= storage {
         tables
             .counters
+            .open()?
             .insert(COUNTER_NEXT_BLOB_STORAGE, storage.saturating_add(1))?;
     }
     Ok(())
@@ -100,12 +101,12 @@ fn register_storage(tables: &mut Tables<'_>, storage: u64) -> Result<()> {
 /// Deletes every unfinished blob write's chunks (run on open).
 pub(crate) fn sweep_unfinished(tables: &mut Tables<'_>) -> Result<()> {
     let mut unfinished = Vec::new();
-    for entry in tables.blob_uploads.iter()? {
+    for entry in tables.blob_uploads.open()?.iter()? {
         unfinished.push(entry?.0.value());
     }
     for storage in unfinished {
         delete_chunks(tables, storage)?;
-        tables.blob_uploads.remove(storage)?;
+        tables.blob_uploads.open()?.remove(storage)?;
     }
     Ok(())
 }
@@ -179,7 +180,7 @@ impl BlobWriter {
                 if index == 0 {
                     register_storage(&mut tx.tables, storage)?;
                 }
-                tx.tables.blob_chunks.insert((storage, index), row.as_slice())?;
+                tx.tables.blob_chunks.open()?.insert((storage, index), row.as_slice())?;
                 Ok(())
             },
             false,
@@ -269,7 +270,7 @@ impl Drop for BlobWriter {
         drop(self.store.submit(
             move |tx| {
                 delete_chunks(&mut tx.tables, storage)?;
-                tx.tables.blob_uploads.remove(storage)?;
+                tx.tables.blob_uploads.open()?.remove(storage)?;
                 Ok(())
             },
             false,
@@ -302,14 +303,17 @@ fn finish_blob(
         if last_index == 0 {
             register_storage(&mut tx.tables, storage)?;
         }
-        tx.tables.blob_chunks.insert((storage, last_index), row.as_slice())?;
+        tx.tables
+            .blob_chunks
+            .open()?
+            .insert((storage, last_index), row.as_slice())?;
     }
-    if locate(&tx.tables.blobs, hash)?.is_some() {
+    if locate(tx.tables.blobs.open()?, hash)?.is_some() {
         // Stored before: keep the old copy only.
         delete_chunks(&mut tx.tables, storage)?;
     } else {
         // A chunk commit that failed would leave a gap; never record one.
-        let stored = chunk_indexes(&tx.tables.blob_chunks, storage)?.len() as u64;
+        let stored = chunk_indexes(tx.tables.blob_chunks.open()?, storage)?.len() as u64;
         if stored != location.chunk_count() {
             return Err(StoreError::BlobVerification {
                 hash_prefix: hash.short(),
@@ -319,9 +323,10 @@ fn finish_blob(
         let chunk_len = u32::try_from(location.chunk_len).unwrap_or(u32::MAX);
         tx.tables
             .blobs
+            .open()?
             .insert(*hash.as_bytes(), (location.len, storage, chunk_len))?;
     }
-    tx.tables.blob_uploads.remove(storage)?;
+    tx.tables.blob_uploads.open()?.remove(storage)?;
     Ok(hash)
 }
 
@@ -446,16 +451,16 @@ impl io::Read for BlobReader {
 impl Tx<'_> {
     /// Deletes a blob and its chunks; `false` if it was not stored.
     pub fn remove_blob(&mut self, hash: BlobHash) -> Result<bool> {
-        let Some(location) = locate(&self.tables.blobs, hash)? else {
+        let Some(location) = locate(self.tables.blobs.open()?, hash)? else {
             return Ok(false);
         };
         delete_chunks(&mut self.tables, location.storage)?;
-        self.tables.blobs.remove(*hash.as_bytes())?;
+        self.tables.blobs.open()?.remove(*hash.as_bytes())?;
         Ok(true)
     }
 
-    pub fn has_blob(&self, hash: BlobHash) -> Result<bool> {
-        Ok(locate(&self.tables.blobs, hash)?.is_some())
+    pub fn has_blob(&mut self, hash: BlobHash) -> Result<bool> {
+        Ok(locate(self.tables.blobs.open()?, hash)?.is_some())
     }
 }
 
@@ -560,13 +565,14 @@ mod tests {
                 let mut row = tx
                     .tables
                     .blob_chunks
+                    .open()?
                     .get((storage, 1))?
                     .map(|value| value.value().to_vec())
                     .unwrap_or_default();
                 if let Some(byte) = row.last_mut() {
                     *byte ^= 1;
                 }
-                tx.tables.blob_chunks.insert((storage, 1), row.as_slice())?;
+                tx.tables.blob_chunks.open()?.insert((storage, 1), row.as_slice())?;
                 Ok(())
             })
             .wait()
@@ -581,7 +587,7 @@ mod tests {
         // A missing chunk is an error too.
         store
             .transact(move |tx| {
-                tx.tables.blob_chunks.remove((storage, 1))?;
+                tx.tables.blob_chunks.open()?.remove((storage, 1))?;
                 Ok(())
             })
             .wait()
@@ -598,9 +604,9 @@ mod tests {
         let hash = store.store_blob(b"original").wait().unwrap();
         store
             .transact(move |tx| {
-                let storage = locate(&tx.tables.blobs, hash)?.map_or(0, |found| found.storage);
+                let storage = locate(tx.tables.blobs.open()?, hash)?.map_or(0, |found| found.storage);
                 let forged = seal_chunk([[0u8; CHUNK_HASH_LEN].as_slice(), b"0riginal"].concat());
-                tx.tables.blob_chunks.insert((storage, 0), forged.as_slice())?;
+                tx.tables.blob_chunks.open()?.insert((storage, 0), forged.as_slice())?;
                 Ok(())
             })
             .wait()
@@ -642,7 +648,7 @@ mod tests {
         store
             .transact(|tx| {
                 register_storage(&mut tx.tables, 40)?;
-                tx.tables.blob_chunks.insert((40, 0), b"orphan".as_slice())?;
+                tx.tables.blob_chunks.open()?.insert((40, 0), b"orphan".as_slice())?;
                 Ok(())
             })
             .wait()

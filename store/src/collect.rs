@@ -14,9 +14,9 @@ use crate::tx::{Snapshot, Tx};
 
 impl Tx<'_> {
     /// Every formula with its record, in id order.
-    pub fn all_formulas(&self) -> Result<Vec<(FormulaId, FormulaRecord)>> {
-        let mut all = Vec::with_capacity(usize::try_from(self.tables.formulas.len()?).unwrap_or(0));
-        for entry in self.tables.formulas.iter()? {
+    pub fn all_formulas(&mut self) -> Result<Vec<(FormulaId, FormulaRecord)>> {
+        let mut all = Vec::with_capacity(usize::try_from(self.tables.formulas.open()?.len()?).unwrap_or(0));
+        for entry in self.tables.formulas.open()?.iter()? {
             let (key, value) = entry?;
             all.push((FormulaId::from_key(key.value()), decode_formula(value.value())?));
         }
@@ -24,14 +24,14 @@ impl Tx<'_> {
     }
 
     /// Every name as (pet store, the formula it names), in no useful order.
-    pub fn all_names(&self) -> Result<Vec<(FormulaId, FormulaId)>> {
+    pub fn all_names(&mut self) -> Result<Vec<(FormulaId, FormulaId)>> {
         let mut stores = std::collections::HashMap::new();
-        for entry in self.tables.pet_store_ids.iter()? {
+        for entry in self.tables.pet_store_ids.open()?.iter()? {
             let (number, id) = entry?;
             stores.insert(number.value(), FormulaId::from_key(id.value()));
         }
         let mut all = Vec::new();
-        for entry in self.tables.pet_names.iter()? {
+        for entry in self.tables.pet_names.open()?.iter()? {
             let (key, value) = entry?;
             let (number, _) = key.value();
             let pet_store = stores.get(&number).copied().ok_or_else(|| StoreError::CorruptRecord {
@@ -44,9 +44,9 @@ impl Tx<'_> {
     }
 
     /// Every message still held, as (agent, message bytes).
-    pub fn all_messages(&self) -> Result<Vec<(FormulaId, Vec<u8>)>> {
+    pub fn all_messages(&mut self) -> Result<Vec<(FormulaId, Vec<u8>)>> {
         let mut all = Vec::new();
-        for entry in self.tables.messages.iter()? {
+        for entry in self.tables.messages.open()?.iter()? {
             let (key, value) = entry?;
             let (agent, _) = key.value();
             all.push((FormulaId::from_key(agent), value.value().to_vec()));
@@ -61,7 +61,7 @@ impl Tx<'_> {
         let key = agent.to_key();
         let mut numbers = Vec::new();
         let mut bytes = 0u64;
-        for entry in self.tables.messages.range((key, 0u64)..)? {
+        for entry in self.tables.messages.open()?.range((key, 0u64)..)? {
             let (entry_key, value) = entry?;
             let (entry_agent, number) = entry_key.value();
             if entry_agent != key {
@@ -71,11 +71,11 @@ impl Tx<'_> {
             bytes = bytes.saturating_add(value.value().len() as u64);
         }
         for number in numbers {
-            self.tables.messages.remove((key, number))?;
-            self.tables.message_senders.remove((key, number))?;
+            self.tables.messages.open()?.remove((key, number))?;
+            self.tables.message_senders.open()?.remove((key, number))?;
         }
         let mut senders = Vec::new();
-        for entry in self.tables.mail_held.range((key, [0u8; 32])..)? {
+        for entry in self.tables.mail_held.open()?.range((key, [0u8; 32])..)? {
             let (entry_key, _) = entry?;
             let (entry_agent, sender) = entry_key.value();
             if entry_agent != key {
@@ -84,15 +84,20 @@ impl Tx<'_> {
             senders.push(sender);
         }
         for sender in senders {
-            self.tables.mail_held.remove((key, sender))?;
+            self.tables.mail_held.open()?.remove((key, sender))?;
         }
-        self.tables.mailbox_next_number.remove(key)?;
+        self.tables.mailbox_next_number.open()?.remove(key)?;
         Ok(bytes)
     }
 
     /// The stored length of a blob, if it is stored.
-    pub fn blob_len(&self, hash: BlobHash) -> Result<Option<u64>> {
-        Ok(self.tables.blobs.get(*hash.as_bytes())?.map(|value| value.value().0))
+    pub fn blob_len(&mut self, hash: BlobHash) -> Result<Option<u64>> {
+        Ok(self
+            .tables
+            .blobs
+            .open()?
+            .get(*hash.as_bytes())?
+            .map(|value| value.value().0))
     }
 }
 

@@ -54,17 +54,17 @@ impl Tx<'_> {
     /// Stores `record` under `id`, replacing what was there.
     pub fn put_formula(&mut self, id: FormulaId, record: &FormulaRecord) -> Result<()> {
         let encoded = encode_formula(record)?;
-        self.tables.formulas.insert(id.to_key(), encoded.as_slice())?;
+        self.tables.formulas.open()?.insert(id.to_key(), encoded.as_slice())?;
         Ok(())
     }
 
     /// Removes the formula; `false` if there was none.
     pub fn remove_formula(&mut self, id: FormulaId) -> Result<bool> {
-        Ok(self.tables.formulas.remove(id.to_key())?.is_some())
+        Ok(self.tables.formulas.open()?.remove(id.to_key())?.is_some())
     }
 
-    pub fn get_formula(&self, id: FormulaId) -> Result<Option<FormulaRecord>> {
-        get_formula(&self.tables.formulas, id)
+    pub fn get_formula(&mut self, id: FormulaId) -> Result<Option<FormulaRecord>> {
+        get_formula(self.tables.formulas.open()?, id)
     }
 }
 

@@ -112,8 +112,13 @@ impl Tx<'_> {
     pub fn give_holds(&mut self, peer: NodeId, ids: &[FormulaId]) -> Result<()> {
         for id in ids {
             let key = (*peer.as_bytes(), id.to_key());
-            let count = self.tables.holds_given.get(key)?.map_or(0, |value| value.value());
-            self.tables.holds_given.insert(key, count.saturating_add(1))?;
+            let count = self
+                .tables
+                .holds_given
+                .open()?
+                .get(key)?
+                .map_or(0, |value| value.value());
+            self.tables.holds_given.open()?.insert(key, count.saturating_add(1))?;
         }
         Ok(())
     }
@@ -129,12 +134,12 @@ impl Tx<'_> {
 
     fn release_given(&mut self, peer: NodeId, id: FormulaId, count: u64) -> Result<()> {
         let key = (*peer.as_bytes(), id.to_key());
-        let Some(held) = self.tables.holds_given.get(key)?.map(|value| value.value()) else {
+        let Some(held) = self.tables.holds_given.open()?.get(key)?.map(|value| value.value()) else {
             return Ok(());
         };
         match held.saturating_sub(count) {
-            0 => self.tables.holds_given.remove(key)?,
-            left => self.tables.holds_given.insert(key, left)?,
+            0 => self.tables.holds_given.open()?.remove(key)?,
+            left => self.tables.holds_given.open()?.insert(key, left)?,
         };
         Ok(())
     }
@@ -144,9 +149,15 @@ impl Tx<'_> {
     pub fn take_holds(&mut self, giver: NodeId, ids: &[FormulaId]) -> Result<()> {
         for id in ids {
             let key = (*giver.as_bytes(), id.to_key());
-            let count = self.tables.holds_taken.get(key)?.map_or(0, |value| value.value().0);
+            let count = self
+                .tables
+                .holds_taken
+                .open()?
+                .get(key)?
+                .map_or(0, |value| value.value().0);
             self.tables
                 .holds_taken
+                .open()?
                 .insert(key, (count.saturating_add(1), self.seq))?;
         }
         Ok(())
@@ -162,29 +173,40 @@ impl Tx<'_> {
         let applied = self
             .tables
             .hold_releases_applied
+            .open()?
             .get(*peer.as_bytes())?
             .map_or(0, |value| value.value());
         if batch <= applied {
             return Ok(false);
         }
-        if self.tables.holds_given.range(node_range(peer))?.next().is_none() {
+        if self
+            .tables
+            .holds_given
+            .open()?
+            .range(node_range(peer))?
+            .next()
+            .is_none()
+        {
             return Ok(false);
         }
         for (id, count) in released {
             self.release_given(peer, *id, *count)?;
         }
-        self.tables.hold_releases_applied.insert(*peer.as_bytes(), batch)?;
+        self.tables
+            .hold_releases_applied
+            .open()?
+            .insert(*peer.as_bytes(), batch)?;
         Ok(true)
     }
 
     /// Drops every hold `peer` has here; how many ids it held.
     pub fn forget_holds_of(&mut self, peer: NodeId) -> Result<u64> {
-        let keys: Vec<([u8; 32], [u8; 64])> = rows_of(&self.tables.holds_given, peer, |count| count)?
+        let keys: Vec<([u8; 32], [u8; 64])> = rows_of(self.tables.holds_given.open()?, peer, |count| count)?
             .into_iter()
             .map(|(id, _)| (*peer.as_bytes(), id.to_key()))
             .collect();
         for key in &keys {
-            self.tables.holds_given.remove(*key)?;
+            self.tables.holds_given.open()?.remove(*key)?;
         }
         Ok(keys.len() as u64)
     }
@@ -198,7 +220,7 @@ impl Tx<'_> {
     /// a batch). How many ids were let go of.
     pub fn queue_hold_releases(&mut self, still_held: &HashSet<FormulaId>, marked_at_seq: u64) -> Result<u64> {
         let mut let_go: BTreeMap<NodeId, Vec<(FormulaId, u64)>> = BTreeMap::new();
-        for entry in self.tables.holds_taken.iter()? {
+        for entry in self.tables.holds_taken.open()?.iter()? {
             let (key, value) = entry?;
             let (giver, id) = key.value();
             let (id, (count, received_at)) = (FormulaId::from_key(id), value.value());
@@ -212,16 +234,22 @@ impl Tx<'_> {
                 let number = self
                     .tables
                     .hold_release_next
+                    .open()?
                     .get(*giver.as_bytes())?
                     .map_or(1, |value| value.value());
                 self.tables
                     .hold_release_next
+                    .open()?
                     .insert(*giver.as_bytes(), number.saturating_add(1))?;
                 for (id, count) in chunk {
                     self.tables
                         .hold_releases
+                        .open()?
                         .insert((*giver.as_bytes(), number, id.to_key()), *count)?;
-                    self.tables.holds_taken.remove((*giver.as_bytes(), id.to_key()))?;
+                    self.tables
+                        .holds_taken
+                        .open()?
+                        .remove((*giver.as_bytes(), id.to_key()))?;
                     queued += 1;
                 }
             }
@@ -234,20 +262,20 @@ impl Tx<'_> {
     pub fn remove_release_batch(&mut self, giver: NodeId, batch: u64) -> Result<bool> {
         let range = (*giver.as_bytes(), batch, [0u8; 64])..=(*giver.as_bytes(), batch, [0xffu8; 64]);
         let mut keys = Vec::new();
-        for entry in self.tables.hold_releases.range(range)? {
+        for entry in self.tables.hold_releases.open()?.range(range)? {
             let (key, _) = entry?;
             keys.push(key.value());
         }
         for key in &keys {
-            self.tables.hold_releases.remove(*key)?;
+            self.tables.hold_releases.open()?.remove(*key)?;
         }
         Ok(!keys.is_empty())
     }
 
     /// Every id (of this node or, passed on, of another) some peer holds:
     /// roots of a collection.
-    pub fn formulas_held_by_peers(&self) -> Result<Vec<FormulaId>> {
-        held_ids(&self.tables.holds_given)
+    pub fn formulas_held_by_peers(&mut self) -> Result<Vec<FormulaId>> {
+        held_ids(self.tables.holds_given.open()?)
     }
 }
 

@@ -96,8 +96,8 @@ impl Tx<'_> {
     /// Hands out the next kref of `kind` (`ko1`, `ko2`, … and `kp1`, …).
     pub fn allocate_kref(&mut self, kind: KrefKind) -> Result<Kref> {
         let counter = counter_of(kind);
-        let number = read_counter(&self.tables.counters, counter)?;
-        self.tables.counters.insert(counter, number.saturating_add(1))?;
+        let number = read_counter(self.tables.counters.open()?, counter)?;
+        self.tables.counters.open()?.insert(counter, number.saturating_add(1))?;
         Ok(Kref { kind, number })
     }
 
@@ -115,46 +115,51 @@ impl Tx<'_> {
 
     /// Counters missing from older stores start at 1.
     fn next_number(&mut self, counter: &'static str) -> Result<u64> {
-        let stored = self.tables.counters.get(counter)?.map(|value| value.value());
+        let stored = self.tables.counters.open()?.get(counter)?.map(|value| value.value());
         let number = stored.unwrap_or(1).max(1);
-        self.tables.counters.insert(counter, number.saturating_add(1))?;
+        self.tables.counters.open()?.insert(counter, number.saturating_add(1))?;
         Ok(number)
     }
 
     /// Stores a kref's owner/info bytes, replacing the old ones.
     pub fn put_kref(&mut self, kref: Kref, info: &[u8]) -> Result<()> {
-        self.tables.krefs.insert(kref.to_key(), info)?;
+        self.tables.krefs.open()?.insert(kref.to_key(), info)?;
         Ok(())
     }
 
-    pub fn get_kref(&self, kref: Kref) -> Result<Option<Vec<u8>>> {
-        get_bytes(&self.tables.krefs, kref.to_key())
+    pub fn get_kref(&mut self, kref: Kref) -> Result<Option<Vec<u8>>> {
+        get_bytes(self.tables.krefs.open()?, kref.to_key())
     }
 
     /// Forgets a kref's info; `false` if there was none.
     pub fn remove_kref(&mut self, kref: Kref) -> Result<bool> {
-        Ok(self.tables.krefs.remove(kref.to_key())?.is_some())
+        Ok(self.tables.krefs.open()?.remove(kref.to_key())?.is_some())
     }
 
     /// Maps `kref` to `vref` in `vat`'s c-list, both ways. An older mapping
     /// of either side in that vat is dropped, so the two ways always agree.
     pub fn add_clist_entry(&mut self, vat: &VatId, kref: Kref, vref: &Vref) -> Result<()> {
-        if let Some(old_vref) = clist_vref(&self.tables.clist_by_kref, vat, kref)? {
+        if let Some(old_vref) = clist_vref(self.tables.clist_by_kref.open()?, vat, kref)? {
             self.tables
                 .clist_by_vref
+                .open()?
                 .remove((vat.as_str().as_bytes(), old_vref.as_str().as_bytes()))?;
         }
-        if let Some(old_kref) = clist_kref(&self.tables.clist_by_vref, vat, vref)? {
-            self.tables
-                .clist_by_kref
-                .remove((vat.as_str().as_bytes(), old_kref.kind.tag(), old_kref.number))?;
+        if let Some(old_kref) = clist_kref(self.tables.clist_by_vref.open()?, vat, vref)? {
+            self.tables.clist_by_kref.open()?.remove((
+                vat.as_str().as_bytes(),
+                old_kref.kind.tag(),
+                old_kref.number,
+            ))?;
         }
         let vat_bytes = vat.as_str().as_bytes();
         self.tables
             .clist_by_kref
+            .open()?
             .insert((vat_bytes, kref.kind.tag(), kref.number), vref.as_str().as_bytes())?;
         self.tables
             .clist_by_vref
+            .open()?
             .insert((vat_bytes, vref.as_str().as_bytes()), kref.to_key())?;
         Ok(())
     }
@@ -162,46 +167,64 @@ impl Tx<'_> {
     /// Removes `kref` from `vat`'s c-list (both ways), returning its vref.
     pub fn remove_clist_entry(&mut self, vat: &VatId, kref: Kref) -> Result<Option<Vref>> {
         let vat_bytes = vat.as_str().as_bytes();
-        let Some(vref) = clist_vref(&self.tables.clist_by_kref, vat, kref)? else {
+        let Some(vref) = clist_vref(self.tables.clist_by_kref.open()?, vat, kref)? else {
             return Ok(None);
         };
         self.tables
             .clist_by_kref
+            .open()?
             .remove((vat_bytes, kref.kind.tag(), kref.number))?;
         self.tables
             .clist_by_vref
+            .open()?
             .remove((vat_bytes, vref.as_str().as_bytes()))?;
         Ok(Some(vref))
     }
 
-    pub fn clist_vref(&self, vat: &VatId, kref: Kref) -> Result<Option<Vref>> {
-        clist_vref(&self.tables.clist_by_kref, vat, kref)
+    pub fn clist_vref(&mut self, vat: &VatId, kref: Kref) -> Result<Option<Vref>> {
+        clist_vref(self.tables.clist_by_kref.open()?, vat, kref)
     }
 
-    pub fn clist_kref(&self, vat: &VatId, vref: &Vref) -> Result<Option<Kref>> {
-        clist_kref(&self.tables.clist_by_vref, vat, vref)
+    pub fn clist_kref(&mut self, vat: &VatId, vref: &Vref) -> Result<Option<Kref>> {
+        clist_kref(self.tables.clist_by_vref.open()?, vat, vref)
     }
 
     pub fn put_subcluster(&mut self, id: &SubclusterId, config: &[u8]) -> Result<()> {
-        self.tables.subclusters.insert(id.as_str().as_bytes(), config)?;
+        self.tables.subclusters.open()?.insert(id.as_str().as_bytes(), config)?;
         Ok(())
     }
 
     pub fn remove_subcluster(&mut self, id: &SubclusterId) -> Result<bool> {
-        Ok(self.tables.subclusters.remove(id.as_str().as_bytes())?.is_some())
+        Ok(self
+            .tables
+            .subclusters
+            .open()?
+            .remove(id.as_str().as_bytes())?
+            .is_some())
     }
 
     pub fn put_vat_config(&mut self, vat: &VatId, config: &[u8]) -> Result<()> {
-        self.tables.vat_configs.insert(vat.as_str().as_bytes(), config)?;
+        self.tables
+            .vat_configs
+            .open()?
+            .insert(vat.as_str().as_bytes(), config)?;
         Ok(())
     }
 
     pub fn remove_vat_config(&mut self, vat: &VatId) -> Result<bool> {
-        Ok(self.tables.vat_configs.remove(vat.as_str().as_bytes())?.is_some())
+        Ok(self
+            .tables
+            .vat_configs
+            .open()?
+            .remove(vat.as_str().as_bytes())?
+            .is_some())
     }
 
-    pub fn get_baggage(&self, vat: &VatId, key: &BaggageKey) -> Result<Option<Vec<u8>>> {
-        get_bytes(&self.tables.baggage, (vat.as_str().as_bytes(), key.as_str().as_bytes()))
+    pub fn get_baggage(&mut self, vat: &VatId, key: &BaggageKey) -> Result<Option<Vec<u8>>> {
+        get_bytes(
+            self.tables.baggage.open()?,
+            (vat.as_str().as_bytes(), key.as_str().as_bytes()),
+        )
     }
 
     /// Adds a baggage entry; fails with [`StoreError::BaggageKeyExists`] if
@@ -232,6 +255,7 @@ impl Tx<'_> {
     pub fn put_baggage(&mut self, vat: &VatId, key: &BaggageKey, value: &[u8]) -> Result<()> {
         self.tables
             .baggage
+            .open()?
             .insert((vat.as_str().as_bytes(), key.as_str().as_bytes()), value)?;
         Ok(())
     }
@@ -241,6 +265,7 @@ impl Tx<'_> {
         Ok(self
             .tables
             .baggage
+            .open()?
             .remove((vat.as_str().as_bytes(), key.as_str().as_bytes()))?
             .is_some())
     }
@@ -248,41 +273,49 @@ impl Tx<'_> {
     /// Forgets everything about a vat: its baggage, c-list and config.
     pub fn forget_vat(&mut self, vat: &VatId) -> Result<()> {
         let vat_bytes = vat.as_str().as_bytes();
-        for (key, _) in list_baggage(&self.tables.baggage, vat)? {
-            self.tables.baggage.remove((vat_bytes, key.as_str().as_bytes()))?;
+        for (key, _) in list_baggage(self.tables.baggage.open()?, vat)? {
+            self.tables
+                .baggage
+                .open()?
+                .remove((vat_bytes, key.as_str().as_bytes()))?;
         }
-        for (kref, vref) in list_clist(&self.tables.clist_by_kref, vat)? {
+        for (kref, vref) in list_clist(self.tables.clist_by_kref.open()?, vat)? {
             self.tables
                 .clist_by_kref
+                .open()?
                 .remove((vat_bytes, kref.kind.tag(), kref.number))?;
             self.tables
                 .clist_by_vref
+                .open()?
                 .remove((vat_bytes, vref.as_str().as_bytes()))?;
         }
-        self.tables.vat_configs.remove(vat_bytes)?;
+        self.tables.vat_configs.open()?.remove(vat_bytes)?;
         Ok(())
     }
 
     /// Revokes `kref` for good; `false` if it was revoked already.
     pub fn revoke(&mut self, kref: Kref) -> Result<bool> {
-        Ok(self.tables.revoked.insert(kref.to_key(), ())?.is_none())
+        Ok(self.tables.revoked.open()?.insert(kref.to_key(), ())?.is_none())
     }
 
-    pub fn is_revoked(&self, kref: Kref) -> Result<bool> {
-        Ok(self.tables.revoked.get(kref.to_key())?.is_some())
+    pub fn is_revoked(&mut self, kref: Kref) -> Result<bool> {
+        Ok(self.tables.revoked.open()?.get(kref.to_key())?.is_some())
     }
 
     /// Records a new OCAP URL token for `kref`: 32 random bytes, the
     /// authority to reach the object from another node.
     pub fn issue_ocap_token(&mut self, kref: Kref) -> Result<[u8; 32]> {
         let token = random_bytes()?;
-        self.tables.ocap_urls.insert(&token, kref.to_key())?;
+        self.tables.ocap_urls.open()?.insert(&token, kref.to_key())?;
         Ok(token)
     }
 
     /// Records that another node's OCAP URL `url` was redeemed as `kref`.
     pub fn put_redeemed_url(&mut self, kref: Kref, url: &str) -> Result<()> {
-        self.tables.redeemed_urls.insert(kref.to_key(), url.as_bytes())?;
+        self.tables
+            .redeemed_urls
+            .open()?
+            .insert(kref.to_key(), url.as_bytes())?;
         Ok(())
     }
 
@@ -290,14 +323,14 @@ impl Tx<'_> {
     pub fn remove_ocap_tokens(&mut self, kref: Kref) -> Result<usize> {
         let wanted = kref.to_key();
         let mut tokens = Vec::new();
-        for entry in self.tables.ocap_urls.iter()? {
+        for entry in self.tables.ocap_urls.open()?.iter()? {
             let (token, named) = entry?;
             if named.value() == wanted {
                 tokens.push(token.value());
             }
         }
         for token in &tokens {
-            self.tables.ocap_urls.remove(token)?;
+            self.tables.ocap_urls.open()?.remove(token)?;
         }
         Ok(tokens.len())
     }

@@ -94,11 +94,12 @@ fn get(
 impl Tx<'_> {
     /// Adds a message to `agent`'s mailbox and returns its number.
     pub fn append_message(&mut self, agent: FormulaId, body: &[u8]) -> Result<u64> {
-        let number = next_number(&self.tables.mailbox_next_number, agent)?;
+        let number = next_number(self.tables.mailbox_next_number.open()?, agent)?;
         self.tables
             .mailbox_next_number
+            .open()?
             .insert(agent.to_key(), number.saturating_add(1))?;
-        self.tables.messages.insert((agent.to_key(), number), body)?;
+        self.tables.messages.open()?.insert((agent.to_key(), number), body)?;
         let seq = self.seq;
         self.emit(Event::Message(MessageEvent {
             seq,
@@ -117,6 +118,7 @@ impl Tx<'_> {
         let number = self.append_message(agent, body)?;
         self.tables
             .message_senders
+            .open()?
             .insert((agent.to_key(), number), *sender.as_bytes())?;
         let held = self.held_mail(agent, sender)?;
         self.set_held_mail(
@@ -131,10 +133,11 @@ impl Tx<'_> {
     }
 
     /// The messages and bytes `agent`'s mailbox holds from `sender`.
-    pub fn held_mail(&self, agent: FormulaId, sender: NodeId) -> Result<HeldMail> {
+    pub fn held_mail(&mut self, agent: FormulaId, sender: NodeId) -> Result<HeldMail> {
         Ok(self
             .tables
             .mail_held
+            .open()?
             .get((agent.to_key(), *sender.as_bytes()))?
             .map_or(HeldMail::default(), |value| {
                 let (messages, bytes) = value.value();
@@ -145,18 +148,19 @@ impl Tx<'_> {
     fn set_held_mail(&mut self, agent: FormulaId, sender: NodeId, held: HeldMail) -> Result<()> {
         let key = (agent.to_key(), *sender.as_bytes());
         if held == HeldMail::default() {
-            self.tables.mail_held.remove(key)?;
+            self.tables.mail_held.open()?.remove(key)?;
         } else {
-            self.tables.mail_held.insert(key, (held.messages, held.bytes))?;
+            self.tables.mail_held.open()?.insert(key, (held.messages, held.bytes))?;
         }
         Ok(())
     }
 
     /// The node that delivered message `number`, if a peer did.
-    fn message_sender(&self, agent: FormulaId, number: u64) -> Result<Option<NodeId>> {
+    fn message_sender(&mut self, agent: FormulaId, number: u64) -> Result<Option<NodeId>> {
         Ok(self
             .tables
             .message_senders
+            .open()?
             .get((agent.to_key(), number))?
             .map(|value| NodeId::from_bytes(value.value())))
     }
@@ -166,11 +170,12 @@ impl Tx<'_> {
         let removed_len = self
             .tables
             .messages
+            .open()?
             .remove((agent.to_key(), number))?
             .map(|value| value.value().len() as u64);
         let removed = removed_len.is_some();
         if let (Some(len), Some(sender)) = (removed_len, self.message_sender(agent, number)?) {
-            self.tables.message_senders.remove((agent.to_key(), number))?;
+            self.tables.message_senders.open()?.remove((agent.to_key(), number))?;
             let held = self.held_mail(agent, sender)?;
             self.set_held_mail(
                 agent,
@@ -196,10 +201,10 @@ impl Tx<'_> {
     /// answered); `false` if there was none with that number. Followers
     /// are not told: the message is the same one, settled.
     pub fn replace_message(&mut self, agent: FormulaId, number: u64, body: &[u8]) -> Result<bool> {
-        let Some(old) = get(&self.tables.messages, agent, number)? else {
+        let Some(old) = get(self.tables.messages.open()?, agent, number)? else {
             return Ok(false);
         };
-        self.tables.messages.insert((agent.to_key(), number), body)?;
+        self.tables.messages.open()?.insert((agent.to_key(), number), body)?;
         if let Some(sender) = self.message_sender(agent, number)? {
             let held = self.held_mail(agent, sender)?;
             let bytes = held.bytes.saturating_sub(old.len() as u64);
@@ -215,8 +220,8 @@ impl Tx<'_> {
         Ok(true)
     }
 
-    pub fn get_message(&self, agent: FormulaId, number: u64) -> Result<Option<Vec<u8>>> {
-        get(&self.tables.messages, agent, number)
+    pub fn get_message(&mut self, agent: FormulaId, number: u64) -> Result<Option<Vec<u8>>> {
+        get(self.tables.messages.open()?, agent, number)
     }
 }
 

@@ -85,14 +85,14 @@ impl Tx<'_> {
     pub fn put_peer(&mut self, node: NodeId, record: &PeerRecord) -> Result<()> {
         check_addresses(record)?;
         let encoded = encode(record)?;
-        self.tables.peers.insert(*node.as_bytes(), encoded.as_slice())?;
+        self.tables.peers.open()?.insert(*node.as_bytes(), encoded.as_slice())?;
         Ok(())
     }
 
     /// Records that a known peer was seen at `unix_ms`, keeping its
     /// addresses. A node that is not known stays unknown: `false`.
     pub fn record_peer_seen(&mut self, node: NodeId, unix_ms: u64) -> Result<bool> {
-        let Some(mut record) = get(&self.tables.peers, node)? else {
+        let Some(mut record) = get(self.tables.peers.open()?, node)? else {
             return Ok(false);
         };
         record.last_seen_unix_ms = record.last_seen_unix_ms.max(unix_ms);
@@ -102,11 +102,11 @@ impl Tx<'_> {
 
     /// Forgets a peer; `false` if it was not known.
     pub fn remove_peer(&mut self, node: NodeId) -> Result<bool> {
-        Ok(self.tables.peers.remove(*node.as_bytes())?.is_some())
+        Ok(self.tables.peers.open()?.remove(*node.as_bytes())?.is_some())
     }
 
-    pub fn get_peer(&self, node: NodeId) -> Result<Option<PeerRecord>> {
-        get(&self.tables.peers, node)
+    pub fn get_peer(&mut self, node: NodeId) -> Result<Option<PeerRecord>> {
+        get(self.tables.peers.open()?, node)
     }
 }
 

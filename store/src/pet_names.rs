@@ -86,15 +86,19 @@ fn reverse_lookup_in(by_id: &impl ReadableTable<ByIdTable, ()>, number: u64, id:
 
 impl Tx<'_> {
     fn pet_store_number_or_create(&mut self, pet_store: FormulaId) -> Result<u64> {
-        if let Some(number) = pet_store_number(&self.tables.pet_store_numbers, pet_store)? {
+        if let Some(number) = pet_store_number(self.tables.pet_store_numbers.open()?, pet_store)? {
             return Ok(number);
         }
-        let number = read_counter(&self.tables.counters, COUNTER_NEXT_PET_STORE)?;
+        let number = read_counter(self.tables.counters.open()?, COUNTER_NEXT_PET_STORE)?;
         self.tables
             .counters
+            .open()?
             .insert(COUNTER_NEXT_PET_STORE, number.saturating_add(1))?;
-        self.tables.pet_store_numbers.insert(pet_store.to_key(), number)?;
-        self.tables.pet_store_ids.insert(number, pet_store.to_key())?;
+        self.tables
+            .pet_store_numbers
+            .open()?
+            .insert(pet_store.to_key(), number)?;
+        self.tables.pet_store_ids.open()?.insert(number, pet_store.to_key())?;
         Ok(number)
     }
 
@@ -110,13 +114,18 @@ impl Tx<'_> {
         let previous = self
             .tables
             .pet_names
+            .open()?
             .insert((number, name_bytes), id.to_key())?
             .map(|value| value.value());
         if let Some(previous) = previous {
-            self.tables.pet_names_by_id.remove((previous, number, name_bytes))?;
+            self.tables
+                .pet_names_by_id
+                .open()?
+                .remove((previous, number, name_bytes))?;
         }
         self.tables
             .pet_names_by_id
+            .open()?
             .insert((id.to_key(), number, name_bytes), ())?;
         self.emit_name(pet_store, NameChangeKind::Added { name: name.clone(), id });
         Ok(())
@@ -125,19 +134,23 @@ impl Tx<'_> {
     /// Removes `name` from `pet_store`, returning what it named (`None` if
     /// it named nothing, which is not an error).
     pub fn remove_name(&mut self, pet_store: FormulaId, name: &PetName) -> Result<Option<FormulaId>> {
-        let Some(number) = pet_store_number(&self.tables.pet_store_numbers, pet_store)? else {
+        let Some(number) = pet_store_number(self.tables.pet_store_numbers.open()?, pet_store)? else {
             return Ok(None);
         };
         let name_bytes = name.as_str().as_bytes();
         let removed = self
             .tables
             .pet_names
+            .open()?
             .remove((number, name_bytes))?
             .map(|value| value.value());
         let Some(removed) = removed else {
             return Ok(None);
         };
-        self.tables.pet_names_by_id.remove((removed, number, name_bytes))?;
+        self.tables
+            .pet_names_by_id
+            .open()?
+            .remove((removed, number, name_bytes))?;
         self.emit_name(pet_store, NameChangeKind::Removed { name: name.clone() });
         Ok(Some(FormulaId::from_key(removed)))
     }
@@ -190,34 +203,38 @@ impl Tx<'_> {
     /// Removes every name of a pet store (when the store itself is
     /// collected), returning how many there were.
     pub fn remove_pet_store(&mut self, pet_store: FormulaId) -> Result<usize> {
-        let Some(number) = pet_store_number(&self.tables.pet_store_numbers, pet_store)? else {
+        let Some(number) = pet_store_number(self.tables.pet_store_numbers.open()?, pet_store)? else {
             return Ok(0);
         };
-        let names = list(&self.tables.pet_names, number)?;
+        let names = list(self.tables.pet_names.open()?, number)?;
         for (name, _) in &names {
             self.remove_name(pet_store, name)?;
         }
-        self.tables.pet_store_numbers.remove(pet_store.to_key())?;
-        self.tables.pet_store_ids.remove(number)?;
+        self.tables.pet_store_numbers.open()?.remove(pet_store.to_key())?;
+        self.tables.pet_store_ids.open()?.remove(number)?;
         Ok(names.len())
     }
 
-    pub fn lookup_name(&self, pet_store: FormulaId, name: &PetName) -> Result<Option<FormulaId>> {
-        match pet_store_number(&self.tables.pet_store_numbers, pet_store)? {
-            Some(number) => lookup(&self.tables.pet_names, number, name),
+    pub fn lookup_name(&mut self, pet_store: FormulaId, name: &PetName) -> Result<Option<FormulaId>> {
+        match pet_store_number(self.tables.pet_store_numbers.open()?, pet_store)? {
+            Some(number) => lookup(self.tables.pet_names.open()?, number, name),
             None => Ok(None),
         }
     }
 
-    pub fn list_names(&self, pet_store: FormulaId) -> Result<Vec<(PetName, FormulaId)>> {
-        match pet_store_number(&self.tables.pet_store_numbers, pet_store)? {
-            Some(number) => list(&self.tables.pet_names, number),
+    pub fn list_names(&mut self, pet_store: FormulaId) -> Result<Vec<(PetName, FormulaId)>> {
+        match pet_store_number(self.tables.pet_store_numbers.open()?, pet_store)? {
+            Some(number) => list(self.tables.pet_names.open()?, number),
             None => Ok(Vec::new()),
         }
     }
 
-    pub fn reverse_lookup(&self, id: FormulaId) -> Result<Vec<(FormulaId, PetName)>> {
-        reverse_lookup(&self.tables.pet_names_by_id, &self.tables.pet_store_ids, id)
+    pub fn reverse_lookup(&mut self, id: FormulaId) -> Result<Vec<(FormulaId, PetName)>> {
+        reverse_lookup(
+            self.tables.pet_names_by_id.open()?,
+            self.tables.pet_store_ids.open()?,
+            id,
+        )
     }
 }
 

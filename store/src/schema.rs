@@ -156,34 +156,7 @@ pub(crate) fn initialize(txn: &WriteTransaction, node_secret: &[u8; 32]) -> Resu
         counters.insert(COUNTER_NEXT_KO, 1)?;
         counters.insert(COUNTER_NEXT_KP, 1)?;
     }
-    txn.open_table(FORMULAS)?;
-    txn.open_table(PET_STORE_NUMBERS)?;
-    txn.open_table(PET_STORE_IDS)?;
-    txn.open_table(PET_NAMES)?;
-    txn.open_table(PET_NAMES_BY_ID)?;
-    txn.open_table(MAILBOX_NEXT_NUMBER)?;
-    txn.open_table(MESSAGES)?;
-    txn.open_table(MESSAGE_SENDERS)?;
-    txn.open_table(MAIL_HELD)?;
-    txn.open_table(BLOBS)?;
-    txn.open_table(BLOB_CHUNKS)?;
-    txn.open_table(BLOB_UPLOADS)?;
-    txn.open_table(PEERS)?;
-    txn.open_table(KREFS)?;
-    txn.open_table(CLIST_BY_KREF)?;
-    txn.open_table(CLIST_BY_VREF)?;
-    txn.open_table(SUBCLUSTERS)?;
-    txn.open_table(VAT_CONFIGS)?;
-    txn.open_table(BAGGAGE)?;
-    txn.open_table(REVOKED)?;
-    txn.open_table(OCAP_URLS)?;
-    txn.open_table(REDEEMED_URLS)?;
-    txn.open_table(HOLDS_GIVEN)?;
-    txn.open_table(HOLDS_TAKEN)?;
-    txn.open_table(HOLD_RELEASES)?;
-    txn.open_table(HOLD_RELEASE_NEXT)?;
-    txn.open_table(HOLD_RELEASES_APPLIED)?;
-    Ok(())
+    crate::tx::create_tables(txn)
 }
 
 /// What an open store's meta table says about it.

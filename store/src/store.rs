@@ -111,6 +111,7 @@ impl Store {
             let log = WriteAheadLog::open(&state_dir, &node_id, &db, meta.commit_seq)?;
             // Read again: the replay moves commit_seq and may move counters.
             let meta = schema::check_schema(&db, &path)?;
+            create_missing_tables(&db)?;
             sweep_unfinished_blob_writes(&db)?;
             Ok((db, meta, log))
         })?;
@@ -422,6 +423,18 @@ fn guard_against_panics<T>(path: &Path, open: impl FnOnce() -> Result<T>) -> Res
 }
 
 /// Deletes the chunks of blob writes a crash interrupted.
+/// Makes the tables added since an older store was made: a write
+/// transaction opens only the tables it uses, and snapshots expect all.
+fn create_missing_tables(db: &Database) -> Result<()> {
+    if crate::tx::has_every_table(&db.begin_read()?)? {
+        return Ok(());
+    }
+    let txn = db.begin_write()?;
+    crate::tx::create_tables(&txn)?;
+    txn.commit()?;
+    Ok(())
+}
+
 fn sweep_unfinished_blob_writes(db: &Database) -> Result<()> {
     {
         let txn = db.begin_read()?;
@@ -431,7 +444,7 @@ fn sweep_unfinished_blob_writes(db: &Database) -> Result<()> {
     }
     let txn = db.begin_write()?;
     {
-        let mut tables = crate::tx::Tables::open(&txn)?;
+        let mut tables = crate::tx::Tables::new(&txn);
         crate::blobs::sweep_unfinished(&mut tables)?;
     }
     txn.commit()?;
@@ -479,6 +492,26 @@ mod tests {
             ),
             "{error}"
         );
+    }
+
+    #[test]
+    fn tables_an_older_store_lacks_are_made_when_it_opens() {
+        let temp = tempfile::TempDir::new().unwrap();
+        Store::open(temp.path()).unwrap().close().unwrap();
+        let path = temp.path().join(STORE_FILE_NAME);
+        // A store from before the holds tables: a write transaction now
+        // opens only what it uses, so opening must make them.
+        let db = raw_database(&path);
+        let txn = db.begin_write().unwrap();
+        assert!(txn.delete_table(schema::HOLDS_GIVEN).unwrap());
+        assert!(txn.delete_table(schema::HOLD_RELEASES).unwrap());
+        txn.commit().unwrap();
+        assert!(!crate::tx::has_every_table(&db.begin_read().unwrap()).unwrap());
+        drop(db);
+
+        Store::open(temp.path()).unwrap().close().unwrap();
+        let db = raw_database(&path);
+        assert!(crate::tx::has_every_table(&db.begin_read().unwrap()).unwrap());
     }
 
     #[test]

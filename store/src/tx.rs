@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use redb::WriteTransaction;
+use redb::{Key, TableDefinition, Value, WriteTransaction};
 
 use crate::error::Result;
 use crate::events::Event;
@@ -19,22 +19,21 @@ use crate::schema::{self, HashKey, IdKey, KrefKey, VatKrefKey, VatTextKey};
 /// it is fixed forever, and a table added later takes a new one.
 macro_rules! logged_tables {
     ($($number:literal $field:ident: $definition:ident, $key:ty, $value:ty;)*) => {
-        /// Every table, open for writing in one transaction, each recording
-        /// the changes made through it (see [`LoggedTable`]).
+        /// Every table of one write transaction, each opened on first use
+        /// and recording the changes made through it (see [`LoggedTable`]).
         pub(crate) struct Tables<'t> {
-            $(pub $field: LoggedTable<'t, $key, $value>,)*
+            $(pub $field: LazyTable<'t, $key, $value>,)*
         }
 
         impl<'t> Tables<'t> {
-            // Opening every table up front costs a few microseconds per
-            // transaction, small beside a commit, and lets an operation
-            // hold several tables at once. Opened for writing, tables
-            // added after the first release (message senders, mail held,
-            // OCAP URLs, holds) are made in an older store too.
-            pub(crate) fn open(txn: &'t WriteTransaction) -> Result<Self> {
-                Ok(Self {
-                    $($field: LoggedTable::new(txn.open_table(schema::$definition)?, $number),)*
-                })
+            // Opening a table costs a few microseconds, and every table
+            // opened for writing is written back at commit: a transaction
+            // that opened all of them took 100 µs where one pet name
+            // needs three. So each opens when first used.
+            pub(crate) fn new(txn: &'t WriteTransaction) -> Self {
+                Self {
+                    $($field: LazyTable::new(txn, schema::$definition, $number),)*
+                }
             }
 
             /// Moves the changes every table recorded onto `redo`, table by
@@ -47,12 +46,66 @@ macro_rules! logged_tables {
             /// Makes one change read back from the log.
             pub(crate) fn apply(&mut self, change: &Change<'_>) -> std::result::Result<(), String> {
                 match change.table {
-                    $($number => self.$field.apply(change),)*
+                    $($number => self.$field.open().map_err(|error| error.to_string())?.apply(change),)*
                     other => Err(format!("unknown table number {other}")),
                 }
             }
         }
+
+        /// Makes every table `txn` lacks: all of them in a new store, and
+        /// in an older one those added since (message senders, mail held,
+        /// OCAP URLs, holds), so that snapshots find every table.
+        pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<()> {
+            $(txn.open_table(schema::$definition)?;)*
+            Ok(())
+        }
+
+        /// Whether the store has every table.
+        pub(crate) fn has_every_table(txn: &redb::ReadTransaction) -> Result<bool> {
+            $(
+                match txn.open_table(schema::$definition) {
+                    Ok(_) => {}
+                    Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
+                    Err(error) => return Err(error.into()),
+                }
+            )*
+            Ok(true)
+        }
     };
+}
+
+/// One table of a write transaction, opened when first used.
+pub(crate) struct LazyTable<'t, K: Key + 'static, V: Value + 'static> {
+    txn: &'t WriteTransaction,
+    definition: TableDefinition<'static, K, V>,
+    number: u8,
+    table: Option<LoggedTable<'t, K, V>>,
+}
+
+impl<'t, K: Key + 'static, V: Value + 'static> LazyTable<'t, K, V> {
+    fn new(txn: &'t WriteTransaction, definition: TableDefinition<'static, K, V>, number: u8) -> Self {
+        Self {
+            txn,
+            definition,
+            number,
+            table: None,
+        }
+    }
+
+    /// The table, opened now if this transaction has not used it yet.
+    pub(crate) fn open(&mut self) -> Result<&mut LoggedTable<'t, K, V>> {
+        let table = match self.table.take() {
+            Some(table) => table,
+            None => LoggedTable::new(self.txn.open_table(self.definition)?, self.number),
+        };
+        Ok(self.table.insert(table))
+    }
+
+    fn take_redo(&mut self, redo: &mut Vec<u8>) {
+        if let Some(table) = &mut self.table {
+            table.take_redo(redo);
+        }
+    }
 }
 
 logged_tables! {

@@ -162,7 +162,7 @@ impl WriteAheadLog {
     fn recover(&mut self, db: &Database, commit_seq: u64, same_store: bool) -> Result<bool> {
         let file_len = self.zeroed_to;
         let txn = db.begin_write()?;
-        let mut tables = Tables::open(&txn)?;
+        let mut tables = Tables::new(&txn);
         let mut offset = FILE_HEADER_LEN;
         let mut applied = commit_seq;
         let mut last_read: Option<u64> = None;
@@ -225,7 +225,7 @@ impl WriteAheadLog {
             )));
         }
         if applied > commit_seq {
-            tables.counters.insert(COUNTER_COMMIT_SEQ, applied)?;
+            tables.counters.open()?.insert(COUNTER_COMMIT_SEQ, applied)?;
             drop(tables);
             txn.commit()?;
             tracing::info!(

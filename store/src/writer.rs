@@ -477,11 +477,7 @@ impl Writer {
             Ok(txn) => txn,
             Err(error) => return Attempt::StorageFailed(error.to_string()),
         };
-        let tables = match Tables::open(&txn) {
-            Ok(tables) => tables,
-            Err(error) => return Attempt::StorageFailed(error.to_string()),
-        };
-        let mut tx = Tx::new(tables, seq);
+        let mut tx = Tx::new(Tables::new(&txn), seq);
         for (index, job) in batch.iter_mut().enumerate() {
             // Callers' closures run under catch_unwind in the jobs; this
             // guards the store's own work. Returning drops the transaction
@@ -491,8 +487,13 @@ impl Writer {
                 return Attempt::Failed { index, error };
             }
         }
-        if let Err(error) = tx.tables.counters.insert(COUNTER_COMMIT_SEQ, seq) {
-            return Attempt::StorageFailed(StoreError::from(error).to_string());
+        let counted = tx
+            .tables
+            .counters
+            .open()
+            .and_then(|counters| Ok(counters.insert(COUNTER_COMMIT_SEQ, seq).map(drop)?));
+        if let Err(error) = counted {
+            return Attempt::StorageFailed(error.to_string());
         }
         let mut changes = Vec::new();
         tx.take_redo(&mut changes);
