@@ -32,6 +32,7 @@ mod pet_names;
 mod redo;
 mod schema;
 mod store;
+mod syncer;
 mod tx;
 mod wal;
 mod writer;

@@ -740,6 +740,44 @@ fn many_writers_at_once_are_all_acknowledged() {
 }
 
 #[test]
+fn a_follower_sees_every_change_of_many_writers_in_commit_order() {
+    let temp = TempDir::new().unwrap();
+    let store = open(&state_dir(&temp));
+    let mut names = store.follow_names(fid(100)).unwrap();
+    // Enough writers that groups queue up behind one another, so that some
+    // are finished on the syncer thread and some on the writer's.
+    let threads: Vec<_> = (0..16u8)
+        .map(|thread| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for index in 0..50 {
+                    let text = format!("t{thread}-{index}");
+                    store.write_name(fid(100), name(&text), fid(thread)).wait().unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut last_seq = 0;
+    while seen.len() < 16 * 50 {
+        let change = names.next_blocking().unwrap();
+        assert!(
+            change.seq >= last_seq,
+            "event of commit {} after one of commit {last_seq}",
+            change.seq
+        );
+        last_seq = change.seq;
+        let NameChangeKind::Added { name, .. } = change.kind else {
+            panic!("only additions were made: {:?}", change.kind);
+        };
+        assert!(seen.insert(name.to_string()), "{name} seen twice");
+    }
+    for thread in threads {
+        thread.join().unwrap();
+    }
+}
+
+#[test]
 fn a_second_open_fails_naming_the_state_directory() {
     let temp = TempDir::new().unwrap();
     let dir = state_dir(&temp);
