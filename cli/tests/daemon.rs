@@ -96,6 +96,10 @@ fn starting_twice_says_so_and_stop_is_clean() {
         "the worker was ended"
     );
     assert!(!node.socket().exists(), "the socket was removed");
+    assert!(
+        !node.state_dir().join("capstan.wal").exists(),
+        "the store's writes ended with a checkpoint, which deletes the log"
+    );
     assert_eq!(node.run(&["status"]).status, 3);
 }
 

@@ -249,6 +249,15 @@ impl Store {
         }
     }
 
+    /// Stops taking writes, as closing does, without waiting for every
+    /// handle to go: waits for the writes already queued, makes a
+    /// checkpoint and deletes the emptied log. Writes made after it fail
+    /// with [`StoreError::WriterStopped`]; reads go on. For a process about
+    /// to exit while objects it will not drop still hold the store.
+    pub fn stop_writing(&self) {
+        self.inner.stop_writer();
+    }
+
     /// Waits for queued writes, stops the writer and closes the file.
     /// Fails if other clones, snapshots or blob readers still use it; the
     /// store then closes when the last of them is dropped.

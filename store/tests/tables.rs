@@ -876,3 +876,25 @@ fn ocap_url_tokens_are_random_durable_and_removed_with_their_kref() {
     assert_eq!(snapshot.redeemed_url_kref("ocap:x@y").unwrap(), Some(Kref::object(9)));
     assert_eq!(snapshot.redeemed_url_kref("ocap:x@z").unwrap(), None);
 }
+
+#[test]
+fn a_store_stopped_from_writing_keeps_its_queued_writes_and_refuses_later_ones() {
+    let temp = TempDir::new().unwrap();
+    let dir = state_dir(&temp);
+    let store = open(&dir);
+    let held = store.clone();
+    let commits: Vec<_> = (0..20)
+        .map(|index| store.write_name(fid(100), name(&format!("n{index}")), fid(1)))
+        .collect();
+    store.stop_writing();
+    for commit in commits {
+        commit.wait().unwrap();
+    }
+    // The writer made a checkpoint and deleted the log, with a handle left.
+    assert!(!dir.join(capstan_store::LOG_FILE_NAME).exists());
+    let refused = held.write_name(fid(100), name("late"), fid(1)).wait();
+    assert!(matches!(refused, Err(StoreError::WriterStopped)), "{refused:?}");
+    assert_eq!(held.read().unwrap().list_names(fid(100)).unwrap().len(), 20);
+    drop((store, held));
+    assert_eq!(open(&dir).read().unwrap().list_names(fid(100)).unwrap().len(), 20);
+}

@@ -157,7 +157,13 @@ async fn serve(options: NodeOptions, vat: Vat) -> Result<(), DaemonError> {
     }
     match Rc::try_unwrap(daemon) {
         Ok(daemon) => daemon.store.close()?,
-        Err(_) => tracing::debug!("the store closes when the last object holding it is dropped"),
+        Err(daemon) => {
+            // Tasks that did not end still hold the store, and the process
+            // exits with them: end its writes here, so that the write-ahead
+            // log is emptied and deleted rather than replayed at next start.
+            tracing::debug!("objects still hold the store; its writer stops now");
+            daemon.store.stop_writing();
+        }
     }
     tracing::info!("node stopped");
     Ok(())
