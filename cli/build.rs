@@ -1,0 +1,89 @@
+//! Links `capstan-worker` statically (static-pie) on Linux with glibc,
+//! and leaves `capstan` as it is.
+//!
+//! An idle worker's memory is mostly the pages of code it maps: linked
+//! against the shared libc, libm, libgcc_s and the dynamic loader, it maps
+//! about 2 MiB of theirs (the kernel maps 64 KiB around each page a
+//! process touches), where the few functions it calls take a fraction of
+//! that when linked into the program. Position independence stays, so the
+//! worker keeps address space randomisation.
+//!
+//! rustc names the C libraries with `-Bdynamic` before them, which a link
+//! argument cannot undo; so the worker's link also searches a directory of
+//! ours first, in which each of those names is the static archive (the
+//! shared unwinder, `libgcc_s`, is `libgcc_eh`, as in any static link).
+//! The worker calls nothing of glibc that needs the dynamic loader at run
+//! time (no name service, no `dlopen`, no `iconv`).
+//!
+//! Without the static archives (glibc's static libraries are a separate
+//! package on some systems), or with `CAPSTAN_WORKER_DYNAMIC` set, the
+//! worker is linked like `capstan`, and works the same, with a bigger
+//! resident size.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The libraries rustc links the standard library with on Linux (glibc),
+/// and the archive each becomes.
+const ARCHIVES: [(&str, &str); 7] = [
+    ("libc.a", "libc.a"),
+    ("libm.a", "libm.a"),
+    ("libpthread.a", "libpthread.a"),
+    ("libdl.a", "libdl.a"),
+    ("librt.a", "librt.a"),
+    ("libutil.a", "libutil.a"),
+    ("libgcc_s.a", "libgcc_eh.a"),
+];
+
+const OPT_OUT: &str = "CAPSTAN_WORKER_DYNAMIC";
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed={OPT_OUT}");
+    let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let target_env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
+    if target_os != "linux" || target_env != "gnu" || std::env::var_os(OPT_OUT).is_some() {
+        return;
+    }
+    let Some(out_dir) = std::env::var_os("OUT_DIR").map(PathBuf::from) else {
+        return;
+    };
+    let search = out_dir.join("worker-static-libs");
+    match link_static_archives(&search) {
+        Ok(()) => {
+            println!("cargo:rustc-link-arg-bin=capstan-worker=-static-pie");
+            println!("cargo:rustc-link-arg-bin=capstan-worker=-L{}", search.display());
+        }
+        Err(reason) => println!("cargo:warning=capstan-worker is linked dynamically: {reason}"),
+    }
+}
+
+/// Fills `dir` with links to the static archives, under the names rustc
+/// asks for.
+fn link_static_archives(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|error| format!("cannot make {}: {error}", dir.display()))?;
+    for (name, archive) in ARCHIVES {
+        let found = find_archive(archive)?;
+        let link = dir.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&found, &link)
+            .map_err(|error| format!("cannot link {} to {}: {error}", link.display(), found.display()))?;
+    }
+    Ok(())
+}
+
+/// Where the C compiler (the linker driver rustc uses) finds `archive`.
+fn find_archive(archive: &str) -> Result<PathBuf, String> {
+    let linker = std::env::var("RUSTC_LINKER").unwrap_or_else(|_| "cc".to_string());
+    let output = Command::new(&linker)
+        .arg(format!("-print-file-name={archive}"))
+        .output()
+        .map_err(|error| format!("cannot run {linker}: {error}"))?;
+    let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    // An archive the compiler does not know comes back as its bare name.
+    if output.status.success() && path.is_absolute() && path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!("{linker} has no {archive}"))
+    }
+}
