@@ -2,10 +2,10 @@
 //! and leaves `capstan` as it is.
 //!
 //! An idle worker's memory is mostly the pages of code it maps: linked
-//! against the shared libc, libm, libgcc_s and the dynamic loader, it maps
-//! about 2 MiB of theirs (the kernel maps 64 KiB around each page a
-//! process touches), where the few functions it calls take a fraction of
-//! that when linked into the program. Position independence stays, so the
+//! against the shared libc, libm, libgcc_s and the dynamic loader, it had
+//! 2 MiB of theirs resident (the kernel maps the 64 KiB around each page a
+//! process touches), where what it calls from them adds about 1 MiB to
+//! the program's own resident pages when linked in. Position independence stays, so the
 //! worker keeps address space randomisation. Two link options shrink what
 //! it touches further: its relocations packed (`DT_RELR`, where glibc
 //! applies them), and cold code (`.text.unlikely`: panics, error paths)
