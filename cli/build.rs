@@ -6,10 +6,18 @@
 //! 2 MiB of theirs resident (the kernel maps the 64 KiB around each page a
 //! process touches), where what it calls from them adds about 1 MiB to
 //! the program's own resident pages when linked in. Position independence stays, so the
-//! worker keeps address space randomisation. Two link options shrink what
-//! it touches further: its relocations packed (`DT_RELR`, where glibc
-//! applies them), and cold code (`.text.unlikely`: panics, error paths)
-//! kept apart from the code that runs.
+//! worker keeps address space randomisation.
+//!
+//! Three link options shrink what it touches further: its relocations
+//! packed (`DT_RELR`, where glibc applies them); cold code
+//! (`.text.unlikely`: panics, error paths) kept apart from the code that
+//! runs; and the C functions (QuickJS's and the C library's) a worker runs
+//! from its start to idle, listed in `worker-hot-functions.txt`, placed
+//! together at the start of its code, so the 64 KiB the kernel maps
+//! around each are mostly code the worker runs too. The list is a profile
+//! (`tools/worker-layout` writes it); a function missing from it costs
+//! pages, never correctness. Rust functions are not listed: their symbol
+//! names carry hashes that change with the toolchain and dependencies.
 //!
 //! rustc names the C libraries with `-Bdynamic` before them, which a link
 //! argument cannot undo; so the worker's link also searches a directory of
@@ -40,6 +48,10 @@ const ARCHIVES: [(&str, &str); 7] = [
 
 const OPT_OUT: &str = "CAPSTAN_WORKER_DYNAMIC";
 
+/// The C functions a worker runs from its start to idle, which the linker
+/// places together (`tools/worker-layout` writes the list).
+const HOT_FUNCTIONS: &str = "worker-hot-functions.txt";
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed={OPT_OUT}");
@@ -50,7 +62,10 @@ fn main() {
     if target_os != "linux" || target_env != "gnu" || !native || std::env::var_os(OPT_OUT).is_some() {
         return;
     }
-    let Some(out_dir) = std::env::var_os("OUT_DIR").map(PathBuf::from) else {
+    let (Some(out_dir), Some(manifest_dir)) = (
+        std::env::var_os("OUT_DIR").map(PathBuf::from),
+        std::env::var_os("CARGO_MANIFEST_DIR"),
+    ) else {
         return;
     };
     let search = out_dir.join("worker-static-libs");
@@ -58,8 +73,19 @@ fn main() {
         Ok(()) => {
             println!("cargo:rustc-link-arg-bin=capstan-worker=-static-pie");
             println!("cargo:rustc-link-arg-bin=capstan-worker=-L{}", search.display());
-            // Cold code (panics, error paths) apart from the code that runs.
-            println!("cargo:rustc-link-arg-bin=capstan-worker=-Wl,-z,keep-text-section-prefix");
+            if links_with_rust_lld() {
+                // Cold code (panics, error paths) apart from the code that
+                // runs, and the C functions a worker runs together.
+                println!("cargo:rustc-link-arg-bin=capstan-worker=-Wl,-z,keep-text-section-prefix");
+                let hot = Path::new(&manifest_dir).join(HOT_FUNCTIONS);
+                println!("cargo:rerun-if-changed={HOT_FUNCTIONS}");
+                println!(
+                    "cargo:rustc-link-arg-bin=capstan-worker=-Wl,--symbol-ordering-file={}",
+                    hot.display()
+                );
+                // Names of another C library's build are simply not there.
+                println!("cargo:rustc-link-arg-bin=capstan-worker=-Wl,--no-warn-symbol-ordering");
+            }
             if glibc_applies_packed_relocations() {
                 println!("cargo:rustc-link-arg-bin=capstan-worker=-Wl,-z,pack-relative-relocs");
             }
@@ -80,6 +106,17 @@ fn link_static_archives(dir: &Path) -> Result<(), String> {
             .map_err(|error| format!("cannot link {} to {}: {error}", link.display(), found.display()))?;
     }
     Ok(())
+}
+
+/// Whether the worker is linked by rustc's own lld (the default for
+/// x86_64 Linux since Rust 1.90), whose options the layout ones are: not
+/// when the build chooses its linker.
+fn links_with_rust_lld() -> bool {
+    let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    std::env::var("TARGET").is_ok_and(|target| target == "x86_64-unknown-linux-gnu")
+        && std::env::var_os("RUSTC_LINKER").is_none()
+        && !flags.contains("linker")
+        && !flags.contains("link-self-contained")
 }
 
 /// Whether the C library the worker links (the build machine's) applies
