@@ -73,11 +73,11 @@ fn main() {
         Ok(()) => {
             println!("cargo:rustc-link-arg-bin=capstan-worker=-static-pie");
             println!("cargo:rustc-link-arg-bin=capstan-worker=-L{}", search.display());
-            if links_with_rust_lld() {
+            let hot = Path::new(&manifest_dir).join(HOT_FUNCTIONS);
+            if links_with_rust_lld() && hot.is_file() {
                 // Cold code (panics, error paths) apart from the code that
                 // runs, and the C functions a worker runs together.
                 println!("cargo:rustc-link-arg-bin=capstan-worker=-Wl,-z,keep-text-section-prefix");
-                let hot = Path::new(&manifest_dir).join(HOT_FUNCTIONS);
                 println!("cargo:rerun-if-changed={HOT_FUNCTIONS}");
                 println!(
                     "cargo:rustc-link-arg-bin=capstan-worker=-Wl,--symbol-ordering-file={}",
