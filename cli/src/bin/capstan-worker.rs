@@ -2,9 +2,10 @@
 //! kernel vat. It is `capstan __worker` (the same entry point and the same
 //! arguments) in a program that holds nothing else: most of an idle
 //! worker's memory is the pages of its program it maps, so a program of
-//! only the engine and its session keeps each worker small. The node
-//! starts it when it sits beside the `capstan` program, else `capstan
-//! __worker`.
+//! only the engine and its session keeps each worker small (and the
+//! crate's `build.rs` links it statically, so it maps no shared library
+//! either). The node starts it when it sits beside the `capstan` program,
+//! else `capstan __worker`.
 
 use std::process::ExitCode;
 
