@@ -195,4 +195,28 @@ mod tests {
         }
         assert!(spin.skip.get() <= MAX_SKIP);
     }
+
+    struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn waking_a_reader_wakes_its_task_and_arms_the_waking_thread_only() {
+        let counter = Arc::new(CountingWaker(std::sync::atomic::AtomicUsize::new(0)));
+        let wrapped = ReaderWaker::wrap(&Waker::from(Arc::clone(&counter)));
+        let armed_there = std::thread::spawn(move || {
+            wrapped.wake_by_ref();
+            wrapped.wake();
+            SPIN.with(|spin| spin.armed.get())
+        })
+        .join()
+        .unwrap();
+        assert!(armed_there);
+        assert_eq!(counter.0.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert!(!SPIN.with(|spin| spin.armed.get()), "this thread woke nothing");
+    }
 }
