@@ -32,7 +32,6 @@ mod pet_names;
 mod redo;
 mod schema;
 mod store;
-mod syncer;
 mod tx;
 mod wal;
 mod writer;

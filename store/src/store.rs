@@ -19,7 +19,6 @@ use crate::events::Notifier;
 use crate::identity::{self, NodeSecret};
 use crate::ids::NodeId;
 use crate::schema::{self, BLOB_UPLOADS};
-use crate::syncer::Syncer;
 use crate::tx::{Snapshot, Tx};
 use crate::wal::WriteAheadLog;
 use crate::writer::{ClosureJob, Commit, Job, RepeatableJob, Writer, panic_message};
@@ -72,7 +71,6 @@ pub(crate) struct Inner {
     jobs: Mutex<Option<mpsc::Sender<Box<dyn Job>>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     writer_thread: ThreadId,
-    syncer_thread: Option<ThreadId>,
     pub(crate) notifier: Arc<Notifier>,
     state_dir: PathBuf,
     path: PathBuf,
@@ -121,20 +119,10 @@ impl Store {
         let db = Arc::new(db);
         let notifier = Arc::new(Notifier::default());
         let (sender, receiver) = mpsc::channel();
-        let syncer = log
-            .file_handle()
-            .and_then(|file| Syncer::start(file, notifier.clone()))
-            .map_err(|source| StoreError::Io {
-                action: "start the syncer thread for",
-                path: path.clone(),
-                source,
-            })?;
-        let syncer_thread = syncer.thread_id();
         let writer = Writer::new(
             db.clone(),
             notifier.clone(),
             receiver,
-            syncer,
             log,
             meta.commit_seq,
             options.log_checkpoint_bytes,
@@ -152,7 +140,6 @@ impl Store {
                 db,
                 jobs: Mutex::new(Some(sender)),
                 writer_thread: handle.thread().id(),
-                syncer_thread,
                 writer: Mutex::new(Some(handle)),
                 notifier,
                 state_dir,
@@ -280,10 +267,8 @@ impl Inner {
     fn stop_writer(&self) {
         drop(self.jobs.lock().unwrap_or_else(PoisonError::into_inner).take());
         // The last handle may be dropped by a job on the writer thread
-        // itself, which must not wait for itself, or on the syncer thread,
-        // which the writer waits for as it stops.
-        let current = std::thread::current().id();
-        if current != self.writer_thread && Some(current) != self.syncer_thread {
+        // itself, which must not wait for itself.
+        if std::thread::current().id() != self.writer_thread {
             let handle = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
             if let Some(handle) = handle {
                 // A panic on the writer thread has already been reported to

@@ -294,11 +294,6 @@ impl WriteAheadLog {
         Ok(())
     }
 
-    /// Another handle on the log file, for the syncer's fdatasync.
-    pub(crate) fn file_handle(&self) -> std::io::Result<File> {
-        self.file.try_clone()
-    }
-
     /// fdatasync: makes every record written so far durable.
     pub(crate) fn sync(&self) -> std::io::Result<()> {
         self.file.sync_data()

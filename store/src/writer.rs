@@ -7,9 +7,7 @@
 //! every transaction commits without an fsync. The changes of the group's
 //! transactions then go to the write-ahead log (`wal.rs`) as one record,
 //! and one fdatasync of the log makes the group durable. Only then are
-//! change events published and callers answered. When more jobs are
-//! already waiting, the syncer thread (`syncer.rs`) does the fdatasync,
-//! the publishing and the answering while the writer runs the next group. A job that fails is left
+//! change events published and callers answered. A job that fails is left
 //! out whole: its transaction is abandoned, with the changes it recorded,
 //! and the jobs before it run again without it; the others still commit.
 //!
@@ -34,7 +32,6 @@ use tokio::sync::oneshot;
 use crate::error::{Result, StoreError};
 use crate::events::{Event, Notifier};
 use crate::schema::COUNTER_COMMIT_SEQ;
-use crate::syncer::{SyncedGroup, Syncer};
 use crate::tx::{Tables, Tx};
 use crate::wal::{RECORD_BODY_MAX, WriteAheadLog};
 
@@ -234,10 +231,6 @@ pub(crate) struct Writer {
     db: Arc<Database>,
     notifier: Arc<Notifier>,
     jobs: mpsc::Receiver<Box<dyn Job>>,
-    /// A job taken from the channel to see whether any was waiting; it
-    /// starts the next group.
-    waiting: Option<Box<dyn Job>>,
-    syncer: Syncer,
     log: WriteAheadLog,
     /// The sequence number the next transaction gets.
     next_seq: u64,
@@ -286,7 +279,6 @@ impl Writer {
         db: Arc<Database>,
         notifier: Arc<Notifier>,
         jobs: mpsc::Receiver<Box<dyn Job>>,
-        syncer: Syncer,
         log: WriteAheadLog,
         last_seq: u64,
         log_checkpoint_bytes: u64,
@@ -295,8 +287,6 @@ impl Writer {
             db,
             notifier,
             jobs,
-            waiting: None,
-            syncer,
             log,
             next_seq: last_seq.saturating_add(1),
             checkpointed_seq: last_seq,
@@ -319,9 +309,7 @@ impl Writer {
     /// the emptied log, so that a store closed cleanly leaves no log.
     pub(crate) fn run(mut self) {
         loop {
-            let first = if let Some(job) = self.waiting.take() {
-                job
-            } else if self.checkpoint_due() {
+            let first = if self.checkpoint_due() {
                 match self.jobs.recv_timeout(IDLE_CHECKPOINT) {
                     Ok(job) => job,
                     Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -351,15 +339,12 @@ impl Writer {
         if self.failure.is_none() {
             self.log.remove();
         }
-        // Every caller is answered before the store finishes closing.
-        self.syncer.stop();
     }
 
     /// Commits the group as a few batches, each row of repeatable jobs in
     /// one transaction and every other job in one of its own, all without
-    /// an fsync; logs the group's changes as one record; then fdatasyncs
-    /// the log, publishes the events and answers the callers, or has the
-    /// syncer do so if more jobs wait (or it still has groups to finish).
+    /// an fsync; logs the group's changes as one record and fdatasyncs the
+    /// log; then publishes the events and answers the callers.
     fn run_group(&mut self, group: Vec<Box<dyn Job>>) {
         let mut state = GroupState::default();
         let mut rest = group.into_iter().peekable();
@@ -372,12 +357,10 @@ impl Writer {
             }
             self.run_batch(batch, &mut state);
         }
-        let mut needs_sync = false;
-        if self.failure.is_none() {
-            match self.make_durable(&mut state) {
-                Ok(written) => needs_sync = written,
-                Err(reason) => self.failure = Some(reason),
-            }
+        if self.failure.is_none()
+            && let Err(reason) = self.make_durable(&mut state)
+        {
+            self.failure = Some(reason);
         }
         if let Some(reason) = &self.failure {
             for job in state.committed {
@@ -385,69 +368,23 @@ impl Writer {
             }
             return;
         }
-        let group = SyncedGroup {
-            sync: needs_sync,
-            events: state.events,
-            jobs: state.committed,
-        };
-        // A group that needs no fsync still waits behind the syncer's, so
-        // that events keep their order.
-        let hand_over = if needs_sync {
-            self.more_jobs_waiting()
-        } else {
-            self.syncer.busy()
-        };
-        let group = if hand_over {
-            self.syncer.hand_over(group).err()
-        } else {
-            Some(group)
-        };
-        if let Some(group) = group {
-            self.finish(group);
+        for event in &state.events {
+            self.notifier.publish(event);
         }
-        // The group is in the log already (or being synced there).
+        for job in state.committed {
+            job.answer(Ok(()));
+        }
+        // After the answers: the group is durable in the log already.
         if self.log.records_len() >= self.log_checkpoint_bytes {
             self.checkpoint_or_stop();
         }
     }
 
-    /// Syncs the group's record if it has one, publishes its events and
-    /// answers its callers, on the writer thread.
-    fn finish(&mut self, group: SyncedGroup) {
-        if group.sync
-            && let Err(error) = self.log.sync()
-        {
-            let reason = format!("cannot write the write-ahead log: {error}");
-            tracing::error!(%reason, "the store's writer stops");
-            for job in group.jobs {
-                job.answer(Err(StoreError::WriterFailed { detail: reason.clone() }));
-            }
-            self.failure = Some(reason);
-            return;
-        }
-        for event in &group.events {
-            self.notifier.publish(event);
-        }
-        for job in group.jobs {
-            job.answer(Ok(()));
-        }
-    }
-
-    /// Whether another job is already waiting (kept to start the next
-    /// group): then the syncer's fdatasync overlaps that group's work.
-    fn more_jobs_waiting(&mut self) -> bool {
-        if self.waiting.is_none() {
-            self.waiting = self.jobs.try_recv().ok();
-        }
-        self.waiting.is_some()
-    }
-
     /// Puts the group's changes in the log. If a job of the group needs
     /// durability, writes them (with the changes of earlier groups that
-    /// needed none) as one record, once the syncer has synced the record
-    /// before it, and says the record needs an fdatasync; or, if the
-    /// changes are too large to log, makes a checkpoint instead.
-    fn make_durable(&mut self, state: &mut GroupState) -> std::result::Result<bool, String> {
+    /// needed none) as one record and fdatasyncs it; or, if the changes are
+    /// too large to log, makes a checkpoint instead.
+    fn make_durable(&mut self, state: &mut GroupState) -> std::result::Result<(), String> {
         for (seq, changes) in state.transactions.drain(..) {
             if self.log_gap {
                 break;
@@ -460,23 +397,20 @@ impl Writer {
             }
         }
         if !state.durable {
-            return Ok(false);
+            return Ok(());
         }
         if self.log_gap {
-            return self.checkpoint().map(|()| false);
+            return self.checkpoint();
         }
-        // One record not yet durable at a time, as recovery expects.
-        self.syncer.wait_idle()?;
         self.log
             .write_staged()
-            .map_err(|error| format!("cannot write the write-ahead log: {error}"))?;
-        Ok(true)
+            .and_then(|()| self.log.sync())
+            .map_err(|error| format!("cannot write the write-ahead log: {error}"))
     }
 
     /// Makes every commit so far durable in redb (one durable commit that
     /// covers the earlier ones), then empties the log.
     fn checkpoint(&mut self) -> std::result::Result<(), String> {
-        self.syncer.wait_idle()?;
         let seq = self.last_seq();
         let committed = (|| -> Result<()> {
             let txn = self.db.begin_write()?;

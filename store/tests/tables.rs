@@ -744,8 +744,7 @@ fn a_follower_sees_every_change_of_many_writers_in_commit_order() {
     let temp = TempDir::new().unwrap();
     let store = open(&state_dir(&temp));
     let mut names = store.follow_names(fid(100)).unwrap();
-    // Enough writers that groups queue up behind one another, so that some
-    // are finished on the syncer thread and some on the writer's.
+    // Enough writers that groups queue up behind one another.
     let threads: Vec<_> = (0..16u8)
         .map(|thread| {
             let store = store.clone();
