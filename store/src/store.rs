@@ -431,7 +431,6 @@ fn guard_against_panics<T>(path: &Path, open: impl FnOnce() -> Result<T>) -> Res
     })
 }
 
-/// Deletes the chunks of blob writes a crash interrupted.
 /// Makes the tables added since an older store was made: a write
 /// transaction opens only the tables it uses, and snapshots expect all.
 fn create_missing_tables(db: &Database) -> Result<()> {
@@ -444,6 +443,7 @@ fn create_missing_tables(db: &Database) -> Result<()> {
     Ok(())
 }
 
+/// Deletes the chunks of blob writes a crash interrupted.
 fn sweep_unfinished_blob_writes(db: &Database) -> Result<()> {
     {
         let txn = db.begin_read()?;
