@@ -1,13 +1,16 @@
 //! Confinement covers errors, end to end: guest code running in a worker
 //! with a guest's powers meets every failure it can provoke — a peer that
 //! cannot be reached, one that goes away mid-call, one that never answers,
-//! one that rejects with a text full of identifiers, a cancelled object,
+//! one that rejects with a text full of identifiers, one that aborts its
+//! session with such a text under a pending call, a cancelled object,
 //! a name for a formula that is not there, bad and unknown names — and
 //! what it catches names no node, formula, peer id, address or locator.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, reason = "a test fails by panicking")]
 
+use std::cell::Cell;
 use std::process::{Child, Stdio};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use capstan_node::runtime::{Exo, MethodResult};
@@ -105,6 +108,7 @@ fn what_a_guest_catches_names_no_identifier() {
         ("silent", format!("{}:{mallory}", "a1".repeat(32))),
         ("leaver", format!("{}:{mallory}", "a2".repeat(32))),
         ("liar", format!("{}:{mallory}", "a3".repeat(32))),
+        ("aborter", format!("{}:{mallory}", "a5".repeat(32))),
         // A name for a formula this node does not have.
         ("ghost", format!("{}:{bob_id}", "a4".repeat(32))),
     ] {
@@ -123,6 +127,8 @@ fn what_a_guest_catches_names_no_identifier() {
         "leaver:leaver",
         "--introduce",
         "liar:liar",
+        "--introduce",
+        "aborter:aborter",
         "--introduce",
         "ghost:ghost",
         "--introduce",
@@ -180,7 +186,8 @@ fn what_a_guest_catches_names_no_identifier() {
     seen.push(("cancelled", probe(&bob, "callHeld('incr')")));
 
     // mallory: never answers, then drops the connection under a pending
-    // call, then rejects with a text full of identifiers.
+    // call, then rejects with a text full of identifiers, then aborts the
+    // session with such a text under a call pending on its object.
     let bob_node = target.node;
     attacker.run(async {
         let silent_gateway = Exo::new("EndoGateway")
@@ -200,14 +207,41 @@ fn what_a_guest_catches_names_no_identifier() {
 
         let crafted =
             format!("node {bob_id} asks you to dial /ip4/10.0.0.1/tcp/1/p2p/12D3KooWxyz or capstan://{bob_id}/?id=1");
+        let called = Rc::new(Cell::new(false));
+        let noted = Rc::clone(&called);
+        let hanging = Exo::new("Hanging")
+            .async_method("never", move |_, _| {
+                noted.set(true);
+                std::future::pending::<MethodResult>()
+            })
+            .make()
+            .expect("an object that never answers");
+        let lie = crafted.clone();
         let lying_gateway = Exo::new("EndoGateway")
-            .method("provide", move |_, _| Err(ErrorValue::plain(crafted.as_str())))
+            .method("provide", move |_, args| {
+                let asked = args.first().and_then(Value::as_str).unwrap_or_default();
+                if asked.contains(&"a5".repeat(32)) {
+                    Ok(hanging.clone())
+                } else {
+                    Err(ErrorValue::plain(lie.as_str()))
+                }
+            })
             .make()
             .expect("a gateway that lies");
         let mut liar = start_probe(&bob, "attempt('liar', 'incr')");
-        let _lying_session = attacker.accept(lying_gateway).await;
+        let lying_session = attacker.accept(lying_gateway).await;
         ended(&mut liar, Duration::from_secs(20)).await;
         seen.push(("liar", probe_outcome(liar)));
+
+        let mut aborted = start_probe(&bob, "attempt('aborter', 'never')");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !called.get() {
+            assert!(Instant::now() < deadline, "the guest's call did not reach mallory");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        lying_session.close(&crafted);
+        ended(&mut aborted, Duration::from_secs(20)).await;
+        seen.push(("aborted", probe_outcome(aborted)));
     });
 
     let report = format!("{seen:#?}");
@@ -225,6 +259,7 @@ fn what_a_guest_catches_names_no_identifier() {
         ("silent", "the peer that holds this object did not answer within 20 s"),
         ("went away", "the peer that holds this object went away"),
         ("liar", "the peer that holds this object refused the call"),
+        ("aborted", "the peer that holds this object went away"),
     ] {
         assert!(outcome(label).contains(expected), "{label}: {report}");
     }

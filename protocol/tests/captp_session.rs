@@ -1,6 +1,6 @@
 //! CapTP sessions joined in memory: calls, results and thrown errors both
 //! ways; pipelining in one round trip; E-order through a disembargo; GC
-//! with wire deltas; abort.
+//! with wire deltas; abort, and a peer's abort reason kept from callers.
 
 mod captp_support;
 
@@ -314,6 +314,37 @@ fn abort_rejects_every_pending_call_on_both_sides() {
     // Late answers from the runtime are ignored.
     let late = pair.left.runtime.hanging[0];
     assert!(pair.left.session.answer(late, Ok(Value::Null)).is_ok());
+}
+
+#[test]
+fn a_peers_abort_reason_can_be_replaced_for_callers_and_kept_for_the_log() {
+    let mut pair = pair_with(Some(echo()), Some(echo()));
+    pair.left.session.replace_peer_abort_reasons("the peer went away");
+    let right_root = pair.left.session.bootstrap().unwrap();
+    pair.run(10);
+    let right_root = pair.left.runtime.outcome_of(&right_root).unwrap().clone().unwrap();
+    let pending = pair.left.session.send(&right_root, "hang", &[]).unwrap();
+    pair.run(10);
+
+    let reason = "dial /ip4/10.0.0.1/tcp/1 to reach node 0123456789abcdef";
+    pair.right.session.close(reason);
+    pair.run(10);
+    let Some(Err(error)) = pair.left.runtime.outcome_of(&pending) else {
+        panic!("the pending call rejects");
+    };
+    assert_eq!(error_message(error), "the peer went away");
+    let Err(SendError::Closed { reason: later }) = pair.left.session.send(&right_root, "echo", &[]) else {
+        panic!("a call made after the abort fails");
+    };
+    assert_eq!(later, "the peer went away");
+    assert_eq!(pair.left.session.close_reason(), Some("the peer went away"));
+    assert_eq!(pair.left.runtime.aborted, Some((reason.to_owned(), true)));
+
+    // The session's own reasons are not replaced.
+    let mut pair = pair_with(Some(echo()), Some(echo()));
+    pair.left.session.replace_peer_abort_reasons("the peer went away");
+    pair.left.session.close("node shutting down");
+    assert_eq!(pair.left.session.close_reason(), Some("node shutting down"));
 }
 
 #[test]

@@ -17,7 +17,9 @@
 //! Confinement covers errors: what fails when talking to a peer reaches
 //! guests as one of a few fixed texts ([`PEER_UNREACHABLE`],
 //! [`PEER_WENT_AWAY`], a timeout) that name no node, peer id or address;
-//! the detail goes to the node's log, with the peer.
+//! the detail goes to the node's log, with the peer. That holds for a
+//! peer's own `Abort` too: its reason is logged, and what was pending on
+//! the session fails with [`PEER_WENT_AWAY`].
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -183,6 +185,7 @@ pub fn start_session(
         outbound_queue_bytes: usize::try_from(peer_limits.outbound_queue_bytes).unwrap_or(usize::MAX),
         calls_per_second: std::num::NonZeroU32::new(peer_limits.calls_per_second),
         kind: Some(SessionKind::Peer { node: node.to_string() }),
+        peer_abort_text: Some(PEER_WENT_AWAY),
     };
     let connection = connect_with(
         &daemon.vat,

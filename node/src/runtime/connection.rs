@@ -91,6 +91,10 @@ pub struct SessionOptions {
     /// Who is at the other end, for status; `None` if the creator did not
     /// say.
     pub kind: Option<SessionKind>,
+    /// What pending calls are rejected with when the peer aborts, in place
+    /// of the peer's own reason (which goes to the log); `None` passes the
+    /// peer's reason on.
+    pub peer_abort_text: Option<&'static str>,
 }
 
 impl SessionOptions {
@@ -101,6 +105,7 @@ impl SessionOptions {
             outbound_queue_bytes: DEFAULT_OUTBOUND_QUEUE_BYTES,
             calls_per_second: None,
             kind: None,
+            peer_abort_text: None,
         }
     }
 
@@ -114,6 +119,7 @@ impl SessionOptions {
             outbound_queue_bytes: usize::MAX,
             calls_per_second: None,
             kind: None,
+            peer_abort_text: None,
         }
     }
 
@@ -368,7 +374,10 @@ where
     R: AsyncRead + Unpin + 'static,
     W: AsyncWrite + Unpin + 'static,
 {
-    let session = vat.new_session(bootstrap, options.limits);
+    let mut session = vat.new_session(bootstrap, options.limits);
+    if let Some(text) = options.peer_abort_text {
+        session.replace_peer_abort_reasons(text);
+    }
     let id = session.id();
     let (sender, receiver) = mpsc::unbounded_channel::<Vec<u8>>();
     let (closed_sender, closed_receiver) = watch::channel(None);

@@ -46,7 +46,9 @@
 //! - **Abort**: any malformed or hostile input, or a limit exceeded, ends
 //!   the session with `Abort { reason }`; every pending question on both
 //!   sides settles rejected with the reason, and [`Event::Aborted`] is
-//!   the last event.
+//!   the last event. A runtime that must not pass a peer's reason on sets
+//!   the text its callers get instead
+//!   ([`Session::replace_peer_abort_reasons`]).
 //!
 //! ```
 //! use capstan_protocol::captp::{Event, Limits, Session, SessionId};

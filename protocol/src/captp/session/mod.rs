@@ -205,6 +205,9 @@ pub struct Session {
     imports_after_scan: usize,
     scratch_positions: Vec<u64>,
     scratch_deltas: Vec<u64>,
+    /// What callers are told when the peer aborts, if not the peer's own
+    /// reason (see [`Session::replace_peer_abort_reasons`]).
+    peer_abort_text: Option<Arc<str>>,
 }
 
 fn protocol_error(problem: impl std::fmt::Display) -> String {
@@ -256,7 +259,16 @@ impl Session {
             imports_after_scan: 0,
             scratch_positions: Vec::new(),
             scratch_deltas: Vec::new(),
+            peer_abort_text: None,
         }
+    }
+
+    /// When the peer aborts, rejects what is pending (and fails later
+    /// sends) with `text` instead of the peer's reason. A peer's reason is
+    /// its own text, which a hostile peer may aim at whoever catches the
+    /// rejection; [`Event::Aborted`] still carries it, for the log.
+    pub fn replace_peer_abort_reasons(&mut self, text: impl Into<Arc<str>>) {
+        self.peer_abort_text = Some(text.into());
     }
 
     pub fn id(&self) -> SessionId {
@@ -271,7 +283,7 @@ impl Session {
         matches!(self.state, State::Closed { .. })
     }
 
-    /// Why the session ended, once it has.
+    /// Why the session ended, once it has, as callers are told.
     pub fn close_reason(&self) -> Option<&str> {
         match &self.state {
             State::Open => None,
@@ -504,7 +516,11 @@ impl Session {
             };
             self.write_own(&message);
         }
-        let rejection = error_value(reason.as_str());
+        let for_callers = match (&self.peer_abort_text, by_peer) {
+            (Some(text), true) => text.to_string(),
+            _ => reason.clone(),
+        };
+        let rejection = error_value(for_callers.as_str());
         let mut questions: Vec<(u64, Question)> = self.tables.questions.drain().collect();
         questions.sort_unstable_by_key(|(position, _)| *position);
         for (_, question) in questions {
@@ -535,11 +551,8 @@ impl Session {
         self.embargoes.clear();
         self.decoder = FrameDecoder::new(0);
         self.bootstrap = None;
-        self.tables.events.push_back(Event::Aborted {
-            reason: reason.clone(),
-            by_peer,
-        });
-        self.state = State::Closed { reason };
+        self.tables.events.push_back(Event::Aborted { reason, by_peer });
+        self.state = State::Closed { reason: for_callers };
     }
 
     // ----- inspection, for runtimes and tests -----
