@@ -243,6 +243,14 @@ struct Driver {
     state: watch::Sender<NetState>,
     /// Callers waiting for a dial to each peer to succeed or fail.
     dials: HashMap<PeerId, Vec<DialWaiter>>,
+    /// The relayed addresses of each peer being dialed. A circuit tried
+    /// while its relay is still being dialed for another reason (our
+    /// reservation, at start) fails at once, since libp2p's relay client
+    /// does not dial a relay twice; so when a connection to that relay is
+    /// made, these are dialed again.
+    dial_circuits: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Those second dials: their failure does not end the first.
+    circuit_redials: HashSet<ConnectionId>,
     /// Callers connected to a peer through a relay only, waiting (until
     /// the deadline) for a hole punch to give a direct connection.
     punching: HashMap<PeerId, (Instant, Vec<DialWaiter>)>,
@@ -330,6 +338,8 @@ impl Driver {
             commands,
             state,
             dials: HashMap::new(),
+            dial_circuits: HashMap::new(),
+            circuit_redials: HashSet::new(),
             punching: HashMap::new(),
             connections: HashMap::new(),
             relays,
@@ -522,6 +532,11 @@ impl Driver {
         addresses: Vec<Multiaddr>,
     ) -> oneshot::Receiver<Result<(), NetError>> {
         let (reply, connected) = oneshot::channel();
+        let circuits: Vec<Multiaddr> = addresses
+            .iter()
+            .filter(|address| circuit_relay(address).is_some())
+            .cloned()
+            .collect();
         for address in addresses {
             self.swarm.add_peer_address(peer, address);
         }
@@ -544,12 +559,54 @@ impl Driver {
             Ok(()) => tracing::debug!(%node, "dialing"),
             // A dial is in flight; its outcome answers this caller too.
             Err(DialError::DialPeerConditionFalse(_)) => {}
-            Err(error) => self.dial_ended(peer, Err(error)),
+            Err(error) => {
+                self.dial_ended(peer, Err(error));
+                return connected;
+            }
+        }
+        if !circuits.is_empty() {
+            let known = self.dial_circuits.entry(peer).or_default();
+            for circuit in circuits {
+                if !known.contains(&circuit) {
+                    known.push(circuit);
+                }
+            }
         }
         connected
     }
 
+    /// Dials again, through `relay` (just connected directly), each peer
+    /// still being dialed that has an address through it.
+    fn redial_through(&mut self, relay: PeerId) {
+        let mut redials = Vec::new();
+        for (peer, circuits) in &self.dial_circuits {
+            let through: Vec<Multiaddr> = circuits
+                .iter()
+                .filter(|address| circuit_relay(address) == Some(relay))
+                .cloned()
+                .collect();
+            if !through.is_empty() && self.dials.contains_key(peer) {
+                redials.push((*peer, through));
+            }
+        }
+        for (peer, through) in redials {
+            let dial = DialOpts::peer_id(peer)
+                .addresses(through)
+                .condition(PeerCondition::Always)
+                .build();
+            let id = dial.connection_id();
+            match self.swarm.dial(dial) {
+                Ok(()) => {
+                    tracing::debug!(peer = %describe_peer(&peer), "dialing again through a relay just connected");
+                    self.circuit_redials.insert(id);
+                }
+                Err(error) => tracing::debug!(peer = %describe_peer(&peer), %error, "cannot dial through a relay"),
+            }
+        }
+    }
+
     fn dial_ended(&mut self, peer: PeerId, outcome: Result<(), DialError>) {
+        self.dial_circuits.remove(&peer);
         let Some(waiters) = self.dials.remove(&peer) else {
             return;
         };
@@ -617,6 +674,10 @@ impl Driver {
                 // On the listening side the remote address of a relayed
                 // connection is only the peer's id; the local one says.
                 let relayed = endpoint.is_relayed();
+                self.circuit_redials.remove(&connection_id);
+                if !relayed && !self.dial_circuits.is_empty() {
+                    self.redial_through(peer_id);
+                }
                 self.connections.insert(
                     connection_id,
                     ConnectionInfo {
@@ -630,6 +691,7 @@ impl Driver {
                 if relayed && !self.has_direct_connection(peer_id) {
                     // Hold the callers until a hole punch or its deadline.
                     let waiters = self.dials.remove(&peer_id).unwrap_or_default();
+                    self.dial_circuits.remove(&peer_id);
                     let wait = self.config.hole_punch_wait;
                     let (_, punching) = self
                         .punching
@@ -674,6 +736,13 @@ impl Driver {
                     "connection closed"
                 );
                 self.publish_connected();
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                connection_id,
+                error,
+            } if self.circuit_redials.remove(&connection_id) => {
+                tracing::debug!(peer = %describe_peer(&peer), %error, "dialing again through a relay failed");
             }
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer),
@@ -1208,6 +1277,20 @@ fn build_transport(
 }
 
 /// The relay's peer id: the last `/p2p/` of its address.
+/// The relay a circuit address goes through: the peer id just before
+/// `/p2p-circuit`; `None` if `address` is not a circuit.
+fn circuit_relay(address: &Multiaddr) -> Option<PeerId> {
+    let mut last_peer = None;
+    for protocol in address.iter() {
+        match protocol {
+            Protocol::P2p(peer) => last_peer = Some(peer),
+            Protocol::P2pCircuit => return last_peer,
+            _ => {}
+        }
+    }
+    None
+}
+
 fn relay_peer(address: &Multiaddr) -> Option<PeerId> {
     address.iter().fold(None, |found, protocol| match protocol {
         Protocol::P2p(peer) => Some(peer),
@@ -1305,4 +1388,23 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     }
     parts.retain(|part| !part.is_empty());
     parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_circuits_relay_is_the_peer_before_p2p_circuit() {
+        let relay = PeerId::random();
+        let target = PeerId::random();
+        let circuit: Multiaddr = format!("/ip4/198.51.100.2/tcp/4001/p2p/{relay}/p2p-circuit/p2p/{target}")
+            .parse()
+            .unwrap();
+        assert_eq!(circuit_relay(&circuit), Some(relay));
+        let direct: Multiaddr = format!("/ip4/198.51.100.2/tcp/4001/p2p/{target}").parse().unwrap();
+        assert_eq!(circuit_relay(&direct), None);
+        let no_relay_id: Multiaddr = "/ip4/198.51.100.2/tcp/4001/p2p-circuit".parse().unwrap();
+        assert_eq!(circuit_relay(&no_relay_id), None);
+    }
 }
