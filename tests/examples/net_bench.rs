@@ -13,6 +13,10 @@
 //! growth per peer with an idle CapTP session, beside the growth per peer
 //! with a bare connection and an open stream but no session.
 //!
+//! The network threads spin briefly for a vat's answer before they park
+//! (`node/src/net/spin.rs`); `CAPSTAN_NET_SPIN_US=0` turns that off, for
+//! the figures without it from the same build.
+//!
 //! `cargo run --release -p capstan-tests --example net_bench`
 
 use std::cell::Cell;
@@ -225,12 +229,15 @@ async fn run_alice(bob: NodeId, bob_addresses: Vec<Multiaddr>, limits: BareLimit
             .map_err(|_| "ping failed")?;
     }
     let mut raw_times = Vec::with_capacity(ROUND_TRIPS);
+    let sleeps_before = thread_sleeps();
     for _ in 0..ROUND_TRIPS {
         let began = Instant::now();
         raw.ping().await?;
         raw_times.push(began.elapsed());
     }
+    let raw_sleeps = sleeps_per_round_trip(sleeps_before, thread_sleeps());
     let mut captp_times = Vec::with_capacity(ROUND_TRIPS);
+    let sleeps_before = thread_sleeps();
     for _ in 0..ROUND_TRIPS {
         let began = Instant::now();
         when(&E(&bench).call("ping", list![]))
@@ -238,6 +245,7 @@ async fn run_alice(bob: NodeId, bob_addresses: Vec<Multiaddr>, limits: BareLimit
             .map_err(|_| "ping failed")?;
         captp_times.push(began.elapsed());
     }
+    let captp_sleeps = sleeps_per_round_trip(sleeps_before, thread_sleeps());
     let raw_round_trip = Summary::of(&mut raw_times);
     let captp_round_trip = Summary::of(&mut captp_times);
     println!("round trip, mean / median over {ROUND_TRIPS}:");
@@ -257,6 +265,10 @@ async fn run_alice(bob: NodeId, bob_addresses: Vec<Multiaddr>, limits: BareLimit
         micros(captp_round_trip.median),
         ratio(captp_round_trip.mean, limits.round_trip)
     );
+    if let (Some(raw_sleeps), Some(captp_sleeps)) = (raw_sleeps, captp_sleeps) {
+        println!("times a thread of this process slept, per round trip (the bare program's two processes: 2):");
+        println!("  raw frame {raw_sleeps:.2}, E() {captp_sleeps:.2}");
+    }
     Figure::new(
         "1. E() round trip, node to node (Rust)",
         micros(captp_round_trip.mean),
@@ -442,6 +454,25 @@ impl Summary {
             median: times.get(times.len() / 2).copied().unwrap_or_default(),
         }
     }
+}
+
+/// How many times the threads of this process have blocked (gave up the
+/// CPU to wait), from `/proc`; `None` where that cannot be read. Each such
+/// wait ends with a wake-up, which is what a hop between threads costs.
+fn thread_sleeps() -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let status = std::fs::read_to_string(task.ok()?.path().join("status")).ok()?;
+        let line = status
+            .lines()
+            .find(|line| line.starts_with("voluntary_ctxt_switches:"))?;
+        total += line.split_whitespace().nth(1)?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+fn sleeps_per_round_trip(before: Option<u64>, after: Option<u64>) -> Option<f64> {
+    Some(after?.checked_sub(before?)? as f64 / ROUND_TRIPS as f64)
 }
 
 fn ratio(value: Duration, limit: Duration) -> f64 {

@@ -196,7 +196,7 @@ fn run_thread(
     inbound: mpsc::UnboundedSender<InboundStream>,
     ready: oneshot::Sender<Result<Started, NetError>>,
 ) {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match super::spin::runtime_builder().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             let _ = ready.send(Err(NetError::Start {

@@ -30,7 +30,9 @@
 //! that arrives while its accept loop is not waiting, which is what a busy
 //! shared thread causes. On its own thread the accept loop is always ready,
 //! and the crypto (Noise, QUIC's TLS) runs beside the vat rather than in
-//! its turns. The cost is a cross-thread wake-up per read and per write.
+//! its turns. The cost is a cross-thread wake-up per read and per write;
+//! `spin.rs` hides the one a vat's answer costs (the network thread, having
+//! woken a vat to read, spins briefly for its write before it parks).
 //!
 //! This works because a libp2p stream holds no I/O of its own: its
 //! connection's task (on the network thread) moves the bytes, and the
@@ -51,6 +53,7 @@ mod muxer;
 mod network;
 mod placement;
 mod ports;
+mod spin;
 mod stream;
 
 use libp2p::StreamProtocol;
