@@ -341,3 +341,46 @@ fn two_nodes_on_port_zero_find_each_other_after_both_restart_while_apart() {
     let inbox = bob.run(&["inbox"]).ok().to_string();
     assert!(inbox.contains("\"alice\" sent \"back @note\""), "{inbox}");
 }
+
+#[test]
+fn a_peer_that_was_down_when_we_moved_is_told_our_new_address_when_it_is_back() {
+    let (alice, bob) = introduced();
+    counter_for_bob(&alice, &bob);
+    assert_eq!(bob.eval("E(c).incr()", &["c:c"]), "1");
+    bob.run(&["stop"]).ok();
+    alice.run(&["stop"]).ok();
+    // alice comes back on another port while bob is down: her greeting
+    // cannot reach him, and he cannot find her at the port he knows.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    alice
+        .run(&["start", "--listen", &format!("/ip4/127.0.0.1/tcp/{port}")])
+        .ok();
+    let log = alice.state_dir().join("node.log");
+    assert!(
+        wait_until(Duration::from_secs(15), || std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.contains("node ready"))
+            .count()
+            == 2
+            && std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("will greet the peer again")),
+        "alice did not plan to greet bob again"
+    );
+    bob.run(&["start", "--listen", LOOPBACK]).ok();
+    let address = listen_addresses(&alice).remove(0);
+    assert!(address.contains(&format!("/tcp/{port}")), "{address}");
+    assert!(
+        wait_until(Duration::from_secs(30), || bob
+            .run(&["peers"])
+            .stdout
+            .contains(&address)),
+        "bob was not told alice's new address: {}",
+        bob.run(&["peers"]).stdout
+    );
+    assert_eq!(bob.eval("E(c).incr()", &["c:c"]), "1");
+}

@@ -21,7 +21,7 @@
 //! peer's own `Abort` too: its reason is logged, and what was pending on
 //! the session fails with [`PEER_WENT_AWAY`].
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -153,6 +153,9 @@ pub struct PeerSessions {
     /// Each peer's gateway (a promise while the session is being opened).
     gateways: RefCell<HashMap<NodeId, Value>>,
     local_gateway: LocalGateway,
+    /// Rounds of greetings begun ([`greet_peers`]): a retry of an older
+    /// round gives way to a newer one.
+    greetings: Cell<u64>,
 }
 
 impl PeerSessions {
@@ -161,6 +164,7 @@ impl PeerSessions {
         PeerSessions {
             gateways: RefCell::new(HashMap::new()),
             local_gateway,
+            greetings: Cell::new(0),
         }
     }
 }
@@ -617,8 +621,6 @@ pub async fn redeem_remote(
     }
 }
 
-/// At start: tells every known peer where this node listens now (a node
-/// listening on port 0 gets a new port on every start).
 /// How long the node lets its addresses settle before telling its known
 /// peers (a relay reservation brings a TCP and a QUIC address, say).
 const ADDRESSES_SETTLE: Duration = Duration::from_secs(1);
@@ -647,6 +649,16 @@ fn sorted(mut addresses: Vec<String>) -> Vec<String> {
     addresses
 }
 
+/// The first wait before greeting again a peer that could not be reached;
+/// it doubles after each try, up to [`GREETING_RETRY_MOST`].
+const GREETING_RETRY_FIRST: Duration = Duration::from_secs(5);
+const GREETING_RETRY_MOST: Duration = Duration::from_secs(600);
+
+/// Tells every known peer where this node listens now (at start, where a
+/// node on port 0 may have a new port, and when the addresses change). A
+/// peer that cannot be reached is greeted again later, with backoff, until
+/// it is told, stops being a known peer, or a newer greeting takes over:
+/// it may be down now and unable to find us when it comes back.
 pub fn greet_peers(daemon: &Rc<Daemon>) {
     let peers = match daemon.store.read().and_then(|snapshot| snapshot.list_peers()) {
         Ok(peers) => peers,
@@ -655,22 +667,49 @@ pub fn greet_peers(daemon: &Rc<Daemon>) {
             return;
         }
     };
+    let round = daemon.peers.greetings.get().wrapping_add(1);
+    daemon.peers.greetings.set(round);
     for (node, _) in peers {
         let daemon = Rc::clone(daemon);
         daemon.vat.clone().spawn(async move {
-            let gateway = gateway_of(&daemon, node);
-            let addresses = Value::array(own_addresses(&daemon).into_iter().map(Value::from));
-            let greeted = E(&gateway).call("hello", list![addresses]);
-            match tokio::time::timeout(REMOTE_PROVIDE_TIMEOUT, when(&greeted)).await {
-                Ok(Ok(_)) => tracing::info!(peer = %node, "told a peer where we listen"),
-                Ok(Err(reason)) => tracing::info!(
-                    peer = %node,
-                    reason = %reason_to_error(reason).message,
-                    "a peer could not be told where we listen"
-                ),
-                Err(_) => tracing::info!(peer = %node, "a peer did not answer our greeting"),
+            let mut wait = GREETING_RETRY_FIRST;
+            while !greet(&daemon, node).await {
+                tracing::info!(peer = %node, retry_in_s = wait.as_secs(), "will greet the peer again");
+                tokio::time::sleep(wait).await;
+                let still_known = daemon
+                    .store
+                    .read()
+                    .and_then(|snapshot| snapshot.get_peer(node))
+                    .is_ok_and(|record| record.is_some());
+                if daemon.peers.greetings.get() != round || !still_known {
+                    return;
+                }
+                wait = (wait * 2).min(GREETING_RETRY_MOST);
             }
         });
+    }
+}
+
+/// Calls `hello` with our addresses on `node`'s gateway; whether the
+/// greeting is done (told, or refused: trying again would not help).
+async fn greet(daemon: &Rc<Daemon>, node: NodeId) -> bool {
+    let gateway = gateway_of(daemon, node);
+    let addresses = Value::array(own_addresses(daemon).into_iter().map(Value::from));
+    let greeted = E(&gateway).call("hello", list![addresses]);
+    match tokio::time::timeout(REMOTE_PROVIDE_TIMEOUT, when(&greeted)).await {
+        Ok(Ok(_)) => {
+            tracing::info!(peer = %node, "told a peer where we listen");
+            true
+        }
+        Ok(Err(reason)) => {
+            let message = reason_to_error(reason).message;
+            tracing::info!(peer = %node, reason = %message, "a peer could not be told where we listen");
+            !(message.contains(PEER_UNREACHABLE) || message.contains(PEER_WENT_AWAY))
+        }
+        Err(_) => {
+            tracing::info!(peer = %node, "a peer did not answer our greeting");
+            false
+        }
     }
 }
 
