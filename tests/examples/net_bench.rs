@@ -2,20 +2,17 @@
 //! limits of issue 19: a bare libp2p program between two processes (TCP,
 //! Noise, yamux, 64-byte frames, each stream read on the thread that owns
 //! it; see `capstan_tests::bare`). The CapTP figures run two nodes in one
-//! process, each with its vat thread and its network thread, joined by one
-//! TCP connection (Noise + yamux) on loopback; one stream carries raw
-//! frames through the same threads (a contrast that shows the cost of the
-//! protocol alone), another a CapTP session.
+//! process, each a vat thread with its swarm on the vat's runtime, as the
+//! daemon runs it, joined by one TCP connection (Noise + yamux) on
+//! loopback; one stream carries raw frames through the same threads (a
+//! contrast that shows the cost of the protocol alone), another a CapTP
+//! session.
 //!
 //! Then the memory an idle peer costs the node serving it: a server in a
 //! child process of its own (so nothing else grows its heap), 100 client
 //! networks here, each one peer with one connection; the server's RSS
 //! growth per peer with an idle CapTP session, beside the growth per peer
 //! with a bare connection and an open stream but no session.
-//!
-//! The network threads spin briefly for a vat's answer before they park
-//! (`node/src/net/spin.rs`); `CAPSTAN_NET_SPIN_US=0` turns that off, for
-//! the figures without it from the same build.
 //!
 //! `cargo run --release -p capstan-tests --example net_bench`
 
@@ -118,13 +115,14 @@ fn run_bob(ready: std_mpsc::Sender<Result<(NodeId, Vec<Multiaddr>), String>>) {
                 return;
             }
         };
-        let (network, mut inbound) = match Network::start(&[2; 32], NetConfig::listening_on([listen])).await {
-            Ok(started) => started,
-            Err(error) => {
-                let _ = ready.send(Err(error.to_string()));
-                return;
-            }
-        };
+        let (network, mut inbound) =
+            match Network::start(&[2; 32], as_the_node_runs_it(NetConfig::listening_on([listen]))).await {
+                Ok(started) => started,
+                Err(error) => {
+                    let _ = ready.send(Err(error.to_string()));
+                    return;
+                }
+            };
         let _ = ready.send(Ok((network.node_id(), network.listen_addresses())));
         let bootstrap = bench_object();
         while let Some(stream) = inbound.next().await {
@@ -202,8 +200,16 @@ fn chain_links(last: usize) -> Value {
 
 // ----------------------------------------------------------------- alice
 
+/// `config` with the swarm on the vat's own runtime, as the daemon runs it.
+fn as_the_node_runs_it(config: NetConfig) -> NetConfig {
+    NetConfig {
+        on_callers_runtime: true,
+        ..config
+    }
+}
+
 async fn run_alice(bob: NodeId, bob_addresses: Vec<Multiaddr>, limits: BareLimits) -> BenchResult<()> {
-    let (network, _inbound) = Network::start(&[1; 32], NetConfig::default()).await?;
+    let (network, _inbound) = Network::start(&[1; 32], as_the_node_runs_it(NetConfig::default())).await?;
     let (raw_reader, mut raw_writer) = network.open_stream(&bob, &bob_addresses).await?;
     raw_writer.write_all(&[RAW_STREAM]).await?;
     let (captp_reader, mut captp_writer) = network.open_stream(&bob, &[]).await?;
@@ -217,7 +223,7 @@ async fn run_alice(bob: NodeId, bob_addresses: Vec<Multiaddr>, limits: BareLimit
     };
 
     println!("net_bench: two nodes in one process, one TCP connection on loopback (Noise + yamux);");
-    println!("each node has a vat thread and a network thread; streams are read and written from the vats.");
+    println!("each node is one vat thread, its swarm on the vat's runtime (as the daemon runs it).");
     println!("connected peers of alice: {}", network.connected_peers().len());
     println!();
 
@@ -489,7 +495,8 @@ fn serve_idle(with_session: bool) -> BenchResult<()> {
     let vat = Vat::new();
     vat.run_until(async {
         let listen: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse()?;
-        let (network, mut inbound) = Network::start(&[3; 32], NetConfig::listening_on([listen])).await?;
+        let (network, mut inbound) =
+            Network::start(&[3; 32], as_the_node_runs_it(NetConfig::listening_on([listen]))).await?;
         let address = network.listen_addresses().first().cloned().ok_or("no listen address")?;
         println!("{} {address}", network.node_id());
         std::thread::spawn(answer_rss_requests);

@@ -327,6 +327,9 @@ impl Daemon {
             relay_service,
             hole_punch_wait: std::time::Duration::from_millis(config.peers.hole_punch_wait_ms),
             hole_punch_retry: std::time::Duration::from_millis(config.peers.hole_punch_retry_ms.max(100)),
+            // The vat thread moves the sessions' bytes itself: no wake-up
+            // of another thread per read and per write.
+            on_callers_runtime: true,
             ..NetConfig::listening_on(addresses)
         };
         let (network, inbound) = Network::start(secret.seed(), net_config)

@@ -63,6 +63,13 @@ pub struct NetConfig {
     /// the relay starts a new punch); the wait doubles each time, up to
     /// five minutes.
     pub hole_punch_retry: Duration,
+    /// Runs the swarm as a task on the runtime that calls
+    /// [`super::Network::start`] (the daemon's vat thread), so that a
+    /// session's reads and writes wake no other thread; that runtime must
+    /// keep running while the network is in use. `false` gives the swarm a
+    /// thread of its own (for a caller that drives its runtime only now
+    /// and then, like a test's attacker).
+    pub on_callers_runtime: bool,
 }
 
 /// What a node serving as a relay allows. A circuit carries only
@@ -121,6 +128,7 @@ impl Default for NetConfig {
             relay_service: None,
             hole_punch_wait: Duration::from_millis(500),
             hole_punch_retry: Duration::from_secs(10),
+            on_callers_runtime: false,
         }
     }
 }

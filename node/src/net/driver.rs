@@ -172,13 +172,25 @@ pub(crate) struct Started {
     pub(crate) state: watch::Receiver<NetState>,
 }
 
-/// Starts the network thread and waits until every listener is bound.
+/// Starts the swarm (as a task on the calling runtime, or on a thread of
+/// its own; see [`NetConfig::on_callers_runtime`]) and waits until every
+/// listener is bound.
 pub(crate) async fn start(
     keypair: Keypair,
     config: NetConfig,
     inbound: mpsc::UnboundedSender<InboundStream>,
 ) -> Result<Started, NetError> {
     let (ready_sender, ready) = oneshot::channel();
+    if config.on_callers_runtime {
+        tokio::spawn(async move {
+            if let Some(done) = run_driver(keypair, config, inbound, ready_sender).await {
+                let _ = done.send(());
+            }
+        });
+        return ready.await.map_err(|_| NetError::Start {
+            reason: "the network stopped while starting".to_string(),
+        })?;
+    }
     std::thread::Builder::new()
         .name("capstan-net".to_string())
         .spawn(move || run_thread(keypair, config, inbound, ready_sender))
@@ -196,7 +208,7 @@ fn run_thread(
     inbound: mpsc::UnboundedSender<InboundStream>,
     ready: oneshot::Sender<Result<Started, NetError>>,
 ) {
-    let runtime = match super::spin::runtime_builder().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             let _ = ready.send(Err(NetError::Start {
@@ -205,21 +217,7 @@ fn run_thread(
             return;
         }
     };
-    let done = runtime.block_on(async move {
-        let driver = match Driver::new(keypair, config, inbound).await {
-            Ok((driver, started)) => {
-                if ready.send(Ok(started)).is_err() {
-                    return None;
-                }
-                driver
-            }
-            Err(error) => {
-                let _ = ready.send(Err(error));
-                return None;
-            }
-        };
-        driver.run().await
-    });
+    let done = runtime.block_on(run_driver(keypair, config, inbound, ready));
     // Dropping the runtime drops every connection task and the accept loop,
     // so streams still held elsewhere end.
     drop(runtime);
@@ -227,6 +225,28 @@ fn run_thread(
         let _ = done.send(());
     }
     tracing::debug!("network thread stopped");
+}
+
+/// Makes the driver, says whether it started, and runs it until it stops.
+async fn run_driver(
+    keypair: Keypair,
+    config: NetConfig,
+    inbound: mpsc::UnboundedSender<InboundStream>,
+    ready: oneshot::Sender<Result<Started, NetError>>,
+) -> Option<oneshot::Sender<()>> {
+    let driver = match Driver::new(keypair, config, inbound).await {
+        Ok((driver, started)) => {
+            if ready.send(Ok(started)).is_err() {
+                return None;
+            }
+            driver
+        }
+        Err(error) => {
+            let _ = ready.send(Err(error));
+            return None;
+        }
+    };
+    driver.run().await
 }
 
 /// Someone waiting for a dial to a peer to end.

@@ -21,23 +21,35 @@
 //!
 //! ## Where the swarm runs
 //!
-//! The swarm runs on a thread of its own, with its own current-thread tokio
-//! runtime; handles send it commands over channels, and streams cross to
-//! the vat as plain values. We chose that over a task on the vat's runtime
-//! because the vat runs object code in turns that may be long: on a shared
-//! thread a long turn would stall every connection (pings time out,
-//! handshakes stall) and, worse, `libp2p-stream` drops any inbound stream
-//! that arrives while its accept loop is not waiting, which is what a busy
-//! shared thread causes. On its own thread the accept loop is always ready,
-//! and the crypto (Noise, QUIC's TLS) runs beside the vat rather than in
-//! its turns. The cost is a cross-thread wake-up per read and per write;
-//! `spin.rs` hides the one a vat's answer costs (the network thread, having
-//! woken a vat to read, spins briefly for its write before it parks).
+//! The daemon runs the swarm as tasks on the vat's own runtime
+//! ([`NetConfig::on_callers_runtime`]): the swarm's task, one task per
+//! connection, and the accept loop. A session's bytes then go from the
+//! socket through Noise and yamux to its CapTP session and back on one
+//! thread, and no read or write wakes another thread. On this machine's
+//! virtual CPUs a wake-up of a parked thread is what a hop costs, and a
+//! call between two nodes made five or six of them where a single-threaded
+//! program makes two (issue 19's figures).
+//!
+//! What that costs: the crypto runs between the vat's turns, and a long
+//! turn delays every connection. The daemon's turns are short (guest code
+//! runs in worker processes; the daemon's objects are Rust, and its
+//! longest wait is a kernel baggage write's fdatasync), and a connection
+//! fails only after seconds without pings. One risk is sharper on a
+//! shared thread: `libp2p-stream` keeps at most one inbound stream
+//! waiting for the accept loop and drops the next that arrives before the
+//! loop takes it, which streams negotiated in the same pass after a turn
+//! (several peers opening sessions at once) can meet. The peer then sees
+//! that session end and opens another on its next use.
+//!
+//! A program that drives its runtime only now and then (a test's
+//! attacker) gives the swarm a thread of its own instead, the default: its
+//! own current-thread runtime, with commands over channels, and each read
+//! and write then wakes the other thread.
 //!
 //! This works because a libp2p stream holds no I/O of its own: its
-//! connection's task (on the network thread) moves the bytes, and the
-//! stream only exchanges buffers and wakers with it, so a vat on another
-//! runtime can read and write it (the `net_*` tests run exactly that way).
+//! connection's task moves the bytes, and the stream only exchanges
+//! buffers and wakers with it, so a vat on another runtime can read and
+//! write it (the `net_*` tests run exactly that way).
 //! When a connection ends, its streams' reads end (end of file or an
 //! error), so CapTP sessions on them close; for yamux closing from our own
 //! side that takes the wrapper in `muxer.rs`, since yamux leaves its own
@@ -53,7 +65,6 @@ mod muxer;
 mod network;
 mod placement;
 mod ports;
-mod spin;
 mod stream;
 
 use libp2p::StreamProtocol;

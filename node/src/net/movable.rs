@@ -36,8 +36,6 @@ use std::time::Duration;
 use capstan_protocol::marshal::wire::{PartialVarint, put_varint, read_varint_prefix};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::spin::ReaderWaker;
-
 /// Either half of some stream a session's bytes travel on: a libp2p
 /// stream's, or in tests an in-memory pipe's.
 type Reading = Box<dyn AsyncRead + Send + Unpin>;
@@ -98,7 +96,6 @@ pub(crate) fn movable(
         start: 0,
         end: 0,
         state: ReadState::Header,
-        waker: None,
     };
     (reader, StreamWriter { core: writer_core }, mover)
 }
@@ -231,8 +228,6 @@ pub struct StreamReader {
     start: usize,
     end: usize,
     state: ReadState,
-    /// The reading task's waker and its wrapped form (see `spin_waker`).
-    waker: Option<(Waker, Waker)>,
 }
 
 struct ReaderCore {
@@ -254,27 +249,11 @@ impl StreamReader {
     fn chunk_error(why: &str) -> io::Error {
         io::Error::new(io::ErrorKind::InvalidData, format!("bad session stream: {why}"))
     }
-
-    /// The waker to register with the stream: `task`'s, wrapped so that
-    /// the network thread spins briefly after waking it (see
-    /// [`super::spin`]); made again only when the task changes.
-    fn spin_waker(&mut self, task: &Waker) -> Waker {
-        match &self.waker {
-            Some((registered, wrapped)) if registered.will_wake(task) => wrapped.clone(),
-            _ => {
-                let wrapped = ReaderWaker::wrap(task);
-                self.waker = Some((task.clone(), wrapped.clone()));
-                wrapped
-            }
-        }
-    }
 }
 
 impl AsyncRead for StreamReader {
     fn poll_read(self: Pin<&mut Self>, context: &mut Context<'_>, buffer: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let waker = this.spin_waker(context.waker());
-        let context = &mut Context::from_waker(&waker);
         loop {
             match this.state {
                 ReadState::Body { remaining } if this.start < this.end => {
