@@ -284,16 +284,17 @@ impl Marshaller {
         limits: &MarshalLimits,
         out: &mut Vec<u8>,
     ) -> Result<(), MarshalError> {
-        self.refs.clear();
-        self.index.clear();
         let start = out.len();
         let result = self.encode_inner(root, slots, limits, out);
         if result.is_err() {
             out.truncate(start);
         }
-        // Do not keep references alive between bodies.
+        // Do not keep references alive between bodies (and start each
+        // body empty).
         self.refs.clear();
-        self.index.clear();
+        if !self.index.is_empty() {
+            self.index.clear();
+        }
         result
     }
 
@@ -675,7 +676,7 @@ impl Decoder<'_, '_> {
                 for _ in 0..len {
                     items.push(self.value(depth + 1)?);
                 }
-                Value::Array(items.into())
+                Value::list(items)
             }
             TAG_RECORD => {
                 check_depth(depth + 1, self.limits)?;

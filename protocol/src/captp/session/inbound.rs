@@ -142,10 +142,16 @@ impl Session {
                     RefStyle::Remotable => Value::Remotable(entry.reference.clone()),
                     RefStyle::Promise => Value::Promise(entry.reference.clone()),
                 };
-                self.work.push_back(Work::Route {
-                    target: Ok(value),
-                    pending,
-                });
+                if self.work.is_empty() {
+                    // Routing it now is what draining the queue would do
+                    // first.
+                    self.route(Ok(value), pending);
+                } else {
+                    self.work.push_back(Work::Route {
+                        target: Ok(value),
+                        pending,
+                    });
+                }
             }
             Target::Answer(position) => {
                 let Some(answer) = self.tables.answers.get_mut(&position) else {
