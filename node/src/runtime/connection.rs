@@ -187,11 +187,7 @@ impl Connection {
                     ..
                 } => {
                     let resolver = answer.map_or(Resolver::Nothing, |answer| Resolver::Answer(self.id, answer));
-                    let message = Message::Call {
-                        method,
-                        args: args.to_vec(),
-                    };
-                    vat.queue_delivery(target, message, resolver);
+                    vat.queue_call(target, method, args.to_vec(), resolver);
                 }
                 Event::Get { target, field, answer } => {
                     let resolver = Resolver::Answer(self.id, answer);

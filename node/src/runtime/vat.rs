@@ -217,6 +217,13 @@ enum Turn {
         message: Message,
         resolver: Resolver,
     },
+    /// A call from a session, its method name shared with the session.
+    Call {
+        target: Value,
+        method: Arc<str>,
+        args: Vec<Value>,
+        resolver: Resolver,
+    },
     Run(Box<dyn FnOnce(&Vat)>),
 }
 
@@ -356,6 +363,12 @@ impl Vat {
                     message,
                     resolver,
                 }) => self.deliver(target, message, resolver),
+                Some(Turn::Call {
+                    target,
+                    method,
+                    args,
+                    resolver,
+                }) => self.deliver_call(target, &method, args, resolver),
                 Some(Turn::Run(turn)) => turn(self),
                 None => break,
             }
@@ -374,6 +387,16 @@ impl Vat {
         self.push_turn(Turn::Deliver {
             target,
             message,
+            resolver,
+        });
+    }
+
+    /// Queues a turn that calls `method` on `target`, for a session.
+    pub(crate) fn queue_call(&self, target: Value, method: Arc<str>, args: Vec<Value>, resolver: Resolver) {
+        self.push_turn(Turn::Call {
+            target,
+            method,
+            args,
             resolver,
         });
     }
@@ -733,11 +756,40 @@ impl Vat {
 
     /// Delivers `message` to `target` now (we are in a turn).
     pub(crate) fn deliver(&self, target: Value, message: Message, resolver: Resolver) {
+        if let Value::Remotable(reference) = &target
+            && let Some(reason) = self.refused_by_gate(reference)
+        {
+            return self.settle(resolver, Err(reason));
+        }
+        self.deliver_past_gate(target, message, resolver);
+    }
+
+    /// [`Vat::deliver`] of a call whose method name is borrowed: an
+    /// object of this vat runs it as it is; anything else gets a
+    /// [`Message`] of its own.
+    fn deliver_call(&self, target: Value, method: &str, args: Vec<Value>, resolver: Resolver) {
+        if let Value::Remotable(reference) = &target {
+            if let Some(reason) = self.refused_by_gate(reference) {
+                return self.settle(resolver, Err(reason));
+            }
+            if let Some(behavior) = self.behavior_of(reference) {
+                let invocation = behavior.invoke(&target, method, args);
+                return self.finish(invocation, resolver);
+            }
+        }
+        let message = Message::Call {
+            method: method.to_owned(),
+            args,
+        };
+        self.deliver_past_gate(target, message, resolver);
+    }
+
+    /// [`Vat::deliver`] once the delivery gate let the target through
+    /// (it only stops remotables).
+    fn deliver_past_gate(&self, target: Value, message: Message, resolver: Resolver) {
         match &target {
             Value::Remotable(reference) => {
-                if let Some(reason) = self.refused_by_gate(reference) {
-                    self.settle(resolver, Err(reason));
-                } else if let Some(behavior) = self.behavior_of(reference) {
+                if let Some(behavior) = self.behavior_of(reference) {
                     let invocation = match message {
                         Message::Call { method, args } => behavior.invoke(&target, &method, args),
                         Message::Get { field } => Invocation::Ready(behavior.get(&target, &field)),

@@ -23,7 +23,7 @@ const MAX_REDIRECTS: usize = 32;
 /// A delivery waiting for (or being routed to) its target.
 pub(super) enum Pending {
     Deliver {
-        method: String,
+        method: Arc<str>,
         args: Arc<[Value]>,
         answer: Option<AnswerId>,
         resolver: Option<Reference>,
@@ -110,7 +110,7 @@ impl Session {
         let position = target.position;
         match target.kind {
             RemoteKind::Presence => {
-                if self.tables.imports.contains_key(&position) {
+                if self.tables.imports.contains(position) {
                     return Route::Wire(Target::Export(position));
                 }
                 return Route::Reject(error_value(format!(
@@ -118,7 +118,7 @@ impl Session {
                 )));
             }
             RemoteKind::Promise => {
-                if target.resolution.get().is_none() && self.tables.imports.contains_key(&position) {
+                if target.resolution.get().is_none() && self.tables.imports.contains(position) {
                     return Route::Wire(Target::Export(position));
                 }
             }
