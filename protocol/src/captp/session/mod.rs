@@ -444,10 +444,10 @@ impl Session {
             return;
         }
         self.decoder.feed(bytes);
+        // Taken out while its frames are handled, since they borrow it.
+        let mut decoder = std::mem::take(&mut self.decoder);
         loop {
-            let mut decoder = std::mem::take(&mut self.decoder);
-            let next = decoder.next_frame();
-            let stop = match next {
+            let stop = match decoder.next_frame() {
                 Ok(Some(frame)) => {
                     self.handle_frame(frame);
                     self.is_closed()
@@ -465,10 +465,13 @@ impl Session {
                     true
                 }
             };
-            self.decoder = decoder;
             if stop {
                 break;
             }
+        }
+        // A closed session keeps the empty decoder it was given.
+        if !self.is_closed() {
+            self.decoder = decoder;
         }
     }
 
