@@ -8,7 +8,7 @@
 
 use std::any::Any;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use num_bigint::BigInt;
 
@@ -153,6 +153,16 @@ impl Value {
 
     pub fn bytes(bytes: impl Into<Arc<[u8]>>) -> Value {
         Value::ByteArray(bytes.into())
+    }
+
+    /// A copyArray of `items`; an empty one shares [`empty_items`]
+    /// instead of allocating.
+    pub fn list(items: Vec<Value>) -> Value {
+        if items.is_empty() {
+            Value::Array(empty_items())
+        } else {
+            Value::Array(Arc::from(items))
+        }
     }
 
     pub fn array(items: impl IntoIterator<Item = Value>) -> Value {
@@ -576,11 +586,19 @@ impl From<Record> for Value {
     }
 }
 
+/// The items of an empty copyArray, one allocation shared by all: most
+/// calls have no arguments, and an `Arc<[Value]>` allocates even when
+/// empty.
+pub fn empty_items() -> Arc<[Value]> {
+    static EMPTY: OnceLock<Arc<[Value]>> = OnceLock::new();
+    Arc::clone(EMPTY.get_or_init(|| Arc::from(Vec::new())))
+}
+
 /// Builds a copyArray: `list![1, "two", true]`.
 #[macro_export]
 macro_rules! list {
     ($($item:expr),* $(,)?) => {
-        $crate::Value::Array(::std::sync::Arc::from(vec![$($crate::Value::from($item)),*]))
+        $crate::Value::list(vec![$($crate::Value::from($item)),*])
     };
 }
 

@@ -187,15 +187,11 @@ impl Connection {
                     ..
                 } => {
                     let resolver = answer.map_or(Resolver::Nothing, |answer| Resolver::Answer(self.id, answer));
-                    let message = Message::Call {
-                        method,
-                        args: args.to_vec(),
-                    };
-                    vat.queue_turn(move |vat| vat.deliver(target, message, resolver));
+                    vat.queue_call(target, method, args.to_vec(), resolver);
                 }
                 Event::Get { target, field, answer } => {
                     let resolver = Resolver::Answer(self.id, answer);
-                    vat.queue_turn(move |vat| vat.deliver(target, Message::Get { field }, resolver));
+                    vat.queue_delivery(target, Message::Get { field }, resolver);
                 }
                 Event::Settled { promise, outcome } => vat.remote_settled(&promise, &outcome),
                 Event::WatchPromise { promise } => {

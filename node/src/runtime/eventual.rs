@@ -33,13 +33,7 @@ fn vat() -> Vat {
 impl EProxy {
     /// `E(target).method(...args)`: a promise for the result.
     pub fn call(&self, method: &str, args: Value) -> Value {
-        vat().send(
-            &self.target,
-            Message::Call {
-                method: method.to_string(),
-                args: into_args(args),
-            },
-        )
+        vat().send_call(&self.target, method, args_of(&args))
     }
 
     /// `E.get(target).field`: a promise for the property.
@@ -54,23 +48,17 @@ impl EProxy {
 
     /// `E.sendOnly(target).method(...args)`: no result, no answer traffic.
     pub fn send_only(&self, method: &str, args: Value) {
-        vat().send_only(
-            &self.target,
-            Message::Call {
-                method: method.to_string(),
-                args: into_args(args),
-            },
-        );
+        vat().send_only_call(&self.target, method, args_of(&args));
     }
 }
 
 /// Arguments are given as a copyArray (`list![...]`); anything else is a
 /// single argument.
-fn into_args(args: Value) -> Vec<Value> {
+fn args_of(args: &Value) -> &[Value] {
     match args {
-        Value::Array(items) => items.to_vec(),
-        Value::Undefined => Vec::new(),
-        single => vec![single],
+        Value::Array(items) => items,
+        Value::Undefined => &[],
+        single => std::slice::from_ref(single),
     }
 }
 

@@ -151,13 +151,7 @@ impl<S: 'static> Shape<S> {
 
     fn invoke(&self, context: Context<S>, method: &str, args: Vec<Value>) -> Invocation {
         if let Some(call) = self.calls.get(method) {
-            return run_guarded(
-                Rc::clone(&call.guard),
-                Rc::clone(&call.label),
-                call.method.clone(),
-                context,
-                args,
-            );
+            return run_guarded(call, context, args);
         }
         let names = || {
             self.names
@@ -196,29 +190,24 @@ fn rejection_value(rejection: &capstan_protocol::Rejection) -> Value {
 
 /// Checks the arguments, runs the method, checks the result. A `callWhen`
 /// guard awaits its `M.await` arguments first and checks the fulfilment.
-fn run_guarded<S: 'static>(
-    guard: Rc<MethodGuard>,
-    label: Rc<str>,
-    method: Method<S>,
-    context: Context<S>,
-    mut args: Vec<Value>,
-) -> Invocation {
-    let needs_waiting = guard.call_kind() == CallKind::Async || matches!(method, Method::Async(_));
-    if !needs_waiting {
-        if let Err(rejection) = guard.check_args(&label, &args) {
+fn run_guarded<S: 'static>(call: &GuardedMethod<S>, context: Context<S>, mut args: Vec<Value>) -> Invocation {
+    let (guard, label) = (&call.guard, &call.label);
+    if let Method::Sync(method) = &call.method
+        && guard.call_kind() != CallKind::Async
+    {
+        if let Err(rejection) = guard.check_args(label, &args) {
             return Invocation::Ready(Err(rejection_value(&rejection)));
         }
-        let Method::Sync(method) = method else {
-            return Invocation::Ready(Err(type_error("internal: async method on the sync path")));
-        };
         let outcome = method(&context, args).map_err(Value::error).and_then(|result| {
             guard
-                .check_result(&label, &result)
+                .check_result(label, &result)
                 .map(|()| result)
                 .map_err(|rejection| rejection_value(&rejection))
         });
         return Invocation::Ready(outcome);
     }
+    // The call outlives this turn: it takes its own handles.
+    let (guard, label, method) = (Rc::clone(guard), Rc::clone(label), call.method.clone());
     Invocation::Later(Box::pin(async move {
         let vat = Vat::current().ok_or_else(|| type_error("no vat is running"))?;
         for index in guard.await_indexes() {

@@ -10,7 +10,7 @@
 //! and the vat frees the entry.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -135,9 +135,42 @@ pub enum Message {
 
 impl Message {
     fn describe(&self) -> String {
+        self.parts().describe()
+    }
+
+    fn parts(&self) -> MessageParts<'_> {
         match self {
-            Message::Call { method, .. } => format!("call {method:?}"),
-            Message::Get { field } => format!("get {field:?}"),
+            Message::Call { method, args } => MessageParts::Call { method, args },
+            Message::Get { field } => MessageParts::Get { field },
+        }
+    }
+}
+
+/// A [`Message`] whose parts are borrowed: what a session takes, so that
+/// a send to a remote target builds no `Message` of its own.
+#[derive(Clone, Copy)]
+enum MessageParts<'m> {
+    Call { method: &'m str, args: &'m [Value] },
+    Get { field: &'m str },
+}
+
+impl MessageParts<'_> {
+    fn describe(self) -> String {
+        match self {
+            MessageParts::Call { method, .. } => format!("call {method:?}"),
+            MessageParts::Get { field } => format!("get {field:?}"),
+        }
+    }
+
+    fn to_message(self) -> Message {
+        match self {
+            MessageParts::Call { method, args } => Message::Call {
+                method: method.to_owned(),
+                args: args.to_vec(),
+            },
+            MessageParts::Get { field } => Message::Get {
+                field: field.to_owned(),
+            },
         }
     }
 }
@@ -176,7 +209,23 @@ enum PromiseState {
     Forwarded(Value),
 }
 
-type Turn = Box<dyn FnOnce(&Vat)>;
+/// One turn's work. A delivery, the common turn, is kept as it is
+/// rather than boxed in a closure.
+enum Turn {
+    Deliver {
+        target: Value,
+        message: Message,
+        resolver: Resolver,
+    },
+    /// A call from a session, its method name shared with the session.
+    Call {
+        target: Value,
+        method: Arc<str>,
+        args: Vec<Value>,
+        resolver: Resolver,
+    },
+    Run(Box<dyn FnOnce(&Vat)>),
+}
 
 struct VatCore {
     id: VatId,
@@ -186,7 +235,11 @@ struct VatCore {
     next_number: Cell<u64>,
     releases: ReleaseQueue,
     wake: Rc<Notify>,
-    connections: RefCell<HashMap<SessionId, Rc<Connection>>>,
+    /// Set when `wake` was notified and the driver has not run since: a
+    /// burst of sends notifies once, not once per send.
+    woken: Cell<bool>,
+    /// By the ids this vat gave them.
+    connections: RefCell<FxHashMap<SessionId, Rc<Connection>>>,
     next_session: Cell<u64>,
     /// Waiters on promises that sessions made, by reference identity.
     remote_waiters: RefCell<FxHashMap<usize, (Reference, Vec<Waiter>)>>,
@@ -222,7 +275,8 @@ impl Vat {
             next_number: Cell::new(1),
             releases: Arc::new(Mutex::new(Vec::new())),
             wake: Rc::new(Notify::new()),
-            connections: RefCell::new(HashMap::new()),
+            woken: Cell::new(false),
+            connections: RefCell::new(FxHashMap::default()),
             next_session: Cell::new(1),
             remote_waiters: RefCell::new(FxHashMap::default()),
             foreign: RefCell::new(None),
@@ -281,6 +335,9 @@ impl Vat {
     /// program's own tasks (what [`Vat::run_until`] does).
     pub async fn drive(self) {
         loop {
+            // Cleared before the turns run, so that a wake during them
+            // notifies again.
+            self.0.woken.set(false);
             self.enter(|| self.run_turns());
             self.0.wake.notified().await;
         }
@@ -301,7 +358,18 @@ impl Vat {
         loop {
             let turn = self.0.turns.borrow_mut().pop_front();
             match turn {
-                Some(turn) => turn(self),
+                Some(Turn::Deliver {
+                    target,
+                    message,
+                    resolver,
+                }) => self.deliver(target, message, resolver),
+                Some(Turn::Call {
+                    target,
+                    method,
+                    args,
+                    resolver,
+                }) => self.deliver_call(target, &method, args, resolver),
+                Some(Turn::Run(turn)) => turn(self),
                 None => break,
             }
         }
@@ -311,13 +379,38 @@ impl Vat {
 
     /// Queues `turn` to run after everything already queued.
     pub fn queue_turn(&self, turn: impl FnOnce(&Vat) + 'static) {
-        self.0.turns.borrow_mut().push_back(Box::new(turn));
-        self.0.wake.notify_one();
+        self.push_turn(Turn::Run(Box::new(turn)));
+    }
+
+    /// Queues a turn that delivers `message` to `target`.
+    pub(crate) fn queue_delivery(&self, target: Value, message: Message, resolver: Resolver) {
+        self.push_turn(Turn::Deliver {
+            target,
+            message,
+            resolver,
+        });
+    }
+
+    /// Queues a turn that calls `method` on `target`, for a session.
+    pub(crate) fn queue_call(&self, target: Value, method: Arc<str>, args: Vec<Value>, resolver: Resolver) {
+        self.push_turn(Turn::Call {
+            target,
+            method,
+            args,
+            resolver,
+        });
+    }
+
+    fn push_turn(&self, turn: Turn) {
+        self.0.turns.borrow_mut().push_back(turn);
+        self.wake();
     }
 
     /// Asks the driver to run (after a session wrote output outside a turn).
     pub fn wake(&self) {
-        self.0.wake.notify_one();
+        if !self.0.woken.replace(true) {
+            self.0.wake.notify_one();
+        }
     }
 
     fn next_number(&self) -> u64 {
@@ -444,8 +537,7 @@ impl Vat {
             Ok(Value::Promise(_)) | Ok(_) => {
                 let target = outcome.clone().unwrap_or(Value::Undefined);
                 for send in sends {
-                    let target = target.clone();
-                    self.queue_turn(move |vat| vat.deliver(target, send.message, send.resolver));
+                    self.queue_delivery(target.clone(), send.message, send.resolver);
                 }
             }
             Err(reason) => {
@@ -562,27 +654,49 @@ impl Vat {
     pub fn send(&self, target: &Value, message: Message) -> Value {
         // A remote target goes straight to its session, which keeps
         // E-order and pipelines.
-        if let Some(result) = self.send_remote(target, &message, true) {
+        if let Some(result) = self.send_remote(target, message.parts(), true) {
             return result.unwrap_or(Value::Undefined);
         }
-        let (promise, resolver) = self.make_promise();
-        let target = target.clone();
-        self.queue_turn(move |vat| vat.deliver(target, message, resolver));
-        promise
+        self.send_local(target, message)
     }
 
     /// Sends `message` to `target` with no result.
     pub fn send_only(&self, target: &Value, message: Message) {
-        if self.send_remote(target, &message, false).is_some() {
+        if self.send_remote(target, message.parts(), false).is_some() {
             return;
         }
-        let target = target.clone();
-        self.queue_turn(move |vat| vat.deliver(target, message, Resolver::Nothing));
+        self.queue_delivery(target.clone(), message, Resolver::Nothing);
+    }
+
+    /// [`Vat::send`] of `method(...args)`, borrowed: a remote target's
+    /// session encodes them as they are.
+    pub(crate) fn send_call(&self, target: &Value, method: &str, args: &[Value]) -> Value {
+        let parts = MessageParts::Call { method, args };
+        if let Some(result) = self.send_remote(target, parts, true) {
+            return result.unwrap_or(Value::Undefined);
+        }
+        self.send_local(target, parts.to_message())
+    }
+
+    /// [`Vat::send_only`] of `method(...args)`, borrowed.
+    pub(crate) fn send_only_call(&self, target: &Value, method: &str, args: &[Value]) {
+        let parts = MessageParts::Call { method, args };
+        if self.send_remote(target, parts, false).is_some() {
+            return;
+        }
+        self.queue_delivery(target.clone(), parts.to_message(), Resolver::Nothing);
+    }
+
+    /// A send to a target that is not remote: delivered in a later turn.
+    fn send_local(&self, target: &Value, message: Message) -> Value {
+        let (promise, resolver) = self.make_promise();
+        self.queue_delivery(target.clone(), message, resolver);
+        promise
     }
 
     /// Sends to a session's reference: `None` if `target` is not remote;
     /// otherwise the result (a rejected promise if the session refused).
-    fn send_remote(&self, target: &Value, message: &Message, wants_result: bool) -> Option<Option<Value>> {
+    fn send_remote(&self, target: &Value, message: MessageParts<'_>, wants_result: bool) -> Option<Option<Value>> {
         let reference = match target {
             Value::Remotable(reference) | Value::Promise(reference) => reference,
             _ => return None,
@@ -603,9 +717,9 @@ impl Vat {
         let result = {
             let mut session = connection.session.borrow_mut();
             match message {
-                Message::Call { method, args } if wants_result => session.send(target, method, args).map(Some),
-                Message::Call { method, args } => session.send_only(target, method, args).map(|()| None),
-                Message::Get { field } => session.get(target, field).map(Some),
+                MessageParts::Call { method, args } if wants_result => session.send(target, method, args).map(Some),
+                MessageParts::Call { method, args } => session.send_only(target, method, args).map(|()| None),
+                MessageParts::Get { field } => session.get(target, field).map(Some),
             }
         };
         self.wake();
@@ -642,11 +756,40 @@ impl Vat {
 
     /// Delivers `message` to `target` now (we are in a turn).
     pub(crate) fn deliver(&self, target: Value, message: Message, resolver: Resolver) {
+        if let Value::Remotable(reference) = &target
+            && let Some(reason) = self.refused_by_gate(reference)
+        {
+            return self.settle(resolver, Err(reason));
+        }
+        self.deliver_past_gate(target, message, resolver);
+    }
+
+    /// [`Vat::deliver`] of a call whose method name is borrowed: an
+    /// object of this vat runs it as it is; anything else gets a
+    /// [`Message`] of its own.
+    fn deliver_call(&self, target: Value, method: &str, args: Vec<Value>, resolver: Resolver) {
+        if let Value::Remotable(reference) = &target {
+            if let Some(reason) = self.refused_by_gate(reference) {
+                return self.settle(resolver, Err(reason));
+            }
+            if let Some(behavior) = self.behavior_of(reference) {
+                let invocation = behavior.invoke(&target, method, args);
+                return self.finish(invocation, resolver);
+            }
+        }
+        let message = Message::Call {
+            method: method.to_owned(),
+            args,
+        };
+        self.deliver_past_gate(target, message, resolver);
+    }
+
+    /// [`Vat::deliver`] once the delivery gate let the target through
+    /// (it only stops remotables).
+    fn deliver_past_gate(&self, target: Value, message: Message, resolver: Resolver) {
         match &target {
             Value::Remotable(reference) => {
-                if let Some(reason) = self.refused_by_gate(reference) {
-                    self.settle(resolver, Err(reason));
-                } else if let Some(behavior) = self.behavior_of(reference) {
+                if let Some(behavior) = self.behavior_of(reference) {
                     let invocation = match message {
                         Message::Call { method, args } => behavior.invoke(&target, &method, args),
                         Message::Get { field } => Invocation::Ready(behavior.get(&target, &field)),
@@ -719,7 +862,7 @@ impl Vat {
 
     fn deliver_remote(&self, target: &Value, message: Message, resolver: Resolver) {
         let wants_result = !matches!(resolver, Resolver::Nothing);
-        match self.send_remote(target, &message, wants_result) {
+        match self.send_remote(target, message.parts(), wants_result) {
             Some(Some(result)) => self.settle(resolver, Ok(result)),
             Some(None) => {}
             None => self.settle(resolver, Err(type_error("not a remote reference"))),

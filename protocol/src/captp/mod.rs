@@ -68,7 +68,7 @@
 //! bob.handle_bytes(&wire);
 //! while let Some(event) = bob.poll_event() {
 //!     if let Event::Deliver { method, args, answer: Some(answer), .. } = event {
-//!         assert_eq!(method, "incr");
+//!         assert_eq!(&*method, "incr");
 //!         bob.answer(answer, Ok(args[0].clone())).unwrap();
 //!     }
 //! }

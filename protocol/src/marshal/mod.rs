@@ -284,16 +284,17 @@ impl Marshaller {
         limits: &MarshalLimits,
         out: &mut Vec<u8>,
     ) -> Result<(), MarshalError> {
-        self.refs.clear();
-        self.index.clear();
         let start = out.len();
         let result = self.encode_inner(root, slots, limits, out);
         if result.is_err() {
             out.truncate(start);
         }
-        // Do not keep references alive between bodies.
+        // Do not keep references alive between bodies (and start each
+        // body empty).
         self.refs.clear();
-        self.index.clear();
+        if !self.index.is_empty() {
+            self.index.clear();
+        }
         result
     }
 
@@ -586,8 +587,16 @@ pub fn encode(value: &Value, slots: &mut dyn EncodeSlots, limits: &MarshalLimits
     Ok(out)
 }
 
+/// The body of an empty copyArray (no slots): the arguments of most calls.
+const EMPTY_ARRAY_BODY: [u8; 3] = [0, TAG_ARRAY as u8, 0];
+
 /// Decodes one complete body.
 pub fn decode(bytes: &[u8], slots: &mut dyn DecodeSlots, limits: &MarshalLimits) -> Result<Value, MarshalError> {
+    // What the general path below gives for these bytes, within the same
+    // limits, without its set-up.
+    if bytes == EMPTY_ARRAY_BODY && limits.max_depth >= 1 && limits.max_values >= 1 {
+        return Ok(Value::Array(crate::value::empty_items()));
+    }
     let mut reader = Reader::new(bytes);
     let slot_count = reader.length("slots", limits.max_slots, 3)?;
     let mut table = Vec::with_capacity(slot_count);
@@ -675,7 +684,7 @@ impl Decoder<'_, '_> {
                 for _ in 0..len {
                     items.push(self.value(depth + 1)?);
                 }
-                Value::Array(items.into())
+                Value::list(items)
             }
             TAG_RECORD => {
                 check_depth(depth + 1, self.limits)?;
@@ -748,5 +757,35 @@ impl Decoder<'_, '_> {
         let reference = self.slots.reference(descriptor, style, interface)?;
         self.resolved.push((reference.clone(), style));
         Ok(reference)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_array_body_reads_as_the_general_path_reads_it() {
+        let limits = MarshalLimits::default();
+        let body = encode(&Value::list(Vec::new()), &mut NoSlots, &limits).unwrap();
+        assert_eq!(body, EMPTY_ARRAY_BODY);
+        let decoded = decode(&body, &mut NoSlots, &limits).unwrap();
+        assert!(decoded.same_as(&Value::array([])));
+        let too_shallow = MarshalLimits {
+            max_depth: 0,
+            ..MarshalLimits::default()
+        };
+        assert_eq!(
+            decode(&body, &mut NoSlots, &too_shallow).unwrap_err(),
+            MarshalError::TooDeep { limit: 0 }
+        );
+        let no_values = MarshalLimits {
+            max_values: 0,
+            ..MarshalLimits::default()
+        };
+        assert!(matches!(
+            decode(&body, &mut NoSlots, &no_values),
+            Err(MarshalError::TooLarge { .. })
+        ));
     }
 }

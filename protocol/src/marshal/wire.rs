@@ -44,7 +44,18 @@ pub enum PartialVarint {
 /// Reads a varint from the front of `bytes`, which may end early. Rejects
 /// varints longer than ten bytes, overflowing `u64`, or with a redundant
 /// trailing zero byte (postcard always writes the shortest form).
+#[inline]
 pub fn read_varint_prefix(bytes: &[u8]) -> Result<PartialVarint, MarshalError> {
+    // Most varints (tags, small lengths and positions) are one byte.
+    if let Some(&byte) = bytes.first()
+        && byte < 0x80
+    {
+        return Ok(PartialVarint::Complete(u64::from(byte), 1));
+    }
+    read_long_varint_prefix(bytes)
+}
+
+fn read_long_varint_prefix(bytes: &[u8]) -> Result<PartialVarint, MarshalError> {
     let mut value: u64 = 0;
     for (index, &byte) in bytes.iter().enumerate().take(MAX_VARINT_BYTES) {
         let payload = u64::from(byte & 0x7f);
@@ -86,6 +97,7 @@ impl<'a> Reader<'a> {
         Ok(first)
     }
 
+    #[inline]
     pub fn varint(&mut self) -> Result<u64, MarshalError> {
         match read_varint_prefix(self.bytes)? {
             PartialVarint::Complete(value, used) => {

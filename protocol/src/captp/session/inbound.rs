@@ -14,6 +14,12 @@ use super::{
     Event, RemoteKind, RemoteTarget, Session, Settlement, error_value, limit_exceeded, protocol_error, reference_of,
 };
 
+/// How many of the peer's method names a session keeps for reuse.
+const SHARED_METHOD_NAMES: usize = 16;
+
+/// The longest method name a session keeps for reuse, in bytes.
+const MAX_SHARED_METHOD_BYTES: usize = 64;
+
 /// The abort reason for a body that did not decode: limits are named as limits.
 fn body_error(context: &str, error: &MarshalError) -> String {
     match error {
@@ -69,7 +75,7 @@ impl Session {
                     None => None,
                 };
                 let pending = Pending::Deliver {
-                    method: (*method).to_owned(),
+                    method: self.method_name(method),
                     args,
                     answer,
                     resolver,
@@ -107,6 +113,23 @@ impl Session {
         Ok(())
     }
 
+    /// `method` as shared text: a name among the last
+    /// [`SHARED_METHOD_NAMES`] the peer called is not allocated again.
+    /// Long names are never kept, so what is kept stays small.
+    fn method_name(&mut self, method: &str) -> Arc<str> {
+        if let Some(known) = self.method_names.iter().find(|known| ***known == *method) {
+            return Arc::clone(known);
+        }
+        let name: Arc<str> = Arc::from(method);
+        if method.len() <= MAX_SHARED_METHOD_BYTES {
+            if self.method_names.len() == SHARED_METHOD_NAMES {
+                self.method_names.remove(0);
+            }
+            self.method_names.push(Arc::clone(&name));
+        }
+        name
+    }
+
     /// Decodes a `Deliver` body, which must be an array of arguments.
     fn decode_args(&mut self, body: &[u8]) -> Result<Arc<[Value]>, String> {
         match marshal::decode(body, &mut self.tables, &self.limits.marshal) {
@@ -142,10 +165,16 @@ impl Session {
                     RefStyle::Remotable => Value::Remotable(entry.reference.clone()),
                     RefStyle::Promise => Value::Promise(entry.reference.clone()),
                 };
-                self.work.push_back(Work::Route {
-                    target: Ok(value),
-                    pending,
-                });
+                if self.work.is_empty() {
+                    // Routing it now is what draining the queue would do
+                    // first.
+                    self.route(Ok(value), pending);
+                } else {
+                    self.work.push_back(Work::Route {
+                        target: Ok(value),
+                        pending,
+                    });
+                }
             }
             Target::Answer(position) => {
                 let Some(answer) = self.tables.answers.get_mut(&position) else {
@@ -230,5 +259,61 @@ impl Session {
             self.release_question(position, outcome);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::{MAX_SHARED_METHOD_BYTES, SHARED_METHOD_NAMES};
+    use crate::captp::{Event, Limits, Session, SessionId};
+    use crate::value::Reference;
+
+    /// The method names of the calls Bob receives for Alice's `methods`.
+    fn delivered(methods: &[String]) -> (Session, Vec<Arc<str>>) {
+        let mut alice = Session::new(SessionId(1), None, Limits::default());
+        let mut bob = Session::new(
+            SessionId(2),
+            Some(Reference::detached("Alleged: Bob")),
+            Limits::default(),
+        );
+        let bootstrap = alice.bootstrap().unwrap();
+        for method in methods {
+            alice.send_only(&bootstrap, method, &[]).unwrap();
+        }
+        let mut wire = Vec::new();
+        alice.poll_transmit(&mut wire);
+        bob.handle_bytes(&wire);
+        let mut names = Vec::new();
+        while let Some(event) = bob.poll_event() {
+            if let Event::Deliver { method, .. } = event {
+                names.push(method);
+            }
+        }
+        (bob, names)
+    }
+
+    #[test]
+    fn a_method_called_again_shares_its_name_and_long_names_are_not_kept() {
+        let long = "m".repeat(MAX_SHARED_METHOD_BYTES + 1);
+        let (_, names) = delivered(&["tick".into(), "tick".into(), long.clone(), long.clone()]);
+        assert_eq!(names.len(), 4);
+        assert_eq!(&*names[0], "tick");
+        assert!(Arc::ptr_eq(&names[0], &names[1]));
+        assert_eq!(*names[2], *long);
+        assert!(!Arc::ptr_eq(&names[2], &names[3]));
+    }
+
+    #[test]
+    fn the_names_kept_are_bounded_and_the_oldest_go_first() {
+        let mut methods: Vec<String> = (0..=SHARED_METHOD_NAMES).map(|index| format!("m{index}")).collect();
+        methods.push("m0".into());
+        methods.push(format!("m{SHARED_METHOD_NAMES}"));
+        let (bob, names) = delivered(&methods);
+        assert_eq!(bob.method_names.len(), SHARED_METHOD_NAMES);
+        let count = names.len();
+        assert!(!Arc::ptr_eq(&names[0], &names[count - 2]), "m0 was pushed out");
+        assert!(Arc::ptr_eq(&names[SHARED_METHOD_NAMES], &names[count - 1]));
     }
 }

@@ -122,9 +122,10 @@ pub enum Event {
     /// answer settled to: a local reference or plain data). Report the
     /// result with [`Session::answer`] if `answer` is set. `resolver`, if
     /// the peer sent one, is a reference the caller asked to be told.
+    /// A method name the peer calls often is shared between its calls.
     Deliver {
         target: Value,
-        method: String,
+        method: Arc<str>,
         args: Arc<[Value]>,
         answer: Option<AnswerId>,
         resolver: Option<Reference>,
@@ -205,6 +206,8 @@ pub struct Session {
     imports_after_scan: usize,
     scratch_positions: Vec<u64>,
     scratch_deltas: Vec<u64>,
+    /// Method names of the peer's recent calls (see `Session::method_name`).
+    method_names: Vec<Arc<str>>,
     /// What callers are told when the peer aborts, if not the peer's own
     /// reason (see [`Session::replace_peer_abort_reasons`]).
     peer_abort_text: Option<Arc<str>>,
@@ -259,6 +262,7 @@ impl Session {
             imports_after_scan: 0,
             scratch_positions: Vec::new(),
             scratch_deltas: Vec::new(),
+            method_names: Vec::new(),
             peer_abort_text: None,
         }
     }
@@ -440,10 +444,10 @@ impl Session {
             return;
         }
         self.decoder.feed(bytes);
+        // Taken out while its frames are handled, since they borrow it.
+        let mut decoder = std::mem::take(&mut self.decoder);
         loop {
-            let mut decoder = std::mem::take(&mut self.decoder);
-            let next = decoder.next_frame();
-            let stop = match next {
+            let stop = match decoder.next_frame() {
                 Ok(Some(frame)) => {
                     self.handle_frame(frame);
                     self.is_closed()
@@ -461,10 +465,13 @@ impl Session {
                     true
                 }
             };
-            self.decoder = decoder;
             if stop {
                 break;
             }
+        }
+        // A closed session keeps the empty decoder it was given.
+        if !self.is_closed() {
+            self.decoder = decoder;
         }
     }
 

@@ -23,7 +23,7 @@ const MAX_REDIRECTS: usize = 32;
 /// A delivery waiting for (or being routed to) its target.
 pub(super) enum Pending {
     Deliver {
-        method: String,
+        method: Arc<str>,
         args: Arc<[Value]>,
         answer: Option<AnswerId>,
         resolver: Option<Reference>,
@@ -80,8 +80,17 @@ enum Route {
 impl Session {
     /// Where a send from the runtime to `target` goes on the wire.
     pub(super) fn outbound_target(&mut self, target: &Value) -> Result<Target, SendError> {
-        let mut current = target.clone();
-        for _ in 0..MAX_REDIRECTS {
+        // The first hop reads `target` where it is; only a redirection
+        // takes a value of its own.
+        let mut current = match self.next_hop(target) {
+            Route::Wire(target) => return Ok(target),
+            Route::Follow(value) => value,
+            Route::Reject(reason) => return Err(SendError::Rejected { reason }),
+            Route::QueueOn(_) | Route::Local => {
+                return Err(SendError::NotRemote { target: target.clone() });
+            }
+        };
+        for _ in 1..MAX_REDIRECTS {
             match self.next_hop(&current) {
                 Route::Wire(target) => return Ok(target),
                 Route::Follow(value) => current = value,
@@ -101,7 +110,7 @@ impl Session {
         let position = target.position;
         match target.kind {
             RemoteKind::Presence => {
-                if self.tables.imports.contains_key(&position) {
+                if self.tables.imports.contains(position) {
                     return Route::Wire(Target::Export(position));
                 }
                 return Route::Reject(error_value(format!(
@@ -109,7 +118,7 @@ impl Session {
                 )));
             }
             RemoteKind::Promise => {
-                if target.resolution.get().is_none() && self.tables.imports.contains_key(&position) {
+                if target.resolution.get().is_none() && self.tables.imports.contains(position) {
                     return Route::Wire(Target::Export(position));
                 }
             }
@@ -199,7 +208,7 @@ impl Session {
     }
 
     /// Delivers `pending` to what `target` settled to, following promises.
-    fn route(&mut self, target: Settlement, pending: Pending) {
+    pub(super) fn route(&mut self, target: Settlement, pending: Pending) {
         let mut current = match target {
             Ok(value) => value,
             Err(reason) => return self.reject_pending(pending, reason),

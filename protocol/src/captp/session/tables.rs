@@ -74,6 +74,59 @@ pub(super) struct Import {
     pub(super) received: u64,
 }
 
+/// The imports, by the positions the peer gave them (so with the keyed
+/// hasher). Every send to a presence asks whether its import is still
+/// here; the last position found is remembered until an import is
+/// removed, so that a burst of sends to one presence hashes once.
+#[derive(Default)]
+pub(super) struct Imports {
+    entries: HashMap<u64, Import>,
+    last_found: Option<u64>,
+}
+
+impl Imports {
+    pub(super) fn contains(&mut self, position: u64) -> bool {
+        if self.last_found == Some(position) {
+            return true;
+        }
+        let found = self.entries.contains_key(&position);
+        if found {
+            self.last_found = Some(position);
+        }
+        found
+    }
+
+    pub(super) fn get(&self, position: &u64) -> Option<&Import> {
+        self.entries.get(position)
+    }
+
+    pub(super) fn get_mut(&mut self, position: &u64) -> Option<&mut Import> {
+        self.entries.get_mut(position)
+    }
+
+    pub(super) fn insert(&mut self, position: u64, import: Import) {
+        self.entries.insert(position, import);
+    }
+
+    pub(super) fn remove(&mut self, position: &u64) -> Option<Import> {
+        self.last_found = None;
+        self.entries.remove(position)
+    }
+
+    pub(super) fn drain(&mut self) -> impl Iterator<Item = (u64, Import)> + '_ {
+        self.last_found = None;
+        self.entries.drain()
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&u64, &Import)> {
+        self.entries.iter()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
 pub(super) struct Question {
     /// `None` when the runtime dropped it or the session forwards the
     /// result to an answer.
@@ -109,7 +162,7 @@ pub(super) struct Tables {
     pub(super) exports: OwnKeyMap<u64, Export>,
     pub(super) export_positions: OwnKeyMap<Reference, u64>,
     next_export: u64,
-    pub(super) imports: HashMap<u64, Import>,
+    pub(super) imports: Imports,
     pub(super) forgotten_interfaces: VecDeque<(u64, Arc<str>)>,
     remembered_interfaces: usize,
     /// Bound on `imports` and on `exports`, each.
@@ -143,7 +196,7 @@ impl Tables {
             exports: OwnKeyMap::default(),
             export_positions: OwnKeyMap::default(),
             next_export: 1,
-            imports: HashMap::new(),
+            imports: Imports::default(),
             forgotten_interfaces: VecDeque::new(),
             remembered_interfaces,
             max_entries,
@@ -308,7 +361,7 @@ impl EncodeSlots for Tables {
             };
             match target.kind {
                 RemoteKind::Presence => {
-                    return if self.imports.contains_key(&position) {
+                    return if self.imports.contains(position) {
                         Ok(back_to_peer(Descriptor::Export(position)))
                     } else {
                         Err(MarshalError::Slot(format!(
@@ -317,7 +370,7 @@ impl EncodeSlots for Tables {
                     };
                 }
                 RemoteKind::Promise => {
-                    if target.resolution.get().is_none() && self.imports.contains_key(&position) {
+                    if target.resolution.get().is_none() && self.imports.contains(position) {
                         return Ok(back_to_peer(Descriptor::Export(position)));
                     }
                 }
@@ -431,5 +484,53 @@ impl Session {
             },
         );
         Ok(AnswerId { position, generation })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::captp::{Event, Limits, SendError, Session, SessionId};
+    use crate::value::{Reference, Value};
+
+    fn carry(from: &mut Session, to: &mut Session) {
+        let mut wire = Vec::new();
+        from.poll_transmit(&mut wire);
+        to.handle_bytes(&wire);
+    }
+
+    #[test]
+    fn a_send_right_after_its_presence_was_dropped_is_refused() {
+        let mut alice = Session::new(SessionId(1), None, Limits::default());
+        let mut bob = Session::new(
+            SessionId(2),
+            Some(Reference::detached("Alleged: Bob")),
+            Limits::default(),
+        );
+        let bootstrap = alice.bootstrap().unwrap();
+        carry(&mut alice, &mut bob);
+        carry(&mut bob, &mut alice);
+        let mut presence = None;
+        while let Some(event) = alice.poll_event() {
+            if let Event::Settled {
+                outcome: Ok(Value::Remotable(reference)),
+                ..
+            } = event
+            {
+                presence = Some(reference);
+            }
+        }
+        let presence = presence.unwrap();
+        // Twice, so that the second send finds the import remembered.
+        alice.send_only(&bootstrap, "tick", &[]).unwrap();
+        alice.send_only(&bootstrap, "tick", &[]).unwrap();
+        alice.drop_reference(&presence);
+        assert!(matches!(
+            alice.send_only(&bootstrap, "tick", &[]),
+            Err(SendError::Rejected { .. })
+        ));
+        assert!(matches!(
+            alice.send_only(&Value::Remotable(presence), "tick", &[]),
+            Err(SendError::Rejected { .. })
+        ));
     }
 }
