@@ -53,13 +53,7 @@ impl Matcher {
     }
 
     pub(super) fn check_depth(&self, value: &Value, what: &str) -> Result<(), Rejection> {
-        if nesting_exceeds(value, self.max_nesting) {
-            return Err(Rejection::new(format!(
-                "{what} nesting must not be deeper than {}",
-                self.max_nesting
-            )));
-        }
-        Ok(())
+        check_nesting(value, self.max_nesting, what)
     }
 
     pub(super) fn confirm_pattern(&self, pattern: &Value, reject: Reject) -> Outcome {
@@ -270,4 +264,15 @@ impl Matcher {
             reject,
         )
     }
+}
+
+/// Refuses `value` (called `what` in the rejection) if it nests deeper
+/// than `max_nesting`.
+pub(super) fn check_nesting(value: &Value, max_nesting: usize, what: &str) -> Result<(), Rejection> {
+    if nesting_exceeds(value, max_nesting) {
+        return Err(Rejection::new(format!(
+            "{what} nesting must not be deeper than {max_nesting}"
+        )));
+    }
+    Ok(())
 }

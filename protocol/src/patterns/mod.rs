@@ -88,13 +88,7 @@ pub fn must_match(specimen: &Value, pattern: &Value, label: Option<&str>) -> Res
 /// that it nests within the bound.
 pub(crate) fn check_specimen_depth(specimen: &Value) -> Result<(), Rejection> {
     // What `Matcher::check_depth` checks, without making a matcher.
-    if limits::nesting_exceeds(specimen, DEFAULT_MAX_NESTING) {
-        Err(Rejection::new(format!(
-            "specimen nesting must not be deeper than {DEFAULT_MAX_NESTING}"
-        )))
-    } else {
-        Ok(())
-    }
+    matcher::check_nesting(specimen, DEFAULT_MAX_NESTING, "specimen")
 }
 
 /// [`check_specimen_depth`] of the array of `items`, without making it.

@@ -80,27 +80,23 @@ enum Route {
 impl Session {
     /// Where a send from the runtime to `target` goes on the wire.
     pub(super) fn outbound_target(&mut self, target: &Value) -> Result<Target, SendError> {
-        // The first hop reads `target` where it is; only a redirection
-        // takes a value of its own.
-        let mut current = match self.next_hop(target) {
-            Route::Wire(target) => return Ok(target),
-            Route::Follow(value) => value,
-            Route::Reject(reason) => return Err(SendError::Rejected { reason }),
-            Route::QueueOn(_) | Route::Local => {
-                return Err(SendError::NotRemote { target: target.clone() });
-            }
-        };
-        for _ in 1..MAX_REDIRECTS {
+        // Only a redirection takes a value of its own.
+        let mut current = std::borrow::Cow::Borrowed(target);
+        for _ in 0..MAX_REDIRECTS {
             match self.next_hop(&current) {
                 Route::Wire(target) => return Ok(target),
-                Route::Follow(value) => current = value,
+                Route::Follow(value) => current = std::borrow::Cow::Owned(value),
                 Route::Reject(reason) => return Err(SendError::Rejected { reason }),
                 Route::QueueOn(_) | Route::Local => {
-                    return Err(SendError::NotRemote { target: current });
+                    return Err(SendError::NotRemote {
+                        target: current.into_owned(),
+                    });
                 }
             }
         }
-        Err(SendError::NotRemote { target: current })
+        Err(SendError::NotRemote {
+            target: current.into_owned(),
+        })
     }
 
     fn next_hop(&mut self, value: &Value) -> Route {
