@@ -286,3 +286,28 @@ fn the_state_directory_is_capstans_alone() {
     assert!(capstan(&fresh, &["purge", "-f"]).status.success());
     assert!(!fresh.exists());
 }
+
+#[test]
+fn a_client_whose_reader_went_away_ends_by_sigpipe_not_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    let node = started(&[]);
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    // `capstan status | head -0`: nobody reads what it prints.
+    drop(reader);
+    let output = node
+        .command(&["status"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run status");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}: {stderr}",
+        output.status
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // The node is not touched by it.
+    assert_eq!(node.run(&["ping"]).ok().trim(), "pong");
+}
