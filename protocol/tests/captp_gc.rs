@@ -28,6 +28,8 @@ fn bootstrapped() -> (TestPair, Value) {
     let bob = pair.left.session.bootstrap().unwrap();
     pair.run(10);
     let bob = pair.left.runtime.outcome_of(&bob).unwrap().clone().unwrap();
+    pair.left.session.flush_deferred_drops();
+    pair.run(10);
     pair.left.runtime.settled.clear();
     (pair, bob)
 }
@@ -101,6 +103,47 @@ fn drops_are_batched_in_one_frame() {
     pair.left.session.handle_bytes(&wire);
     assert_eq!(pair.left.session.export_count(), 0);
     assert!(pair.left.session.close_reason().is_none());
+}
+
+#[test]
+fn answer_drops_ride_with_the_next_output_or_go_when_asked_or_enough_gather() {
+    let (mut pair, bob) = bootstrapped();
+    let first = pair.left.session.send(&bob, "echo", &[Value::from(1)]).unwrap();
+    pair.run(10);
+    assert!(pair.left.runtime.outcome_of(&first).is_some());
+    assert_eq!(pair.right.session.answer_count(), 1, "the drop waits");
+    assert!(!pair.left.session.has_transmit(), "a drop alone does not make output");
+    assert!(pair.left.session.has_deferred_drops());
+
+    // The next call carries it.
+    let second = pair.left.session.send(&bob, "echo", &[Value::from(2)]).unwrap();
+    let mut wire = Vec::new();
+    pair.left.session.poll_transmit(&mut wire);
+    assert_eq!(drop_frames(&wire), vec![("other", 0), ("DropAnswers", 1)]);
+    pair.right.session.handle_bytes(&wire);
+    pair.run(10);
+    assert!(pair.left.runtime.outcome_of(&second).is_some());
+    assert_eq!(pair.right.session.answer_count(), 1, "the second answer's drop waits");
+
+    // An idle runtime asks for it.
+    pair.left.session.flush_deferred_drops();
+    assert!(pair.left.session.has_transmit());
+    pair.run(10);
+    assert_eq!(pair.right.session.answer_count(), 0);
+    assert!(!pair.left.session.has_deferred_drops());
+
+    // Enough of them go on their own.
+    let count = capstan_protocol::captp::DEFERRED_ANSWER_DROPS;
+    let calls: Vec<Value> = (0..count)
+        .map(|n| pair.left.session.send(&bob, "echo", &[Value::from(n as f64)]).unwrap())
+        .collect();
+    pair.run(10);
+    assert!(calls.iter().all(|call| pair.left.runtime.outcome_of(call).is_some()));
+    assert_eq!(
+        pair.right.session.answer_count(),
+        0,
+        "{count} drops went without other output"
+    );
 }
 
 #[test]

@@ -182,6 +182,8 @@ fn e_order_holds_when_an_answer_settles_to_our_own_object() {
         Err(SendError::NotRemote { target: Value::Remotable(local) }) if local.same(&alice)
     ));
     assert_eq!(pair.left.session.question_count(), 0);
+    pair.left.session.flush_deferred_drops();
+    pair.run(10);
     assert_eq!(pair.right.session.answer_count(), 0, "answers dropped after use");
 }
 
@@ -458,4 +460,49 @@ fn a_pending_result_passed_back_as_an_argument_resolves_on_the_far_side() {
     assert!(pair.left.session.close_reason().is_none());
     assert!(pair.right.session.close_reason().is_none());
     assert_eq!(pair.right.session.answer_count(), 0);
+}
+
+#[test]
+fn an_answer_forwarded_to_a_promise_returns_once_with_the_final_outcome() {
+    let mut pair = pair_with(None, Some(echo()));
+    let bob = pair.left.session.bootstrap().unwrap();
+    let waiting = pair.left.session.send(&bob, "hang", &[]).unwrap();
+    let early = pair.left.session.send(&waiting, "echo", &[Value::from(1)]).unwrap();
+    pair.run(10);
+    let answer = pair.right.runtime.hanging.pop().expect("bob holds the hanging call");
+    assert_eq!(pair.right.runtime.delivered, 1, "hang; echo waits on the answer");
+
+    // Bob's runtime answers with a promise of its own that it will settle
+    // later: the call queued on the answer goes to that promise, and the
+    // asker is told nothing yet.
+    let later = Value::Promise(Reference::new("Promise", ()));
+    pair.right.session.forward_answer(answer, later.clone()).unwrap();
+    pair.right.run_events();
+    assert_eq!(pair.right.runtime.delivered, 2, "the queued call reached the promise");
+    // A call pipelined after the forwarding follows it too.
+    let _late = pair.left.session.send(&waiting, "echo", &[Value::from(2)]).unwrap();
+    pair.run(10);
+    assert_eq!(pair.right.runtime.delivered, 3);
+    assert!(
+        pair.left.runtime.outcome_of(&waiting).is_none(),
+        "the asker is told nothing of the forwarding"
+    );
+    assert!(
+        pair.left.runtime.outcome_of(&early).is_some(),
+        "the routed call was answered"
+    );
+
+    // Settling it later sends one Return with the final value.
+    pair.reset_stats();
+    pair.right.session.answer(answer, Ok(Value::from(42))).unwrap();
+    pair.run(10);
+    assert_eq!(number(pair.left.runtime.outcome_of(&waiting)), Some(42.0));
+    assert!(
+        pair.left
+            .runtime
+            .settled
+            .iter()
+            .all(|(_, outcome)| !matches!(outcome, Ok(Value::Promise(_)))),
+        "the asker never sees the intermediate promise"
+    );
 }

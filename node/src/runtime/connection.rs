@@ -13,7 +13,8 @@
 //! its session ([`Session::drop_unheld`]): at the end of a batch of turns
 //! when the import table has grown enough ([`Session::is_gc_due`]), and
 //! every [`GC_INTERVAL`] while the session has imports or questions, so an
-//! idle session drops what it let go within that bound.
+//! idle session drops what it let go within that bound. The same tick
+//! sends the answer drops the session held back for other output.
 
 use std::cell::{Cell, RefCell};
 use std::num::NonZeroU32;
@@ -422,11 +423,23 @@ async fn gc_loop(vat: Vat, connection: Rc<Connection>, mut closed: watch::Receiv
             _ = ticks.tick() => {}
             _ = closed.wait_for(Option::is_some) => return,
         }
-        let worth_a_look = {
+        let (worth_a_look, drops_waiting) = {
             let session = connection.session.borrow();
-            !session.is_closed() && (session.import_count() > 0 || session.question_count() > 0)
+            let open = !session.is_closed();
+            (
+                open && (session.import_count() > 0 || session.question_count() > 0),
+                session.has_deferred_drops(),
+            )
         };
-        if worth_a_look && connection.collect_garbage(true) > 0 {
+        let dropped = if worth_a_look {
+            connection.collect_garbage(true)
+        } else {
+            0
+        };
+        if drops_waiting {
+            connection.session.borrow_mut().flush_deferred_drops();
+        }
+        if dropped > 0 || drops_waiting {
             vat.enter(|| connection.flush(&vat));
         }
     }

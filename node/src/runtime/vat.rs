@@ -496,6 +496,12 @@ impl Vat {
             Resolver::Nothing => {}
             Resolver::Promise(id) => self.settle_promise(id, outcome),
             Resolver::Answer(session, answer) => {
+                if let Ok(promise @ Value::Promise(_)) = &outcome
+                    && self.settles_later_here(promise, session)
+                {
+                    self.forward_answer(session, answer, promise.clone());
+                    return;
+                }
                 if let Some(connection) = self.connection(session) {
                     let result = connection.session.borrow_mut().answer(answer, outcome);
                     if let Err(error) = result {
@@ -506,6 +512,38 @@ impl Vat {
             }
             Resolver::Callback(callback) => callback(self, outcome),
         }
+    }
+
+    /// Whether `promise` is one this vat can wait on for a session's
+    /// answer: its own, or another open session's. A promise that came
+    /// from `session` itself goes back to the peer that made it.
+    fn settles_later_here(&self, promise: &Value, session: SessionId) -> bool {
+        if self.local_promise_id(promise).is_some() {
+            return true;
+        }
+        let Value::Promise(reference) = promise else {
+            return false;
+        };
+        RemoteTarget::of(reference)
+            .is_some_and(|remote| remote.session() != session && self.connection(remote.session()).is_some())
+    }
+
+    /// Answers a session's call with what `promise` settles to, once it
+    /// does; calls pipelined on the answer go to `promise` meanwhile.
+    fn forward_answer(&self, session: SessionId, answer: AnswerId, promise: Value) {
+        let Some(connection) = self.connection(session) else {
+            return;
+        };
+        let result = connection.session.borrow_mut().forward_answer(answer, promise.clone());
+        self.process_session_events(&connection);
+        if let Err(error) = result {
+            tracing::warn!(%error, "answer settled twice");
+            return;
+        }
+        self.when_settled(
+            &promise,
+            Box::new(move |vat, outcome| vat.settle(Resolver::Answer(session, answer), outcome.clone())),
+        );
     }
 
     fn settle_promise(&self, id: u64, outcome: Settlement) {

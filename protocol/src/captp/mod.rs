@@ -97,4 +97,7 @@ pub mod session;
 pub use codec::{FrameDecoder, FrameError};
 pub use limits::Limits;
 pub use message::{Body, Message, Outcome, Positions, Target};
-pub use session::{AnswerId, Event, RemoteKind, RemoteTarget, SendError, Session, SessionId, SettleError, Settlement};
+pub use session::{
+    AnswerId, DEFERRED_ANSWER_DROPS, Event, RemoteKind, RemoteTarget, SendError, Session, SessionId, SettleError,
+    Settlement,
+};

@@ -3,7 +3,7 @@
 //! A [`Pair`] holds two [`Side`]s, each a [`Session`] plus a [`Runtime`]
 //! that handles its events synchronously (standing for the vat that will
 //! run on top). Bytes move in *flights*: one flight takes everything one
-//! side has queued, feeds it to the other side and lets that side's
+//! side has due (as `Session::has_transmit` tells a runtime), feeds it to the other side and lets that side's
 //! runtime handle the resulting events. Two flights make a round trip, so
 //! tests can count round trips exactly.
 
@@ -99,14 +99,18 @@ impl<L: Runtime, R: Runtime> Pair<L, R> {
         self.wire.clear();
         let moved = match direction {
             Direction::LeftToRight => {
-                self.left.session.poll_transmit(&mut self.wire);
+                if self.left.session.has_transmit() {
+                    self.left.session.poll_transmit(&mut self.wire);
+                }
                 self.right.session.handle_bytes(&self.wire);
                 self.right.run_events();
                 self.stats.bytes_left_to_right += self.wire.len() as u64;
                 self.wire.len()
             }
             Direction::RightToLeft => {
-                self.right.session.poll_transmit(&mut self.wire);
+                if self.right.session.has_transmit() {
+                    self.right.session.poll_transmit(&mut self.wire);
+                }
                 self.left.session.handle_bytes(&self.wire);
                 self.left.run_events();
                 self.stats.bytes_right_to_left += self.wire.len() as u64;
@@ -126,8 +130,12 @@ impl<L: Runtime, R: Runtime> Pair<L, R> {
         self.right.run_events();
         let mut from_left = Vec::new();
         let mut from_right = Vec::new();
-        self.left.session.poll_transmit(&mut from_left);
-        self.right.session.poll_transmit(&mut from_right);
+        if self.left.session.has_transmit() {
+            self.left.session.poll_transmit(&mut from_left);
+        }
+        if self.right.session.has_transmit() {
+            self.right.session.poll_transmit(&mut from_right);
+        }
         self.right.session.handle_bytes(&from_left);
         self.left.session.handle_bytes(&from_right);
         self.left.run_events();

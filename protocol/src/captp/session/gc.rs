@@ -150,26 +150,31 @@ impl Session {
             let Some(answer) = self.tables.answers.remove(&position) else {
                 return Err(protocol_error(format!("DropAnswers of unknown answer {position}")));
             };
-            if let AnswerState::Pending(queue) = answer.state {
-                let reason = error_value(format!("answer {position} was dropped before it settled"));
-                // Whoever holds a promise for it learns it will never settle.
-                if let Some(promise) = answer.promise {
-                    self.settle_made_promise(promise, Err(reason.clone()));
+            let (queue, outcome) = match answer.state {
+                AnswerState::Pending(queue) => {
+                    let reason = error_value(format!("answer {position} was dropped before it settled"));
+                    (queue, Err(reason))
                 }
-                if let Some(export) = answer.exported_as
-                    && let Some(entry) = self.tables.exports.get_mut(&export)
-                {
-                    entry.resolved = Some(Err(reason.clone()));
-                    let outcome = Err(reason.clone());
-                    self.write_settlement(SettlementMessage::Resolve, export, &outcome);
-                }
-                for pending in queue {
-                    if let Some(answer) = pending.answer() {
-                        self.work.push_back(Work::Settle {
-                            answer,
-                            outcome: Err(reason.clone()),
-                        });
-                    }
+                // What the answer stood for is known: its promise.
+                AnswerState::Forwarded(promise) => (Vec::new(), Ok(promise)),
+                AnswerState::Settled(_) => continue,
+            };
+            // Whoever holds a promise for it learns what became of it.
+            if let Some(promise) = answer.promise {
+                self.settle_made_promise(promise, outcome.clone());
+            }
+            if let Some(export) = answer.exported_as
+                && let Some(entry) = self.tables.exports.get_mut(&export)
+            {
+                entry.resolved = Some(outcome.clone());
+                self.write_settlement(SettlementMessage::Resolve, export, &outcome);
+            }
+            for pending in queue {
+                if let Some(answer) = pending.answer() {
+                    self.work.push_back(Work::Settle {
+                        answer,
+                        outcome: outcome.clone(),
+                    });
                 }
             }
         }

@@ -190,6 +190,10 @@ impl Session {
                         }
                         queue.push(pending);
                     }
+                    AnswerState::Forwarded(promise) => {
+                        let target = Ok(promise.clone());
+                        self.work.push_back(Work::Route { target, pending });
+                    }
                     AnswerState::Settled(outcome) => {
                         let target = outcome.clone();
                         self.work.push_back(Work::Route { target, pending });

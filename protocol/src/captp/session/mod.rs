@@ -35,6 +35,11 @@ use self::outbound::SettlementMessage;
 use self::routing::Work;
 use self::tables::{Answer, AnswerState, Import, OwnKeyMap, Question, Tables};
 
+/// Answer drops that go out on their own, without waiting for other
+/// output: bounds how many settled answers an idle asker leaves the peer
+/// holding.
+pub const DEFERRED_ANSWER_DROPS: usize = 64;
+
 /// Names a session among the runtime's sessions; chosen by the runtime and
 /// stamped on every reference the session makes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -200,6 +205,11 @@ pub struct Session {
     next_embargo: u64,
     embargoes: OwnKeyMap<u64, u64>,
     export_drops: Vec<(u64, u64)>,
+    /// Answers we no longer need. They ride with the next output, or go
+    /// on their own once [`DEFERRED_ANSWER_DROPS`] gather or the runtime
+    /// asks ([`Session::flush_deferred_drops`]): a `DropAnswers` of its
+    /// own after every `Return` would double an awaited call's writes
+    /// and wake the peer for nothing.
     answer_drops: Vec<u64>,
     /// Imports left after the last scan for unheld ones (see
     /// [`Session::is_gc_due`]).
@@ -358,6 +368,20 @@ impl Session {
         result
     }
 
+    /// Reports that a call the session delivered returned `promise`, which
+    /// the runtime will settle the answer to (with `answer`) once it
+    /// settles. Meanwhile calls the peer pipelines on the answer go to
+    /// `promise`, and the peer is told nothing: one `Return` with the
+    /// final outcome instead of a `Return` with a promise and a `Resolve`.
+    pub fn forward_answer(&mut self, answer: AnswerId, promise: Value) -> Result<(), SettleError> {
+        if self.is_closed() {
+            return Ok(());
+        }
+        let result = self.forward_pending_answer(answer, promise);
+        self.drain_work();
+        result
+    }
+
     /// Reports that a local promise the session exported (see
     /// `Event::WatchPromise`) settled. Ignored if the peer dropped it.
     pub fn resolve_export(&mut self, promise: &Reference, outcome: Settlement) -> Result<(), SettleError> {
@@ -417,10 +441,25 @@ impl Session {
         self.tables.events.pop_front()
     }
 
-    /// Whether `poll_transmit` has bytes to give.
+    /// Whether `poll_transmit` has bytes to give. Answer drops wait for
+    /// other output (see [`Session::has_deferred_drops`]) until enough
+    /// gather.
     pub fn has_transmit(&self) -> bool {
         !self.outbound.is_empty()
-            || (!self.is_closed() && (!self.export_drops.is_empty() || !self.answer_drops.is_empty()))
+            || (!self.is_closed()
+                && (!self.export_drops.is_empty() || self.answer_drops.len() >= DEFERRED_ANSWER_DROPS))
+    }
+
+    /// Whether answer drops wait for other output; a runtime sends them
+    /// with [`Session::flush_deferred_drops`] when the session is idle,
+    /// so the peer frees those answers within a bounded time.
+    pub fn has_deferred_drops(&self) -> bool {
+        !self.is_closed() && !self.answer_drops.is_empty()
+    }
+
+    /// Writes the deferred drops, so that `has_transmit` is true.
+    pub fn flush_deferred_drops(&mut self) {
+        self.flush_drops();
     }
 
     /// Appends every frame waiting to be sent to `out`. Pass an empty,
@@ -546,7 +585,9 @@ impl Session {
         let mut answers: Vec<(u64, Answer)> = self.tables.answers.drain().collect();
         answers.sort_unstable_by_key(|(position, _)| *position);
         for (_, answer) in answers {
-            if let (Some(promise), AnswerState::Pending(_)) = (answer.promise, &answer.state) {
+            if let (Some(promise), AnswerState::Pending(_) | AnswerState::Forwarded(_)) =
+                (answer.promise, &answer.state)
+            {
                 self.settle_made_promise(promise, Err(rejection.clone()));
             }
         }

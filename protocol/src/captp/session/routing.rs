@@ -126,6 +126,7 @@ impl Session {
             }
             RemoteKind::Answer => match self.tables.answers.get(&position).map(|answer| &answer.state) {
                 Some(AnswerState::Pending(_)) => return Route::QueueOn(position),
+                Some(AnswerState::Forwarded(promise)) => return Route::Follow(promise.clone()),
                 Some(AnswerState::Settled(Ok(value))) => return Route::Follow(value.clone()),
                 Some(AnswerState::Settled(Err(reason))) => return Route::Reject(reason.clone()),
                 None => {}
@@ -173,7 +174,7 @@ impl Session {
         }
         let queue = match std::mem::replace(&mut answer.state, AnswerState::Settled(outcome.clone())) {
             AnswerState::Pending(queue) => queue,
-            AnswerState::Settled(_) => Vec::new(),
+            AnswerState::Forwarded(_) | AnswerState::Settled(_) => Vec::new(),
         };
         let promise = answer.promise.clone();
         let exported_as = answer.exported_as;
@@ -197,6 +198,32 @@ impl Session {
         for pending in queue {
             self.work.push_back(Work::Route {
                 target: outcome.clone(),
+                pending,
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn forward_pending_answer(&mut self, id: AnswerId, promise: Value) -> Result<(), SettleError> {
+        let Some(answer) = self
+            .tables
+            .answers
+            .get_mut(&id.position)
+            .filter(|answer| answer.generation == id.generation)
+        else {
+            return Ok(());
+        };
+        let queue = match std::mem::replace(&mut answer.state, AnswerState::Forwarded(promise.clone())) {
+            AnswerState::Pending(queue) => queue,
+            AnswerState::Forwarded(_) => Vec::new(),
+            settled @ AnswerState::Settled(_) => {
+                answer.state = settled;
+                return Err(SettleError::AnswerAlreadySettled(id.position));
+            }
+        };
+        for pending in queue {
+            self.work.push_back(Work::Route {
+                target: Ok(promise.clone()),
                 pending,
             });
         }

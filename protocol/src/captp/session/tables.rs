@@ -8,7 +8,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use crate::marshal::{DecodeSlots, Descriptor, EncodeSlots, MarshalError, RefStyle, SlotOut};
-use crate::value::Reference;
+use crate::value::{Reference, Value};
 
 use super::routing::Pending;
 use super::{
@@ -151,6 +151,10 @@ pub(super) struct Answer {
 
 pub(super) enum AnswerState {
     Pending(Vec<Pending>),
+    /// The runtime's result is a promise that it will settle the answer
+    /// to later: calls on the answer go to that promise meanwhile, and the
+    /// peer hears only the final `Return`.
+    Forwarded(Value),
     Settled(Settlement),
 }
 
