@@ -12,7 +12,8 @@ pub struct GuestLimits {
     /// guest does with the out-of-memory error.
     pub memory_bytes: usize,
     /// How long one entry (an evaluation, a delivery, a settlement, with
-    /// the promise jobs it causes) may run before it is interrupted.
+    /// the promise jobs it causes) may run before it is interrupted,
+    /// counted in its thread's CPU time.
     pub time_budget: Duration,
     /// The most native stack an entry may use (QuickJS counts the Rust
     /// frames of conversions too); keep it well under the thread's stack.

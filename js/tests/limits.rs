@@ -1,5 +1,6 @@
-//! The time budget and the memory cap: each stops only the entry that
-//! broke it, with a clear error, and the runtime goes on working.
+//! The time budget (of CPU time) and the memory cap: each stops only the
+//! entry that broke it, with a clear error, and the runtime goes on
+//! working.
 
 mod support;
 
@@ -34,6 +35,22 @@ fn an_endless_loop_stops_at_the_budget_and_the_next_evaluation_works() {
     assert_eq!(error.to_string(), "Evaluation exceeded the time budget of 200 ms");
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(eval(&mut guest, "1 + 1").as_number(), Some(2.0));
+}
+
+#[test]
+fn the_budget_counts_the_guests_cpu_time_not_time_spent_waiting() {
+    let (host, mut guest) = guest_with(limits());
+    host.pause_on_log.set(Duration::from_millis(100));
+    let started = Instant::now();
+    // Four waits of 100 ms, then enough work for QuickJS to ask the
+    // interrupt handler many times: past a 200 ms wall-clock deadline,
+    // well within 200 ms of CPU.
+    let source = "for (let i = 0; i < 4; i += 1) { console.log(i); } \
+                  let sum = 0; for (let i = 0; i < 200000; i += 1) { sum += i; } sum";
+    let value = eval(&mut guest, source);
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert_eq!(value.as_number(), Some(19_999_900_000.0));
+    assert_eq!(host.logs.borrow().len(), 4);
 }
 
 #[test]

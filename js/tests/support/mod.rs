@@ -24,6 +24,9 @@ pub struct MockHost {
     pub gets: RefCell<Vec<(Value, String, Reference)>>,
     pub settled: RefCell<Vec<(Reference, Settlement)>>,
     pub logs: RefCell<Vec<(LogLevel, String)>>,
+    /// How long each log keeps the guest's thread waiting (a host call
+    /// that blocks).
+    pub pause_on_log: std::cell::Cell<std::time::Duration>,
 }
 
 impl Host for MockHost {
@@ -57,6 +60,7 @@ impl Host for MockHost {
     }
 
     fn log(&self, level: LogLevel, text: &str) {
+        std::thread::sleep(self.pause_on_log.get());
         self.logs.borrow_mut().push((level, text.to_string()));
     }
 }
