@@ -62,25 +62,33 @@ enum ModuleEvaluation<'js> {
     Waiting,
 }
 
-/// The deadline of the current entry, shared with the interrupt handler.
-/// It is counted in the worker thread's CPU time, not wall-clock time: a
+/// The time budget of the current entry, shared with the interrupt
+/// handler. It counts the worker thread's CPU time, not wall-clock time: a
 /// guest is stopped for what it ran, not for how long a loaded machine
-/// kept its thread waiting.
+/// kept its thread waiting. Reading the thread's CPU clock is a system
+/// call, so an entry does it only once it has run long enough to be
+/// polled, and again only after a wall-clock budget has passed (a thread
+/// cannot use more CPU time than wall-clock time).
 #[derive(Default)]
 struct Budget {
-    deadline: Cell<Option<Duration>>,
+    budget: Cell<Duration>,
+    started: Cell<Option<Instant>>,
+    /// The thread's CPU time at the entry's first poll.
+    cpu_origin: Cell<Option<Duration>>,
     tripped: Cell<bool>,
 }
 
 impl Budget {
     fn start(&self, budget: Duration) {
         self.tripped.set(false);
-        self.deadline.set(Some(thread_cpu_time() + budget));
+        self.budget.set(budget);
+        self.started.set(Some(Instant::now()));
+        self.cpu_origin.set(None);
     }
 
-    /// Ends the entry; says whether the deadline was hit during it.
+    /// Ends the entry; says whether the budget ran out during it.
     fn finish(&self) -> bool {
-        self.deadline.set(None);
+        self.started.set(None);
         self.tripped.replace(false)
     }
 
@@ -88,19 +96,30 @@ impl Budget {
         if self.tripped.get() {
             return true;
         }
-        match self.deadline.get() {
-            Some(deadline) if thread_cpu_time() >= deadline => {
-                self.tripped.set(true);
-                true
+        let Some(started) = self.started.get() else {
+            return false;
+        };
+        let cpu_origin = match self.cpu_origin.get() {
+            Some(origin) => origin,
+            None => {
+                let origin = thread_cpu_time();
+                self.cpu_origin.set(Some(origin));
+                origin
             }
-            _ => false,
+        };
+        let budget = self.budget.get();
+        if started.elapsed() < budget {
+            return false;
         }
+        if thread_cpu_time().saturating_sub(cpu_origin) >= budget {
+            self.tripped.set(true);
+            return true;
+        }
+        false
     }
 }
 
-/// The CPU time the calling thread has used. QuickJS asks the interrupt
-/// handler about every 10 000 operations, so this call's cost (a system
-/// call where the vDSO has no thread clock) is spread thin.
+/// The CPU time the calling thread has used.
 fn thread_cpu_time() -> Duration {
     let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `now` is a valid, writable timespec for the duration of the
