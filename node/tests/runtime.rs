@@ -1,12 +1,15 @@
 //! The eventual-send runtime: exos, guards, `E`, promises, turn order, and
-//! two vats joined by CapTP over an in-memory stream.
+//! two vats joined by CapTP over an in-memory stream: pipelining, an answer
+//! that is a promise of the callee's, and answer drops from an idle caller.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, reason = "a test fails by panicking")]
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use capstan_node::runtime::{ConnectionHandle, E, Exo, ExoClass, ExoClassKit, Methods, Vat, connect, when};
+use capstan_node::runtime::{
+    ConnectionHandle, E, Exo, ExoClass, ExoClassKit, GC_INTERVAL, Methods, Vat, connect, when,
+};
 use capstan_protocol::captp::Limits;
 use capstan_protocol::guards::DefaultGuards;
 use capstan_protocol::patterns::M;
@@ -330,5 +333,90 @@ fn closing_a_connection_rejects_pending_calls() {
         let after = when(&E(&counter).call("incr", list![])).await;
         assert!(message_of(after).contains("closed"));
         assert_eq!(pair.to_alice.closed().await, "test over");
+    });
+}
+
+/// Bob's object whose `later()` answers with a promise of bob's own, which
+/// `finish()` settles to a counter.
+fn promiser(resolver: Rc<RefCell<Option<capstan_node::runtime::Resolver>>>) -> Value {
+    let settle = Rc::clone(&resolver);
+    Exo::new("Promiser")
+        .method("later", move |_, _| {
+            let vat = Vat::current().expect("in a vat");
+            let (promise, settles) = vat.make_promise();
+            *resolver.borrow_mut() = Some(settles);
+            Ok(promise)
+        })
+        .method("finish", move |_, _| {
+            let vat = Vat::current().expect("in a vat");
+            let counter = counter_class().make(vec![Value::from(0)]).expect("counter");
+            if let Some(settles) = settle.borrow_mut().take() {
+                vat.settle(settles, Ok(counter));
+            }
+            Ok(Value::Undefined)
+        })
+        .method("sync", |_, _| Ok(Value::Undefined))
+        .make()
+        .expect("promiser")
+}
+
+#[test]
+fn an_answer_that_is_a_promise_of_the_callees_is_returned_once_it_settles() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let resolver = Rc::new(RefCell::new(None));
+        let made = pair(move || promiser(resolver), || None);
+        let alice = made.alice.clone();
+        alice.spawn(alice.clone().drive());
+        alice
+            .spawn(async move {
+                let root = made.to_bob.bootstrap();
+                let later = E(&root).call("later", list![]);
+                let piped = E(&later).call("incr", list![5]);
+                when(&E(&root).call("sync", list![])).await.unwrap();
+                // Bob did not export his promise to alice: she is told
+                // nothing until it settles.
+                let bob_side = made.bob.session_counts();
+                assert_eq!(bob_side.len(), 1);
+                assert_eq!(bob_side[0].exports, 1, "only bob's bootstrap object is exported");
+                assert_eq!(made.alice.session_counts()[0].questions, 2, "later and piped wait");
+
+                when(&E(&root).call("finish", list![])).await.unwrap();
+                let Ok(Value::Remotable(counter)) = when(&later).await else {
+                    panic!("later settles to bob's counter");
+                };
+                assert_eq!(counter.interface(), "Alleged: Counter");
+                assert_eq!(when(&piped).await.unwrap().as_number(), Some(5.0));
+                let _ = (made.to_alice, made.bob);
+            })
+            .await
+            .expect("test body");
+    });
+}
+
+#[test]
+fn an_idle_caller_sends_its_answer_drops_on_the_gc_tick() {
+    run_pair(|pair| async move {
+        let counter = pair.to_bob.bootstrap();
+        when(&E(&counter).call("incr", list![])).await.unwrap();
+        // Alice sends nothing more: her drops of the bootstrap's and the
+        // call's answers go on her connection's GC tick.
+        let deadline = tokio::time::Instant::now() + GC_INTERVAL * 8;
+        loop {
+            let answers = pair.bob.session_counts()[0].answers;
+            if answers == 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "bob still holds {answers} answers"
+            );
+            tokio::time::sleep(GC_INTERVAL / 5).await;
+        }
+        let _ = (pair.alice, pair.to_alice);
     });
 }
