@@ -9,11 +9,15 @@
 //! check (patterns, guards, `passStyleOf`) use short-lived references that
 //! never leave that check, so they do not fill the tables.
 //!
-//! GC: imports are held weakly (the guest library keeps a `WeakRef` of
-//! each presence or host promise, and a `FinalizationRegistry` reports
-//! the ones QuickJS collected), so the host reference of a presence guest
-//! code let go is forgotten at the next [`crate::GuestRuntime::collect_garbage`]
-//! and a reference seen again after that gets a new object. Exports are
+//! GC: presences are held weakly (the guest library keeps a `WeakRef` of
+//! each, and a `FinalizationRegistry` reports the ones QuickJS collected),
+//! so the host reference of a presence guest code let go is forgotten at
+//! the next [`crate::GuestRuntime::collect_garbage`] and a reference seen
+//! again after that gets a new object. A host promise is held by its
+//! resolvers while it is pending, and forgotten when it settles: from then
+//! on it is an ordinary settled promise of the guest's (sends to it go to
+//! what it settled to, and passing it exports it as a local promise), as
+//! the session forgets an imported promise once it is resolved. Exports are
 //! held strongly until the host lets go of their reference (only the
 //! table still holds it); exported promises are kept, since the host
 //! knows them by identity.

@@ -55,6 +55,10 @@
     static importIdOf(object) {
       return #importId in object ? object.#importId : undefined;
     }
+    // Settled: from now on an ordinary promise of the guest's.
+    static unstamp(object) {
+      object.#importId = undefined;
+    }
   }
   const hostPromiseId = object => HostPromiseStamp.importIdOf(object);
   // QuickJS hashes a number by its float64 bits, and a small integer's
@@ -65,10 +69,10 @@
   const ID_KEY_BASE = 2 ** 52;
   const idKey = importId => ID_KEY_BASE + importId;
   // import id key -> { promise, resolve, reject } of a host promise still
-  // pending.
+  // pending. This holds it until it settles, when the engine forgets it.
   const pendingResolvers = new Map();
-  // Host references are held weakly, so that QuickJS can collect a
-  // presence (or a settled host promise) guest code no longer holds:
+  // Presences are held weakly, so that QuickJS can collect one guest code
+  // no longer holds:
   // import id key -> WeakRef of its object. The ids of collected ones wait in
   // `collectedImports` until the engine takes them and lets the host
   // reference go (`takeCollectedImports`). Captured before lockdown
@@ -361,7 +365,8 @@
   };
 
   // The object standing for an import, if QuickJS has not collected it.
-  const lookupImport = importId => liveImports.get(idKey(importId))?.deref();
+  const lookupImport = importId =>
+    pendingResolvers.get(idKey(importId))?.promise ?? liveImports.get(idKey(importId))?.deref();
 
   const takeCollectedImports = () => {
     const ids = collectedImports;
@@ -399,9 +404,8 @@
     const { promise } = pending;
     new HostPromiseStamp(promise, importId);
     freeze(promise);
-    // Held by its resolvers until it settles; weakly after.
+    // Held by its resolvers until it settles; nothing tracks it after.
     pendingResolvers.set(idKey(importId), pending);
-    trackImport(importId, promise);
     return promise;
   };
 
@@ -411,6 +415,7 @@
       return false;
     }
     pendingResolvers.delete(idKey(importId));
+    HostPromiseStamp.unstamp(pending.promise);
     if (fulfilled) {
       pending.resolve(value);
     } else {

@@ -498,6 +498,10 @@ impl GuestRuntime {
             let value = js(converter.js_value(value))?;
             let settle = js(converter.library().function("settleHostPromise"))?;
             let settled = settle.call::<_, bool>((import_id, fulfilled, value));
+            // Settled, the promise is the guest's own (see the engine's GC
+            // notes): the host reference goes now, not when QuickJS
+            // collects the promise.
+            self.engine.tables.borrow_mut().forget_import(import_id);
             self.call_guest(ctx, settled)?.ok();
             self.drain(ctx)?;
             Ok(())

@@ -1,6 +1,7 @@
 //! `E`: sends to local objects run in later turns and in order; sends to
 //! host references go to the host at once (pipelining) and settle when the
-//! host settles them; objects keep their identity across the boundary.
+//! host settles them, and are the guest's own promises from then on;
+//! objects keep their identity across the boundary.
 
 mod support;
 
@@ -205,6 +206,43 @@ fn host_promises_and_presences_keep_their_identity() {
     );
     assert!(items[5].same_as(&remote));
     assert!(items[6].same_as(&promise));
+}
+
+#[test]
+fn a_host_promise_once_settled_is_the_guests_own() {
+    let (host, mut guest) = guest();
+    let keeper = fulfilled(guest.evaluate(
+        "const kept = []; harden(Far('Keeper', { \
+           keep(p) { kept.push(p); }, \
+           sendToIt() { E.sendOnly(kept[0]).ping(); }, \
+           passIt(remote) { E.sendOnly(remote).take(kept[0]); } }))",
+        &[],
+    ));
+    let Value::Remotable(keeper) = keeper else {
+        panic!("{keeper:?}")
+    };
+    let promise = Reference::new("Promise", ());
+    fulfilled(guest.deliver(&keeper, Some("keep"), &[Value::Promise(promise.clone())]));
+    let presence = Value::Remotable(Reference::new("Alleged: Remote", ()));
+    guest.settle(&promise, Ok(presence.clone())).unwrap();
+    assert_eq!(promise.holders(), 1, "the host reference went with the settlement");
+
+    // A send to it goes to what it settled to.
+    fulfilled(guest.deliver(&keeper, Some("sendToIt"), &[]));
+    let sends = host.sends.borrow();
+    let sent = sends.last().expect("a send");
+    assert!(sent.target.same_as(&presence), "{:?}", sent.target);
+    assert_eq!(sent.method.as_deref(), Some("ping"));
+    drop(sends);
+    // Passed to the host, it is exported as a promise of the guest's.
+    let remote = Value::Remotable(Reference::new("Alleged: Other", ()));
+    fulfilled(guest.deliver(&keeper, Some("passIt"), &[remote]));
+    let sends = host.sends.borrow();
+    let Some(Value::Promise(passed)) = sends.last().and_then(|sent| sent.args.first()).cloned() else {
+        panic!("a promise was passed")
+    };
+    assert!(guest.owns(&passed));
+    assert!(!passed.same(&promise));
 }
 
 #[test]
