@@ -255,13 +255,21 @@ fn pair(bob_bootstrap: impl FnOnce() -> Value, alice_bootstrap: impl FnOnce() ->
 }
 
 fn run_pair<F: std::future::Future + 'static>(body: impl FnOnce(Pair) -> F) -> F::Output {
+    run_pair_with(|| counter_class().make(vec![Value::from(0)]).expect("counter"), body)
+}
+
+/// `run_pair` with a bootstrap object of the test's for bob.
+fn run_pair_with<F: std::future::Future + 'static>(
+    bob_bootstrap: impl FnOnce() -> Value + 'static,
+    body: impl FnOnce(Pair) -> F,
+) -> F::Output {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
-        let made = pair(|| counter_class().make(vec![Value::from(0)]).expect("counter"), || None);
+        let made = pair(bob_bootstrap, || None);
         let alice = made.alice.clone();
         alice.spawn(alice.clone().drive());
         // The body runs with alice as the current vat.
@@ -362,40 +370,30 @@ fn promiser(resolver: Rc<RefCell<Option<capstan_node::runtime::Resolver>>>) -> V
 
 #[test]
 fn an_answer_that_is_a_promise_of_the_callees_is_returned_once_it_settles() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async move {
-        let resolver = Rc::new(RefCell::new(None));
-        let made = pair(move || promiser(resolver), || None);
-        let alice = made.alice.clone();
-        alice.spawn(alice.clone().drive());
-        alice
-            .spawn(async move {
-                let root = made.to_bob.bootstrap();
-                let later = E(&root).call("later", list![]);
-                let piped = E(&later).call("incr", list![5]);
-                when(&E(&root).call("sync", list![])).await.unwrap();
-                // Bob did not export his promise to alice: she is told
-                // nothing until it settles.
-                let bob_side = made.bob.session_counts();
-                assert_eq!(bob_side.len(), 1);
-                assert_eq!(bob_side[0].exports, 1, "only bob's bootstrap object is exported");
-                assert_eq!(made.alice.session_counts()[0].questions, 2, "later and piped wait");
+    let resolver = Rc::new(RefCell::new(None));
+    run_pair_with(
+        move || promiser(resolver),
+        |pair| async move {
+            let root = pair.to_bob.bootstrap();
+            let later = E(&root).call("later", list![]);
+            let piped = E(&later).call("incr", list![5]);
+            when(&E(&root).call("sync", list![])).await.unwrap();
+            // Bob did not export his promise to alice: she is told nothing
+            // until it settles.
+            let bob_side = pair.bob.session_counts();
+            assert_eq!(bob_side.len(), 1);
+            assert_eq!(bob_side[0].exports, 1, "only bob's bootstrap object is exported");
+            assert_eq!(pair.alice.session_counts()[0].questions, 2, "later and piped wait");
 
-                when(&E(&root).call("finish", list![])).await.unwrap();
-                let Ok(Value::Remotable(counter)) = when(&later).await else {
-                    panic!("later settles to bob's counter");
-                };
-                assert_eq!(counter.interface(), "Alleged: Counter");
-                assert_eq!(when(&piped).await.unwrap().as_number(), Some(5.0));
-                let _ = (made.to_alice, made.bob);
-            })
-            .await
-            .expect("test body");
-    });
+            when(&E(&root).call("finish", list![])).await.unwrap();
+            let Ok(Value::Remotable(counter)) = when(&later).await else {
+                panic!("later settles to bob's counter");
+            };
+            assert_eq!(counter.interface(), "Alleged: Counter");
+            assert_eq!(when(&piped).await.unwrap().as_number(), Some(5.0));
+            let _ = pair.to_alice;
+        },
+    );
 }
 
 #[test]

@@ -161,12 +161,7 @@ impl Session {
     /// Settles one of our answers: writes the `Return`, reports the promise
     /// made for it, and routes the calls queued on it.
     pub(super) fn settle_answer(&mut self, id: AnswerId, outcome: Settlement) -> Result<(), SettleError> {
-        let Some(answer) = self
-            .tables
-            .answers
-            .get_mut(&id.position)
-            .filter(|answer| answer.generation == id.generation)
-        else {
+        let Some(answer) = self.tables.answer_mut(id) else {
             return Ok(());
         };
         if matches!(answer.state, AnswerState::Settled(_)) {
@@ -204,13 +199,10 @@ impl Session {
         Ok(())
     }
 
+    /// Points one of our unsettled answers at `promise` (see
+    /// [`Session::forward_answer`]) and routes the calls queued on it.
     pub(super) fn forward_pending_answer(&mut self, id: AnswerId, promise: Value) -> Result<(), SettleError> {
-        let Some(answer) = self
-            .tables
-            .answers
-            .get_mut(&id.position)
-            .filter(|answer| answer.generation == id.generation)
-        else {
+        let Some(answer) = self.tables.answer_mut(id) else {
             return Ok(());
         };
         let queue = match std::mem::replace(&mut answer.state, AnswerState::Forwarded(promise.clone())) {

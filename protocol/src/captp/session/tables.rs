@@ -344,6 +344,14 @@ impl Tables {
         }
     }
 
+    /// Answer `id`, unless the peer dropped it (or reused its position
+    /// since).
+    pub(super) fn answer_mut(&mut self, id: AnswerId) -> Option<&mut Answer> {
+        self.answers
+            .get_mut(&id.position)
+            .filter(|answer| answer.generation == id.generation)
+    }
+
     pub(super) fn remember_interface(&mut self, position: u64, interface: &str) {
         if self.remembered_interfaces == 0 {
             return;
