@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use capstan_tests::{LOOPBACK, Node, introduce, kill, names_an_identifier, use_binary, wait_until};
 
-const COUNTER: &str = "let n = 0; const counter = makeExo('Counter', M.interface('Counter', { incr: M.call().returns(M.number()), twin: M.call().returns(M.remotable()), never: M.call().returns(M.any()) }), { incr() { n += 1; return n; }, twin() { return counter; }, never() { return new Promise(() => {}); } }); counter";
+const COUNTER: &str = "let n = 0; const counter = makeExo('Counter', M.interface('Counter', { incr: M.call().returns(M.number()), twin: M.call().returns(M.remotable()), never: M.call().returns(M.any()), later: M.call().returns(M.promise()) }), { incr() { n += 1; return n; }, twin() { return counter; }, never() { return new Promise(() => {}); }, later() { return E(counter).incr().then(() => counter); } }); counter";
 
 fn started() -> Node {
     use_binary(env!("CARGO_BIN_EXE_capstan"));
@@ -109,12 +109,18 @@ fn a_counter_sent_in_mail_is_called_from_the_other_node_and_survives_restarts() 
     assert_eq!(bob.eval("E(c).incr()", &["c:c"]), "2");
     // A pipelined chain: calls on the result of a call not yet answered.
     assert_eq!(bob.eval("E(E(E(c).twin()).twin()).incr()", &["c:c"]), "3");
+    // A call answered with a promise that settles in a later turn, with a
+    // call pipelined on it: each daemon waits for the final outcome and
+    // routes the pipelined call meanwhile.
+    let later = "(async () => { const p = E(c).later(); const q = E(p).incr(); \
+                 const r = await p; return [await q, r === await E(c).twin()]; })()";
+    assert_eq!(bob.eval(later, &["c:c"]), "[5, true]");
     // alice's own view of the same counter.
-    assert_eq!(alice.eval("E(c).incr()", &["c:counter"]), "4");
+    assert_eq!(alice.eval("E(c).incr()", &["c:counter"]), "6");
 
     // bob restarts: the name still works (same counter, same count).
     bob.run(&["restart", "--listen", LOOPBACK]).ok();
-    assert_eq!(bob.eval("E(c).incr()", &["c:c"]), "5");
+    assert_eq!(bob.eval("E(c).incr()", &["c:c"]), "7");
 
     // alice restarts (on the same port, which is free): bob sees her
     // address, and his name gets the counter made again on her node.
