@@ -271,17 +271,12 @@ mod tests {
     use std::sync::Arc;
 
     use super::{MAX_SHARED_METHOD_BYTES, SHARED_METHOD_NAMES};
-    use crate::captp::{Event, Limits, Session, SessionId};
-    use crate::value::Reference;
+    use crate::captp::session::alice_and_bob;
+    use crate::captp::{Event, Session};
 
     /// The method names of the calls Bob receives for Alice's `methods`.
     fn delivered(methods: &[String]) -> (Session, Vec<Arc<str>>) {
-        let mut alice = Session::new(SessionId(1), None, Limits::default());
-        let mut bob = Session::new(
-            SessionId(2),
-            Some(Reference::detached("Alleged: Bob")),
-            Limits::default(),
-        );
+        let (mut alice, mut bob) = alice_and_bob();
         let bootstrap = alice.bootstrap().unwrap();
         for method in methods {
             alice.send_only(&bootstrap, method, &[]).unwrap();

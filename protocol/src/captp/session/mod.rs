@@ -636,3 +636,16 @@ impl Session {
         self.calls_received
     }
 }
+
+/// Two sessions for the unit tests: Alice, with no bootstrap object, and
+/// Bob, who offers one.
+#[cfg(test)]
+fn alice_and_bob() -> (Session, Session) {
+    let alice = Session::new(SessionId(1), None, Limits::default());
+    let bob = Session::new(
+        SessionId(2),
+        Some(Reference::detached("Alleged: Bob")),
+        Limits::default(),
+    );
+    (alice, bob)
+}

@@ -501,8 +501,9 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
-    use crate::captp::{Event, Limits, SendError, Session, SessionId};
-    use crate::value::{Reference, Value};
+    use crate::captp::session::alice_and_bob;
+    use crate::captp::{Event, SendError, Session};
+    use crate::value::Value;
 
     fn carry(from: &mut Session, to: &mut Session) {
         let mut wire = Vec::new();
@@ -512,12 +513,7 @@ mod tests {
 
     #[test]
     fn a_send_right_after_its_presence_was_dropped_is_refused() {
-        let mut alice = Session::new(SessionId(1), None, Limits::default());
-        let mut bob = Session::new(
-            SessionId(2),
-            Some(Reference::detached("Alleged: Bob")),
-            Limits::default(),
-        );
+        let (mut alice, mut bob) = alice_and_bob();
         let bootstrap = alice.bootstrap().unwrap();
         carry(&mut alice, &mut bob);
         carry(&mut bob, &mut alice);
