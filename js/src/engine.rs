@@ -52,8 +52,9 @@ pub(crate) struct Export {
     pub is_promise: bool,
 }
 
-/// What the reference tables remember about an import; its object is
-/// held weakly by the guest library (`lookupImport`).
+/// What the reference tables remember about an import; the guest
+/// library finds its object (`lookupImport`): held weakly for a presence,
+/// by its resolvers for a host promise until it settles.
 pub(crate) struct Import {
     pub id: u64,
     pub is_promise: bool,
