@@ -14,11 +14,13 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Wake, Waker};
 
 use capstan_protocol::captp::{AnswerId, RemoteTarget, Session, SessionId};
 use capstan_protocol::{ErrorValue, Reference, Value};
+use futures::task::AtomicWaker;
 use rustc_hash::FxHashMap;
 use tokio::sync::Notify;
 
@@ -322,12 +324,15 @@ impl Vat {
         };
         let local = tokio::task::LocalSet::new();
         self.enter(|| {
-            local.block_on(&runtime, async {
-                let driver = self.spawn(self.clone().drive());
-                let output = future.await;
-                driver.abort();
-                output
-            })
+            local.block_on(
+                &runtime,
+                PolledWhenWoken::new(async {
+                    let driver = self.spawn(self.clone().drive());
+                    let output = future.await;
+                    driver.abort();
+                    output
+                }),
+            )
         })
     }
 
@@ -1016,6 +1021,64 @@ impl Vat {
     }
 }
 
+/// Polls its future only after the future's own waker fired.
+/// `LocalSet::run_until` polls the future it runs whenever any of the
+/// set's tasks is woken by the runtime (every socket and pipe wake-up of a
+/// daemon or worker), and a program's main future (the daemon's accept
+/// loop, a `select!` of several branches) need not run then.
+struct PolledWhenWoken<F> {
+    future: Pin<Box<F>>,
+    flag: Arc<WakeFlag>,
+    waker: Waker,
+}
+
+/// Whether the inner future was woken, and who polls the outer one.
+struct WakeFlag {
+    woken: AtomicBool,
+    outer: AtomicWaker,
+}
+
+impl Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.outer.wake();
+    }
+}
+
+impl<F: Future> PolledWhenWoken<F> {
+    fn new(future: F) -> PolledWhenWoken<F> {
+        let flag = Arc::new(WakeFlag {
+            // The first poll runs it.
+            woken: AtomicBool::new(true),
+            outer: AtomicWaker::new(),
+        });
+        PolledWhenWoken {
+            future: Box::pin(future),
+            waker: Waker::from(Arc::clone(&flag)),
+            flag,
+        }
+    }
+}
+
+impl<F: Future> Future for PolledWhenWoken<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, context: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        let this = self.get_mut();
+        this.flag.outer.register(context.waker());
+        if !this.flag.woken.swap(false, Ordering::AcqRel) {
+            return std::task::Poll::Pending;
+        }
+        this.future
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&this.waker))
+    }
+}
+
 /// A future polled with a given vat as the current one.
 struct InVat<F: Future> {
     vat: Vat,
@@ -1029,5 +1092,35 @@ impl<F: Future> Future for InVat<F> {
         let this = &mut *self;
         let vat = this.vat.clone();
         vat.enter(|| this.future.as_mut().poll(context))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_main_future_is_polled_only_when_its_own_waker_fires() {
+        let vat = Vat::new();
+        let polls = Rc::new(Cell::new(0u32));
+        let counted = Rc::clone(&polls);
+        let ran = vat.run_until(async move {
+            // Another task wakes itself 200 times; each wake passes through
+            // the runtime's driver, which polls the `LocalSet`'s future.
+            let busy = tokio::task::spawn_local(async {
+                for _ in 0..200 {
+                    tokio::task::yield_now().await;
+                }
+            });
+            let mut busy = std::pin::pin!(busy);
+            std::future::poll_fn(|context| {
+                counted.set(counted.get() + 1);
+                busy.as_mut().poll(context).map(|joined| joined.is_ok())
+            })
+            .await
+        });
+        assert!(ran);
+        // Once to start, once per wake of the joined task (it ends once).
+        assert!(polls.get() <= 3, "polled {} times", polls.get());
     }
 }
