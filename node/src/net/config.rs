@@ -63,10 +63,11 @@ pub struct NetConfig {
     /// the relay starts a new punch); the wait doubles each time, up to
     /// five minutes.
     pub hole_punch_retry: Duration,
-    /// Runs the swarm as a task on the runtime that calls
-    /// [`super::Network::start`] (the daemon's vat thread), so that a
-    /// session's reads and writes wake no other thread; that runtime must
-    /// keep running while the network is in use. `false` gives the swarm a
+    /// Runs the swarm and its connections as tasks on the `LocalSet` that
+    /// calls [`super::Network::start`] (the daemon's vat), so that a
+    /// session's reads and writes wake no other thread; the caller must be
+    /// inside a `LocalSet`, which must keep running while the network is
+    /// in use. `false` gives the swarm a
     /// thread of its own (for a caller that drives its runtime only now
     /// and then, like a test's attacker).
     pub on_callers_runtime: bool,

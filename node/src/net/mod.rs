@@ -22,10 +22,11 @@
 //! ## Where the swarm runs
 //!
 //! The daemon runs the swarm as tasks on the vat's own runtime
-//! ([`NetConfig::on_callers_runtime`]): the swarm's task, one task per
-//! connection, and the accept loop. A session's bytes then go from the
-//! socket through Noise and yamux to its CapTP session and back on one
-//! thread, and no read or write wakes another thread. On this machine's
+//! ([`NetConfig::on_callers_runtime`]): the swarm's task and one task per
+//! connection on the vat's `LocalSet`, and the accept loop. A session's
+//! bytes then go from the socket through Noise and yamux to its CapTP
+//! session and back on one thread, and no read or write wakes another
+//! thread. On this machine's
 //! virtual CPUs a wake-up of a parked thread is what a hop costs, and a
 //! call between two nodes made five or six of them where a single-threaded
 //! program makes two (issue 19's figures).
