@@ -20,6 +20,7 @@
 //! shared the runtime's long-lived objects (a delivery, a settlement),
 //! whose pending promise reactions the stop may have cut off.
 
+use std::borrow::Borrow;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -476,33 +477,53 @@ impl GuestRuntime {
     /// [`Host::send`] or [`Host::get`], or a promise passed in), then runs
     /// the guest's reactions to it.
     pub fn settle(&mut self, promise: &Reference, settlement: Settlement) -> Result<(), GuestError> {
-        let import_id = {
+        self.settle_all([(promise, settlement)])
+    }
+
+    /// Settles several host promises in one entry into the engine, in
+    /// order, then runs the guest's reactions to them all. A reaction may
+    /// then run after a later promise of the batch settled, as it may when
+    /// settlements arrive in one read of a stream (CapTP orders sends, not
+    /// settlements of different promises). The entry's time budget covers
+    /// the whole batch, so the caller bounds its size.
+    pub fn settle_all<R: Borrow<Reference>>(
+        &mut self,
+        settlements: impl IntoIterator<Item = (R, Settlement)>,
+    ) -> Result<(), GuestError> {
+        let found: Vec<(u64, Settlement)> = {
             let tables = self.engine.tables.borrow();
-            tables
-                .imports
-                .get(promise)
-                .filter(|import| import.is_promise)
-                .map(|import| import.id)
+            settlements
+                .into_iter()
+                .filter_map(|(promise, settlement)| {
+                    let import = tables
+                        .imports
+                        .get(promise.borrow())
+                        .filter(|import| import.is_promise)?;
+                    Some((import.id, settlement))
+                })
+                .collect()
         };
-        let Some(import_id) = import_id else {
-            // The guest never saw this promise: nothing waits on it.
+        if found.is_empty() {
+            // The guest never saw these promises: nothing waits on them.
             return Ok(());
-        };
+        }
         let root = self.root.clone();
         let result = self.enter(&root, |ctx| {
             let mut converter = js(Converter::new(&self.engine, ctx, Mode::Export))?;
-            let (fulfilled, value) = match &settlement {
-                Ok(value) => (true, value),
-                Err(reason) => (false, reason),
-            };
-            let value = js(converter.js_value(value))?;
             let settle = js(converter.library().function("settleHostPromise"))?;
-            let settled = settle.call::<_, bool>((import_id, fulfilled, value));
-            // Settled, the promise is the guest's own (see the engine's GC
-            // notes): the host reference goes now, not when QuickJS
-            // collects the promise.
-            self.engine.tables.borrow_mut().forget_import(import_id);
-            self.call_guest(ctx, settled)?.ok();
+            for (import_id, settlement) in &found {
+                let (fulfilled, value) = match settlement {
+                    Ok(value) => (true, value),
+                    Err(reason) => (false, reason),
+                };
+                let value = js(converter.js_value(value))?;
+                let settled = settle.call::<_, bool>((*import_id, fulfilled, value));
+                // Settled, the promise is the guest's own (see the engine's
+                // GC notes): the host reference goes now, not when QuickJS
+                // collects the promise.
+                self.engine.tables.borrow_mut().forget_import(*import_id);
+                self.call_guest(ctx, settled)?.ok();
+            }
             self.drain(ctx)?;
             Ok(())
         });

@@ -246,6 +246,49 @@ fn a_host_promise_once_settled_is_the_guests_own() {
 }
 
 #[test]
+fn settlements_given_together_settle_in_order_and_run_every_reaction() {
+    let (host, mut guest) = guest();
+    let outcome = guest
+        .evaluate(
+            "const seen = []; \
+             const watch = (p, name) => p.then(v => { seen.push(`${name}=${v}`); }, e => { seen.push(`${name}!${e.message}`); }); \
+             Promise.all([watch(E(remote).a(), 'a'), watch(E(remote).b(), 'b'), watch(E(remote).c(), 'c')]) \
+               .then(() => seen.join(' '))",
+            &[("remote", Value::Remotable(Reference::new("Alleged: Remote", ())))],
+        )
+        .unwrap();
+    let Outcome::Pending(all) = outcome else {
+        panic!("{outcome:?}")
+    };
+    let results: Vec<Reference> = host
+        .sends
+        .borrow_mut()
+        .drain(..)
+        .map(|sent| sent.result.unwrap())
+        .collect();
+    assert_eq!(results.len(), 3);
+    let stranger = Reference::new("Promise", ());
+    guest
+        .settle_all([
+            (&results[1], Ok(Value::from(2))),
+            // A promise the guest never saw is passed over.
+            (&stranger, Ok(Value::from(0))),
+            (&results[0], Ok(Value::from(1))),
+            (
+                &results[2],
+                Err(Value::error(capstan_protocol::ErrorValue::type_error("no c"))),
+            ),
+        ])
+        .unwrap();
+    // One entry ran every reaction, in the order the promises settled.
+    let settlement = host.settlement_of(&all).expect("settled in the same entry");
+    assert_eq!(settlement.unwrap().as_str(), Some("b=2 a=1 c!no c"));
+    for result in &results {
+        assert_eq!(result.holders(), 1, "the host reference went with its settlement");
+    }
+}
+
+#[test]
 fn deliver_runs_exo_methods_with_guards_and_async_results() {
     let (host, mut guest) = guest();
     let kit = eval(
