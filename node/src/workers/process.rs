@@ -15,7 +15,7 @@
 //! and exits: the node starts a new worker on next use, as after a crash.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::rc::{Rc, Weak};
@@ -62,6 +62,7 @@ async fn serve(vat: Vat, limits: GuestLimits) -> Result<(), String> {
     let guest = GuestRuntime::new(host.clone(), limits).map_err(|error| error.to_string())?;
     let bridge = Rc::new(Bridge {
         guest: RefCell::new(guest),
+        reported: RefCell::new(VecDeque::new()),
         waiters: RefCell::new(HashMap::new()),
         settled: RefCell::new(HashMap::new()),
         connection: RefCell::new(None),
@@ -209,23 +210,51 @@ impl HostSide {
         self.vat.when_settled(
             &promise,
             Box::new(move |vat: &Vat, outcome: &Settlement| {
-                let outcome = outcome.clone();
-                vat.queue_turn(move |vat| {
-                    if let Some(bridge) = bridge.upgrade()
-                        && bridge.retiring.borrow().is_none()
-                    {
-                        let result = bridge.guest.borrow_mut().settle(&reference, outcome);
-                        let restarted = bridge.retire_if_asked(vat);
-                        if let Err(error) = result {
-                            note(&format!(
-                                "worker: settling a guest promise failed: {}",
-                                failure_text(&error, restarted)
-                            ));
-                        }
-                    }
-                });
+                let Some(bridge) = bridge.upgrade() else {
+                    return;
+                };
+                let first = {
+                    let mut reported = bridge.reported.borrow_mut();
+                    reported.push_back((reference, outcome.clone()));
+                    reported.len() == 1
+                };
+                // One turn settles what gathers until it runs.
+                if first {
+                    vat.queue_turn(move |vat| settle_reported(&bridge, vat));
+                }
             }),
         );
+    }
+}
+
+/// Settlements given to the engine per entry: a burst's answers then cost
+/// an entry per batch, and the entry's time budget, which covers the
+/// guest's reactions to the whole batch, is not spread too thin.
+const SETTLE_BATCH: usize = 256;
+
+/// Gives the engine the settlements reported so far, at most
+/// [`SETTLE_BATCH`] of them; a later turn takes the rest.
+fn settle_reported(bridge: &Rc<Bridge>, vat: &Vat) {
+    let batch: Vec<(Reference, Settlement)> = {
+        let mut reported = bridge.reported.borrow_mut();
+        let count = reported.len().min(SETTLE_BATCH);
+        let batch = reported.drain(..count).collect();
+        if !reported.is_empty() {
+            let bridge = Rc::clone(bridge);
+            vat.queue_turn(move |vat| settle_reported(&bridge, vat));
+        }
+        batch
+    };
+    if bridge.retiring.borrow().is_some() {
+        return;
+    }
+    let result = bridge.guest.borrow_mut().settle_all(batch);
+    let restarted = bridge.retire_if_asked(vat);
+    if let Err(error) = result {
+        note(&format!(
+            "worker: settling guest promises failed: {}",
+            failure_text(&error, restarted)
+        ));
     }
 }
 
@@ -297,6 +326,9 @@ impl Host for HostSide {
 /// The engine as the vat sees it.
 struct Bridge {
     guest: RefCell<GuestRuntime>,
+    /// Host promises the engine holds that settled, in order, for the
+    /// next [`settle_reported`] turn.
+    reported: RefCell<VecDeque<(Reference, Settlement)>>,
     waiters: RefCell<HashMap<usize, Vec<Waiter>>>,
     /// How the engine's exported promises settled, for late waiters.
     settled: RefCell<HashMap<usize, Settlement>>,
