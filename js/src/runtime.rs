@@ -485,7 +485,9 @@ impl GuestRuntime {
     /// then run after a later promise of the batch settled, as it may when
     /// settlements arrive in one read of a stream (CapTP orders sends, not
     /// settlements of different promises). The entry's time budget covers
-    /// the whole batch, so the caller bounds its size.
+    /// the whole batch, so the caller bounds its size. A settlement whose
+    /// value the engine cannot take leaves its promise pending and fails
+    /// the call (with the first such error) after the others settled.
     pub fn settle_all<R: Borrow<Reference>>(
         &mut self,
         settlements: impl IntoIterator<Item = (R, Settlement)>,
@@ -511,12 +513,25 @@ impl GuestRuntime {
         let result = self.enter(&root, |ctx| {
             let mut converter = js(Converter::new(&self.engine, ctx, Mode::Export))?;
             let settle = js(converter.library().function("settleHostPromise"))?;
+            let mut failure = None;
             for (import_id, settlement) in &found {
                 let (fulfilled, value) = match settlement {
                     Ok(value) => (true, value),
                     Err(reason) => (false, reason),
                 };
-                let value = js(converter.js_value(value))?;
+                let value = match js(converter.js_value(value)) {
+                    Ok(value) => value,
+                    // A value the engine cannot take fails its own
+                    // settlement; the rest of the batch still settles.
+                    Err(GuestError::Engine(message)) => match self.describe_failure(ctx, message) {
+                        failed @ GuestError::Engine(_) => {
+                            failure.get_or_insert(failed);
+                            continue;
+                        }
+                        fatal => return Err(fatal),
+                    },
+                    Err(fatal) => return Err(fatal),
+                };
                 let settled = settle.call::<_, bool>((*import_id, fulfilled, value));
                 // Settled, the promise is the guest's own (see the engine's
                 // GC notes): the host reference goes now, not when QuickJS
@@ -525,7 +540,7 @@ impl GuestRuntime {
                 self.call_guest(ctx, settled)?.ok();
             }
             self.drain(ctx)?;
-            Ok(())
+            failure.map_or(Ok(()), Err)
         });
         self.finish(Scope::Shared, result)
     }

@@ -5,7 +5,7 @@
 
 mod support;
 
-use capstan_js::Outcome;
+use capstan_js::{GuestError, Outcome};
 use capstan_protocol::{Reference, Value};
 use support::{eval, fulfilled, guest, rejected};
 
@@ -286,6 +286,60 @@ fn settlements_given_together_settle_in_order_and_run_every_reaction() {
     for result in &results {
         assert_eq!(result.holders(), 1, "the host reference went with its settlement");
     }
+}
+
+#[test]
+fn a_settlement_the_engine_cannot_take_fails_alone_in_its_batch() {
+    // Room for QuickJS to reach its own stack bound converting the deep
+    // value below (a test thread's 2 MiB would overflow first in debug).
+    std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(one_settlement_of_a_batch_fails)
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+fn one_settlement_of_a_batch_fails() {
+    let (host, mut guest) = guest();
+    let outcome = guest
+        .evaluate(
+            "E(remote).deep(); Promise.all([E(remote).a(), E(remote).b()]).then(values => values.join(' '))",
+            &[("remote", Value::Remotable(Reference::new("Alleged: Remote", ())))],
+        )
+        .unwrap();
+    let Outcome::Pending(both) = outcome else {
+        panic!("{outcome:?}")
+    };
+    let results: Vec<Reference> = host
+        .sends
+        .borrow_mut()
+        .drain(..)
+        .map(|sent| sent.result.unwrap())
+        .collect();
+    let mut deep = Value::from(0);
+    for _ in 0..1_000 {
+        deep = Value::array(vec![deep]);
+    }
+    let failed = guest
+        .settle_all([
+            (&results[1], Ok(Value::from("a"))),
+            (&results[0], Ok(deep)),
+            (&results[2], Ok(Value::from("b"))),
+        ])
+        .unwrap_err();
+    assert!(matches!(failed, GuestError::Engine(_)), "{failed}");
+    // The others settled, and their reactions ran.
+    let settlement = host
+        .settlement_of(&both)
+        .expect("settled despite the failure beside it");
+    assert_eq!(settlement.unwrap().as_str(), Some("a b"));
+    // The failed one is still pending, and settles later.
+    guest.settle(&results[0], Ok(Value::from(1))).unwrap();
+    assert_eq!(results[0].holders(), 1, "the host reference went with its settlement");
+    // The engine goes on.
+    assert_eq!(fulfilled(guest.evaluate("1 + 1", &[])).as_number(), Some(2.0));
 }
 
 #[test]

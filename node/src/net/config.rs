@@ -67,9 +67,8 @@ pub struct NetConfig {
     /// calls [`super::Network::start`] (the daemon's vat), so that a
     /// session's reads and writes wake no other thread; the caller must be
     /// inside a `LocalSet`, which must keep running while the network is
-    /// in use. `false` gives the swarm a
-    /// thread of its own (for a caller that drives its runtime only now
-    /// and then, like a test's attacker).
+    /// in use. `false` gives the swarm a thread of its own (for a caller
+    /// that drives its runtime only now and then, like a test's attacker).
     pub on_callers_runtime: bool,
 }
 

@@ -26,10 +26,9 @@
 //! connection on the vat's `LocalSet`, and the accept loop. A session's
 //! bytes then go from the socket through Noise and yamux to its CapTP
 //! session and back on one thread, and no read or write wakes another
-//! thread. On this machine's
-//! virtual CPUs a wake-up of a parked thread is what a hop costs, and a
-//! call between two nodes made five or six of them where a single-threaded
-//! program makes two (issue 19's figures).
+//! thread. On this machine's virtual CPUs a wake-up of a parked thread is
+//! what a hop costs, and a call between two nodes made five or six of them
+//! where a single-threaded program makes two (issue 19's figures).
 //!
 //! What that costs: the crypto runs between the vat's turns, and a long
 //! turn delays every connection. The daemon's turns are short (guest code
