@@ -15,7 +15,7 @@ use capstan_protocol::{Reference, Value};
 use num_bigint::BigInt;
 use rquickjs::{Array, ArrayBuffer, Ctx, Function, Object, Persistent, Type, Value as JsValue};
 
-use crate::engine::{Engine, Export, GuestExport, Import, Library, address_of};
+use crate::engine::{Engine, Export, GuestExport, Import, Library, PendingPromise, address_of};
 
 /// Where references made by a conversion may go.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -224,6 +224,12 @@ impl<'a, 'js> Converter<'a, 'js> {
                 Value::Remotable(reference)
             });
         }
+        if value.is_promise()
+            && let Some(reference) = self.host_promise_reference(address)
+        {
+            self.count(0)?;
+            return Ok(Value::Promise(reference));
+        }
         let object = value
             .as_object()
             .ok_or_else(|| throw(&self.ctx, "object expected"))?
@@ -319,8 +325,7 @@ impl<'a, 'js> Converter<'a, 'js> {
             }
             "promise" => {
                 self.count(0)?;
-                let import_id: Option<u64> = parts.get(1)?;
-                let reference = self.reference_for(value, "Promise", import_id, true)?;
+                let reference = self.reference_for(value, "Promise", None, true)?;
                 Ok(Value::Promise(reference))
             }
             other => Err(throw(&self.ctx, &format!("Unknown pass style {other:?}"))),
@@ -370,6 +375,13 @@ impl<'a, 'js> Converter<'a, 'js> {
             }
         }
         Ok(error)
+    }
+
+    /// The host reference of the pending host promise at `address`.
+    fn host_promise_reference(&self, address: usize) -> Option<Reference> {
+        let tables = self.engine.tables.borrow();
+        let id = tables.host_promise_at(address)?;
+        tables.import_by_id.get(&id).cloned()
     }
 
     /// A reference already given to this object, by an export or by this
@@ -577,33 +589,51 @@ impl<'a, 'js> Converter<'a, 'js> {
         if let Some(object) = self.checked_back.get(reference) {
             return Ok(object.clone());
         }
-        let known = self
-            .engine
-            .tables
-            .borrow()
-            .imports
-            .get(reference)
-            .map(|import| import.id);
-        if let Some(id) = known {
-            let lookup = self.library.function("lookupImport")?;
-            let object: JsValue = lookup.call((id,))?;
-            if !object.is_undefined() {
-                return Ok(object);
+        let known = self.engine.tables.borrow().imports.get(reference).map(|import| {
+            let resolvers = import.pending.as_ref().map(|pending| pending.resolvers.clone());
+            (import.id, resolvers)
+        });
+        match known {
+            Some((_, Some(resolvers))) => return resolvers.restore(&self.ctx)?.get("promise"),
+            Some((id, None)) => {
+                let lookup = self.library.function("lookupImport")?;
+                let object: JsValue = lookup.call((id,))?;
+                if !object.is_undefined() {
+                    return Ok(object);
+                }
+                // Collected, and its finalizer has not run yet: a new object.
+                self.engine.tables.borrow_mut().forget_import(id);
             }
-            // Collected, and its finalizer has not run yet: a new object.
-            self.engine.tables.borrow_mut().forget_import(id);
+            None => {}
         }
         let id = self.engine.tables.borrow_mut().next_id();
-        let object: JsValue = if is_promise {
+        let (object, pending) = if is_promise {
             let make = self.library.function("makeHostPromise")?;
-            make.call((id,))?
+            let resolvers: Object = make.call(())?;
+            let promise: JsValue = resolvers.get("promise")?;
+            let pending = PendingPromise {
+                address: address_of(&promise),
+                resolvers: Persistent::save(&self.ctx, resolvers),
+            };
+            (promise, Some(pending))
         } else {
             let make = self.library.function("makePresence")?;
-            make.call((id, reference.interface().to_string()))?
+            let presence: JsValue = make.call((id, reference.interface().to_string()))?;
+            (presence, None)
         };
         {
             let mut tables = self.engine.tables.borrow_mut();
-            tables.imports.insert(reference.clone(), Import { id, is_promise });
+            if let Some(pending) = &pending {
+                tables.host_promise_by_address.insert(pending.address, id);
+            }
+            tables.imports.insert(
+                reference.clone(),
+                Import {
+                    id,
+                    is_promise,
+                    pending,
+                },
+            );
             tables.import_by_id.insert(id, reference.clone());
         }
         if is_promise {

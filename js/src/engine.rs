@@ -13,8 +13,9 @@
 //! each, and a `FinalizationRegistry` reports the ones QuickJS collected),
 //! so the host reference of a presence guest code let go is forgotten at
 //! the next [`crate::GuestRuntime::collect_garbage`] and a reference seen
-//! again after that gets a new object. A host promise is held by its
-//! resolvers while it is pending, and forgotten when it settles: from then
+//! again after that gets a new object. A host promise is held by the
+//! tables (its resolvers, and its address for recognizing it) while it is
+//! pending, and forgotten when it settles: from then
 //! on it is an ordinary settled promise of the guest's (sends to it go to
 //! what it settled to, and passing it exports it as a local promise), as
 //! the session forgets an imported promise once it is resolved. Exports are
@@ -52,12 +53,21 @@ pub(crate) struct Export {
     pub is_promise: bool,
 }
 
-/// What the reference tables remember about an import; the guest
-/// library finds its object (`lookupImport`): held weakly for a presence,
-/// by its resolvers for a host promise until it settles.
+/// What the reference tables remember about an import. The object of a
+/// presence is held weakly by the guest library (`lookupImport`); that of
+/// a host promise here, by its resolvers, until it settles.
 pub(crate) struct Import {
     pub id: u64,
     pub is_promise: bool,
+    pub pending: Option<PendingPromise>,
+}
+
+/// A host promise that has not settled: the record of its promise and
+/// resolvers that `Promise.withResolvers` made, and the promise's address
+/// (its identity while the record holds it).
+pub(crate) struct PendingPromise {
+    pub resolvers: Persistent<Object<'static>>,
+    pub address: usize,
 }
 
 #[derive(Default)]
@@ -67,6 +77,10 @@ pub(crate) struct Tables {
     pub export_by_address: FxHashMap<usize, u64>,
     pub imports: FxHashMap<Reference, Import>,
     pub import_by_id: FxHashMap<u64, Reference>,
+    /// Pending host promises by address: kept here rather than stamped on
+    /// each promise, which cost a class construction and a shape change
+    /// per send.
+    pub host_promise_by_address: FxHashMap<usize, u64>,
 }
 
 impl Tables {
@@ -81,10 +95,27 @@ impl Tables {
         let Some(reference) = self.import_by_id.remove(&id) else {
             return false;
         };
-        if self.imports.get(&reference).is_some_and(|import| import.id == id) {
-            self.imports.remove(&reference);
+        if self.imports.get(&reference).is_some_and(|import| import.id == id)
+            && let Some(import) = self.imports.remove(&reference)
+            && let Some(pending) = import.pending
+        {
+            self.host_promise_by_address.remove(&pending.address);
         }
         true
+    }
+
+    /// Takes the resolvers of pending host promise `id`, which from then
+    /// on is an ordinary promise of the guest's.
+    pub fn take_pending(&mut self, id: u64) -> Option<PendingPromise> {
+        let reference = self.import_by_id.get(&id)?;
+        let pending = self.imports.get_mut(reference)?.pending.take()?;
+        self.host_promise_by_address.remove(&pending.address);
+        Some(pending)
+    }
+
+    /// The import id of the pending host promise at `address`.
+    pub fn host_promise_at(&self, address: usize) -> Option<u64> {
+        self.host_promise_by_address.get(&address).copied()
     }
 
     /// Forgets the exports whose reference only this table still holds

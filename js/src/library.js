@@ -37,30 +37,10 @@
   // Remotables made here: Far objects, exos, and presences of host
   // references. Value: { iface, importId?, exo? }.
   const remotables = new WeakMap();
-  // Promises standing for host promises carry their import id in a
-  // private field, stamped on before they are frozen. (A WeakMap would do,
-  // but QuickJS hashes an object key by its address, which leaves most of
-  // its buckets empty: the chains would grow with every send in flight.)
-  class Stamp {
-    constructor(object) {
-      return object;
-    }
-  }
-  class HostPromiseStamp extends Stamp {
-    #importId;
-    constructor(promise, importId) {
-      super(promise);
-      this.#importId = importId;
-    }
-    static importIdOf(object) {
-      return #importId in object ? object.#importId : undefined;
-    }
-    // Settled: from now on an ordinary promise of the guest's.
-    static unstamp(object) {
-      object.#importId = undefined;
-    }
-  }
-  const hostPromiseId = object => HostPromiseStamp.importIdOf(object);
+  // The engine keeps the pending host promises, by address (a WeakMap
+  // here would hash by address too, but QuickJS leaves most of its
+  // buckets empty, so its chains would grow with every send in flight).
+  const hostPromiseId = object => natives.hostPromiseId(object);
   // QuickJS hashes a number by its float64 bits, and a small integer's
   // leave the low bits of the bucket index zero, so maps keyed by import
   // id degrade to long chains as they grow. `2 ** 52 + id` holds the id
@@ -68,9 +48,6 @@
   // (QuickJS does not fold `2 ** 52`: computed once, not per key.)
   const ID_KEY_BASE = 2 ** 52;
   const idKey = importId => ID_KEY_BASE + importId;
-  // import id key -> { promise, resolve, reject } of a host promise still
-  // pending. This holds it until it settles, when the engine forgets it.
-  const pendingResolvers = new Map();
   // Presences are held weakly, so that QuickJS can collect one guest code
   // no longer holds:
   // import id key -> WeakRef of its object. The ids of collected ones wait in
@@ -212,7 +189,8 @@
     }
     switch (hint) {
       case HINT_PROMISE:
-        return ['promise', hostPromiseId(value)];
+        // Host promises the engine recognized before asking.
+        return ['promise'];
       case HINT_BYTES:
         return ['byteArray'];
       case HINT_ARRAY: {
@@ -365,8 +343,7 @@
   };
 
   // The object standing for an import, if QuickJS has not collected it.
-  const lookupImport = importId =>
-    pendingResolvers.get(idKey(importId))?.promise ?? liveImports.get(idKey(importId))?.deref();
+  const lookupImport = importId => liveImports.get(idKey(importId))?.deref();
 
   const takeCollectedImports = () => {
     const ids = collectedImports;
@@ -397,35 +374,13 @@
   };
   const hostPromiseCtor = () => vatPromiseCtor ?? evaluationPromiseRef?.deref() ?? PromiseCtor;
 
-  const makeHostPromise = importId => {
-    // The realm's own `withResolvers` (frozen by lockdown): no executor
-    // closure and no array per promise.
+  // `{ promise, resolve, reject }` of a new host promise, which the engine
+  // holds (and settles) until it settles. The realm's own `withResolvers`
+  // (frozen by lockdown): no executor closure and no array per promise.
+  const makeHostPromise = () => {
     const pending = hostPromiseCtor().withResolvers();
-    const { promise } = pending;
-    new HostPromiseStamp(promise, importId);
-    freeze(promise);
-    // Held by its resolvers until it settles; nothing tracks it after.
-    pendingResolvers.set(idKey(importId), pending);
-    return promise;
-  };
-
-  const settleHostPromise = (importId, fulfilled, value) => {
-    const pending = pendingResolvers.get(idKey(importId));
-    if (pending === undefined) {
-      return false;
-    }
-    pendingResolvers.delete(idKey(importId));
-    HostPromiseStamp.unstamp(pending.promise);
-    if (fulfilled) {
-      pending.resolve(value);
-    } else {
-      pending.reject(value);
-    }
-    return true;
-  };
-
-  const forgetHostPromise = importId => {
-    pendingResolvers.delete(idKey(importId));
+    freeze(pending.promise);
+    return pending;
   };
 
   const watchPromise = (promise, exportId) => {
@@ -438,8 +393,13 @@
 
   // The import id of the object standing for a host reference (a
   // presence or a host promise); undefined for anything else.
-  const hostImportId = value =>
-    isObject(value) ? (hostPromiseId(value) ?? remotables.get(value)?.importId) : undefined;
+  const hostImportId = value => {
+    if (!isObject(value)) {
+      return undefined;
+    }
+    const remotable = remotables.get(value);
+    return remotable === undefined ? hostPromiseId(value) : remotable.importId;
+  };
   const isHostTarget = value => hostImportId(value) !== undefined;
 
   // ---- eventual send ---------------------------------------------------
@@ -515,41 +475,48 @@
     );
   };
 
-  // Without own `name` and `length`: a frozen target's own data
-  // properties bind a proxy's `get`, so `E(x).name()` would throw.
-  const inertTarget = (() => {
-    const target = () => {};
-    delete target.name;
-    delete target.length;
-    return freeze(target);
-  })();
+  // Each proxy's target is a fresh function returning what it stands for:
+  // the traps are shared, so `E(x)` makes two objects, not four. Like a
+  // frozen object, the proxy takes no new properties; freezing it first
+  // deletes the target's own `name` and `length`, which frozen would bind
+  // the proxy's `get` (so `E(x).name()` would throw).
   const propertyName = property => (typeof property === 'string' && property !== 'then' ? property : undefined);
+  const inertTraps = {
+    defineProperty: () => false,
+    set: () => false,
+    preventExtensions: box => {
+      delete box.name;
+      delete box.length;
+      preventExtensions(box);
+      return true;
+    },
+  };
+  const makeSendHandler = wantsResult =>
+    freeze({
+      ...inertTraps,
+      get: (box, property) => {
+        const method = propertyName(property);
+        if (method === undefined) {
+          return undefined;
+        }
+        const target = box();
+        return (...args) => eventualSend(target, method, args, wantsResult);
+      },
+      apply: (box, _this, args) => eventualSend(box(), undefined, args, wantsResult),
+    });
+  const sendHandler = makeSendHandler(true);
+  const sendOnlyHandler = makeSendHandler(false);
+  const getHandler = freeze({
+    ...inertTraps,
+    get: (box, property) => {
+      const name = propertyName(property);
+      return name === undefined ? undefined : eventualGet(box(), name);
+    },
+  });
 
-  const E = target =>
-    new ProxyCtor(inertTarget, {
-      get: (_, property) => {
-        const method = propertyName(property);
-        return method === undefined ? undefined : (...args) => eventualSend(target, method, args, true);
-      },
-      apply: (_, _this, args) => eventualSend(target, undefined, args, true),
-    });
-  E.get = target =>
-    new ProxyCtor(inertTarget, {
-      get: (_, property) => {
-        const name = propertyName(property);
-        return name === undefined ? undefined : eventualGet(target, name);
-      },
-    });
-  E.sendOnly = target =>
-    new ProxyCtor(inertTarget, {
-      get: (_, property) => {
-        const method = propertyName(property);
-        return method === undefined ? undefined : (...args) => eventualSend(target, method, args, false);
-      },
-      apply: (_, _this, args) => {
-        eventualSend(target, undefined, args, false);
-      },
-    });
+  const E = target => new ProxyCtor(() => target, sendHandler);
+  E.get = target => new ProxyCtor(() => target, getHandler);
+  E.sendOnly = target => new ProxyCtor(() => target, sendOnlyHandler);
   E.when = (value, onFulfilled, onRejected) => promiseThen(resolvePromise(value), onFulfilled, onRejected);
   E.resolve = value => resolvePromise(value);
 
@@ -1164,8 +1131,6 @@
     makeHostPromise,
     adoptHostPromiseRealm,
     adoptEvaluationRealm,
-    settleHostPromise,
-    forgetHostPromise,
     lookupImport,
     takeCollectedImports,
     watchPromise,

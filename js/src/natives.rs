@@ -18,7 +18,7 @@ use rquickjs::function::Rest;
 use rquickjs::{Array, Ctx, Function, Object, Value as JsValue};
 
 use crate::convert::{Converter, Mode, reason_to_value, throw_error};
-use crate::engine::{Engine, ExoClass, ExoMethod};
+use crate::engine::{Engine, ExoClass, ExoMethod, address_of};
 use crate::host::{LogLevel, Settlement};
 
 type Native<'js> = fn(&Engine, &Ctx<'js>, &[JsValue<'js>]) -> rquickjs::Result<JsValue<'js>>;
@@ -26,7 +26,7 @@ type Native<'js> = fn(&Engine, &Ctx<'js>, &[JsValue<'js>]) -> rquickjs::Result<J
 /// Builds the object of native functions handed to the guest library.
 pub(crate) fn install<'js>(ctx: &Ctx<'js>, engine: &Rc<Engine>) -> rquickjs::Result<Object<'js>> {
     let natives = Object::new(ctx.clone())?;
-    let table: [(&str, Native<'js>); 16] = [
+    let table: [(&str, Native<'js>); 17] = [
         ("passStyleOf", pass_style_of),
         ("pattern", pattern),
         ("matches", matches_native),
@@ -39,6 +39,7 @@ pub(crate) fn install<'js>(ctx: &Ctx<'js>, engine: &Rc<Engine>) -> rquickjs::Res
         ("defineExoKit", define_exo_kit),
         ("checkArgs", check_args),
         ("checkResult", check_result),
+        ("hostPromiseId", host_promise_id),
         ("hostSend", host_send),
         ("hostGet", host_get),
         ("log", log),
@@ -556,6 +557,19 @@ fn host_send<'js>(engine: &Engine, ctx: &Ctx<'js>, args: &[JsValue<'js>]) -> rqu
                 rejected(ctx, reason)
             }
         }
+    })
+}
+
+/// The import id of a pending host promise; undefined for anything else.
+fn host_promise_id<'js>(engine: &Engine, ctx: &Ctx<'js>, args: &[JsValue<'js>]) -> rquickjs::Result<JsValue<'js>> {
+    let value = arg(ctx, args, 0);
+    let id = value
+        .is_promise()
+        .then(|| engine.tables.borrow().host_promise_at(address_of(&value)))
+        .flatten();
+    Ok(match id {
+        Some(id) => JsValue::new_number(ctx.clone(), id as f64),
+        None => JsValue::new_undefined(ctx.clone()),
     })
 }
 

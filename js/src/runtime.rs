@@ -512,7 +512,6 @@ impl GuestRuntime {
         let root = self.root.clone();
         let result = self.enter(&root, |ctx| {
             let mut converter = js(Converter::new(&self.engine, ctx, Mode::Export))?;
-            let settle = js(converter.library().function("settleHostPromise"))?;
             let mut failure = None;
             for (import_id, settlement) in &found {
                 let (fulfilled, value) = match settlement {
@@ -532,11 +531,18 @@ impl GuestRuntime {
                     },
                     Err(fatal) => return Err(fatal),
                 };
-                let settled = settle.call::<_, bool>((*import_id, fulfilled, value));
+                let pending = self.engine.tables.borrow_mut().take_pending(*import_id);
                 // Settled, the promise is the guest's own (see the engine's
                 // GC notes): the host reference goes now, not when QuickJS
                 // collects the promise.
                 self.engine.tables.borrow_mut().forget_import(*import_id);
+                let Some(pending) = pending else {
+                    continue;
+                };
+                let settled = pending.resolvers.restore(ctx).and_then(|resolvers| {
+                    let settle: rquickjs::Function = resolvers.get(if fulfilled { "resolve" } else { "reject" })?;
+                    settle.call::<_, ()>((value,))
+                });
                 self.call_guest(ctx, settled)?.ok();
             }
             self.drain(ctx)?;
@@ -601,32 +607,17 @@ impl GuestRuntime {
     /// import the host withdrew. Returns whether it was known. A reference
     /// seen again after this gets a new object.
     pub fn release(&mut self, reference: &Reference) -> bool {
-        let forgotten_promise = {
-            let mut tables = self.engine.tables.borrow_mut();
-            if let Some(id) = self.engine.export_id(reference) {
-                let export = tables.exports.remove(&id);
-                tables.export_by_address.retain(|_, export_id| *export_id != id);
-                return export.is_some();
-            }
-            match tables.imports.remove(reference) {
-                Some(import) => {
-                    tables.import_by_id.remove(&import.id);
-                    import.is_promise.then_some(import.id)
-                }
-                None => return false,
-            }
-        };
-        if let Some(id) = forgotten_promise {
-            let root = self.root.clone();
-            let result = self.enter(&root, |ctx| {
-                let library = js(self.engine.library(ctx))?;
-                let forget = js(library.function("forgetHostPromise"))?;
-                js(forget.call::<_, JsValue>((id,)))?;
-                Ok(())
-            });
-            let _ = self.finish(Scope::Shared, result);
+        let mut tables = self.engine.tables.borrow_mut();
+        if let Some(id) = self.engine.export_id(reference) {
+            let export = tables.exports.remove(&id);
+            tables.export_by_address.retain(|_, export_id| *export_id != id);
+            return export.is_some();
         }
-        true
+        let Some(id) = tables.imports.get(reference).map(|import| import.id) else {
+            return false;
+        };
+        // A host promise's resolvers go with it: it stays pending.
+        tables.forget_import(id)
     }
 
     // ---- entries ---------------------------------------------------------

@@ -78,6 +78,24 @@ fn local_delivery_errors_are_endos() {
 }
 
 #[test]
+fn an_eventual_proxy_takes_no_properties_and_still_sends_once_frozen() {
+    let (_host, mut guest) = guest();
+    // Methods named like a function's own properties, called through a
+    // proxy that guest code froze.
+    let source = "
+        const o = Far('O', { name() { return 'n'; }, length() { return 3; } });
+        const proxy = harden(E(o));
+        const refused = [];
+        try { E(o).x = 1; } catch (error) { refused.push('set'); }
+        try { Object.defineProperty(E(o), 'x', { value: 1 }); } catch (error) { refused.push('define'); }
+        Promise.all([proxy.name(), proxy.length(), E(o).name(), typeof E(o).then, Object.isFrozen(proxy), refused])
+          .then(results => harden(results));
+    ";
+    let rendered = capstan_protocol::quote::quote(&fulfilled(guest.evaluate(source, &[])));
+    assert_eq!(rendered, r#"["n",3,"n","undefined",true,["set","define"]]"#);
+}
+
+#[test]
 fn sends_to_host_references_go_out_at_once_and_pipeline() {
     let (host, mut guest) = guest();
     let remote = Value::Remotable(Reference::new("Alleged: Remote", ()));
