@@ -1,7 +1,8 @@
 //! A CapTP session carried on a byte stream (a socket, a pipe, a libp2p
 //! stream), driven by a vat: a reader task feeds bytes to the session, the
-//! vat runs what the session asks for, and a writer task sends what the
-//! session produced, batched per turn.
+//! vat runs what the session asks for, and what the session produced goes
+//! to the transport after each batch of turns (or sooner, when a turn
+//! produces a lot: [`super::outbound`]).
 //!
 //! Beyond the CapTP limits, a connection bounds what its peer can make us
 //! hold or do ([`SessionOptions`]): bytes queued for a peer that does not
@@ -16,17 +17,18 @@
 //! idle session drops what it let go within that bound. The same tick
 //! sends the answer drops the session held back for other output.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::num::NonZeroU32;
 use std::rc::Rc;
 use std::time::Duration;
 
 use capstan_protocol::captp::{Event, Limits, Session, SessionId};
 use capstan_protocol::{Reference, Value};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::outbound::{Finished, Outbound};
 use super::vat::{Message, Resolver, Settlement, Vat};
 
 /// Size of each read from the transport.
@@ -131,17 +133,18 @@ impl SessionOptions {
     }
 }
 
-/// One session and the channel to its writer.
+/// Output a turn hands to the transport before the turn ends, once the
+/// session has this much of it (see [`Connection::hand_over_early`]).
+pub(crate) const EARLY_OUTPUT_BYTES: usize = 64 * 1024;
+
+/// One session and the write side of its transport.
 pub struct Connection {
     id: SessionId,
     kind: Option<SessionKind>,
     pub(crate) session: RefCell<Session>,
-    outbound: RefCell<Option<mpsc::UnboundedSender<Vec<u8>>>>,
-    /// Bytes handed to the writer and not yet written (shared with it).
-    queued: Rc<Cell<usize>>,
+    /// Shared with the writer task.
+    outbound: Rc<RefCell<Outbound>>,
     outbound_queue_bytes: usize,
-    /// Tells the writer to drop what it holds: the peer was cut off.
-    cut_off: Rc<Notify>,
     closed: watch::Sender<Option<String>>,
 }
 
@@ -216,7 +219,7 @@ impl Connection {
                 Event::Aborted { reason, by_peer } => {
                     tracing::info!(session = self.id.0, %reason, by_peer, "CapTP session ended");
                     self.flush(vat);
-                    self.outbound.borrow_mut().take();
+                    self.outbound.borrow_mut().close();
                     vat.remove_connection(self.id);
                     let _ = self.closed.send(Some(reason));
                 }
@@ -224,9 +227,34 @@ impl Connection {
         }
     }
 
-    /// Hands whatever the session produced to the writer; cuts the peer
-    /// off if too much is waiting for it.
+    /// Hands whatever the session produced to the transport; cuts the
+    /// peer off if too much is waiting for it.
     pub(crate) fn flush(self: &Rc<Connection>, vat: &Vat) {
+        self.hand_over();
+        let queued = self.outbound.borrow().queued();
+        if queued > self.outbound_queue_bytes && !self.session.borrow().is_closed() {
+            let reason = format!(
+                "the peer stopped reading: {} queued",
+                describe_bytes(self.outbound_queue_bytes)
+            );
+            tracing::warn!(session = self.id.0, queued, %reason, "cutting off a peer");
+            self.outbound.borrow_mut().cut_off();
+            self.session.borrow_mut().close(&reason);
+            self.process_events(vat);
+        }
+    }
+
+    /// In the middle of a turn: hands the session's output to the
+    /// transport if there is at least [`EARLY_OUTPUT_BYTES`] of it, so the
+    /// peer starts on it while the turn goes on. The bound on what waits
+    /// is checked when the turn's batch ends ([`Connection::flush`]).
+    pub(crate) fn hand_over_early(&self) {
+        if self.session.borrow().transmit_len() >= EARLY_OUTPUT_BYTES {
+            self.hand_over();
+        }
+    }
+
+    fn hand_over(&self) {
         let bytes = {
             let mut session = self.session.borrow_mut();
             if !session.has_transmit() {
@@ -236,28 +264,7 @@ impl Connection {
             session.poll_transmit(&mut bytes);
             bytes
         };
-        if bytes.is_empty() {
-            return;
-        }
-        let length = bytes.len();
-        let sent = self
-            .outbound
-            .borrow()
-            .as_ref()
-            .is_some_and(|outbound| outbound.send(bytes).is_ok());
-        if sent {
-            self.queued.set(self.queued.get().saturating_add(length));
-        }
-        if self.queued.get() > self.outbound_queue_bytes && !self.session.borrow().is_closed() {
-            let reason = format!(
-                "the peer stopped reading: {} queued",
-                describe_bytes(self.outbound_queue_bytes)
-            );
-            tracing::warn!(session = self.id.0, queued = self.queued.get(), %reason, "cutting off a peer");
-            self.cut_off.notify_one();
-            self.session.borrow_mut().close(&reason);
-            self.process_events(vat);
-        }
+        self.outbound.borrow_mut().push(bytes);
     }
 }
 
@@ -376,27 +383,18 @@ where
         session.replace_peer_abort_reasons(text);
     }
     let id = session.id();
-    let (sender, receiver) = mpsc::unbounded_channel::<Vec<u8>>();
     let (closed_sender, closed_receiver) = watch::channel(None);
-    let queued = Rc::new(Cell::new(0));
-    let cut_off = Rc::new(Notify::new());
+    let outbound = Rc::new(RefCell::new(Outbound::new(writer)));
     let connection = Rc::new(Connection {
         id,
         kind: options.kind,
         session: RefCell::new(session),
-        outbound: RefCell::new(Some(sender)),
-        queued: Rc::clone(&queued),
+        outbound: Rc::clone(&outbound),
         outbound_queue_bytes: options.outbound_queue_bytes,
-        cut_off: Rc::clone(&cut_off),
         closed: closed_sender,
     });
     vat.add_connection(Rc::clone(&connection));
-    let output = Output {
-        receiver,
-        queued,
-        cut_off,
-    };
-    vat.spawn(write_loop(vat.clone(), id, writer, output));
+    vat.spawn(write_loop(vat.clone(), id, outbound));
     let pacer = options.calls_per_second.map(CallPacer::new);
     vat.spawn(read_loop(
         vat.clone(),
@@ -538,39 +536,17 @@ async fn read_loop<R: AsyncRead + Unpin>(
     }
 }
 
-/// What the writer takes from the connection: the bytes, the count it
-/// lowers as it writes them, and the signal to drop them all.
-struct Output {
-    receiver: mpsc::UnboundedReceiver<Vec<u8>>,
-    queued: Rc<Cell<usize>>,
-    cut_off: Rc<Notify>,
-}
-
-async fn write_loop<W: AsyncWrite + Unpin>(vat: Vat, id: SessionId, mut writer: W, mut output: Output) {
-    loop {
-        let bytes = tokio::select! {
-            biased;
-            () = output.cut_off.notified() => return,
-            bytes = output.receiver.recv() => bytes,
-        };
-        let Some(bytes) = bytes else { break };
-        let written = tokio::select! {
-            biased;
-            () = output.cut_off.notified() => return,
-            written = writer.write_all(&bytes) => written,
-        };
-        output.queued.set(output.queued.get().saturating_sub(bytes.len()));
-        if let Err(error) = written {
-            let reason = format!("writing to the connection failed: {error}");
-            vat.enter(|| {
-                if let Some(connection) = vat.connection(id) {
-                    connection.session.borrow_mut().close(&reason);
-                    connection.process_events(&vat);
-                }
-            });
-            return;
-        }
-        let _ = writer.flush().await;
+/// Writes what the transport did not take when it was handed over,
+/// until the connection closes; a failed write ends the session.
+async fn write_loop(vat: Vat, id: SessionId, outbound: Rc<RefCell<Outbound>>) {
+    let finished = std::future::poll_fn(|cx| outbound.borrow_mut().poll_drive(cx)).await;
+    if let Finished::Failed(error) = finished {
+        let reason = format!("writing to the connection failed: {error}");
+        vat.enter(|| {
+            if let Some(connection) = vat.connection(id) {
+                connection.session.borrow_mut().close(&reason);
+                connection.process_events(&vat);
+            }
+        });
     }
-    let _ = writer.shutdown().await;
 }

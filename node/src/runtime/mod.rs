@@ -7,7 +7,8 @@
 //! - [`args`]: decoding a method's arguments into typed values;
 //! - [`iterator`]: the `{done, value}` records of the iterator protocol;
 //! - [`eventual`]: `E(target).call(..)`, `E.get`, send-only, `when`;
-//! - [`connection`]: a CapTP session on a byte stream, driven by a vat.
+//! - [`connection`]: a CapTP session on a byte stream, driven by a vat;
+//! - `outbound`: the write side of a connection.
 //!
 //! Local and remote targets are used the same way: a remote target is a
 //! presence bound to a session, and sending to it goes through the session
@@ -18,6 +19,7 @@ pub mod connection;
 pub mod eventual;
 pub mod exo;
 pub mod iterator;
+mod outbound;
 pub mod vat;
 
 pub use connection::{

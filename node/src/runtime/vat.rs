@@ -765,6 +765,7 @@ impl Vat {
                 MessageParts::Get { field } => session.get(target, field).map(Some),
             }
         };
+        connection.hand_over_early();
         self.wake();
         Some(match result {
             Ok(result) => result,

@@ -450,6 +450,12 @@ impl Session {
                 && (!self.export_drops.is_empty() || self.answer_drops.len() >= DEFERRED_ANSWER_DROPS))
     }
 
+    /// Bytes of output waiting for [`Session::poll_transmit`] (drops held
+    /// back for other output not counted).
+    pub fn transmit_len(&self) -> usize {
+        self.outbound.len()
+    }
+
     /// Whether answer drops wait for other output; a runtime sends them
     /// with [`Session::flush_deferred_drops`] when the session is idle,
     /// so the peer frees those answers within a bounded time.
