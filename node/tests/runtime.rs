@@ -1,6 +1,7 @@
 //! The eventual-send runtime: exos, guards, `E`, promises, turn order, and
 //! two vats joined by CapTP over an in-memory stream: pipelining, an answer
-//! that is a promise of the callee's, and answer drops from an idle caller.
+//! that is a promise of the callee's, answer drops from an idle caller, and
+//! a long turn's output reaching the transport before the turn ends.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, reason = "a test fails by panicking")]
 
@@ -416,5 +417,56 @@ fn an_idle_caller_sends_its_answer_drops_on_the_gc_tick() {
             tokio::time::sleep(GC_INTERVAL / 5).await;
         }
         let _ = (pair.alice, pair.to_alice);
+    });
+}
+
+/// Bytes the reading end of `stream` holds now.
+fn readable_now(stream: &mut tokio::io::DuplexStream) -> usize {
+    use std::task::{Context, Poll, Waker};
+    use tokio::io::{AsyncRead, ReadBuf};
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut total = 0;
+    loop {
+        let mut buffer = [0u8; 4096];
+        let mut read = ReadBuf::new(&mut buffer);
+        match std::pin::Pin::new(&mut *stream).poll_read(&mut cx, &mut read) {
+            Poll::Ready(Ok(())) if !read.filled().is_empty() => total += read.filled().len(),
+            _ => return total,
+        }
+    }
+}
+
+#[test]
+fn a_turn_that_sends_much_hands_its_output_over_before_it_ends() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
+        let vat = Vat::new();
+        let (ours, mut peer) = tokio::io::duplex(16 << 20);
+        let (read, write) = tokio::io::split(ours);
+        let handle = vat.enter(|| connect(&vat, read, write, None, Limits::default()));
+        vat.spawn(vat.clone().drive());
+        // The connection's tasks start.
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        let (small, large) = vat.enter(|| {
+            let target = handle.bootstrap();
+            // A few sends stay in the session until the turn's batch ends.
+            for index in 0..10 {
+                drop(E(&target).call("note", list![index]));
+            }
+            let small = readable_now(&mut peer);
+            // Thousands are handed over as they pile up.
+            for index in 0..5_000 {
+                drop(E(&target).call("note", list![index]));
+            }
+            (small, readable_now(&mut peer))
+        });
+        assert_eq!(small, 0, "a few sends wait for the end of the turn");
+        assert!(large >= 64 * 1024, "only {large} bytes left during the turn");
     });
 }

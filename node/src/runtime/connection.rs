@@ -394,7 +394,7 @@ where
         closed: closed_sender,
     });
     vat.add_connection(Rc::clone(&connection));
-    vat.spawn(write_loop(vat.clone(), id, outbound));
+    vat.spawn(write_loop(vat.clone(), id, outbound, closed_receiver.clone()));
     let pacer = options.calls_per_second.map(CallPacer::new);
     vat.spawn(read_loop(
         vat.clone(),
@@ -536,11 +536,26 @@ async fn read_loop<R: AsyncRead + Unpin>(
     }
 }
 
+/// How long a session whose stream refused a write stays open for its
+/// reader, which may still find why the peer went away (an answer or an
+/// `Abort` it sent before closing its end).
+const WRITE_FAILURE_GRACE: Duration = Duration::from_secs(1);
+
 /// Writes what the transport did not take when it was handed over,
-/// until the connection closes; a failed write ends the session.
-async fn write_loop(vat: Vat, id: SessionId, outbound: Rc<RefCell<Outbound>>) {
+/// until the connection closes; a failed write ends the session (after
+/// [`WRITE_FAILURE_GRACE`], unless the reader ended it first).
+async fn write_loop(
+    vat: Vat,
+    id: SessionId,
+    outbound: Rc<RefCell<Outbound>>,
+    mut closed: watch::Receiver<Option<String>>,
+) {
     let finished = std::future::poll_fn(|cx| outbound.borrow_mut().poll_drive(cx)).await;
     if let Finished::Failed(error) = finished {
+        tokio::select! {
+            _ = closed.wait_for(Option::is_some) => return,
+            () = tokio::time::sleep(WRITE_FAILURE_GRACE) => {}
+        }
         let reason = format!("writing to the connection failed: {error}");
         vat.enter(|| {
             if let Some(connection) = vat.connection(id) {

@@ -33,6 +33,8 @@ enum State {
     Closing,
     /// Drop what waits and the transport.
     CutOff,
+    /// The writer task finished: nothing more is written.
+    Done,
 }
 
 pub(crate) struct Outbound {
@@ -99,6 +101,9 @@ impl Outbound {
 
     /// Drops what waits and the transport: the peer does not read.
     pub fn cut_off(&mut self) {
+        if self.state == State::Done {
+            return;
+        }
         self.state = State::CutOff;
         self.chunks.clear();
         self.queued = 0;
@@ -132,6 +137,7 @@ impl Outbound {
                 },
             }
         };
+        self.state = State::Done;
         self.writer = None;
         self.chunks.clear();
         self.queued = 0;
@@ -168,5 +174,117 @@ impl Outbound {
             self.unflushed = false;
         }
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail on the first surprise"
+)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    use tokio::io::{AsyncRead, DuplexStream, ReadBuf};
+
+    use super::*;
+
+    /// The writer task's waker, counting its wake-ups.
+    #[derive(Default)]
+    struct WriterTask(AtomicUsize);
+
+    impl Wake for WriterTask {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// What the reading end holds now, and whether it saw the end.
+    fn read_now(reader: &mut DuplexStream) -> (Vec<u8>, bool) {
+        let waker = Waker::from(Arc::new(WriterTask::default()));
+        let mut cx = Context::from_waker(&waker);
+        let mut bytes = Vec::new();
+        loop {
+            let mut buffer = [0u8; 64];
+            let mut read = ReadBuf::new(&mut buffer);
+            match Pin::new(&mut *reader).poll_read(&mut cx, &mut read) {
+                Poll::Ready(Ok(())) if read.filled().is_empty() => return (bytes, true),
+                Poll::Ready(Ok(())) => bytes.extend_from_slice(read.filled()),
+                Poll::Ready(Err(error)) => panic!("read failed: {error}"),
+                Poll::Pending => return (bytes, false),
+            }
+        }
+    }
+
+    #[test]
+    fn bytes_are_written_when_handed_over_and_the_rest_when_the_transport_wakes_the_writer() {
+        let (transport, mut peer) = tokio::io::duplex(8);
+        let mut outbound = Outbound::new(transport);
+        let task = Arc::new(WriterTask::default());
+        let waker = Waker::from(Arc::clone(&task));
+        let mut cx = Context::from_waker(&waker);
+
+        // Before the writer task first ran, bytes wait for it.
+        outbound.push(b"hi".to_vec());
+        assert_eq!(read_now(&mut peer), (Vec::new(), false));
+        assert!(outbound.poll_drive(&mut cx).is_pending());
+        assert_eq!(read_now(&mut peer), (b"hi".to_vec(), false));
+
+        // From then on, at once, with no run of the writer task between.
+        outbound.push(b"hello".to_vec());
+        assert_eq!(read_now(&mut peer), (b"hello".to_vec(), false));
+        assert_eq!(outbound.queued(), 0);
+
+        // What the transport refuses waits until it wakes the writer.
+        outbound.push(b"0123456789abcdef".to_vec());
+        assert_eq!(outbound.queued(), 8);
+        let wakes_before = task.0.load(Ordering::SeqCst);
+        assert_eq!(read_now(&mut peer), (b"01234567".to_vec(), false));
+        assert!(
+            task.0.load(Ordering::SeqCst) > wakes_before,
+            "reading made room: the writer is woken"
+        );
+        assert!(outbound.poll_drive(&mut cx).is_pending());
+        assert_eq!(outbound.queued(), 0);
+        assert_eq!(read_now(&mut peer), (b"89abcdef".to_vec(), false));
+
+        // Closing writes what waits, then shuts the transport down.
+        outbound.push(b"bye".to_vec());
+        outbound.close();
+        outbound.push(b"ignored".to_vec());
+        assert!(matches!(outbound.poll_drive(&mut cx), Poll::Ready(Finished::Closed)));
+        assert_eq!(read_now(&mut peer), (b"bye".to_vec(), true));
+    }
+
+    #[test]
+    fn cutting_off_drops_what_waits_and_the_transport() {
+        let (transport, mut peer) = tokio::io::duplex(4);
+        let mut outbound = Outbound::new(transport);
+        let waker = Waker::from(Arc::new(WriterTask::default()));
+        let mut cx = Context::from_waker(&waker);
+        assert!(outbound.poll_drive(&mut cx).is_pending());
+        outbound.push(b"abcdefgh".to_vec());
+        assert_eq!(outbound.queued(), 4);
+        outbound.cut_off();
+        assert_eq!(outbound.queued(), 0);
+        assert!(matches!(outbound.poll_drive(&mut cx), Poll::Ready(Finished::CutOff)));
+        assert_eq!(read_now(&mut peer), (b"abcd".to_vec(), true));
+    }
+
+    #[test]
+    fn a_failed_write_wakes_the_writer_to_report_it() {
+        let (transport, peer) = tokio::io::duplex(16);
+        let mut outbound = Outbound::new(transport);
+        let task = Arc::new(WriterTask::default());
+        let waker = Waker::from(Arc::clone(&task));
+        let mut cx = Context::from_waker(&waker);
+        assert!(outbound.poll_drive(&mut cx).is_pending());
+        drop(peer);
+        outbound.push(b"lost".to_vec());
+        assert_eq!(task.0.load(Ordering::SeqCst), 1);
+        assert!(matches!(outbound.poll_drive(&mut cx), Poll::Ready(Finished::Failed(_))));
     }
 }
