@@ -268,6 +268,15 @@ impl Connection {
     }
 }
 
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // The writer task writes what waits, then shuts the stream down.
+        if let Ok(mut outbound) = self.outbound.try_borrow_mut() {
+            outbound.close();
+        }
+    }
+}
+
 /// `bytes` for a log line: whole MiB as such.
 fn describe_bytes(bytes: usize) -> String {
     const MIB: usize = 1 << 20;
