@@ -25,6 +25,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -92,24 +93,21 @@ impl Tables {
     /// Forgets import `id` (its object was collected); a newer import of
     /// the same reference is kept. Returns whether it was known.
     pub fn forget_import(&mut self, id: u64) -> bool {
-        let Some(reference) = self.import_by_id.remove(&id) else {
-            return false;
-        };
-        if self.imports.get(&reference).is_some_and(|import| import.id == id)
-            && let Some(import) = self.imports.remove(&reference)
-            && let Some(pending) = import.pending
-        {
-            self.host_promise_by_address.remove(&pending.address);
-        }
-        true
+        self.take_import(id).is_some()
     }
 
-    /// Takes the resolvers of pending host promise `id`, which from then
-    /// on is an ordinary promise of the guest's.
-    pub fn take_pending(&mut self, id: u64) -> Option<PendingPromise> {
-        let reference = self.import_by_id.get(&id)?;
-        let pending = self.imports.get_mut(reference)?.pending.take()?;
-        self.host_promise_by_address.remove(&pending.address);
+    /// Forgets import `id` as [`Tables::forget_import`] does, and gives
+    /// back the resolvers of its host promise if it was still pending
+    /// (`None` if the import was unknown).
+    pub fn take_import(&mut self, id: u64) -> Option<Option<PendingPromise>> {
+        let reference = self.import_by_id.remove(&id)?;
+        let pending = match self.imports.entry(reference) {
+            Entry::Occupied(entry) if entry.get().id == id => entry.remove().pending,
+            _ => None,
+        };
+        if let Some(pending) = &pending {
+            self.host_promise_by_address.remove(&pending.address);
+        }
         Some(pending)
     }
 

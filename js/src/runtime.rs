@@ -531,11 +531,10 @@ impl GuestRuntime {
                     },
                     Err(fatal) => return Err(fatal),
                 };
-                let pending = self.engine.tables.borrow_mut().take_pending(*import_id);
                 // Settled, the promise is the guest's own (see the engine's
                 // GC notes): the host reference goes now, not when QuickJS
                 // collects the promise.
-                self.engine.tables.borrow_mut().forget_import(*import_id);
+                let pending = self.engine.tables.borrow_mut().take_import(*import_id).flatten();
                 let Some(pending) = pending else {
                     continue;
                 };
