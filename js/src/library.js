@@ -356,12 +356,21 @@
   // (`adoptEvaluationRealm`), else this one.
   let vatPromiseCtor;
   let evaluationPromiseRef;
+  // That realm's `Function.prototype.call`, through which the engine
+  // calls a host promise's resolver: a promise's reactions run as jobs of
+  // the realm that settled it, and an `await` resumed by such a job wraps
+  // the next promise it awaits unless that job's realm made it. Settled
+  // from this library's realm, every `await` of a host promise would cost
+  // one more promise and job.
+  let vatCall;
+  let evaluationCallRef;
   // A vat worker runs one vat program: its host promises are made with
   // the vat compartment's `Promise`, so that `await` and `Promise.all` in
   // the vat take them as they are instead of wrapping each in one more
   // promise and job, as they do for another realm's promises.
   const adoptHostPromiseRealm = PromiseOfRealm => {
     vatPromiseCtor = PromiseOfRealm;
+    vatCall = getPrototypeOf(PromiseOfRealm).call;
   };
   // A worker evaluates in a fresh compartment each time; the one that
   // runs now is the likeliest to await what it sends. Held weakly, so an
@@ -370,9 +379,11 @@
   const adoptEvaluationRealm = PromiseOfRealm => {
     if (vatPromiseCtor === undefined) {
       evaluationPromiseRef = new WeakRefCtor(PromiseOfRealm);
+      evaluationCallRef = new WeakRefCtor(getPrototypeOf(PromiseOfRealm).call);
     }
   };
   const hostPromiseCtor = () => vatPromiseCtor ?? evaluationPromiseRef?.deref() ?? PromiseCtor;
+  const hostRealmCall = () => vatCall ?? evaluationCallRef?.deref();
 
   // `{ promise, resolve, reject }` of a new host promise, which the engine
   // holds (and settles) until it settles. The realm's own `withResolvers`
@@ -1129,6 +1140,7 @@
     bigintFrom,
     makePresence,
     makeHostPromise,
+    hostRealmCall,
     adoptHostPromiseRealm,
     adoptEvaluationRealm,
     lookupImport,

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use capstan_protocol::guards::CallKind;
 use capstan_protocol::{Reference, Value};
+use rquickjs::function::This;
 use rquickjs::promise::PromiseState;
 use rquickjs::{Array, Context, Ctx, Function, Module, Object, Runtime, Value as JsValue};
 
@@ -512,6 +513,9 @@ impl GuestRuntime {
         let root = self.root.clone();
         let result = self.enter(&root, |ctx| {
             let mut converter = js(Converter::new(&self.engine, ctx, Mode::Export))?;
+            // See `hostRealmCall` in `library.js`.
+            let realm_call = js(js(converter.library().function("hostRealmCall"))?.call::<_, JsValue>(()))?;
+            let realm_call = realm_call.into_function();
             let mut failure = None;
             for (import_id, settlement) in &found {
                 let (fulfilled, value) = match settlement {
@@ -540,7 +544,10 @@ impl GuestRuntime {
                 };
                 let settled = pending.resolvers.restore(ctx).and_then(|resolvers| {
                     let settle: rquickjs::Function = resolvers.get(if fulfilled { "resolve" } else { "reject" })?;
-                    settle.call::<_, ()>((value,))
+                    match &realm_call {
+                        Some(call) => call.call::<_, ()>((This(settle), JsValue::new_undefined(ctx.clone()), value)),
+                        None => settle.call::<_, ()>((value,)),
+                    }
                 });
                 self.call_guest(ctx, settled)?.ok();
             }

@@ -263,6 +263,67 @@ fn a_host_promise_once_settled_is_the_guests_own() {
     assert!(!passed.same(&promise));
 }
 
+/// Settles the result of the host's latest send.
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "a test helper fails its test")]
+fn settle_latest_send(host: &support::MockHost, guest: &mut capstan_js::GuestRuntime) {
+    let result = host.sends.borrow().last().and_then(|sent| sent.result.clone());
+    guest
+        .settle(&result.expect("a send with a result"), Ok(Value::Undefined))
+        .unwrap();
+}
+
+// Reactions to a host promise run as jobs of the realm that made it, so
+// an `await` that a settlement resumed takes the next host promise as it
+// is: it resumes in the same job as a `then` on that promise, not two
+// jobs later, as it would behind a promise of another realm wrapping it.
+const AWAIT_ORDER: &str = "
+    (async () => {
+      await E(remote).first();
+      const second = E(remote).second();
+      second.then(() => { log.push('then'); Promise.resolve().then(() => log.push('then+1')); });
+      await second;
+      log.push('resumed');
+    })()";
+
+#[test]
+fn an_await_resumed_by_a_settlement_takes_the_next_host_promise_unwrapped() {
+    let (host, mut guest) = guest();
+    let remote = Value::Remotable(Reference::new("Alleged: Remote", ()));
+    let source = format!("const log = []; ({AWAIT_ORDER}).then(() => harden(log))");
+    let outcome = guest.evaluate(&source, &[("remote", remote)]);
+    let Ok(Outcome::Pending(done)) = outcome else {
+        panic!("{outcome:?}")
+    };
+    settle_latest_send(&host, &mut guest);
+    settle_latest_send(&host, &mut guest);
+    let log = host.settlement_of(&done).expect("the evaluation settled").unwrap();
+    assert_eq!(capstan_protocol::quote::quote(&log), r#"["then","resumed","then+1"]"#);
+}
+
+#[test]
+fn in_a_vat_an_await_resumed_by_a_settlement_takes_the_next_host_promise_unwrapped() {
+    let (host, mut guest) = guest();
+    let source = format!(
+        "export function buildRootObject() {{
+           return makeDefaultExo('Root', {{ run(remote) {{ const log = []; return ({AWAIT_ORDER}).then(() => harden(log)); }} }});
+         }}"
+    );
+    let store = Value::Remotable(Reference::new("Alleged: baggageStore", ()));
+    let root = fulfilled(guest.build_vat(&source, &Value::Null, &[], &store, &Value::record::<&str>([])));
+    let Value::Remotable(root) = root else {
+        panic!("{root:?}")
+    };
+    let remote = Value::Remotable(Reference::new("Alleged: Remote", ()));
+    let outcome = guest.deliver(&root, Some("run"), &[remote]);
+    let Ok(Outcome::Pending(done)) = outcome else {
+        panic!("{outcome:?}")
+    };
+    settle_latest_send(&host, &mut guest);
+    settle_latest_send(&host, &mut guest);
+    let log = host.settlement_of(&done).expect("the run settled").unwrap();
+    assert_eq!(capstan_protocol::quote::quote(&log), r#"["then","resumed","then+1"]"#);
+}
+
 #[test]
 fn settlements_given_together_settle_in_order_and_run_every_reaction() {
     let (host, mut guest) = guest();
