@@ -263,13 +263,25 @@ fn a_host_promise_once_settled_is_the_guests_own() {
     assert!(!passed.same(&promise));
 }
 
-/// Settles the result of the host's latest send.
+/// Settles the results of the two sends `AWAIT_ORDER` makes, one after the
+/// other, and checks the order its log shows; `outcome` is what started it.
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "a test helper fails its test")]
-fn settle_latest_send(host: &support::MockHost, guest: &mut capstan_js::GuestRuntime) {
-    let result = host.sends.borrow().last().and_then(|sent| sent.result.clone());
-    guest
-        .settle(&result.expect("a send with a result"), Ok(Value::Undefined))
-        .unwrap();
+fn settle_both_and_check_the_order(
+    host: &support::MockHost,
+    guest: &mut capstan_js::GuestRuntime,
+    outcome: Result<Outcome, GuestError>,
+) {
+    let Ok(Outcome::Pending(done)) = outcome else {
+        panic!("{outcome:?}")
+    };
+    for _ in 0..2 {
+        let result = host.sends.borrow().last().and_then(|sent| sent.result.clone());
+        guest
+            .settle(&result.expect("a send with a result"), Ok(Value::Undefined))
+            .unwrap();
+    }
+    let log = host.settlement_of(&done).expect("it settled").unwrap();
+    assert_eq!(capstan_protocol::quote::quote(&log), r#"["then","resumed","then+1"]"#);
 }
 
 // Reactions to a host promise run as jobs of the realm that made it, so
@@ -291,13 +303,7 @@ fn an_await_resumed_by_a_settlement_takes_the_next_host_promise_unwrapped() {
     let remote = Value::Remotable(Reference::new("Alleged: Remote", ()));
     let source = format!("const log = []; ({AWAIT_ORDER}).then(() => harden(log))");
     let outcome = guest.evaluate(&source, &[("remote", remote)]);
-    let Ok(Outcome::Pending(done)) = outcome else {
-        panic!("{outcome:?}")
-    };
-    settle_latest_send(&host, &mut guest);
-    settle_latest_send(&host, &mut guest);
-    let log = host.settlement_of(&done).expect("the evaluation settled").unwrap();
-    assert_eq!(capstan_protocol::quote::quote(&log), r#"["then","resumed","then+1"]"#);
+    settle_both_and_check_the_order(&host, &mut guest, outcome);
 }
 
 #[test]
@@ -315,13 +321,7 @@ fn in_a_vat_an_await_resumed_by_a_settlement_takes_the_next_host_promise_unwrapp
     };
     let remote = Value::Remotable(Reference::new("Alleged: Remote", ()));
     let outcome = guest.deliver(&root, Some("run"), &[remote]);
-    let Ok(Outcome::Pending(done)) = outcome else {
-        panic!("{outcome:?}")
-    };
-    settle_latest_send(&host, &mut guest);
-    settle_latest_send(&host, &mut guest);
-    let log = host.settlement_of(&done).expect("the run settled").unwrap();
-    assert_eq!(capstan_protocol::quote::quote(&log), r#"["then","resumed","then+1"]"#);
+    settle_both_and_check_the_order(&host, &mut guest, outcome);
 }
 
 #[test]
