@@ -324,27 +324,39 @@ fn in_a_vat_an_await_resumed_by_a_settlement_takes_the_next_host_promise_unwrapp
     settle_both_and_check_the_order(&host, &mut guest, outcome);
 }
 
-#[test]
-fn settlements_given_together_settle_in_order_and_run_every_reaction() {
-    let (host, mut guest) = guest();
-    let outcome = guest
-        .evaluate(
-            "const seen = []; \
-             const watch = (p, name) => p.then(v => { seen.push(`${name}=${v}`); }, e => { seen.push(`${name}!${e.message}`); }); \
-             Promise.all([watch(E(remote).a(), 'a'), watch(E(remote).b(), 'b'), watch(E(remote).c(), 'c')]) \
-               .then(() => seen.join(' '))",
-            &[("remote", Value::Remotable(Reference::new("Alleged: Remote", ())))],
-        )
-        .unwrap();
-    let Outcome::Pending(all) = outcome else {
+/// Evaluates `source` with a presence `remote` endowed; it must wait on
+/// what it sent. Its promise, and the results of its sends in order.
+#[allow(clippy::unwrap_used, reason = "a test helper fails its test")]
+fn pending_with_sends(
+    host: &support::MockHost,
+    guest: &mut capstan_js::GuestRuntime,
+    source: &str,
+) -> (Reference, Vec<Reference>) {
+    let remote = Value::Remotable(Reference::new("Alleged: Remote", ()));
+    let outcome = guest.evaluate(source, &[("remote", remote)]).unwrap();
+    let Outcome::Pending(promise) = outcome else {
         panic!("{outcome:?}")
     };
-    let results: Vec<Reference> = host
+    let results = host
         .sends
         .borrow_mut()
         .drain(..)
         .map(|sent| sent.result.unwrap())
         .collect();
+    (promise, results)
+}
+
+#[test]
+fn settlements_given_together_settle_in_order_and_run_every_reaction() {
+    let (host, mut guest) = guest();
+    let (all, results) = pending_with_sends(
+        &host,
+        &mut guest,
+        "const seen = []; \
+         const watch = (p, name) => p.then(v => { seen.push(`${name}=${v}`); }, e => { seen.push(`${name}!${e.message}`); }); \
+         Promise.all([watch(E(remote).a(), 'a'), watch(E(remote).b(), 'b'), watch(E(remote).c(), 'c')]) \
+           .then(() => seen.join(' '))",
+    );
     assert_eq!(results.len(), 3);
     let stranger = Reference::new("Promise", ());
     guest
@@ -382,21 +394,11 @@ fn a_settlement_the_engine_cannot_take_fails_alone_in_its_batch() {
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
 fn one_settlement_of_a_batch_fails() {
     let (host, mut guest) = guest();
-    let outcome = guest
-        .evaluate(
-            "E(remote).deep(); Promise.all([E(remote).a(), E(remote).b()]).then(values => values.join(' '))",
-            &[("remote", Value::Remotable(Reference::new("Alleged: Remote", ())))],
-        )
-        .unwrap();
-    let Outcome::Pending(both) = outcome else {
-        panic!("{outcome:?}")
-    };
-    let results: Vec<Reference> = host
-        .sends
-        .borrow_mut()
-        .drain(..)
-        .map(|sent| sent.result.unwrap())
-        .collect();
+    let (both, results) = pending_with_sends(
+        &host,
+        &mut guest,
+        "E(remote).deep(); Promise.all([E(remote).a(), E(remote).b()]).then(values => values.join(' '))",
+    );
     let mut deep = Value::from(0);
     for _ in 0..1_000 {
         deep = Value::array(vec![deep]);
