@@ -108,8 +108,10 @@ impl<S> Context<S> {
 struct Shape<S> {
     tag: String,
     interface: Option<Value>,
-    /// Each guarded method with its guard and label: one lookup per call.
-    calls: BTreeMap<String, GuardedMethod<S>>,
+    /// Each guarded method with its guard and label, ordered by
+    /// [`by_length_then_bytes`]: one search per call, which compares bytes
+    /// only with names of the called name's length.
+    calls: Vec<(String, GuardedMethod<S>)>,
     /// Every method's name, for `__getMethodNames__` and errors.
     names: Vec<String>,
     meta_guard: MethodGuard,
@@ -131,7 +133,7 @@ impl<S: 'static> Shape<S> {
         mut guards: BTreeMap<String, MethodGuard>,
     ) -> Result<Shape<S>, ErrorValue> {
         let names = methods.keys().cloned().collect();
-        let calls = methods
+        let mut calls: Vec<(String, GuardedMethod<S>)> = methods
             .into_iter()
             .filter_map(|(name, method)| {
                 let guard = Rc::new(guards.remove(&name)?);
@@ -139,6 +141,7 @@ impl<S: 'static> Shape<S> {
                 Some((name, GuardedMethod { method, guard, label }))
             })
             .collect();
+        calls.sort_by(|(left, _), (right, _)| by_length_then_bytes(left, right));
         let meta_guard = passable_method_guard().map_err(|rejection| rejection.to_error_value())?;
         Ok(Shape {
             tag,
@@ -150,7 +153,11 @@ impl<S: 'static> Shape<S> {
     }
 
     fn invoke(&self, context: Context<S>, method: &str, args: Vec<Value>) -> Invocation {
-        if let Some(call) = self.calls.get(method) {
+        if let Ok(index) = self
+            .calls
+            .binary_search_by(|(name, _)| by_length_then_bytes(name, method))
+            && let Some((_, call)) = self.calls.get(index)
+        {
             return run_guarded(call, context, args);
         }
         let names = || {
@@ -182,6 +189,13 @@ impl<S: 'static> Shape<S> {
             capstan_protocol::quote::quote(&method_names_value(names()))
         ))))
     }
+}
+
+/// The order of [`Shape::calls`]: shorter names first, then by bytes.
+fn by_length_then_bytes(left: &str, right: &str) -> std::cmp::Ordering {
+    left.len()
+        .cmp(&right.len())
+        .then_with(|| left.as_bytes().cmp(right.as_bytes()))
 }
 
 fn rejection_value(rejection: &capstan_protocol::Rejection) -> Value {
@@ -653,6 +667,30 @@ mod tests {
             };
             assert_eq!(&*refused.name, "TypeError");
             assert_eq!(&*refused.message, "argument 2 must be a non-negative safe integer");
+        });
+    }
+
+    #[test]
+    fn each_method_is_found_among_names_of_the_same_length_and_a_missing_one_is_refused() {
+        let vat = Vat::new();
+        vat.run_until(async {
+            let names = ["ba", "b", "ab", "abc", "aa", "c"];
+            let mut exo = Exo::new("Names");
+            for name in names {
+                exo = exo.method(name, move |_, _| Ok(Value::from(name)));
+            }
+            let object = exo.make().unwrap();
+            for name in names {
+                let answer = when(&E(&object).call(name, capstan_protocol::list![])).await.unwrap();
+                assert_eq!(answer.as_str(), Some(name));
+            }
+            let Err(Value::Error(refused)) = when(&E(&object).call("ac", capstan_protocol::list![])).await else {
+                panic!("a method the exo lacks must reject the call");
+            };
+            assert_eq!(
+                &*refused.message,
+                "target has no method \"ac\", has [\"__getInterfaceGuard__\",\"__getMethodNames__\",\"aa\",\"ab\",\"abc\",\"b\",\"ba\",\"c\"]"
+            );
         });
     }
 }

@@ -74,7 +74,11 @@ pub fn nesting_exceeds(value: &Value, max: usize) -> bool {
         matches!(value, Value::Array(_) | Value::Record(_) | Value::Tagged(_))
     }
     // Most values hold no nested container: they are checked without
-    // allocating (the stack is only made once a container is pushed).
+    // allocating (the stack is only made once a container is pushed), and
+    // a value that is no container at all without any setup.
+    if !is_container(value) {
+        return false;
+    }
     let mut stack: Vec<(&Value, usize)> = Vec::new();
     let mut next = Some((value, 0));
     while let Some((value, depth)) = next.take().or_else(|| stack.pop()) {
