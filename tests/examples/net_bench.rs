@@ -27,7 +27,7 @@ use capstan_protocol::captp::Limits;
 use capstan_protocol::{Value, list};
 use capstan_store::NodeId;
 use capstan_tests::bare::BareP2p;
-use capstan_tests::bench::{Better, Figure, micros, millis, per_second};
+use capstan_tests::bench::{Better, Figure, micros, millis, per_second, task_cpu_time};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 
 const ROUND_TRIPS: usize = 2_000;
@@ -291,12 +291,15 @@ async fn run_alice(bob: NodeId, bob_addresses: Vec<Multiaddr>, limits: BareLimit
     raw.burst(BURST).await?;
     let raw_burst = began.elapsed();
     let before = ticks(&bench).await?;
+    let cpu_before = vat_threads_cpu();
     let began = Instant::now();
     for _ in 0..BURST {
         E(&bench).send_only("tick", list![]);
     }
+    let sending_turn = began.elapsed();
     let after = ticks(&bench).await?;
     let captp_burst = began.elapsed();
+    let cpu_after = vat_threads_cpu();
     if after - before != BURST as f64 {
         return Err(format!("bob counted {} ticks, not {BURST}", after - before).into());
     }
@@ -318,6 +321,16 @@ async fn run_alice(bob: NodeId, bob_addresses: Vec<Multiaddr>, limits: BareLimit
         per_second(BURST, captp_burst) / 1e6,
         ratio(captp_burst, limits.burst)
     );
+    if let (Some((sender_before, receiver_before)), Some((sender_after, receiver_after))) = (cpu_before, cpu_after) {
+        let sends = u32::try_from(BURST).unwrap_or(u32::MAX);
+        println!(
+            "  CPU time per send: alice's vat thread {:.0} ns, bob's {:.0} ns; the sending turn took {:.1} ms",
+            nanos((sender_after.saturating_sub(sender_before)) / sends),
+            nanos((receiver_after.saturating_sub(receiver_before)) / sends),
+            millis(sending_turn)
+        );
+        println!("  (alice's swarm runs on her vat thread: the turn's frames reach TCP once it ends)");
+    }
     Figure::new(
         "1. burst of unawaited sends, node to node (Rust)",
         per_second(BURST, captp_burst) / 1e6,
@@ -475,6 +488,27 @@ fn thread_sleeps() -> Option<u64> {
         total += line.split_whitespace().nth(1)?.parse::<u64>().ok()?;
     }
     Some(total)
+}
+
+/// The CPU time alice's vat thread (this process's main thread) and
+/// bob's have spent so far, from `/proc/self/task/*/schedstat`.
+fn vat_threads_cpu() -> Option<(Duration, Duration)> {
+    let main = std::process::id().to_string();
+    let (mut alice, mut bob) = (None, None);
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = task.ok()?.path();
+        let spent = task_cpu_time(&path)?;
+        if path.file_name().and_then(|name| name.to_str()) == Some(main.as_str()) {
+            alice = Some(spent);
+        } else if std::fs::read_to_string(path.join("comm")).is_ok_and(|name| name.trim() == "bob-vat") {
+            bob = Some(spent);
+        }
+    }
+    alice.zip(bob)
+}
+
+fn nanos(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e9
 }
 
 fn sleeps_per_round_trip(before: Option<u64>, after: Option<u64>) -> Option<f64> {

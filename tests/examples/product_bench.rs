@@ -8,6 +8,10 @@
 //! loop of N awaited calls and the same loop with none, over N), and a
 //! burst of N calls all in flight at once (calls per second).
 //!
+//! Beside them, where an awaited call's time goes: the CPU time each of
+//! the four processes spends per call, for the bare relay and for the
+//! product path (two workers, two daemons).
+//!
 //! Run: `cargo build --release -p capstan && CAPSTAN_BIN=target/release/capstan
 //! cargo run --release -p capstan-tests --example product_bench`
 
@@ -20,7 +24,7 @@
 use std::time::{Duration, Instant};
 
 use capstan_tests::bare::BareRelay;
-use capstan_tests::bench::{Better, Figure, median, micros, per_second};
+use capstan_tests::bench::{Better, CpuMeter, Figure, children_of, cpu_line, median, micros, per_second};
 use capstan_tests::{Node, capstan_binary, introduce};
 
 /// Awaited calls timed in one evaluation.
@@ -58,6 +62,11 @@ fn main() {
 
     let mut relay = BareRelay::start().expect("the bare relay");
     let relay_round_trip = median(relay.round_trip(AWAITED).expect("relayed round trips"));
+    let mut relay_processes = vec![("this program".to_string(), std::process::id())];
+    relay_processes.extend(relay.processes());
+    let meter = CpuMeter::start(relay_processes);
+    let relay_calls = relay.round_trip(AWAITED).expect("relayed round trips").len() * 2;
+    let relay_cpu = meter.per(relay_calls);
     relay.burst(BURST).expect("a relayed burst");
     let relay_burst = relay.burst(BURST).expect("a relayed burst");
     drop(relay);
@@ -74,6 +83,10 @@ fn main() {
     let empty = time_eval(&bob, &awaited_loop(0), 0);
     let awaited = time_eval(&bob, &awaited_loop(AWAITED), AWAITED);
     let per_call = awaited.saturating_sub(empty) / u32::try_from(AWAITED).unwrap();
+    let product_cpu = product_cpu_per_call(&alice, &bob);
+    println!("CPU time per awaited call, by process (µs):");
+    println!("  bare relay:   {}", cpu_line(&relay_cpu));
+    println!("  product path: {}", cpu_line(&product_cpu));
     Figure::new(
         "2. product path: awaited call, worker to worker",
         micros(per_call),
@@ -94,4 +107,37 @@ fn main() {
     .limit(per_second(BURST, relay_burst))
     .target("≥ 100 000/s")
     .report();
+}
+
+/// The CPU time each process of the product path spends per awaited call:
+/// that of a loop of calls less that of an empty loop (the evaluation's
+/// own cost), over the calls.
+fn product_cpu_per_call(alice: &Node, bob: &Node) -> Vec<(String, Option<Duration>)> {
+    let (Some(alice_pid), Some(bob_pid)) = (alice.pid(), bob.pid()) else {
+        return Vec::new();
+    };
+    let (alice_pid, bob_pid) = (alice_pid.unsigned_abs(), bob_pid.unsigned_abs());
+    let mut processes = Vec::new();
+    for worker in children_of(bob_pid) {
+        processes.push(("calling worker".to_string(), worker));
+    }
+    processes.push(("its daemon".to_string(), bob_pid));
+    processes.push(("callee's daemon".to_string(), alice_pid));
+    for worker in children_of(alice_pid) {
+        processes.push(("callee worker".to_string(), worker));
+    }
+    let meter = CpuMeter::start(processes.clone());
+    time_eval(bob, &awaited_loop(0), 0);
+    let empty = meter.per(ROUNDS);
+    let meter = CpuMeter::start(processes);
+    time_eval(bob, &awaited_loop(AWAITED), AWAITED);
+    let full = meter.per(ROUNDS * AWAITED);
+    let calls = u32::try_from(AWAITED).unwrap();
+    full.into_iter()
+        .zip(empty)
+        .map(|((name, full), (_, empty))| {
+            let per_call = full.zip(empty).map(|(full, empty)| full.saturating_sub(empty / calls));
+            (name, per_call)
+        })
+        .collect()
 }

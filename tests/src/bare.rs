@@ -312,7 +312,7 @@ impl BareP2p {
 /// `pipe-echo`.
 pub struct BareRelay {
     client: Helper,
-    _server: Helper,
+    server: Helper,
 }
 
 impl BareRelay {
@@ -320,10 +320,7 @@ impl BareRelay {
         let mut server = spawn_self(&[ROLE_ARG, "relay-server"])?;
         let (peer, address, _) = listening(&mut server)?;
         let client = spawn_self(&[ROLE_ARG, "relay-client", &peer.to_string(), &address.to_string()])?;
-        Ok(BareRelay {
-            client,
-            _server: server,
-        })
+        Ok(BareRelay { client, server })
     }
 
     /// Times `rounds` round trips of one frame, after as many to warm up.
@@ -359,6 +356,23 @@ impl BareRelay {
         input.flush()?;
         output.read_exact(&mut echoed)?;
         Ok(began.elapsed())
+    }
+
+    /// The relay's processes with what each does: the client, the
+    /// server and its pipe echo (the server starts the echo, so it is
+    /// found once the server is listening).
+    pub fn processes(&self) -> Vec<(String, u32)> {
+        let server = self.server.child.id();
+        let mut processes = vec![
+            ("relay client".to_string(), self.client.child.id()),
+            ("relay server".to_string(), server),
+        ];
+        processes.extend(
+            crate::bench::children_of(server)
+                .into_iter()
+                .map(|echo| ("pipe echo".to_string(), echo)),
+        );
+        processes
     }
 
     fn pipes(&mut self) -> BareResult<(&mut std::process::ChildStdin, &mut std::process::ChildStdout)> {

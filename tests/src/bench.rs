@@ -4,7 +4,8 @@
 //! ([`JSON_ENV`]), as one JSON line; the table the runner
 //! (`tests/examples/bench.rs`) prints from those lines; medians; and
 //! re-executing the running program as a helper process (the bare peers
-//! of [`crate::bare`] run that way).
+//! of [`crate::bare`] run that way); and the CPU time processes spend,
+//! to show where a figure's time goes.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -196,4 +197,92 @@ pub fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|text| text.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The CPU time every thread of process `pid` has spent so far, from
+/// `/proc/PID/task/*/schedstat` (nanoseconds, unlike the clock ticks of
+/// `/proc/PID/stat`); `None` where that cannot be read.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        total += task_cpu_time(&task.ok()?.path())?;
+    }
+    Some(total)
+}
+
+/// The CPU time of one thread, given its `/proc/PID/task/TID` directory.
+pub fn task_cpu_time(task: &std::path::Path) -> Option<Duration> {
+    let text = std::fs::read_to_string(task.join("schedstat")).ok()?;
+    Some(Duration::from_nanos(text.split_whitespace().next()?.parse().ok()?))
+}
+
+/// The processes whose parent is `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat")).is_ok_and(|stat| {
+                // The parent is the second field after the command, which
+                // is in parentheses and may hold spaces.
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                    == Some(pid)
+            })
+        })
+        .collect()
+}
+
+/// Named processes whose CPU time is measured across a piece of work.
+pub struct CpuMeter {
+    processes: Vec<(String, u32, Option<Duration>)>,
+}
+
+impl CpuMeter {
+    /// Starts measuring `processes` (a name and a pid each).
+    pub fn start(processes: Vec<(String, u32)>) -> CpuMeter {
+        CpuMeter {
+            processes: processes
+                .into_iter()
+                .map(|(name, pid)| {
+                    let before = cpu_time(pid);
+                    (name, pid, before)
+                })
+                .collect(),
+        }
+    }
+
+    /// Each process's CPU time since [`CpuMeter::start`], divided by
+    /// `count`; `None` for a process that could not be read.
+    pub fn per(&self, count: usize) -> Vec<(String, Option<Duration>)> {
+        let count = u32::try_from(count.max(1)).unwrap_or(u32::MAX);
+        self.processes
+            .iter()
+            .map(|(name, pid, before)| {
+                let spent = before
+                    .zip(cpu_time(*pid))
+                    .map(|(before, after)| after.saturating_sub(before));
+                (name.clone(), spent.map(|spent| spent / count))
+            })
+            .collect()
+    }
+}
+
+/// One line of [`CpuMeter::per`]'s figures in µs, and their sum.
+pub fn cpu_line(figures: &[(String, Option<Duration>)]) -> String {
+    let mut total = Duration::ZERO;
+    let mut parts = Vec::with_capacity(figures.len());
+    for (name, spent) in figures {
+        match spent {
+            Some(spent) => {
+                total += *spent;
+                parts.push(format!("{name} {:.1}", micros(*spent)));
+            }
+            None => parts.push(format!("{name} ?")),
+        }
+    }
+    format!("{}; total {:.1}", parts.join(", "), micros(total))
 }
