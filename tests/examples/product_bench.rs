@@ -65,8 +65,9 @@ fn main() {
     let mut relay_processes = vec![("this program".to_string(), std::process::id())];
     relay_processes.extend(relay.processes());
     let meter = CpuMeter::start(relay_processes);
-    let relay_calls = relay.round_trip(AWAITED).expect("relayed round trips").len() * 2;
-    let relay_cpu = meter.per(relay_calls);
+    relay.round_trip(AWAITED).expect("relayed round trips");
+    // `round_trip` runs as many rounds to warm up as it times.
+    let relay_cpu = meter.per(2 * AWAITED);
     relay.burst(BURST).expect("a relayed burst");
     let relay_burst = relay.burst(BURST).expect("a relayed burst");
     drop(relay);
@@ -80,10 +81,15 @@ fn main() {
     // Warm both workers and the session.
     time_eval(&bob, &awaited_loop(100), 100);
 
+    let processes = product_processes(&alice, &bob);
+    let meter = CpuMeter::start(processes.clone());
     let empty = time_eval(&bob, &awaited_loop(0), 0);
+    let empty_cpu = meter.per(ROUNDS);
+    let meter = CpuMeter::start(processes);
     let awaited = time_eval(&bob, &awaited_loop(AWAITED), AWAITED);
+    let loop_cpu = meter.per(ROUNDS * AWAITED);
     let per_call = awaited.saturating_sub(empty) / u32::try_from(AWAITED).unwrap();
-    let product_cpu = product_cpu_per_call(&alice, &bob);
+    let product_cpu = cpu_per_call(loop_cpu, empty_cpu);
     println!("CPU time per awaited call, by process (µs):");
     println!("  bare relay:   {}", cpu_line(&relay_cpu));
     println!("  product path: {}", cpu_line(&product_cpu));
@@ -109,14 +115,13 @@ fn main() {
     .report();
 }
 
-/// The CPU time each process of the product path spends per awaited call:
-/// that of a loop of calls less that of an empty loop (the evaluation's
-/// own cost), over the calls.
-fn product_cpu_per_call(alice: &Node, bob: &Node) -> Vec<(String, Option<Duration>)> {
-    let (Some(alice_pid), Some(bob_pid)) = (alice.pid(), bob.pid()) else {
+/// The processes of the product path, named by their part in a call from
+/// bob's worker to alice's.
+fn product_processes(alice: &Node, bob: &Node) -> Vec<(String, u32)> {
+    let pid = |node: &Node| node.pid().and_then(|pid| u32::try_from(pid).ok());
+    let (Some(alice_pid), Some(bob_pid)) = (pid(alice), pid(bob)) else {
         return Vec::new();
     };
-    let (alice_pid, bob_pid) = (alice_pid.unsigned_abs(), bob_pid.unsigned_abs());
     let mut processes = Vec::new();
     for worker in children_of(bob_pid) {
         processes.push(("calling worker".to_string(), worker));
@@ -126,15 +131,20 @@ fn product_cpu_per_call(alice: &Node, bob: &Node) -> Vec<(String, Option<Duratio
     for worker in children_of(alice_pid) {
         processes.push(("callee worker".to_string(), worker));
     }
-    let meter = CpuMeter::start(processes.clone());
-    time_eval(bob, &awaited_loop(0), 0);
-    let empty = meter.per(ROUNDS);
-    let meter = CpuMeter::start(processes);
-    time_eval(bob, &awaited_loop(AWAITED), AWAITED);
-    let full = meter.per(ROUNDS * AWAITED);
+    processes
+}
+
+/// Each process's CPU time per awaited call: a loop's (per call) less an
+/// empty loop's (the evaluation's own cost, per evaluation) spread over
+/// the loop's calls.
+fn cpu_per_call(
+    loop_cpu: Vec<(String, Option<Duration>)>,
+    empty_cpu: Vec<(String, Option<Duration>)>,
+) -> Vec<(String, Option<Duration>)> {
     let calls = u32::try_from(AWAITED).unwrap();
-    full.into_iter()
-        .zip(empty)
+    loop_cpu
+        .into_iter()
+        .zip(empty_cpu)
         .map(|((name, full), (_, empty))| {
             let per_call = full.zip(empty).map(|(full, empty)| full.saturating_sub(empty / calls));
             (name, per_call)
